@@ -1,0 +1,333 @@
+"""Audio in: any file or array → 16 kHz mono float32, and the speech front ends.
+
+Data flows one way: ``load_audio`` → ``log_mel`` or ``wav2vec2_features`` → speech2latent.
+Video runs at 25 fps and audio at 16 kHz, so one video frame is exactly 640 samples; every
+front end here returns features whose length is an exact multiple of the frame count.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import AudioError
+
+SAMPLE_RATE = 16_000
+"""Sampling rate (Hz) of everything after :func:`load_audio`."""
+FPS = 25
+"""Video frame rate (frames/s) the models are trained for."""
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
+
+AUDIO_FILE_TYPES = ("wav", "flac", "ogg", "mp3", "m4a", "webm")
+MIN_SAMPLING_RATE = 4_000
+MAX_SAMPLING_RATE = 384_000
+DEFAULT_MAX_DURATION = 600.0
+"""Longest audio (seconds) accepted unless the caller says otherwise."""
+
+
+def num_frames(num_samples: int, sampling_rate: int, fps: int = FPS) -> int:
+    """Video frames for ``num_samples`` of audio: duration × fps rounded half up, at least 1."""
+    return max(1, int(math.floor(num_samples * fps / sampling_rate + 0.5)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding
+# ----------------------------------------------------------------------------------------------
+
+
+def _decode_with_soundfile(path: str) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    with sf.SoundFile(path) as f:
+        expected = f.frames
+        data = f.read(dtype="float32", always_2d=True)
+        sr = f.samplerate
+    # libsndfile reads a truncated file up to where it ends; the header still says how long it
+    # should have been, which is how a truncated upload is told from a short one.
+    if expected > 0 and data.shape[0] < expected:
+        raise AudioError(
+            f"{path}: audio file is truncated ({data.shape[0]} of {expected} samples present)"
+        )
+    return data, sr
+
+
+def _decode_with_pyav(path: str) -> tuple[np.ndarray, int]:
+    import av
+
+    chunks = []
+    with av.open(path) as container:
+        if not container.streams.audio:
+            raise AudioError(f"{path}: the file has no audio stream")
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="fltp")
+        sr = None
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                sr = out.sample_rate
+                chunks.append(out.to_ndarray())  # (channels, samples)
+        for out in resampler.resample(None):
+            chunks.append(out.to_ndarray())
+    if not chunks or sr is None:
+        return np.zeros((0, 1), np.float32), sr or SAMPLE_RATE
+    return np.concatenate(chunks, axis=1).T.astype(np.float32), int(sr)
+
+
+def decode_audio_file(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Decode an audio file as it is stored.
+
+    Returns ``(samples, sampling_rate)`` with samples ``(T, channels)`` float32 in [-1, 1].
+    wav/flac/ogg/mp3 go through libsndfile; m4a/webm (and anything libsndfile refuses) through
+    FFmpeg via PyAV. Raises :class:`AudioError` naming the file and the accepted types.
+    """
+    path = str(path)
+    if not os.path.exists(path):
+        raise AudioError(f"audio file not found: {path}")
+    if os.path.isdir(path):
+        raise AudioError(f"expected an audio file, got a folder: {path}")
+    if os.path.getsize(path) == 0:
+        raise AudioError(f"{path}: audio file is empty (0 bytes)")
+    accepted = ", ".join(AUDIO_FILE_TYPES)
+    for decoder in (_decode_with_soundfile, _decode_with_pyav):
+        try:
+            return decoder(path)
+        except AudioError:
+            raise
+        except Exception:  # each library has its own error types; both are tried
+            continue
+    raise AudioError(
+        f"{path}: not a readable audio file (corrupt or unsupported; accepted: {accepted})"
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Normalising to 16 kHz mono
+# ----------------------------------------------------------------------------------------------
+
+
+def _as_float_array(audio: Any) -> np.ndarray:
+    if isinstance(audio, torch.Tensor):
+        audio = audio.detach().to("cpu")
+        if audio.dtype in (torch.float16, torch.bfloat16):
+            audio = audio.float()
+        audio = audio.numpy()
+    try:
+        audio = np.asarray(audio)
+    except Exception as e:
+        raise AudioError(f"audio array could not be read as numbers: {e}") from None
+    if audio.dtype == np.int16:
+        return audio.astype(np.float32) / 32768.0
+    if audio.dtype == np.int32:
+        return audio.astype(np.float32) / 2147483648.0
+    if audio.dtype == np.uint8:
+        return (audio.astype(np.float32) - 128.0) / 128.0
+    if not np.issubdtype(audio.dtype, np.floating):
+        raise AudioError(
+            f"audio array has dtype {audio.dtype}; accepted: float32/float64, int16, int32, uint8"
+        )
+    return audio.astype(np.float32, copy=False)
+
+
+def to_mono(samples: np.ndarray) -> np.ndarray:
+    """(T,), (T, C) or (C, T) with C ≤ 8 → (T,) by averaging channels."""
+    if samples.ndim == 1:
+        return samples
+    if samples.ndim != 2:
+        raise AudioError(
+            f"audio array must be 1-D (samples) or 2-D (samples × channels); got shape {samples.shape}"
+        )
+    if samples.shape[1] <= 8 and samples.shape[0] >= samples.shape[1]:
+        return samples.mean(axis=1)
+    if samples.shape[0] <= 8:
+        return samples.mean(axis=0)
+    raise AudioError(f"audio array shape {samples.shape} has more than 8 channels")
+
+
+def resample(samples: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
+    """Band-limited resampling (soxr, high quality) of a 1-D or (T, C) array."""
+    if orig_rate == target_rate:
+        return samples.astype(np.float32, copy=False)
+    import soxr
+
+    return soxr.resample(samples, orig_rate, target_rate, quality="HQ").astype(np.float32)
+
+
+def _check_sampling_rate(sampling_rate: Any) -> int:
+    if isinstance(sampling_rate, float) and sampling_rate.is_integer():
+        sampling_rate = int(sampling_rate)
+    if isinstance(sampling_rate, (bool, np.bool_)) or not isinstance(sampling_rate, (int, np.integer)):
+        raise AudioError(f"sampling_rate must be an integer number of Hz, got {sampling_rate!r}")
+    if not MIN_SAMPLING_RATE <= sampling_rate <= MAX_SAMPLING_RATE:
+        raise AudioError(
+            f"sampling_rate {sampling_rate} Hz is outside the accepted range "
+            f"{MIN_SAMPLING_RATE}–{MAX_SAMPLING_RATE} Hz"
+        )
+    return int(sampling_rate)
+
+
+def load_audio(
+    audio: str | os.PathLike | np.ndarray | torch.Tensor,
+    sampling_rate: int | None = None,
+    *,
+    max_duration: float | None = DEFAULT_MAX_DURATION,
+    fps: int = FPS,
+) -> np.ndarray:
+    """Load speech as 16 kHz mono float32, padded or cut to a whole number of video frames.
+
+    Args:
+        audio: a file path (wav/flac/ogg/mp3/m4a/webm), or an array/tensor of samples shaped
+            (T,), (T, C) or (C, T); integer arrays are scaled to [-1, 1].
+        sampling_rate: rate of ``audio`` in Hz; required for arrays, ignored for files.
+        max_duration: longest accepted duration in seconds (None: no limit).
+        fps: video frame rate; the result has exactly ``num_frames × 16000 / fps`` samples.
+
+    Returns:
+        ``(num_frames × 640,)`` float32 at 16 kHz (at 25 fps).
+
+    Raises:
+        AudioError: unreadable/corrupt/empty input, non-finite samples, a bad sampling rate,
+            audio shorter than one frame or longer than ``max_duration``. Silence is accepted.
+    """
+    if isinstance(audio, (str, os.PathLike)):
+        samples, rate = decode_audio_file(audio)
+        name = str(audio)
+    elif isinstance(audio, (np.ndarray, torch.Tensor, list, tuple)):
+        if sampling_rate is None:
+            raise AudioError("sampling_rate is required when audio is given as an array or tensor")
+        rate = _check_sampling_rate(sampling_rate)
+        samples = _as_float_array(audio)
+        name = "audio array"
+    else:
+        raise AudioError(
+            f"audio must be a file path, a numpy array or a torch tensor; got {type(audio).__name__}"
+        )
+    samples = to_mono(samples)
+    if samples.size == 0:
+        raise AudioError(f"{name}: contains no samples")
+    if not np.isfinite(samples).all():
+        raise AudioError(f"{name}: contains NaN or infinite samples")
+    duration = samples.shape[0] / rate
+    if duration < 1.0 / fps:
+        raise AudioError(
+            f"{name}: {duration * 1000:.1f} ms is too short; at least {1000 / fps:.0f} ms (one frame) is needed"
+        )
+    if max_duration is not None and duration > max_duration:
+        raise AudioError(
+            f"{name}: {duration:.1f} s is too long; at most {max_duration:g} s is accepted"
+        )
+    n = num_frames(samples.shape[0], rate, fps)
+    wave = resample(samples, rate, SAMPLE_RATE)
+    target = n * SAMPLE_RATE // fps
+    if wave.shape[0] < target:
+        wave = np.pad(wave, (0, target - wave.shape[0]))
+    return np.ascontiguousarray(wave[:target], dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Front ends
+# ----------------------------------------------------------------------------------------------
+
+_MEL_CACHE: dict[tuple, torch.Tensor] = {}
+
+
+def _mel_filters(n_fft: int, n_mels: int, f_min: float, f_max: float) -> torch.Tensor:
+    key = (n_fft, n_mels, f_min, f_max)
+    if key not in _MEL_CACHE:
+        from transformers.audio_utils import mel_filter_bank
+
+        fb = mel_filter_bank(
+            num_frequency_bins=n_fft // 2 + 1,
+            num_mel_filters=n_mels,
+            min_frequency=f_min,
+            max_frequency=f_max,
+            sampling_rate=SAMPLE_RATE,
+            norm="slaney",
+            mel_scale="slaney",
+        )
+        _MEL_CACHE[key] = torch.from_numpy(fb.astype(np.float32))  # (freq, mels)
+    return _MEL_CACHE[key]
+
+
+def log_mel(
+    wave: np.ndarray | torch.Tensor,
+    n_frames: int,
+    *,
+    n_mels: int = 80,
+    n_fft: int = 400,
+    hop_length: int = 160,
+    f_min: float = 0.0,
+    f_max: float = 8000.0,
+) -> torch.Tensor:
+    """Log-mel spectrogram at 100 Hz (hop 160 at 16 kHz), exactly ``4 × n_frames`` long.
+
+    Args:
+        wave: 16 kHz mono samples, (T,).
+        n_frames: video frames the features must cover (25 fps).
+
+    Returns:
+        ``(4 × n_frames, n_mels)`` float32, natural log of mel power with a 1e-5 floor.
+    """
+    x = torch.as_tensor(wave, dtype=torch.float32).flatten()
+    window = torch.hann_window(n_fft)
+    spec = torch.stft(x, n_fft, hop_length, window=window, center=True, return_complex=True)
+    power = spec.abs().pow(2).T  # (time, freq)
+    mel = power @ _mel_filters(n_fft, n_mels, f_min, f_max)
+    feats = torch.log(mel.clamp_min(1e-5))
+    return fit_length(feats, n_frames * (SAMPLE_RATE // hop_length) // FPS)
+
+
+def fit_length(feats: torch.Tensor, length: int) -> torch.Tensor:
+    """Cut or edge-pad (T, F) features along time to exactly ``length`` rows."""
+    if feats.shape[0] >= length:
+        return feats[:length]
+    pad = feats[-1:].expand(length - feats.shape[0], -1)
+    return torch.cat([feats, pad], dim=0)
+
+
+def wav2vec2_features(
+    wave: np.ndarray,
+    n_frames: int,
+    audio_encoder: torch.nn.Module,
+    feature_extractor: Any | None = None,
+    *,
+    feature_rate: int = 50,
+) -> torch.Tensor:
+    """Frozen wav2vec2 hidden states, resampled in time to ``feature_rate`` Hz.
+
+    The real base model gives 50 Hz (stride 320); other configs (tiny test ones) are linearly
+    interpolated so the result is always ``n_frames × feature_rate / 25`` rows.
+
+    Returns:
+        ``(n_frames × feature_rate / 25, hidden_size)`` float32 on the encoder's device.
+    """
+    param = next(audio_encoder.parameters())
+    if feature_extractor is not None:
+        inputs = feature_extractor(wave, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_values
+    else:  # what Wav2Vec2FeatureExtractor(do_normalize=True) does
+        w = torch.as_tensor(wave, dtype=torch.float32)
+        inputs = ((w - w.mean()) / torch.sqrt(w.var() + 1e-7))[None]
+    with torch.inference_mode():
+        hidden = audio_encoder(inputs.to(param.device, param.dtype)).last_hidden_state[0]
+    length = n_frames * feature_rate // FPS
+    hidden = hidden.float().T[None]  # (1, H, T')
+    hidden = torch.nn.functional.interpolate(hidden, size=length, mode="linear", align_corners=False)
+    return hidden[0].T.contiguous()
+
+
+__all__ = [
+    "SAMPLE_RATE",
+    "FPS",
+    "SAMPLES_PER_FRAME",
+    "AUDIO_FILE_TYPES",
+    "num_frames",
+    "decode_audio_file",
+    "load_audio",
+    "to_mono",
+    "resample",
+    "log_mel",
+    "fit_length",
+    "wav2vec2_features",
+]

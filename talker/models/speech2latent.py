@@ -1,0 +1,296 @@
+"""speech2latent: audio features → one semantic latent ``z_sem`` and one head pose per video frame.
+
+DAE-Talker's second stage (Du et al., ACM MM 2023)::
+
+    features (100 Hz log-mel or 50 Hz wav2vec2)
+      → stride-2 Conv1d ×log2(rate/25)      exactly one token per 25 fps frame
+      → (+ emotion projection)              READ Avatars-style intensities, zeros = neutral
+      → Conformer blocks (encoder)
+      → PoseAdaptor                         predicts yaw/pitch/roll; adds a pose embedding back
+      → Conformer blocks (decoder)
+      → Linear                              normalised z_sem
+
+Feature, latent and pose statistics are buffers, so they are saved with the weights.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from torch import nn
+
+EMOTIONS = ("happy", "sad", "angry", "surprised")
+"""Default emotion names; a checkpoint's own list is ``speech_to_latent.config.emotion_names``."""
+
+
+def _rotary(x: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding over the time axis of (B, heads, T, d)."""
+    t, d = x.shape[-2], x.shape[-1]
+    inv = 1.0 / (10000 ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d))
+    ang = torch.arange(t, device=x.device, dtype=torch.float32)[:, None] * inv[None]
+    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, hidden, ffn, dropout):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.LayerNorm(hidden), nn.Linear(hidden, ffn), nn.SiLU(), nn.Dropout(dropout),
+            nn.Linear(ffn, hidden), nn.Dropout(dropout),
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with rotary positions (relative, so any window length works)."""
+
+    def __init__(self, hidden, num_heads, dropout):
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden)
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.out = nn.Linear(hidden, hidden)
+        self.num_heads, self.dropout = num_heads, dropout
+
+    def forward(self, x, mask):
+        b, t, h = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, t, 3, self.num_heads, h // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k = _rotary(q), _rotary(k)
+        attn_mask = None if mask is None else mask[:, None, None, :]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
+        return F.dropout(self.out(y.transpose(1, 2).reshape(b, t, h)), self.dropout, self.training)
+
+
+class ConvModule(nn.Module):
+    """Conformer convolution module: pointwise → GLU → depthwise → norm → SiLU → pointwise."""
+
+    def __init__(self, hidden, kernel_size, dropout):
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden)
+        self.pointwise_in = nn.Conv1d(hidden, 2 * hidden, 1)
+        self.depthwise = nn.Conv1d(hidden, hidden, kernel_size, padding=kernel_size // 2, groups=hidden)
+        self.mid_norm = nn.GroupNorm(1, hidden)  # batch-size independent, unlike BatchNorm
+        self.pointwise_out = nn.Conv1d(hidden, hidden, 1)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x, mask):
+        y = self.norm(x)
+        if mask is not None:
+            y = y.masked_fill(~mask[..., None], 0.0)
+        y = F.glu(self.pointwise_in(y.transpose(1, 2)), dim=1)
+        y = F.silu(self.mid_norm(self.depthwise(y)))
+        return self.dropout(self.pointwise_out(y).transpose(1, 2))
+
+
+class ConformerBlock(nn.Module):
+    """Macaron Conformer block: ½FFN → MHSA → Conv → ½FFN → LayerNorm (Gulati et al., 2020)."""
+
+    def __init__(self, hidden, num_heads, ffn, kernel_size, dropout):
+        super().__init__()
+        self.ffn1 = FeedForward(hidden, ffn, dropout)
+        self.attn = SelfAttention(hidden, num_heads, dropout)
+        self.conv = ConvModule(hidden, kernel_size, dropout)
+        self.ffn2 = FeedForward(hidden, ffn, dropout)
+        self.norm = nn.LayerNorm(hidden)
+
+    def forward(self, x, mask=None):
+        x = x + 0.5 * self.ffn1(x)
+        x = x + self.attn(x, mask)
+        x = x + self.conv(x, mask)
+        x = x + 0.5 * self.ffn2(x)
+        return self.norm(x)
+
+
+class PoseAdaptor(nn.Module):
+    """DAE-Talker's pose adaptor (after FastSpeech 2's variance adaptor).
+
+    The *pose predictor* (two Conv1d → ReLU → LayerNorm → Dropout layers, then Linear) predicts
+    normalised yaw/pitch/roll per frame; the *pose projector* embeds a pose and adds it back to the
+    hidden states. During training the ground-truth pose is projected (teacher forcing); at
+    inference the predicted pose, or a pose the user gives.
+    """
+
+    def __init__(self, hidden, channels, kernel_size, dropout, pose_dim=3):
+        super().__init__()
+        self.conv1 = nn.Conv1d(hidden, channels, kernel_size, padding=kernel_size // 2)
+        self.norm1 = nn.LayerNorm(channels)
+        self.conv2 = nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2)
+        self.norm2 = nn.LayerNorm(channels)
+        self.dropout = nn.Dropout(dropout)
+        self.predictor_out = nn.Linear(channels, pose_dim)
+        self.projector = nn.Linear(pose_dim, hidden)
+
+    def predict(self, x):
+        y = self.dropout(self.norm1(F.relu(self.conv1(x.transpose(1, 2))).transpose(1, 2)))
+        y = self.dropout(self.norm2(F.relu(self.conv2(y.transpose(1, 2))).transpose(1, 2)))
+        return self.predictor_out(y)
+
+    def forward(self, x, pose=None):
+        """x (B, N, hidden); pose (B, N, 3) normalised or None → (x + embedding, predicted pose)."""
+        predicted = self.predict(x)
+        used = predicted if pose is None else pose.to(x.dtype)
+        return x + self.projector(used), predicted
+
+
+@dataclass
+class Speech2LatentOutput(BaseOutput):
+    """Per-frame outputs.
+
+    latents: (B, N, latent_dim) in the normalised latent space (what training regresses).
+    z_sem: (B, N, latent_dim) de-normalised, ready for the DAE decoder.
+    pose: (B, N, 3) yaw/pitch/roll in degrees that the projector used (given, or predicted).
+    predicted_pose: (B, N, 3) the pose predictor's output, normalised (what the pose loss sees).
+    """
+
+    latents: torch.Tensor
+    z_sem: torch.Tensor
+    pose: torch.Tensor
+    predicted_pose: torch.Tensor
+
+
+class Speech2Latent(ModelMixin, ConfigMixin):
+    """Conformer speech2latent network with pose adaptor and emotion control.
+
+    Args:
+        audio_frontend: ``"mel"`` (log-mel, no weights) or ``"wav2vec2"`` (frozen audio encoder).
+        feature_dim: size of one feature vector (80 mel bins; wav2vec2 hidden size).
+        feature_rate: feature frames per second (100 for mel, 50 for wav2vec2).
+        fps: video frames per second; ``feature_rate / fps`` must be a power of two.
+        n_mels, n_fft, hop_length: log-mel settings when ``audio_frontend="mel"``.
+        hidden_size, num_heads, ffn_size, conv_kernel_size: Conformer sizes.
+        num_encoder_layers / num_decoder_layers: Conformer blocks before / after the pose adaptor.
+        dropout: dropout in every block.
+        latent_dim: size of ``z_sem`` (the DAE's latent).
+        pose_predictor_channels, pose_predictor_kernel_size: pose predictor sizes.
+        emotion_names: names of the emotion intensities, in vector order.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        audio_frontend: str = "mel",
+        feature_dim: int = 80,
+        feature_rate: int = 100,
+        fps: int = 25,
+        n_mels: int = 80,
+        n_fft: int = 400,
+        hop_length: int = 160,
+        hidden_size: int = 256,
+        num_heads: int = 4,
+        ffn_size: int = 1024,
+        conv_kernel_size: int = 15,
+        num_encoder_layers: int = 4,
+        num_decoder_layers: int = 4,
+        dropout: float = 0.1,
+        latent_dim: int = 512,
+        pose_predictor_channels: int = 256,
+        pose_predictor_kernel_size: int = 5,
+        emotion_names: tuple[str, ...] = EMOTIONS,
+    ):
+        super().__init__()
+        if audio_frontend not in ("mel", "wav2vec2"):
+            raise ValueError(f"audio_frontend must be 'mel' or 'wav2vec2', got {audio_frontend!r}")
+        ratio = feature_rate / fps
+        n_down = round(math.log2(ratio)) if ratio >= 1 else -1
+        if n_down < 0 or 2**n_down != ratio:
+            raise ValueError(f"feature_rate / fps must be a power of two, got {feature_rate}/{fps}")
+        layers: list[nn.Module] = []
+        ch = feature_dim
+        for _ in range(n_down):
+            layers += [nn.Conv1d(ch, hidden_size, 3, stride=2, padding=1), nn.SiLU()]
+            ch = hidden_size
+        layers.append(nn.Conv1d(ch, hidden_size, 3, padding=1))
+        self.subsample = nn.Sequential(*layers)
+        self.emotion_proj = nn.Linear(len(emotion_names), hidden_size, bias=False) if emotion_names else None
+        block = lambda: ConformerBlock(hidden_size, num_heads, ffn_size, conv_kernel_size, dropout)  # noqa: E731
+        self.encoder = nn.ModuleList(block() for _ in range(num_encoder_layers))
+        self.pose_adaptor = PoseAdaptor(hidden_size, pose_predictor_channels, pose_predictor_kernel_size, dropout)
+        self.decoder = nn.ModuleList(block() for _ in range(num_decoder_layers))
+        self.out = nn.Linear(hidden_size, latent_dim)
+
+        self.register_buffer("feature_mean", torch.zeros(feature_dim))
+        self.register_buffer("feature_std", torch.ones(feature_dim))
+        self.register_buffer("latent_mean", torch.zeros(latent_dim))
+        self.register_buffer("latent_std", torch.ones(latent_dim))
+        self.register_buffer("pose_mean", torch.zeros(3))
+        self.register_buffer("pose_std", torch.ones(3))
+
+    @property
+    def frames_per_feature(self) -> int:
+        return self.config.feature_rate // self.config.fps
+
+    # --- statistics ---------------------------------------------------------------------------
+
+    def set_statistics(self, *, feature_mean=None, feature_std=None, latent_mean=None, latent_std=None,
+                       pose_mean=None, pose_std=None) -> None:
+        """Store dataset statistics (tensors or arrays) used to (de)normalise inputs and outputs."""
+        for name, value in dict(feature_mean=feature_mean, feature_std=feature_std, latent_mean=latent_mean,
+                                latent_std=latent_std, pose_mean=pose_mean, pose_std=pose_std).items():
+            if value is not None:
+                buf = getattr(self, name)
+                value = torch.as_tensor(value, dtype=buf.dtype, device=buf.device).reshape(buf.shape)
+                if name.endswith("std"):
+                    value = value.clamp_min(1e-6)
+                buf.copy_(value)
+
+    def normalize_pose(self, pose_degrees: torch.Tensor) -> torch.Tensor:
+        return (pose_degrees - self.pose_mean) / self.pose_std
+
+    def pose_to_degrees(self, pose: torch.Tensor) -> torch.Tensor:
+        return pose * self.pose_std + self.pose_mean
+
+    def normalize_latents(self, z_sem: torch.Tensor) -> torch.Tensor:
+        return (z_sem - self.latent_mean) / self.latent_std
+
+    def denormalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents * self.latent_std + self.latent_mean
+
+    # --- forward ------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        features: torch.Tensor,
+        pose: torch.Tensor | None = None,
+        emotion: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        return_dict: bool = True,
+    ) -> Speech2LatentOutput | tuple:
+        """Predict latents and poses.
+
+        Args:
+            features: (B, N × feature_rate / fps, feature_dim) raw (un-normalised) audio features.
+            pose: optional (B, N, 3) yaw/pitch/roll in degrees fed to the pose projector instead of
+                the predicted pose (ground truth in training, a user's pose at inference).
+            emotion: optional (B, E) or (B, N, E) intensities in [0, 1]; zeros (or None) = neutral.
+            mask: optional (B, N) bool, True on real frames (for padded batches).
+        """
+        dtype = self.out.weight.dtype
+        x = (features.to(dtype) - self.feature_mean) / self.feature_std
+        x = self.subsample(x.transpose(1, 2)).transpose(1, 2)  # (B, N, hidden)
+        if self.emotion_proj is not None and emotion is not None:
+            e = emotion.to(dtype)
+            x = x + self.emotion_proj(e if e.dim() == 3 else e[:, None, :])
+        for layer in self.encoder:
+            x = layer(x, mask)
+        pose_in = None if pose is None else self.normalize_pose(pose.to(dtype))
+        x, predicted = self.pose_adaptor(x, pose_in)
+        for layer in self.decoder:
+            x = layer(x, mask)
+        latents = self.out(x)
+        used = predicted if pose is None else pose_in
+        out = Speech2LatentOutput(
+            latents=latents,
+            z_sem=self.denormalize_latents(latents),
+            pose=self.pose_to_degrees(used),
+            predicted_pose=predicted,
+        )
+        return out if return_dict else out.to_tuple()

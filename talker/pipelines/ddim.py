@@ -1,0 +1,86 @@
+"""DDIM decoding and inversion of the diffusion autoencoder, shared by both pipelines.
+
+Frames are independent given ``z_sem`` and the fixed noise ``x_T``, so they are decoded in
+batches that all start from the same ``x_T`` (DAE-Talker's temporal-consistency trick).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from diffusers import DDIMInverseScheduler, DDIMScheduler
+
+
+def ddim_decode(
+    unet: torch.nn.Module,
+    scheduler: DDIMScheduler,
+    z_sem: torch.Tensor,
+    x_T: torch.Tensor,
+    num_inference_steps: int,
+    batch_size: int,
+    on_step: Callable[[], None] | None = None,
+    on_batch: Callable[[torch.Tensor], None] | None = None,
+) -> torch.Tensor | None:
+    """Decode images from semantic latents with deterministic DDIM (eta = 0).
+
+    Args:
+        z_sem: (N, D) semantic latents.
+        x_T: (1, C, H, W) noise shared by every image, or (N, C, H, W) one per image.
+        batch_size: images denoised together.
+        on_step: called after every denoising step of every batch (progress bars).
+        on_batch: if given, each finished batch (B, C, H, W) in [-1, 1] is handed to it and
+            nothing is kept (constant memory); otherwise all images are returned.
+
+    Returns:
+        (N, C, H, W) images in [-1, 1], or None when ``on_batch`` consumed them.
+    """
+    device, dtype = x_T.device, x_T.dtype
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    out = []
+    for start in range(0, z_sem.shape[0], batch_size):
+        z = z_sem[start : start + batch_size].to(device, dtype)
+        if x_T.shape[0] == 1:
+            x = x_T.expand(z.shape[0], -1, -1, -1).clone()
+        else:
+            x = x_T[start : start + batch_size].clone()
+        for t in scheduler.timesteps:
+            eps = unet(x, t, z).sample
+            x = scheduler.step(eps, t, x, eta=0.0).prev_sample
+            if on_step is not None:
+                on_step()
+        x = x.clamp(-1, 1)
+        if on_batch is not None:
+            on_batch(x)
+        else:
+            out.append(x)
+    return torch.cat(out) if on_batch is None else None
+
+
+def ddim_invert(
+    unet: torch.nn.Module,
+    scheduler: DDIMScheduler,
+    images: torch.Tensor,
+    z_sem: torch.Tensor,
+    num_inference_steps: int,
+    on_step: Callable[[], None] | None = None,
+) -> torch.Tensor:
+    """DiffAE's stochastic encoding: run DDIM backwards from images to ``x_T``.
+
+    Decoding ``(z_sem, x_T)`` with the same number of steps reproduces the images closely.
+
+    Args:
+        images: (B, C, H, W) in [-1, 1]; z_sem: (B, D).
+    Returns:
+        (B, C, H, W) noise ``x_T``.
+    """
+    inverse = DDIMInverseScheduler.from_config(scheduler.config)
+    inverse.set_timesteps(num_inference_steps, device=images.device)
+    x = images
+    z = z_sem.to(images.device, images.dtype)
+    for t in inverse.timesteps:
+        eps = unet(x, t, z).sample
+        x = inverse.step(eps, t, x).prev_sample
+        if on_step is not None:
+            on_step()
+    return x

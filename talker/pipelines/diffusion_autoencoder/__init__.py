@@ -1,0 +1,3 @@
+from .pipeline_diffusion_autoencoder import DiffusionAutoencoderOutput, DiffusionAutoencoderPipeline
+
+__all__ = ["DiffusionAutoencoderPipeline", "DiffusionAutoencoderOutput"]

@@ -1,0 +1,224 @@
+"""Video out and in: frames + audio ↔ mp4 (H.264 yuv420p + AAC), through PyAV's bundled FFmpeg.
+
+``VideoWriter`` takes frames as they are made (constant memory) and interleaves the audio with
+them; the file appears at its path only once it is complete (written to a temporary name, then
+renamed), so a failed run never leaves a half-written video behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, decode_audio_file, resample, to_mono
+from .errors import AudioError, VideoError
+
+AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
+
+
+def _prepare_audio(audio: Any, sampling_rate: int | None) -> tuple[np.ndarray, int]:
+    """Path or array → ((channels, T) float32, rate) ready for the AAC encoder (≤ 2 channels)."""
+    if isinstance(audio, (str, os.PathLike)):
+        samples, rate = decode_audio_file(audio)  # (T, C)
+    else:
+        if sampling_rate is None:
+            raise AudioError("sampling_rate is required when audio is given as an array")
+        samples = np.asarray(audio.cpu() if hasattr(audio, "cpu") else audio, dtype=np.float32)
+        rate = int(sampling_rate)
+        if samples.ndim == 2 and samples.shape[0] <= 8 and samples.shape[1] > samples.shape[0]:
+            samples = samples.T
+    if samples.ndim == 2 and samples.shape[1] > 2:
+        samples = to_mono(samples)
+    if samples.ndim == 1:
+        samples = samples[:, None]
+    if not np.isfinite(samples).all():
+        raise AudioError("audio contains NaN or infinite samples")
+    if rate not in AAC_RATES:
+        samples, rate = resample(samples, rate, 48000), 48000
+    return np.ascontiguousarray(np.clip(samples, -1, 1).T, dtype=np.float32), rate
+
+
+class VideoWriter:
+    """Incremental mp4 writer: ``with VideoWriter(path, fps, audio=...) as w: w.write(frames)``.
+
+    Args:
+        path: output .mp4.
+        fps: frames per second.
+        audio: optional path or samples muxed as AAC; cut to the video's length on close.
+        sampling_rate: Hz of an array ``audio``.
+        crf: x264 quality (0 = lossless, 18 ≈ visually lossless, 23 = default).
+        metadata: container tags (e.g. {"comment": "..."}).
+    """
+
+    def __init__(self, path, fps: int = 25, audio: Any = None, sampling_rate: int | None = None,
+                 crf: int = 18, metadata: dict[str, str] | None = None):
+        import av
+
+        self.path = Path(path)
+        self.fps = int(fps)
+        self._audio = None if audio is None else _prepare_audio(audio, sampling_rate)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".mp4", prefix=f".{self.path.stem}-", dir=self.path.parent)
+        os.close(fd)
+        self._tmp = Path(tmp)
+        self._container = av.open(str(self._tmp), mode="w", options={"movflags": "+faststart"})
+        for key, value in (metadata or {}).items():
+            self._container.metadata[key] = value
+        self._video = None
+        self._audio_stream = None
+        self._audio_done = 0
+        self.frames_written = 0
+        self._closed = False
+        self._crf = crf
+
+    def _open_streams(self, height: int, width: int) -> None:
+        self._video = self._container.add_stream("libx264", rate=Fraction(self.fps))
+        self._video.width, self._video.height = width, height
+        self._video.pix_fmt = "yuv420p"
+        self._video.options = {"crf": str(self._crf), "preset": "medium"}
+        if self._audio is not None:
+            samples, rate = self._audio
+            self._audio_stream = self._container.add_stream("aac", rate=rate)
+            self._audio_stream.layout = "mono" if samples.shape[0] == 1 else "stereo"
+            self._audio_stream.bit_rate = 128_000
+
+    def _write_audio_until(self, seconds: float | None) -> None:
+        import av
+
+        samples, rate = self._audio
+        end = samples.shape[1] if seconds is None else min(samples.shape[1], int(round(seconds * rate)))
+        chunk = 1024
+        while self._audio_done < end:
+            stop = min(self._audio_done + chunk, end)
+            if stop - self._audio_done < chunk and seconds is not None:
+                break  # wait for more video before writing a partial chunk
+            piece = samples[:, self._audio_done : stop]
+            frame = av.AudioFrame.from_ndarray(piece, format="fltp", layout=self._audio_stream.layout.name)
+            frame.sample_rate = rate
+            frame.pts = self._audio_done
+            frame.time_base = Fraction(1, rate)
+            self._container.mux(self._audio_stream.encode(frame))
+            self._audio_done = stop
+
+    def write(self, frames: np.ndarray) -> None:
+        """Append frames: (H, W, 3) or (N, H, W, 3) uint8 RGB. Odd sides are edge-padded to even."""
+        import av
+
+        frames = np.asarray(frames)
+        if frames.ndim == 3:
+            frames = frames[None]
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise VideoError(f"frames must be uint8 RGB (N, H, W, 3); got {frames.dtype} {frames.shape}")
+        h, w = frames.shape[1:3]
+        if h % 2 or w % 2:  # yuv420p needs even sides
+            frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        if self._video is None:
+            self._open_streams(frames.shape[1], frames.shape[2])
+        elif (frames.shape[1], frames.shape[2]) != (self._video.height, self._video.width):
+            raise VideoError("all frames of a video must have the same size")
+        for f in frames:
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+            vf.pts = self.frames_written
+            vf.time_base = Fraction(1, self.fps)
+            self._container.mux(self._video.encode(vf))
+            self.frames_written += 1
+        if self._audio_stream is not None:
+            self._write_audio_until(self.frames_written / self.fps)
+
+    def close(self) -> Path:
+        """Flush the encoders and move the finished file to ``path``."""
+        if self._closed:
+            return self.path
+        self._closed = True
+        try:
+            if self._video is None:
+                raise VideoError("no frames were written")
+            self._container.mux(self._video.encode(None))
+            if self._audio_stream is not None:
+                self._write_audio_until(None)
+                self._audio_done = min(self._audio_done, self._audio[0].shape[1])
+                self._container.mux(self._audio_stream.encode(None))
+            self._container.close()
+        except BaseException:
+            self.abort()
+            raise
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the partial file."""
+        self._closed = True
+        try:
+            self._container.close()
+        except Exception:
+            pass
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_video(path, frames, audio: Any = None, fps: int = 25, sampling_rate: int | None = None,
+                crf: int = 18, metadata: dict[str, str] | None = None) -> Path:
+    """Write frames (N, H, W, 3) uint8 and optional audio (path, or samples with
+    ``sampling_rate``; default 16 kHz for arrays) to an H.264 + AAC mp4. Returns the path."""
+    if audio is not None and not isinstance(audio, (str, os.PathLike)) and sampling_rate is None:
+        sampling_rate = SAMPLE_RATE
+    with VideoWriter(path, fps, audio, sampling_rate, crf=crf, metadata=metadata) as writer:
+        writer.write(frames)
+    return Path(path)
+
+
+class VideoData(NamedTuple):
+    """frames: (N, H, W, 3) uint8 at ``fps``; audio: (T,) float32 at 16 kHz mono, or None."""
+
+    frames: np.ndarray
+    audio: np.ndarray | None
+    fps: int
+
+
+def read_video(path, fps: int = 25) -> VideoData:
+    """Decode a video to RGB frames resampled to ``fps`` (nearest frame in time) and its audio
+    as 16 kHz mono (None if it has no audio stream)."""
+    import av
+
+    path = str(path)
+    if not os.path.isfile(path):
+        raise VideoError(f"video file not found: {path}")
+    frames, times = [], []
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise VideoError(f"{path}: the file has no video stream")
+            stream = container.streams.video[0]
+            has_audio = bool(container.streams.audio)
+            for frame in container.decode(stream):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                times.append(float(frame.time) if frame.time is not None else len(times) / fps)
+    except av.error.FFmpegError as e:
+        raise VideoError(f"{path}: not a readable video ({e})") from None
+    if not frames:
+        raise VideoError(f"{path}: the video has no frames")
+    times_arr = np.asarray(times) - times[0]
+    src_step = float(np.median(np.diff(times_arr))) if len(times_arr) > 1 else 1.0 / fps
+    duration = times_arr[-1] + src_step
+    n_out = max(1, int(np.floor(duration * fps + 0.5)))
+    target = np.arange(n_out) / fps
+    idx = np.clip(np.searchsorted(times_arr, target + 0.5 * src_step, side="right") - 1, 0, len(frames) - 1)
+    out = np.stack([frames[i] for i in idx])
+    audio = None
+    if has_audio:
+        samples, rate = decode_audio_file(path)
+        audio = resample(to_mono(samples), rate, SAMPLE_RATE) if samples.size else np.zeros(0, np.float32)
+    return VideoData(out, audio, fps)
