@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -46,12 +47,17 @@ def _decode_with_soundfile(path: str) -> tuple[np.ndarray, int]:
         expected = f.frames
         data = f.read(dtype="float32", always_2d=True)
         sr = f.samplerate
+        header = f.extra_info
     # libsndfile reads a truncated file up to where it ends; the header still says how long it
     # should have been, which is how a truncated upload is told from a short one.
-    if expected > 0 and data.shape[0] < expected:
+    declared = re.search(r"^data : (\d+) \(should be (\d+)\)", header, re.MULTILINE)
+    streaming_sizes = (0, 0xFFFFFFFF, 0x7FFFFFFF, 0xFFFFFFFF - 8)  # writers that never patch the header
+    if declared and int(declared.group(1)) > int(declared.group(2)) and int(declared.group(1)) not in streaming_sizes:
         raise AudioError(
-            f"{path}: audio file is truncated ({data.shape[0]} of {expected} samples present)"
+            f"{path}: audio file is truncated ({declared.group(2)} of {declared.group(1)} data bytes present)"
         )
+    if expected > 0 and data.shape[0] < expected:
+        raise AudioError(f"{path}: audio file is truncated ({data.shape[0]} of {expected} samples present)")
     return data, sr
 
 
@@ -71,9 +77,19 @@ def _decode_with_pyav(path: str) -> tuple[np.ndarray, int]:
                 chunks.append(out.to_ndarray())  # (channels, samples)
         for out in resampler.resample(None):
             chunks.append(out.to_ndarray())
+        # AAC pads its last frame; the container's (edit-list) duration says where sound ends.
+        if stream.duration is not None and stream.time_base is not None:
+            length = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            length = container.duration / 1e6
+        else:
+            length = None
     if not chunks or sr is None:
         return np.zeros((0, 1), np.float32), sr or SAMPLE_RATE
-    return np.concatenate(chunks, axis=1).T.astype(np.float32), int(sr)
+    samples = np.concatenate(chunks, axis=1).T.astype(np.float32)
+    if length is not None and length > 0:
+        samples = samples[: int(round(length * sr))]
+    return samples, int(sr)
 
 
 def decode_audio_file(path: str | os.PathLike) -> tuple[np.ndarray, int]:
@@ -93,11 +109,13 @@ def decode_audio_file(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     accepted = ", ".join(AUDIO_FILE_TYPES)
     for decoder in (_decode_with_soundfile, _decode_with_pyav):
         try:
-            return decoder(path)
+            samples, rate = decoder(path)
         except AudioError:
             raise
         except Exception:  # each library has its own error types; both are tried
             continue
+        if samples.size:
+            return samples, rate
     raise AudioError(
         f"{path}: not a readable audio file (corrupt or unsupported; accepted: {accepted})"
     )
@@ -135,6 +153,8 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
     """(T,), (T, C) or (C, T) with C ≤ 8 → (T,) by averaging channels."""
     if samples.ndim == 1:
         return samples
+    if samples.ndim == 2 and samples.size == 0:
+        return samples.reshape(-1)
     if samples.ndim != 2:
         raise AudioError(
             f"audio array must be 1-D (samples) or 2-D (samples × channels); got shape {samples.shape}"

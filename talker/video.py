@@ -62,8 +62,11 @@ class VideoWriter:
         self.path = Path(path)
         self.fps = int(fps)
         self._audio = None if audio is None else _prepare_audio(audio, sampling_rate)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".mp4", prefix=f".{self.path.stem}-", dir=self.path.parent)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".mp4", prefix=f".{self.path.stem}-", dir=self.path.parent)
+        except OSError as e:
+            raise VideoError(f"cannot write {self.path}: {e.strerror or e}") from None
         os.close(fd)
         self._tmp = Path(tmp)
         self._container = av.open(str(self._tmp), mode="w", options={"movflags": "+faststart"})

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -270,6 +271,18 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         self.maybe_free_model_hooks()
         out = DAETalkerOutput(frames=frames, poses=poses, latents=latents, fps=self.fps, fixed_noise=x_T.cpu())
         return out if return_dict else out.to_tuple()
+
+    def generate_video(self, audio: Any, path, sampling_rate: int | None = None, crf: int = 18, **kwargs) -> DAETalkerOutput:
+        """Generate and write an mp4 (H.264 + AAC) with the input audio as its sound track.
+
+        ``kwargs`` are those of ``__call__``; returns its output (frames as "np")."""
+        from ...video import write_video
+
+        kwargs["output_type"] = "np"
+        out = self(audio, sampling_rate=sampling_rate, **kwargs)
+        track = audio if isinstance(audio, (str, os.PathLike)) else np.asarray(load_audio(audio, sampling_rate, max_duration=None))
+        write_video(path, out.frames, audio=track, fps=out.fps, sampling_rate=None if isinstance(track, (str, os.PathLike)) else SAMPLE_RATE, crf=crf)
+        return out
 
 
 def _as_pose_array(pose: Any, what: str) -> torch.Tensor:

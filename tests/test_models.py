@@ -1,0 +1,100 @@
+"""The three networks: shapes, conditioning, pose adaptor, emotion, config round trips."""
+
+import torch
+from conftest import RES, Z_DIM, tiny_components
+
+from talker import DAEDecoderUNet, SemanticEncoder, Speech2Latent
+
+
+def test_encoder_maps_images_to_z_sem():
+    enc = tiny_components()["encoder"]
+    z = enc(torch.rand(3, 3, RES, RES) * 2 - 1)
+    assert z.shape == (3, Z_DIM)
+    assert not torch.allclose(z[0], z[1])
+
+
+def test_decoder_uses_z_sem_and_timestep_in_every_call():
+    unet = tiny_components()["unet"]
+    x = torch.randn(2, 3, RES, RES)
+    z = torch.randn(2, Z_DIM)
+    eps = unet(x, 500, z).sample
+    assert eps.shape == x.shape
+    assert not torch.allclose(eps, unet(x, 500, z + 1.0).sample)
+    assert not torch.allclose(eps, unet(x, 10, z).sample)
+    # a (1, D) latent is shared over the batch
+    shared = unet(x, torch.tensor([500, 500]), z[:1]).sample
+    assert torch.allclose(shared[0], eps[0], atol=1e-5)
+
+
+def test_z_sem_scales_every_residual_block():
+    unet = tiny_components()["unet"]
+    from talker.models.unet import CondResBlock
+
+    blocks = [m for m in unet.modules() if isinstance(m, CondResBlock)]
+    assert len(blocks) >= 6  # down, middle and up paths
+    x, z = torch.randn(1, 3, RES, RES), torch.randn(1, Z_DIM, requires_grad=True)
+    unet(x, 100, z).sample.sum().backward()
+    for block in blocks:
+        assert block.z_proj.weight.grad is not None and block.z_proj.weight.grad.abs().sum() > 0
+
+
+def test_speech2latent_one_token_per_frame_for_mel_and_wav2vec2_rates():
+    s2l = tiny_components()["speech_to_latent"]
+    for n in (1, 7, 50):
+        out = s2l(torch.randn(2, 4 * n, 80))
+        assert out.latents.shape == out.z_sem.shape == (2, n, Z_DIM)
+        assert out.pose.shape == out.predicted_pose.shape == (2, n, 3)
+    w2v = tiny_components("wav2vec2")["speech_to_latent"]
+    assert w2v(torch.randn(1, 2 * 13, 32)).latents.shape == (1, 13, Z_DIM)
+
+
+def test_pose_adaptor_takes_a_given_pose_and_it_changes_the_latents():
+    s2l = tiny_components()["speech_to_latent"]
+    feats = torch.randn(1, 40, 80)
+    predicted = s2l(feats)
+    given = torch.zeros(1, 10, 3)
+    given[..., 0] = 8.0
+    out = s2l(feats, pose=given)
+    assert torch.allclose(out.pose, given, atol=1e-5)
+    assert not torch.allclose(out.latents, predicted.latents)
+    other = s2l(feats, pose=-given)
+    assert not torch.allclose(out.latents, other.latents)
+    # the predictor's output does not depend on the given pose (it comes before the projector)
+    assert torch.allclose(out.predicted_pose, other.predicted_pose)
+
+
+def test_emotion_zero_is_neutral_and_intensities_matter():
+    s2l = tiny_components()["speech_to_latent"]
+    feats = torch.randn(1, 40, 80)
+    neutral = s2l(feats).latents
+    assert torch.allclose(s2l(feats, emotion=torch.zeros(1, 4)).latents, neutral)
+    happy = s2l(feats, emotion=torch.tensor([[1.0, 0, 0, 0]])).latents
+    half = s2l(feats, emotion=torch.tensor([[0.5, 0, 0, 0]])).latents
+    assert not torch.allclose(happy, neutral) and not torch.allclose(half, happy)
+    per_frame = s2l(feats, emotion=torch.tensor([[1.0, 0, 0, 0]]).expand(10, 4)[None]).latents
+    assert torch.allclose(per_frame, happy, atol=1e-5)
+
+
+def test_statistics_are_saved_with_the_weights(tmp_path):
+    s2l = tiny_components()["speech_to_latent"]
+    s2l.set_statistics(latent_mean=torch.arange(Z_DIM).float(), latent_std=torch.full((Z_DIM,), 2.0),
+                       feature_mean=torch.ones(80), feature_std=torch.full((80,), 3.0))
+    s2l.save_pretrained(tmp_path / "s2l")
+    loaded = Speech2Latent.from_pretrained(tmp_path / "s2l")
+    for name in ("latent_mean", "latent_std", "feature_mean", "feature_std", "pose_mean", "pose_std"):
+        assert torch.equal(getattr(loaded, name), getattr(s2l, name)), name
+    feats = torch.randn(1, 20, 80)
+    assert torch.allclose(loaded(feats).z_sem, s2l(feats).z_sem, atol=1e-6)
+
+
+def test_configs_rebuild_the_models(tmp_path):
+    for model in (tiny_components()["unet"], tiny_components()["encoder"]):
+        model.save_pretrained(tmp_path / type(model).__name__)
+        cls = type(model)
+        loaded = cls.from_pretrained(tmp_path / cls.__name__)
+        same = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
+        assert {k: same(v) for k, v in loaded.config.items() if not k.startswith("_")} == {
+            k: same(v) for k, v in model.config.items() if not k.startswith("_")
+        }
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True))
+    assert isinstance(loaded, (DAEDecoderUNet, SemanticEncoder))
