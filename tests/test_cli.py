@@ -1,0 +1,94 @@
+"""The `talker` console script, run as a user runs it."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from conftest import write_audio
+
+TALKER = str(Path(sys.executable).parent / "talker")
+
+
+def talker(*args, env=None, timeout=300):
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run([TALKER, *map(str, args)], capture_output=True, text=True, env=full_env, timeout=timeout)
+
+
+def probe(path):
+    with av.open(str(path)) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        n = sum(1 for _ in c.decode(v))
+        return dict(vcodec=v.codec_context.name, fps=v.average_rate, frames=n,
+                    acodec=a.codec_context.name, adur=float(a.duration * a.time_base))
+
+
+def test_generate_writes_an_mp4_with_the_right_streams(speaker_dir, tmp_path):
+    audio = write_audio(tmp_path / "speech.mp3", 2.6, 44100, 2)
+    out = tmp_path / "out.mp4"
+    r = talker("generate", "--model", speaker_dir, "--audio", audio, "--out", out, "--steps", 2,
+               "--emotion", "happy=0.7", "sad=0.1", "--seed", 3)
+    assert r.returncode == 0, r.stderr
+    assert "generating" in r.stderr  # the progress bar
+    info = probe(out)
+    assert info["vcodec"] == "h264" and info["fps"] == 25 and info["frames"] == 65
+    assert info["acodec"] == "aac" and abs(info["adur"] - 2.6) <= 0.04
+
+
+def test_generate_by_repo_id_with_a_reference_pose_file(hub_cache, tmp_path):
+    cache, repo_id = hub_cache
+    audio = write_audio(tmp_path / "speech.wav", 1.0)
+    pose = tmp_path / "pose.csv"
+    pose.write_text("yaw,pitch,roll\n" + "\n".join(f"{i},0,1" for i in range(10)))
+    out = tmp_path / "ref.mp4"
+    r = talker("generate", "--model", repo_id, "--audio", audio, "--out", out, "--steps", 1,
+               "--pose-mode", "reference", "--pose-file", pose, "-q", env={"HF_HUB_CACHE": str(cache)})
+    assert r.returncode == 0, r.stderr
+    assert probe(out)["frames"] == 25
+
+
+@pytest.mark.parametrize(
+    "make_args,message",
+    [
+        (lambda d, t: ["--audio", t / "empty.wav"], "empty"),
+        (lambda d, t: ["--audio", t / "notes.txt"], "not a readable audio file"),
+        (lambda d, t: ["--audio", t / "missing.wav"], "not found"),
+        (lambda d, t: ["--audio", t / "long.wav", "--max-seconds", "1"], "too long"),
+        (lambda d, t: ["--audio", t / "ok.wav", "--emotion", "bored=1"], "unknown emotion bored"),
+        (lambda d, t: ["--audio", t / "ok.wav", "--emotion", "happy"], "NAME=VALUE"),
+        (lambda d, t: ["--audio", t / "ok.wav", "--steps", "0"], "num_inference_steps"),
+        (lambda d, t: ["--audio", t / "ok.wav", "--pose-mode", "reference", "--pose-file", t / "p.json"], ".csv or .npy"),
+        (lambda d, t: ["--audio", t / "ok.wav", "--device", "cuda"], "CUDA is not available"),
+    ],
+)
+def test_bad_input_is_one_clear_line(speaker_dir, tmp_path, make_args, message):
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("hello")
+    write_audio(tmp_path / "long.wav", 1.5)
+    write_audio(tmp_path / "ok.wav", 0.5)
+    out = tmp_path / "out.mp4"
+    args = make_args(speaker_dir, tmp_path)
+    if "--device" in args and __import__("torch").cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    r = talker("generate", "--model", speaker_dir, "--out", out, *args)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.startswith("talker generate: error:")]
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert not out.exists()
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    audio = write_audio(tmp_path / "a.wav", 0.5)
+    r = talker("generate", "--model", tmp_path / "no-such-speaker", "--audio", audio, "--out", tmp_path / "o.mp4")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "speaker checkpoint not found" in r.stderr
+
+
+def test_python_m_talker_and_help():
+    r = subprocess.run([sys.executable, "-m", "talker", "generate", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "--pose-mode" in r.stdout and "--frame-batch-size" in r.stdout
+    np.testing.assert_equal(subprocess.run([TALKER], capture_output=True).returncode, 2)

@@ -1,0 +1,80 @@
+"""mp4 writing and reading: H.264 yuv420p + AAC, lengths, resampling, no partial files."""
+
+import av
+import numpy as np
+import pytest
+from conftest import speech_like, write_audio
+
+from talker.errors import VideoError
+from talker.video import VideoWriter, read_video, write_video
+
+
+def moving_frames(n, h=32, w=48):
+    frames = np.zeros((n, h, w, 3), np.uint8)
+    for i in range(n):
+        frames[i, :, (i * 2) % w : (i * 2) % w + 6] = (200, 80, 40)
+        frames[i, h // 2 :, :, 2] = 120
+    return frames
+
+
+def streams(path):
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        a = c.streams.audio[0] if c.streams.audio else None
+        n = sum(1 for _ in c.decode(v))
+        info = dict(vcodec=v.codec_context.name, pix_fmt=v.codec_context.pix_fmt, rate=v.average_rate,
+                    frames=n, size=(v.codec_context.width, v.codec_context.height))
+        if a is not None:
+            info.update(acodec=a.codec_context.name, adur=float(a.duration * a.time_base))
+        return info
+
+
+def test_write_video_with_audio_file(tmp_path):
+    wav = write_audio(tmp_path / "s.wav", 2.0, 22050)
+    out = write_video(tmp_path / "out.mp4", moving_frames(50), audio=wav, fps=25)
+    info = streams(out)
+    assert info["vcodec"] == "h264" and info["pix_fmt"] == "yuv420p" and info["rate"] == 25
+    assert info["frames"] == 50 and info["size"] == (48, 32)
+    assert info["acodec"] == "aac" and abs(info["adur"] - 2.0) <= 0.04
+
+
+def test_write_video_with_audio_array_and_read_back(tmp_path):
+    audio = speech_like(1.6, 16000)
+    out = write_video(tmp_path / "o.mp4", moving_frames(40), audio=audio, fps=25, sampling_rate=16000, crf=0)
+    frames, back, fps = read_video(out)
+    assert fps == 25 and frames.shape == (40, 32, 48, 3)
+    assert np.abs(frames.astype(int) - moving_frames(40).astype(int)).mean() < 3
+    assert abs(len(back) - len(audio)) <= 0.04 * 16000
+    n = min(len(back), len(audio))
+    assert np.corrcoef(back[:n], audio[:n])[0, 1] > 0.9  # the same sound, not just the same length
+
+
+def test_read_video_resamples_to_25_fps(tmp_path):
+    path = tmp_path / "30fps.mp4"
+    write_video(path, moving_frames(60), fps=30)  # 2 s at 30 fps
+    frames, audio, fps = read_video(path, fps=25)
+    assert frames.shape[0] == 50 and audio is None
+
+
+def test_odd_sizes_are_padded_and_errors_leave_no_file(tmp_path):
+    out = write_video(tmp_path / "odd.mp4", moving_frames(5, 15, 21))
+    assert streams(out)["size"] == (22, 16)
+    with pytest.raises(VideoError, match="uint8 RGB"):
+        write_video(tmp_path / "bad.mp4", np.zeros((3, 8, 8), np.float32))
+    with pytest.raises(RuntimeError):
+        with VideoWriter(tmp_path / "aborted.mp4") as w:
+            w.write(moving_frames(3))
+            raise RuntimeError("generation failed half way")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.mp4"]
+
+
+def test_unwritable_and_unreadable_paths(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(VideoError, match="cannot write"):
+        write_video(blocker / "out.mp4", moving_frames(2))
+    with pytest.raises(VideoError, match="not found"):
+        read_video(tmp_path / "none.mp4")
+    blocker.write_bytes(b"\x00" * 1000)
+    with pytest.raises(VideoError):
+        read_video(blocker)
