@@ -150,6 +150,9 @@ class VideoWriter:
         except BaseException:
             self.abort()
             raise
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self._tmp, 0o666 & ~umask)  # mkstemp makes it private; a video is an ordinary file
         os.replace(self._tmp, self.path)
         return self.path
 
