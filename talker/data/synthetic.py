@@ -316,8 +316,8 @@ def plan_clips(*, clips: int | None, seconds: float, text_file: str | None, seed
         if seconds <= 0:
             raise InputError(f"--seconds must be positive; got {seconds}")
         gen = sentences(rng)
-        # about 2.6 words a second at 160 wpm plus pauses: one sentence ≈ 2.8 s
-        per_clip = max(1, int(round(seconds / 2.8)))
+        # measured: one generated sentence with its pause lasts ≈ 3.6 s at 140–190 wpm
+        per_clip = max(1, int(round(seconds / 3.6)))
         texts = [[next(gen) for _ in range(per_clip)] for _ in range(clips or 1)]
     specs = []
     for i, phrases in enumerate(texts):
