@@ -100,6 +100,15 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from .data.prepare import prepare_dataset
+
+    index = prepare_dataset(args.videos, args.out, resolution=args.resolution, fps=args.fps, progress=not args.quiet)
+    minutes = sum(c["duration"] for c in index["clips"]) / 60
+    print(f"{args.out}: {len(index['clips'])} clips ({minutes:.1f} min), {len(index['skipped'])} skipped")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="talker", description="Speech-driven talking faces (DAE-Talker).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -135,6 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, help="parallel processes (default: all cores)")
     s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("prepare", help="talking-head videos → training dataset",
+                       description="Face crop, 16 kHz audio and head pose of every frame, for training.")
+    p.add_argument("videos", nargs="+", help="video files or folders of videos")
+    p.add_argument("--out", required=True, help="dataset folder (re-running adds new videos)")
+    p.add_argument("--resolution", type=int, default=128, help="side of the face crops (default 128)")
+    p.add_argument("--fps", type=int, default=25)
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_prepare)
     return parser
 
 

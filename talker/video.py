@@ -53,10 +53,13 @@ class VideoWriter:
         sampling_rate: Hz of an array ``audio``.
         crf: x264 quality (0 = lossless, 18 ≈ visually lossless, 23 = default).
         metadata: container tags (e.g. {"comment": "..."}).
+        codec, pix_fmt: "libx264"/"yuv420p" plays everywhere; "libx264rgb"/"rgb24" with crf 0
+            stores frames exactly (datasets).
     """
 
     def __init__(self, path, fps: int = 25, audio: Any = None, sampling_rate: int | None = None,
-                 crf: int = 18, metadata: dict[str, str] | None = None):
+                 crf: int = 18, metadata: dict[str, str] | None = None, codec: str = "libx264",
+                 pix_fmt: str = "yuv420p"):
         import av
 
         self.path = Path(path)
@@ -78,11 +81,12 @@ class VideoWriter:
         self.frames_written = 0
         self._closed = False
         self._crf = crf
+        self._codec, self._pix_fmt = codec, pix_fmt
 
     def _open_streams(self, height: int, width: int) -> None:
-        self._video = self._container.add_stream("libx264", rate=Fraction(self.fps))
+        self._video = self._container.add_stream(self._codec, rate=Fraction(self.fps))
         self._video.width, self._video.height = width, height
-        self._video.pix_fmt = "yuv420p"
+        self._video.pix_fmt = self._pix_fmt
         self._video.options = {"crf": str(self._crf), "preset": "medium"}
         if self._audio is not None:
             samples, rate = self._audio
@@ -194,37 +198,55 @@ class VideoData(NamedTuple):
     fps: int
 
 
-def read_video(path, fps: int = 25) -> VideoData:
-    """Decode a video to RGB frames resampled to ``fps`` (nearest frame in time) and its audio
-    as 16 kHz mono (None if it has no audio stream)."""
+def iter_frames(path, fps: int = 25):
+    """Decode a video one RGB frame (H, W, 3) uint8 at a time, resampled to ``fps`` by taking
+    the source frame nearest in time (constant memory, any source frame rate)."""
     import av
 
     path = str(path)
     if not os.path.isfile(path):
         raise VideoError(f"video file not found: {path}")
-    frames, times = [], []
     try:
         with av.open(path) as container:
             if not container.streams.video:
                 raise VideoError(f"{path}: the file has no video stream")
-            stream = container.streams.video[0]
-            has_audio = bool(container.streams.audio)
-            for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                times.append(float(frame.time) if frame.time is not None else len(times) / fps)
+            prev, prev_t, start, k, step = None, None, None, 0, None
+            for frame in container.decode(container.streams.video[0]):
+                t = float(frame.time) if frame.time is not None else (0.0 if prev_t is None else prev_t + 1.0 / fps)
+                start = t if start is None else start
+                t -= start
+                if prev is not None:
+                    step = t - prev_t
+                    while k / fps < (prev_t + t) / 2:  # targets nearer to the previous frame
+                        yield prev
+                        k += 1
+                prev, prev_t = frame.to_ndarray(format="rgb24"), t
+            if prev is None:
+                raise VideoError(f"{path}: the video has no frames")
+            end = prev_t + (step if step else 1.0 / fps)
+            while k < max(1, int(np.floor(end * fps + 0.5))):
+                yield prev
+                k += 1
     except av.error.FFmpegError as e:
         raise VideoError(f"{path}: not a readable video ({e})") from None
-    if not frames:
-        raise VideoError(f"{path}: the video has no frames")
-    times_arr = np.asarray(times) - times[0]
-    src_step = float(np.median(np.diff(times_arr))) if len(times_arr) > 1 else 1.0 / fps
-    duration = times_arr[-1] + src_step
-    n_out = max(1, int(np.floor(duration * fps + 0.5)))
-    target = np.arange(n_out) / fps
-    idx = np.clip(np.searchsorted(times_arr, target + 0.5 * src_step, side="right") - 1, 0, len(frames) - 1)
-    out = np.stack([frames[i] for i in idx])
-    audio = None
-    if has_audio:
-        samples, rate = decode_audio_file(path)
-        audio = resample(to_mono(samples), rate, SAMPLE_RATE) if samples.size else np.zeros(0, np.float32)
-    return VideoData(out, audio, fps)
+
+
+def read_audio_track(path) -> np.ndarray | None:
+    """The audio of a video as 16 kHz mono float32, or None if it has none."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                return None
+    except av.error.FFmpegError as e:
+        raise VideoError(f"{path}: not a readable video ({e})") from None
+    samples, rate = decode_audio_file(path)
+    return resample(to_mono(samples), rate, SAMPLE_RATE) if samples.size else np.zeros(0, np.float32)
+
+
+def read_video(path, fps: int = 25) -> VideoData:
+    """Decode a whole video: frames (N, H, W, 3) resampled to ``fps`` (nearest frame in time)
+    and its audio as 16 kHz mono (None if it has no audio stream)."""
+    frames = np.stack(list(iter_frames(path, fps)))
+    return VideoData(frames, read_audio_track(path), fps)

@@ -1,0 +1,276 @@
+"""``talker prepare``: talking-head videos → a training dataset.
+
+For each video: decode at 25 fps, find the face in every frame with MediaPipe's face mesh (the
+landmark model ships inside its wheel; ``requirements-prepare.txt``), take **one fixed square
+crop per clip** around the face (the head moves inside it; the crop never jitters), resize,
+take the audio as 16 kHz mono, and estimate the head pose of every frame by PnP of the 2-D
+landmarks against a 3-D model of this person's face (the Procrustes mean of the mesh's own 3-D
+landmarks over the dataset's first clip; pose 0 is the speaker's average pose there).
+
+Dataset layout (the same for real and synthetic speakers)::
+
+    DATA/dataset.json                 fps, resolution, clips (id, source, frames, crop), skipped
+    DATA/face_model.npy               (468, 3) the speaker's 3-D face, for PnP
+    DATA/clips/<id>/frames.mp4        lossless RGB H.264 of the crops (compact, exact)
+    DATA/clips/<id>/audio.wav         16 kHz mono, exactly frames × 640 samples
+    DATA/clips/<id>/pose.npy          (N, 3) yaw, pitch, roll in degrees
+    DATA/clips/<id>/emotion.npy       (N, 4) intensities, when the source has them (talker synth)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import soundfile as sf
+
+from ..audio import FPS, SAMPLE_RATE
+from ..errors import TalkerError, VideoError
+from ..video import VideoWriter, iter_frames, read_audio_track
+
+# landmarks that expressions barely move: nose, eye corners, forehead, cheekbones, temples
+RIGID = [1, 4, 5, 6, 168, 197, 195, 33, 133, 263, 362, 10, 151, 9, 234, 454, 93, 323, 116, 345, 127, 356, 21, 251]
+CROP_SCALE = 1.9  # crop side / face size
+
+
+def _face_mesh():
+    try:
+        import mediapipe as mp
+    except ImportError:
+        raise TalkerError(
+            "talker prepare needs MediaPipe's face mesh: pip install --no-deps -r requirements-prepare.txt"
+        ) from None
+    return mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=False,
+                                           min_detection_confidence=0.5, min_tracking_confidence=0.5)
+
+
+def detect_landmarks(frames) -> tuple[np.ndarray, tuple[int, int]]:
+    """Frames (any iterable of (H, W, 3) uint8) → ((N, 468, 3) landmarks in pixels, z in the same
+    scale, NaN where no face was found; (H, W))."""
+    out, shape = [], (0, 0)
+    with _face_mesh() as mesh:
+        for frame in frames:
+            h, w = shape = frame.shape[:2]
+            res = mesh.process(np.ascontiguousarray(frame))
+            if res.multi_face_landmarks:
+                lm = res.multi_face_landmarks[0].landmark
+                out.append(np.array([(p.x * w, p.y * h, p.z * w) for p in lm], np.float32))
+            else:
+                out.append(np.full((468, 3), np.nan, np.float32))
+    return np.stack(out) if out else np.zeros((0, 468, 3), np.float32), shape
+
+
+def stable_crop(landmarks: np.ndarray, height: int, width: int) -> tuple[int, int, int]:
+    """One square crop (x0, y0, side) for the whole clip: the median face centre, sized from
+    the largest face extent so that the moving head stays inside."""
+    pts = landmarks[..., :2]
+    lo, hi = np.nanmin(pts, axis=1), np.nanmax(pts, axis=1)  # (N, 2)
+    centre = np.nanmedian((lo + hi) / 2, axis=0)
+    size = np.nanpercentile(np.max(hi - lo, axis=1), 95)
+    side = int(round(size * CROP_SCALE))
+    x0, y0 = int(round(centre[0] - side / 2)), int(round(centre[1] - side / 2 + 0.08 * side))
+    return x0, y0, side
+
+
+def crop_frame(frame: np.ndarray, crop: tuple[int, int, int], resolution: int) -> np.ndarray:
+    """Cut the square from a frame (edge-padded where it leaves the picture) and resize it."""
+    x0, y0, side = crop
+    h, w = frame.shape[:2]
+    pad = max(0, -x0, -y0, x0 + side - w, y0 + side - h)
+    if pad:
+        frame = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    patch = frame[y0 + pad : y0 + pad + side, x0 + pad : x0 + pad + side]
+    interp = cv2.INTER_AREA if side > resolution else cv2.INTER_CUBIC
+    return cv2.resize(patch, (resolution, resolution), interpolation=interp)
+
+
+def _umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Similarity (s, R, t) minimising |s R src + t − dst|² (Umeyama 1991)."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    a, b = src - mu_s, dst - mu_d
+    u, sig, vt = np.linalg.svd(b.T @ a / len(src))
+    d = np.ones(3)
+    d[2] = np.sign(np.linalg.det(u @ vt))
+    r = u @ np.diag(d) @ vt
+    s = (sig * d).sum() / a.var(0).sum()
+    return s, r, mu_d - s * r @ mu_s
+
+
+def face_model(landmarks: np.ndarray) -> np.ndarray:
+    """This person's 3-D face (468, 3) from a clip's 3-D landmarks: their Procrustes mean, turned
+    so that the clip's mean head rotation is the identity (pose 0 = the speaker's average pose
+    in that clip; mesh depth is too uncertain to define "frontal" by symmetry)."""
+    from scipy.spatial.transform import Rotation
+
+    valid = [lm for lm in landmarks if np.isfinite(lm).all()]
+    ref = valid[len(valid) // 2]
+    sample = valid[:: max(1, len(valid) // 200)]
+    aligned = []
+    for lm in sample:
+        s, r, t = _umeyama(lm[RIGID], ref[RIGID])
+        aligned.append(s * lm @ r.T + t)
+    shape = np.mean(aligned, 0)
+    shape -= shape[RIGID].mean(0)
+    rotations = Rotation.from_matrix(np.stack([_umeyama(shape[RIGID], lm[RIGID])[1] for lm in sample]))
+    return shape @ rotations.mean().as_matrix().T
+
+
+def estimate_pose(landmarks: np.ndarray, model: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Per-frame (yaw, pitch, roll) degrees by PnP of the rigid 2-D landmarks against ``model``.
+
+    The rotation is read as R = Rz(roll)·Rx(pitch)·Ry(yaw) in image axes (x right, y down, z away
+    from the camera), the convention of the synthetic speaker's ground truth.
+    """
+    from scipy.spatial.transform import Rotation
+
+    # a long focal length (weak perspective): a face's depth is small against its distance to
+    # the camera; on the synthetic speaker (orthographic) 20× the image side halved the error
+    # of 2× (the usual webcam guess)
+    f = 20.0 * max(width, height)
+    cam = np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]], np.float64)
+    obj = model[RIGID].astype(np.float64)
+    poses = np.full((len(landmarks), 3), np.nan, np.float32)
+    rvec = tvec = None
+    for k, lm in enumerate(landmarks):
+        if not np.isfinite(lm).all():
+            continue
+        img = lm[RIGID, :2].astype(np.float64)
+        if rvec is None:
+            ok, rvec, tvec = cv2.solvePnP(obj, img, cam, None, flags=cv2.SOLVEPNP_SQPNP)
+        else:
+            ok, rvec, tvec = cv2.solvePnP(obj, img, cam, None, rvec, tvec, useExtrinsicGuess=True,
+                                          flags=cv2.SOLVEPNP_ITERATIVE)
+        if ok:
+            roll, pitch, yaw = Rotation.from_matrix(cv2.Rodrigues(rvec)[0]).as_euler("ZXY", degrees=True)
+            poses[k] = (yaw, pitch, roll)
+    return poses
+
+
+def _fill_gaps(x: np.ndarray) -> np.ndarray:
+    """Linearly interpolate NaN rows of (N, ...) along time."""
+    flat = x.reshape(len(x), -1).copy()
+    ok = np.isfinite(flat).all(1)
+    idx = np.arange(len(x))
+    for j in range(flat.shape[1]):
+        flat[:, j] = np.interp(idx, idx[ok], flat[ok, j])
+    return flat.reshape(x.shape)
+
+
+def _truth_for(video: Path) -> dict | None:
+    """Ground truth written by ``talker synth`` next to its videos (DIR/truth/<id>.npz)."""
+    path = video.parent.parent / "truth" / f"{video.stem}.npz"
+    if video.parent.name == "videos" and path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    return None
+
+
+def prepare_video(video: Path, out_dir: Path, clip_id: str, resolution: int, fps: int = FPS) -> dict:
+    """Prepare one video; returns its dataset entry. Raises TalkerError when it must be skipped."""
+    # two passes over the video, so that a long high-resolution video never sits in memory
+    try:
+        audio = read_audio_track(video)
+        if audio is None or len(audio) == 0:
+            raise TalkerError("the video has no audio")
+        landmarks, (h, w) = detect_landmarks(iter_frames(video, fps))
+    except VideoError as e:
+        raise TalkerError(f"not a readable video ({e})") from None
+    found = np.isfinite(landmarks).all(axis=(1, 2))
+    if found.mean() < 0.5:
+        raise TalkerError(f"no detectable face (found in {found.mean():.0%} of frames)")
+    landmarks = _fill_gaps(landmarks)
+    crop = stable_crop(landmarks, h, w)
+    # one face model per dataset (from its first clip), so every clip's poses share one frame
+    model_path = out_dir / "face_model.npy"
+    if model_path.is_file():
+        model = np.load(model_path, allow_pickle=False)
+    else:
+        model = face_model(landmarks)
+        np.save(model_path, model.astype(np.float32))
+    pose = _fill_gaps(estimate_pose(landmarks, model, w, h))
+    n = len(landmarks)
+    samples = n * SAMPLE_RATE // fps
+    audio = np.pad(audio, (0, max(0, samples - len(audio))))[:samples]
+
+    clip_dir = out_dir / "clips" / clip_id
+    clip_dir.mkdir(parents=True, exist_ok=True)
+    with VideoWriter(clip_dir / "frames.mp4", fps, codec="libx264rgb", pix_fmt="rgb24", crf=0) as writer:
+        for frame in iter_frames(video, fps):
+            writer.write(crop_frame(frame, crop, resolution))
+    sf.write(clip_dir / "audio.wav", audio, SAMPLE_RATE, subtype="FLOAT")
+    np.save(clip_dir / "pose.npy", pose.astype(np.float32))
+    entry = {"id": clip_id, "source": str(video), "frames": n, "duration": n / fps, "crop": list(crop),
+             "face_found": float(found.mean())}
+    truth = _truth_for(video)
+    if truth is not None and len(truth["emotion"]) == n:
+        np.save(clip_dir / "emotion.npy", truth["emotion"].astype(np.float32))
+        np.save(clip_dir / "truth_pose.npy", truth["pose"].astype(np.float32))
+        entry["synthetic_truth"] = True
+    return entry
+
+
+def prepare_dataset(videos: list[str | Path], out_dir: str | Path, resolution: int = 128, fps: int = FPS,
+                    progress: bool = True) -> dict:
+    """Prepare every video into ``out_dir``; clips that cannot be used are reported and skipped."""
+    from tqdm.auto import tqdm
+
+    if resolution < 16 or resolution % 2:
+        raise TalkerError(f"--resolution must be an even number ≥ 16; got {resolution}")
+    files: list[Path] = []
+    for v in videos:
+        p = Path(v)
+        if p.is_dir():
+            files += sorted(x for x in p.iterdir() if x.suffix.lower() in (".mp4", ".mov", ".mkv", ".webm", ".avi"))
+        else:
+            files.append(p)
+    if not files:
+        raise TalkerError("no videos given")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    index_path = out / "dataset.json"
+    index = json.loads(index_path.read_text()) if index_path.is_file() else {"clips": [], "skipped": []}
+    if index.get("resolution", resolution) != resolution:
+        raise TalkerError(f"{out} holds a {index['resolution']}px dataset; use another --out for {resolution}px")
+    index.update(fps=fps, resolution=resolution, sampling_rate=SAMPLE_RATE)
+    done = {c["source"] for c in index["clips"]}
+    new_model = not (out / "face_model.npy").is_file()
+    for video in tqdm(files, desc="preparing videos", unit="video", disable=not progress):
+        if str(video) in done:
+            continue
+        clip_id = _unique_id(video.stem, {c["id"] for c in index["clips"]})
+        try:
+            if not video.is_file():
+                raise TalkerError("file not found")
+            index["clips"].append(prepare_video(video, out, clip_id, resolution, fps))
+        except TalkerError as e:
+            index["skipped"].append({"source": str(video), "reason": str(e)})
+            print(f"skipped {video}: {e}")
+        _write_index(index_path, index)  # after every clip: an interrupted run loses nothing
+    if new_model and index["clips"]:
+        # pose 0 = the speaker's average head pose over the whole dataset (small angles: the
+        # mean of the Euler angles is the mean rotation to well under a tenth of a degree)
+        poses = {c["id"]: np.load(out / "clips" / c["id"] / "pose.npy") for c in index["clips"]}
+        mean = np.concatenate(list(poses.values())).mean(0)
+        for cid, pose in poses.items():
+            np.save(out / "clips" / cid / "pose.npy", (pose - mean).astype(np.float32))
+        index["pose_reference"] = "degrees from the speaker's average head pose in the dataset"
+        _write_index(index_path, index)
+    return index
+
+
+def _write_index(path: Path, index: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(index, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def _unique_id(stem: str, taken: set[str]) -> str:
+    base = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem) or "clip"
+    name, k = base, 1
+    while name in taken:
+        k += 1
+        name = f"{base}-{k}"
+    return name
