@@ -109,6 +109,59 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_dae(args: argparse.Namespace) -> int:
+    from .training.dae import DAEConfig, train_dae
+
+    cfg = DAEConfig(resolution=args.resolution, batch_size=args.batch_size, max_steps=args.max_steps,
+                    checkpoint_every=args.checkpoint_every, sample_every=args.sample_every or args.checkpoint_every,
+                    lr=args.lr, base_channels=args.base_channels, z_dim=args.z_dim, seed=args.seed,
+                    mixed_precision=args.mixed_precision)
+    if args.channel_mult:
+        cfg.channel_mult = tuple(int(x) for x in args.channel_mult.split(","))
+    figures = train_dae(args.data, args.output, cfg, resume=args.resume, progress=not args.quiet)
+    print(f"{args.output}: {figures['steps']} steps, loss {figures['loss_avg']:.4f}, "
+          f"{figures['steps_per_s']:.2f} steps/s, {figures['images_per_s']:.1f} images/s")
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from .training.dae import encode_dataset
+
+    stats = encode_dataset(args.data, args.dae, progress=not args.quiet)
+    print(f"{args.data}: latents of {stats['frames']} frames ({stats['z_dim']}-d)")
+    return 0
+
+
+def cmd_train_s2l(args: argparse.Namespace) -> int:
+    from .training.s2l import S2LConfig, train_s2l
+
+    cfg = S2LConfig(audio_frontend=args.audio_frontend, wav2vec2=args.wav2vec2, max_steps=args.max_steps,
+                    batch_size=args.batch_size, checkpoint_every=args.checkpoint_every,
+                    eval_every=min(args.eval_every, args.max_steps), lr=args.lr, seed=args.seed,
+                    window_seconds=args.window_seconds, hidden_size=args.hidden_size,
+                    mixed_precision=args.mixed_precision)
+    figures = train_s2l(args.data, args.dae, args.output, cfg, resume=args.resume, progress=not args.quiet)
+    print(f"{args.output}: {figures['steps']} steps, loss {figures['loss_avg']:.4f}, held-out pose error "
+          f"{figures.get('heldout_pose_mae_deg', 'n/a')} degrees")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .hub import export_speaker
+
+    out = export_speaker(args.dae, args.s2l, args.data, args.out, speaker_name=args.speaker_name,
+                         consent=args.consent, source=args.source)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from .hub import push_speaker
+
+    print(f"pushed to {push_speaker(args.checkpoint, args.repo_id, private=args.private)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="talker", description="Speech-driven talking faces (DAE-Talker).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -153,7 +206,72 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=int, default=25)
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_prepare)
+
+    train = sub.add_parser("train", help="train a speaker: `train dae`, then `train s2l`")
+    tsub = train.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    d = tsub.add_parser("dae", help="the diffusion autoencoder (encoder + DDIM decoder)")
+    d.add_argument("--data", required=True, help="dataset folder from `talker prepare`")
+    d.add_argument("--output", required=True, help="run folder (checkpoints, samples, dae/)")
+    d.add_argument("--resolution", type=int, default=64)
+    d.add_argument("--batch-size", type=int, default=16, help="per process")
+    d.add_argument("--max-steps", type=int, default=10000)
+    d.add_argument("--checkpoint-every", type=int, default=500)
+    d.add_argument("--sample-every", type=int, help="reconstruction grid every N steps (default: with checkpoints)")
+    d.add_argument("--lr", type=float, default=1e-4)
+    d.add_argument("--base-channels", type=int, default=32)
+    d.add_argument("--channel-mult", help="UNet channel multipliers, e.g. 1,2,4,4")
+    d.add_argument("--z-dim", type=int, default=512)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default="auto")
+    d.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    d.add_argument("-q", "--quiet", action="store_true")
+    d.set_defaults(func=cmd_train_dae)
+
+    t = tsub.add_parser("s2l", help="speech2latent (needs `talker encode` latents)")
+    t.add_argument("--data", required=True)
+    t.add_argument("--dae", required=True, help="the `train dae` run the latents came from")
+    t.add_argument("--output", required=True)
+    t.add_argument("--audio-frontend", choices=("mel", "wav2vec2"), default="mel")
+    t.add_argument("--wav2vec2", help="Wav2Vec2Model folder or Hub id (with --audio-frontend wav2vec2)")
+    t.add_argument("--max-steps", type=int, default=5000)
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--window-seconds", type=float, default=4.0)
+    t.add_argument("--checkpoint-every", type=int, default=500)
+    t.add_argument("--eval-every", type=int, default=250)
+    t.add_argument("--lr", type=float, default=3e-4)
+    t.add_argument("--hidden-size", type=int, default=256)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default="auto")
+    t.add_argument("--resume", action="store_true")
+    t.add_argument("-q", "--quiet", action="store_true")
+    t.set_defaults(func=cmd_train_s2l)
+
+    x = sub.add_parser("export", help="trained runs → a speaker checkpoint folder with model card")
+    x.add_argument("--dae", required=True)
+    x.add_argument("--s2l", required=True)
+    x.add_argument("--data", required=True)
+    x.add_argument("--out", required=True)
+    x.add_argument("--speaker-name", required=True)
+    x.add_argument("--consent", required=True, help="who agreed to this model being made and shared, and for what")
+    x.add_argument("--source", help="where the training video came from (default: from the dataset)")
+    x.set_defaults(func=cmd_export)
+
+    u = sub.add_parser("push", help="upload a speaker checkpoint to the Hugging Face Hub")
+    u.add_argument("checkpoint")
+    u.add_argument("--repo-id", required=True, help="OWNER/NAME")
+    u.add_argument("--private", action="store_true")
+    u.set_defaults(func=cmd_push)
+
+    e = sub.add_parser("encode", help="EMA-encoder latents of every frame of a dataset")
+    e.add_argument("--data", required=True)
+    e.add_argument("--dae", required=True, help="a `train dae` run folder")
+    e.add_argument("-q", "--quiet", action="store_true")
+    e.set_defaults(func=cmd_encode)
     return parser
+
+
+def _command(args: argparse.Namespace) -> str:
+    return " ".join(x for x in (args.command, getattr(args, "stage", None)) if x)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,10 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except TalkerError as e:
-        print(f"talker {args.command}: error: {e}", file=sys.stderr)
+        print(f"talker {_command(args)}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"talker {args.command}: interrupted", file=sys.stderr)
+        print(f"talker {_command(args)}: interrupted", file=sys.stderr)
         return 130
 
 

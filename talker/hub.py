@@ -107,3 +107,122 @@ def read_speaker(folder: Path) -> dict:
 
 def write_speaker(folder: Path, speaker: dict) -> None:
     (Path(folder) / SPEAKER_FILE).write_text(json.dumps(speaker, indent=2) + "\n")
+
+
+# ----------------------------------------------------------------------------------------------
+# Export and push (maintainers)
+# ----------------------------------------------------------------------------------------------
+
+CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
+
+
+def write_model_card(folder: Path, *, speaker: dict, repo_id: str | None = None, template: Path | None = None) -> None:
+    """README.md with Hub metadata (license, library, tags) from ``model_card.md``."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    template = template or CARD_TEMPLATE
+    if not template.is_file():
+        raise CheckpointError(f"model card template not found: {template}")
+    figures = speaker.get("training", {})
+    dae, s2l = figures.get("dae", {}), figures.get("s2l", {})
+    data = ModelCardData(license="mit", library_name="diffusers", pipeline_tag="image-to-video",
+                         tags=["talking-face", "talking-head", "speech-driven", "dae-talker", "diffusion-autoencoder",
+                               "synthetic-media"])
+    card = ModelCard.from_template(
+        data, template_path=str(template), speaker_name=speaker["name"], consent=speaker["consent"],
+        repo_id=repo_id or f"<owner>/{speaker['name']}", resolution=speaker.get("resolution", "?"),
+        source=speaker.get("source", "not given"), minutes=f"{speaker.get('minutes', 0):.1f}",
+        audio_frontend=speaker.get("audio_frontend", "mel"), dae_steps=dae.get("steps", "?"),
+        dae_batch=dae.get("batch_size", "?"), dae_loss=_fmt(dae.get("loss_avg")), s2l_steps=s2l.get("steps", "?"),
+        heldout_latent_mse=_fmt(s2l.get("heldout_latent_mse")), heldout_pose_mae=s2l.get("heldout_pose_mae_deg", "n/a"),
+    )
+    card.save(folder / "README.md")
+
+
+def _fmt(x) -> str:
+    return f"{x:.4f}" if isinstance(x, (int, float)) else "n/a"
+
+
+def export_speaker(dae_run: str | os.PathLike, s2l_run: str | os.PathLike, data_dir: str | os.PathLike,
+                   out: str | os.PathLike, *, speaker_name: str, consent: str, source: str | None = None) -> Path:
+    """A trained DAE and speech2latent → a ``save_pretrained`` speaker folder with speaker.json
+    and a model card."""
+    import numpy as np
+
+    from .models import Speech2Latent
+    from .pipelines import DAETalkerPipeline
+    from .training.dae import load_dae
+    from .training.data import load_dataset
+
+    if not consent or not consent.strip():
+        raise CheckpointError("a consent statement is required (--consent): who agreed to this model, and to what")
+    if not speaker_name or not re.match(r"^[\w.\-]+$", speaker_name):
+        raise CheckpointError(f"--speaker-name must be letters, digits, '.', '-' or '_'; got {speaker_name!r}")
+    encoder, unet, scheduler = load_dae(dae_run)
+    s2l_path = Path(s2l_run) / "speech_to_latent"
+    if not s2l_path.is_dir():
+        raise CheckpointError(f"{s2l_run} has no trained speech2latent ({s2l_path}); run `talker train s2l` first")
+    s2l = Speech2Latent.from_pretrained(s2l_path, use_safetensors=True)
+    audio_encoder = feature_extractor = None
+    s2l_cfg = json.loads((Path(s2l_run) / "train_config.json").read_text())
+    if s2l.config.audio_frontend == "wav2vec2":
+        from .training.s2l import load_audio_encoder
+
+        audio_encoder, feature_extractor = load_audio_encoder(s2l_cfg["wav2vec2"])
+    index, clips = load_dataset(data_dir)
+    longest = max(clips, key=lambda c: c.n_frames)
+    figures = {}
+    for stage, run in (("dae", dae_run), ("s2l", s2l_run)):
+        f = Path(run) / "figures.json"
+        figures[stage] = json.loads(f.read_text()) if f.is_file() else {}
+    dae_cfg = Path(dae_run) / "train_config.json"
+    if dae_cfg.is_file():
+        figures["dae"]["batch_size"] = json.loads(dae_cfg.read_text()).get("batch_size")
+    speaker = {
+        "name": speaker_name,
+        "consent": consent.strip(),
+        "source": source or ", ".join(sorted({Path(c["source"]).parent.name or c["source"] for c in index["clips"]})),
+        "resolution": unet.config.sample_size,
+        "minutes": sum(c.n_frames for c in clips) / 25 / 60,
+        "audio_frontend": s2l.config.audio_frontend,
+        "training": figures,
+        "reference_pose": np.round(longest.pose, 2).tolist(),
+    }
+    pipe = DAETalkerPipeline(unet=unet, scheduler=scheduler, speech_to_latent=s2l, encoder=encoder,
+                             audio_encoder=audio_encoder, feature_extractor=feature_extractor)
+    pipe.speaker = speaker
+    out = Path(out)
+    pipe.save_pretrained(out)
+    write_model_card(out, speaker=speaker)
+    return out
+
+
+def check_pushable(folder: str | os.PathLike) -> dict:
+    """Refuse a checkpoint without a consent statement or a valid model card; returns speaker.json."""
+    from huggingface_hub import ModelCard
+
+    folder = Path(folder)
+    check_checkpoint(folder, ("unet", "scheduler", "speech_to_latent"))
+    speaker = read_speaker(folder)
+    if not str(speaker.get("consent", "")).strip():
+        raise CheckpointError(f"{folder}: speaker.json has no consent statement; it will not be pushed")
+    card_path = folder / "README.md"
+    if not card_path.is_file():
+        raise CheckpointError(f"{folder}: no model card (README.md); run `talker export` to write one")
+    card = ModelCard.load(card_path)
+    if not card.data.license or not card.data.library_name:
+        raise CheckpointError(f"{card_path}: the model card's metadata needs license and library_name")
+    return speaker
+
+
+def push_speaker(folder: str | os.PathLike, repo_id: str, private: bool = False, token: str | None = None) -> str:
+    """Create the model repo (if needed) and upload the checkpoint folder; returns the repo URL."""
+    from huggingface_hub import HfApi
+
+    check_pushable(folder)
+    if not _REPO_ID.match(repo_id):
+        raise CheckpointError(f"--repo-id must be OWNER/NAME; got {repo_id!r}")
+    api = HfApi(token=token)
+    url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="Upload DAE-Talker speaker")
+    return str(url)

@@ -1,0 +1,279 @@
+"""``talker train dae``: the diffusion autoencoder (semantic encoder + DDIM decoder), and
+``talker encode``: EMA-encoder latents of every frame.
+
+The loop is DiffAE's: x0 → random t, noise → x_t → eps_theta(x_t, t, Enc(x0)) → MSE on the noise,
+encoder and decoder trained jointly by this loss alone; Adam 1e-4, gradient clip 1.0, EMA of the
+weights (diffusers' ``EMAModel``), no horizontal flips (they would mirror the head pose).
+``accelerate`` owns devices, processes and mixed precision. Batches are drawn by a generator
+seeded with the step, so a resumed run sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import TalkerError
+from .data import load_dataset
+
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class DAEConfig:
+    """Everything that defines a DAE training run (saved as RUN/train_config.json)."""
+
+    resolution: int = 64
+    base_channels: int = 32
+    channel_mult: tuple[int, ...] = (1, 2, 4, 4)
+    encoder_channel_mult: tuple[int, ...] = (1, 2, 4, 8, 8)
+    num_res_blocks: int = 1
+    attention_resolutions: tuple[int, ...] = (16,)
+    z_dim: int = 512
+    dropout: float = 0.0
+    batch_size: int = 16
+    lr: float = 1e-4
+    ema_decay: float = 0.999
+    max_steps: int = 10000
+    checkpoint_every: int = 500
+    sample_every: int = 500
+    seed: int = 0
+    mixed_precision: str = "auto"
+    extra: dict = field(default_factory=dict)
+
+
+class DiffusionAutoencoder(nn.Module):
+    """Encoder and decoder as one module, so accelerate wraps (and DDP syncs) both."""
+
+    def __init__(self, encoder: nn.Module, unet: nn.Module):
+        super().__init__()
+        self.encoder, self.unet = encoder, unet
+
+    def forward(self, x0, t, noise, alphas_cumprod):
+        z = self.encoder(x0)
+        a = alphas_cumprod[t].view(-1, 1, 1, 1)
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        eps = self.unet(x_t, t, z).sample
+        return nn.functional.mse_loss(eps.float(), noise.float())
+
+
+def build_models(cfg: DAEConfig):
+    from diffusers import DDIMScheduler
+
+    from ..models import DAEDecoderUNet, SemanticEncoder
+
+    groups = min(32, cfg.base_channels)
+    unet = DAEDecoderUNet(sample_size=cfg.resolution, base_channels=cfg.base_channels,
+                          channel_mult=tuple(cfg.channel_mult), num_res_blocks=cfg.num_res_blocks,
+                          attention_resolutions=tuple(cfg.attention_resolutions), dropout=cfg.dropout,
+                          z_dim=cfg.z_dim, embed_channels=4 * cfg.base_channels, norm_groups=groups)
+    encoder = SemanticEncoder(sample_size=cfg.resolution, base_channels=cfg.base_channels,
+                              channel_mult=tuple(cfg.encoder_channel_mult), num_res_blocks=cfg.num_res_blocks,
+                              attention_resolutions=tuple(cfg.attention_resolutions), dropout=cfg.dropout,
+                              z_dim=cfg.z_dim, norm_groups=groups)
+    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+                              clip_sample=False, set_alpha_to_one=True)
+    return encoder, unet, scheduler
+
+
+def _mixed_precision(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+def _latest_checkpoint(run: Path) -> Path | None:
+    ckpts = sorted((run / CHECKPOINTS).glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+    return ckpts[-1] if ckpts else None
+
+
+def _load_frames(clips, resolution: int) -> torch.Tensor:
+    frames = np.concatenate([c.frames for c in clips])
+    if frames.shape[1] != resolution:
+        raise TalkerError(f"the dataset is {frames.shape[1]}px but --resolution is {resolution}; "
+                          "prepare it at this resolution")
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()  # uint8 (F, 3, R, R)
+
+
+def _to_model(x_uint8: torch.Tensor) -> torch.Tensor:
+    return x_uint8.float() / 127.5 - 1.0
+
+
+def save_grid(path: Path, rows: list[torch.Tensor]) -> None:
+    """Rows of (B, 3, R, R) images in [-1, 1] → one PNG."""
+    from PIL import Image
+
+    grid = torch.cat([torch.cat(list(r.clamp(-1, 1)), dim=2) for r in rows], dim=1)
+    img = ((grid + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path)
+
+
+def train_dae(data_dir: str | Path, run_dir: str | Path, cfg: DAEConfig, resume: bool = False,
+              progress: bool = True) -> dict:
+    """Train (or resume) a DAE run; returns the final training figures."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from diffusers.training_utils import EMAModel
+    from safetensors.torch import load_file, save_file
+    from tqdm.auto import tqdm
+
+    run = Path(run_dir)
+    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision))
+    set_seed(cfg.seed)
+    _, clips = load_dataset(data_dir)
+    frames = _load_frames(clips, cfg.resolution)
+
+    encoder, unet, scheduler = build_models(cfg)
+    model = DiffusionAutoencoder(encoder, unet)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    ema = EMAModel(model.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=3 / 4)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    ema.to(accelerator.device)
+    alphas = scheduler.alphas_cumprod.to(accelerator.device)
+
+    step = 0
+    ckpt = _latest_checkpoint(run) if resume else None
+    if resume and ckpt is None:
+        accelerator.print(f"no checkpoint in {run / CHECKPOINTS}; starting from step 0")
+    if ckpt is not None:
+        accelerator.load_state(str(ckpt))  # model (safetensors), optimizer and RNG states (weights-only loads)
+        ema.load_state_dict({**json.loads((ckpt / "ema.json").read_text()),
+                             "shadow_params": list(load_file(ckpt / "ema.safetensors").values())})
+        step = json.loads((ckpt / "trainer_state.json").read_text())["step"]
+        accelerator.print(f"resumed from {ckpt} at step {step}")
+    elif accelerator.is_main_process:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+
+    fixed = _to_model(frames[torch.linspace(0, len(frames) - 1, 8).long()]).to(accelerator.device)
+    sample_noise = torch.randn(1, 3, cfg.resolution, cfg.resolution, generator=torch.Generator().manual_seed(cfg.seed))
+    log = run / "train_log.jsonl"
+    model.train()
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="train dae", disable=not (progress and accelerator.is_main_process))
+    train_time, steps_timed, loss_avg = 0.0, 0, None
+    while step < cfg.max_steps:
+        tic = time.perf_counter()
+        # this step's batch, timesteps and noise depend only on (seed, step, process)
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + accelerator.process_index)
+        idx = torch.randint(len(frames), (cfg.batch_size,), generator=g)
+        x0 = _to_model(frames[idx]).to(accelerator.device)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=g).to(accelerator.device)
+        noise = torch.randn(x0.shape, generator=g).to(accelerator.device)
+        with accelerator.autocast():
+            loss = model(x0, t, noise, alphas)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.step(accelerator.unwrap_model(model).parameters())
+        step += 1
+        steps_timed += 1
+        train_time += time.perf_counter() - tic  # training alone: no sampling or checkpoints
+        value = accelerator.gather(loss.detach()[None]).mean().item()
+        loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value
+        bar.update()
+        bar.set_postfix(loss=f"{loss_avg:.4f}")
+        if accelerator.is_main_process and (step % 50 == 0 or step == cfg.max_steps):
+            with open(log, "a") as f:
+                f.write(json.dumps({"step": step, "loss": value, "loss_avg": loss_avg}) + "\n")
+        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+            out = run / CHECKPOINTS / f"step_{step:07d}"
+            accelerator.save_state(str(out), safe_serialization=True)
+            if accelerator.is_main_process:
+                state = ema.state_dict()
+                shadow = state.pop("shadow_params")
+                save_file({f"{i:05d}": p.detach().contiguous().cpu() for i, p in enumerate(shadow)}, out / "ema.safetensors")
+                (out / "ema.json").write_text(json.dumps(state))
+                (out / "trainer_state.json").write_text(json.dumps({"step": step}))
+                for old in sorted((run / CHECKPOINTS).glob("step_*"))[:-3]:  # keep the last three
+                    import shutil
+
+                    shutil.rmtree(old, ignore_errors=True)
+        if accelerator.is_main_process and (step % cfg.sample_every == 0 or step == cfg.max_steps):
+            _sample_grid(accelerator.unwrap_model(model), ema, scheduler, fixed, sample_noise, run / "samples" / f"step_{step:07d}.png")
+            model.train()
+    bar.close()
+    elapsed = train_time
+    figures = {"steps": step, "loss_avg": loss_avg, "steps_per_s": steps_timed / elapsed if elapsed else math.nan,
+               "images_per_s": steps_timed * cfg.batch_size * accelerator.num_processes / elapsed if elapsed else math.nan,
+               "processes": accelerator.num_processes, "device": str(accelerator.device)}
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        export_dae(accelerator.unwrap_model(model), ema, scheduler, run / "dae")
+        (run / "figures.json").write_text(json.dumps(figures, indent=1) + "\n")
+    accelerator.end_training()
+    return figures
+
+
+@torch.no_grad()
+def _sample_grid(model, ema, scheduler, images, noise, path: Path) -> None:
+    """Originals, then EMA reconstructions decoded from one shared noise image (20 DDIM steps)."""
+    from ..pipelines.ddim import ddim_decode
+
+    ema.store(model.parameters())
+    ema.copy_to(model.parameters())
+    model.eval()
+    z = model.encoder(images)
+    recon = ddim_decode(model.unet, scheduler, z, noise.to(images.device, images.dtype), 20, len(images))
+    ema.restore(model.parameters())
+    save_grid(path, [images, recon])
+
+
+def export_dae(model, ema, scheduler, out: Path) -> None:
+    """The EMA weights as ``encoder/``, ``unet/``, ``scheduler/`` (save_pretrained layout)."""
+    ema.store(model.parameters())
+    ema.copy_to(model.parameters())
+    model.encoder.save_pretrained(out / "encoder")
+    model.unet.save_pretrained(out / "unet")
+    scheduler.save_pretrained(out / "scheduler")
+    ema.restore(model.parameters())
+
+
+def load_dae(run_dir: str | Path):
+    """(encoder, unet, scheduler) of a finished DAE run (RUN/dae)."""
+    from diffusers import DDIMScheduler
+
+    from ..models import DAEDecoderUNet, SemanticEncoder
+
+    path = Path(run_dir) / "dae"
+    if not (path / "unet").is_dir():
+        raise TalkerError(f"{run_dir} has no trained DAE (expected {path}/unet); run `talker train dae` first")
+    return (SemanticEncoder.from_pretrained(path / "encoder", use_safetensors=True),
+            DAEDecoderUNet.from_pretrained(path / "unet", use_safetensors=True),
+            DDIMScheduler.from_pretrained(path / "scheduler"))
+
+
+@torch.no_grad()
+def encode_dataset(data_dir: str | Path, dae_run: str | Path, batch_size: int = 64, progress: bool = True) -> dict:
+    """EMA-encoder latents of every frame → DATA/clips/<id>/latents.npy, and their per-dimension
+    mean/std → DATA/latents.json."""
+    from tqdm.auto import tqdm
+
+    encoder, _, _ = load_dae(dae_run)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    encoder = encoder.to(device).eval()
+    _, clips = load_dataset(data_dir)
+    all_z = []
+    for clip in tqdm(clips, desc="encoding", unit="clip", disable=not progress):
+        frames = torch.from_numpy(clip.frames).permute(0, 3, 1, 2)
+        if frames.shape[-1] != encoder.config.sample_size:
+            raise TalkerError(f"the dataset is {frames.shape[-1]}px but the DAE is {encoder.config.sample_size}px")
+        z = torch.cat([encoder(_to_model(frames[i : i + batch_size]).to(device)).cpu()
+                       for i in range(0, len(frames), batch_size)]).numpy().astype(np.float32)
+        np.save(clip.path / "latents.npy", z)
+        all_z.append(z)
+    z = np.concatenate(all_z)
+    stats = {"dae": str(Path(dae_run).resolve()), "z_dim": int(z.shape[1]), "frames": int(len(z)),
+             "mean": z.mean(0).tolist(), "std": z.std(0).tolist()}
+    (Path(data_dir) / "latents.json").write_text(json.dumps(stats) + "\n")
+    return stats

@@ -1,0 +1,155 @@
+"""The maintainer's path: synth → prepare → train dae → encode → train s2l → export → load → generate → push."""
+
+import ctypes.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(ctypes.util.find_library("espeak-ng") is None, reason="needs espeak-ng")
+mediapipe = pytest.importorskip("mediapipe", reason="needs requirements-prepare.txt")
+
+TALKER = str(Path(sys.executable).parent / "talker")
+TINY_DAE = ("--resolution", 16, "--batch-size", 4, "--base-channels", 8, "--channel-mult", "1,2", "--z-dim", 16)
+
+
+def talker(*args, timeout=600):
+    r = subprocess.run([TALKER, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    talker("synth", "--out", root / "synth", "--clips", 3, "--seconds", 4, "--resolution", 128, "--seed", 2, "-q")
+    # a video without audio and one without a face: reported and skipped
+    silent = root / "silent.mp4"
+    from talker.video import write_video
+
+    write_video(silent, np.zeros((10, 32, 32, 3), np.uint8))
+    faceless = root / "faceless.mp4"
+    write_video(faceless, (np.random.default_rng(0).random((25, 64, 64, 3)) * 255).astype(np.uint8),
+                audio=np.zeros(16000, np.float32), sampling_rate=16000)
+    talker("prepare", root / "synth" / "videos", silent, faceless, "--out", root / "data", "--resolution", 16, "-q")
+    return root
+
+
+def test_prepare_writes_the_dataset_and_skips_unusable_videos(dataset):
+    index = json.loads((dataset / "data" / "dataset.json").read_text())
+    assert len(index["clips"]) == 3
+    reasons = {Path(s["source"]).name: s["reason"] for s in index["skipped"]}
+    assert "no audio" in reasons["silent.mp4"] and "no detectable face" in reasons["faceless.mp4"]
+    for clip in index["clips"]:
+        d = dataset / "data" / "clips" / clip["id"]
+        with av.open(str(d / "frames.mp4")) as c:
+            frames = [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
+        assert len(frames) == clip["frames"] and frames[0].shape == (16, 16, 3)
+        pose = np.load(d / "pose.npy")
+        truth = np.load(d / "truth_pose.npy")
+        assert pose.shape == truth.shape == (clip["frames"], 3)
+        assert np.abs(pose - truth).mean() < 3.0  # degrees, against the synthetic ground truth
+        assert np.load(d / "emotion.npy").shape == (clip["frames"], 4)
+
+
+def test_train_encode_export_generate(dataset, tmp_path):
+    data, dae, s2l, ckpt = dataset / "data", tmp_path / "dae", tmp_path / "s2l", tmp_path / "speaker"
+    talker("train", "dae", "--data", data, "--output", dae, *TINY_DAE, "--max-steps", 3, "--checkpoint-every", 3, "-q")
+    assert (dae / "dae" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert list((dae / "samples").glob("*.png"))
+    talker("encode", "--data", data, "--dae", dae, "-q")
+    talker("train", "s2l", "--data", data, "--dae", dae, "--output", s2l, "--max-steps", 3, "--hidden-size", 32,
+           "--window-seconds", 2, "--eval-every", 3, "-q")
+    figures = json.loads((s2l / "figures.json").read_text())
+    assert len(figures["heldout_pose_mae_deg"]) == 3
+    talker("export", "--dae", dae, "--s2l", s2l, "--data", data, "--out", ckpt, "--speaker-name", "tiny-astro",
+           "--consent", "Synthetic speaker from a public-domain photo; tests only.")
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(ckpt / "README.md")
+    assert card.data.license == "mit" and card.data.library_name == "diffusers" and "talking-face" in card.data.tags
+    assert "public-domain photo" in card.text
+    from talker import DAETalkerPipeline
+
+    pipe = DAETalkerPipeline.from_pretrained(ckpt)
+    assert pipe.speaker["name"] == "tiny-astro" and len(pipe.speaker["reference_pose"]) > 25
+    out = tmp_path / "out.mp4"
+    wav = next((dataset / "data" / "clips").glob("*/audio.wav"))
+    talker("generate", "--model", ckpt, "--audio", wav, "--out", out, "--steps", 2, "--pose-mode", "reference", "-q")
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.width == 16
+
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(folder / "dae" / "unet" / "diffusion_pytorch_model.safetensors")
+
+
+def test_resume_continues_exactly(dataset, tmp_path):
+    data = dataset / "data"
+    talker("train", "dae", "--data", data, "--output", tmp_path / "straight", *TINY_DAE, "--max-steps", 4,
+           "--checkpoint-every", 2, "--sample-every", 100, "-q")
+    talker("train", "dae", "--data", data, "--output", tmp_path / "split", *TINY_DAE, "--max-steps", 2,
+           "--checkpoint-every", 2, "--sample-every", 100, "-q")
+    r = talker("train", "dae", "--data", data, "--output", tmp_path / "split", *TINY_DAE, "--max-steps", 4,
+               "--checkpoint-every", 2, "--sample-every", 100, "--resume")
+    assert "resumed from" in r.stdout + r.stderr and "step 2" in r.stdout + r.stderr
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    log = [json.loads(x) for x in (tmp_path / "split" / "train_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [2, 4]
+
+
+def _ddp_worker(data, run):
+    from talker.training.dae import DAEConfig, train_dae
+
+    cfg = DAEConfig(resolution=16, batch_size=2, base_channels=8, channel_mult=(1, 2), z_dim=16, max_steps=2,
+                    checkpoint_every=2, sample_every=100)
+    figures = train_dae(data, run, cfg, progress=False)
+    assert figures["processes"] == 2
+
+
+def test_two_process_training_through_accelerate(dataset, tmp_path):
+    from accelerate import debug_launcher
+
+    debug_launcher(_ddp_worker, args=(str(dataset / "data"), str(tmp_path / "ddp")), num_processes=2)
+    figures = json.loads((tmp_path / "ddp" / "figures.json").read_text())
+    assert figures["processes"] == 2 and figures["steps"] == 2
+    assert (tmp_path / "ddp" / "dae" / "encoder" / "config.json").is_file()
+
+
+def test_push_refuses_without_consent_or_card_and_uploads_otherwise(speaker_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from huggingface_hub import HfApi
+
+    from talker.errors import CheckpointError
+    from talker.hub import push_speaker, write_model_card
+
+    calls = []
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create", repo_id, kw)) or f"https://hf.co/{repo_id}")
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: calls.append(("upload", kw["repo_id"], kw["folder_path"])))
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(speaker_dir, ckpt)
+    with pytest.raises(CheckpointError, match="no model card"):
+        push_speaker(ckpt, "me/tiny")
+    speaker = json.loads((ckpt / "speaker.json").read_text())
+    write_model_card(ckpt, speaker=speaker)
+    speaker["consent"] = "  "
+    (ckpt / "speaker.json").write_text(json.dumps(speaker))
+    with pytest.raises(CheckpointError, match="no consent statement"):
+        push_speaker(ckpt, "me/tiny")
+    assert calls == []
+    speaker["consent"] = "I agree to this model of my face being shared."
+    (ckpt / "speaker.json").write_text(json.dumps(speaker))
+    push_speaker(ckpt, "me/tiny", private=True)
+    assert calls[0][:2] == ("create", "me/tiny") and calls[0][2]["private"] is True
+    assert calls[1] == ("upload", "me/tiny", str(ckpt))
