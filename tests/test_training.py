@@ -108,19 +108,21 @@ def test_resume_continues_exactly(dataset, tmp_path):
     assert [e["step"] for e in log] == [2, 4]
 
 
-def _ddp_worker(data, run):
-    from talker.training.dae import DAEConfig, train_dae
-
-    cfg = DAEConfig(resolution=16, batch_size=2, base_channels=8, channel_mult=(1, 2), z_dim=16, max_steps=2,
-                    checkpoint_every=2, sample_every=100)
-    figures = train_dae(data, run, cfg, progress=False)
-    assert figures["processes"] == 2
-
-
 def test_two_process_training_through_accelerate(dataset, tmp_path):
-    from accelerate import debug_launcher
+    """`talker train dae` under torchrun with 2 CPU processes (gloo): accelerate sees MULTI_CPU.
+    A fresh interpreter: forking this test process, whose OpenMP threads are running, can hang."""
+    import socket
 
-    debug_launcher(_ddp_worker, args=(str(dataset / "data"), str(tmp_path / "ddp")), num_processes=2)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port), "-m", "talker", "train", "dae", "--data", str(dataset / "data"),
+           "--output", str(tmp_path / "ddp"), *map(str, TINY_DAE), "--batch-size", "2", "--max-steps", "2",
+           "--checkpoint-every", "2", "--sample-every", "100", "-q"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
     figures = json.loads((tmp_path / "ddp" / "figures.json").read_text())
     assert figures["processes"] == 2 and figures["steps"] == 2
     assert (tmp_path / "ddp" / "dae" / "encoder" / "config.json").is_file()

@@ -83,6 +83,15 @@ def build_models(cfg: DAEConfig):
     return encoder, unet, scheduler
 
 
+def make_accelerator(mixed_precision: str):
+    """An Accelerator; with no GPU it is told so, which is what turns a torchrun/accelerate
+    launch of several CPU processes into gloo data parallelism (MULTI_CPU)."""
+    from accelerate import Accelerator
+
+    no_gpu = not torch.cuda.is_available() and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
+    return Accelerator(mixed_precision=_mixed_precision(mixed_precision), cpu=no_gpu)
+
+
 def _mixed_precision(choice: str) -> str:
     if choice != "auto":
         return choice
@@ -121,14 +130,13 @@ def save_grid(path: Path, rows: list[torch.Tensor]) -> None:
 def train_dae(data_dir: str | Path, run_dir: str | Path, cfg: DAEConfig, resume: bool = False,
               progress: bool = True) -> dict:
     """Train (or resume) a DAE run; returns the final training figures."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from diffusers.training_utils import EMAModel
     from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
 
     run = Path(run_dir)
-    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision))
+    accelerator = make_accelerator(cfg.mixed_precision)
     set_seed(cfg.seed)
     _, clips = load_dataset(data_dir)
     frames = _load_frames(clips, cfg.resolution)
@@ -210,7 +218,10 @@ def train_dae(data_dir: str | Path, run_dir: str | Path, cfg: DAEConfig, resume:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         export_dae(accelerator.unwrap_model(model), ema, scheduler, run / "dae")
-        (run / "figures.json").write_text(json.dumps(figures, indent=1) + "\n")
+        if steps_timed or not (run / "figures.json").is_file():  # a resumed, finished run keeps its figures
+            (run / "figures.json").write_text(json.dumps(figures, indent=1) + "\n")
+        else:
+            figures = json.loads((run / "figures.json").read_text())
     accelerator.end_training()
     return figures
 

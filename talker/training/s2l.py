@@ -20,7 +20,7 @@ import torch
 
 from ..audio import FPS, log_mel, wav2vec2_features
 from ..errors import TalkerError
-from .dae import CHECKPOINTS, _latest_checkpoint, _mixed_precision
+from .dae import CHECKPOINTS, _latest_checkpoint, make_accelerator
 from .data import load_dataset, split_clips
 
 
@@ -100,12 +100,11 @@ def evaluate(model, items, device) -> dict:
 
 def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cfg: S2LConfig,
               resume: bool = False, progress: bool = True) -> dict:
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
     run = Path(run_dir)
-    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision))
+    accelerator = make_accelerator(cfg.mixed_precision)
     set_seed(cfg.seed)
     _, clips = load_dataset(data_dir)
     stats_path = Path(data_dir) / "latents.json"
@@ -208,6 +207,8 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
                 for old in sorted((run / CHECKPOINTS).glob("step_*"))[:-3]:
                     shutil.rmtree(old, ignore_errors=True)
     bar.close()
+    if not scores and accelerator.is_main_process:
+        scores = evaluate(unwrapped, held_items, accelerator.device)
     figures = {"steps": step, "loss_avg": loss_avg, "steps_per_s": steps_timed / train_time if train_time else math.nan,
                "train_clips": len(train_items), "heldout_clips": len(held_items), **scores}
     accelerator.wait_for_everyone()
