@@ -162,6 +162,24 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation.metrics import evaluate_speaker, write_report
+
+    steps = [int(s) for s in args.steps.split(",")]
+    results = evaluate_speaker(args.model, args.data, steps_list=steps, max_clips=args.clips,
+                               max_seconds=args.seconds, emotions=not args.no_emotion, progress=not args.quiet)
+    png = args.out.rsplit(".", 1)[0] + ".png"
+    write_report(results, args.out, png)
+    for s in steps:
+        m = results["steps"][str(s)]["mean"]
+        print(f"{s:>3} steps: PSNR {m['psnr']:.2f} dB (upper bound {m['psnr_upper_bound']:.2f}), "
+              f"mouth corr {m['mouth_corr']:.3f}, silent closed {m['silent_closed']:.2f}, "
+              f"pose MAE {m['pose_mae_deg']}, jitter {m['jitter_fixed_noise']:.2f} "
+              f"(fresh noise {m['jitter_fresh_noise']:.2f}, truth {m['jitter_truth']:.2f})")
+    print(f"wrote {args.out} and {png}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="talker", description="Speech-driven talking faces (DAE-Talker).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -261,6 +279,17 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--repo-id", required=True, help="OWNER/NAME")
     u.add_argument("--private", action="store_true")
     u.set_defaults(func=cmd_push)
+
+    v = sub.add_parser("evaluate", help="quality of a speaker on held-out synthetic clips (JSON + PNG)")
+    v.add_argument("--model", required=True, help="speaker checkpoint folder or Hub repo id")
+    v.add_argument("--data", required=True, help="held-out dataset: `talker prepare` of `talker synth` videos")
+    v.add_argument("--out", default="bench/results/quality.json")
+    v.add_argument("--steps", default="10,20,50", help="DDIM step counts, comma-separated")
+    v.add_argument("--clips", type=int, default=4)
+    v.add_argument("--seconds", type=float, default=8.0, help="seconds of each clip that are generated")
+    v.add_argument("--no-emotion", action="store_true", help="skip the emotion measurement")
+    v.add_argument("-q", "--quiet", action="store_true")
+    v.set_defaults(func=cmd_evaluate)
 
     e = sub.add_parser("encode", help="EMA-encoder latents of every frame of a dataset")
     e.add_argument("--data", required=True)

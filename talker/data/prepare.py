@@ -15,6 +15,7 @@ Dataset layout (the same for real and synthetic speakers)::
     DATA/clips/<id>/audio.wav         16 kHz mono, exactly frames × 640 samples
     DATA/clips/<id>/pose.npy          (N, 3) yaw, pitch, roll in degrees
     DATA/clips/<id>/emotion.npy       (N, 4) intensities, when the source has them (talker synth)
+    DATA/clips/<id>/truth.npz         talker synth's per-frame ground truth, when present
 """
 
 from __future__ import annotations
@@ -208,6 +209,8 @@ def prepare_video(video: Path, out_dir: Path, clip_id: str, resolution: int, fps
     if truth is not None and len(truth["emotion"]) == n:
         np.save(clip_dir / "emotion.npy", truth["emotion"].astype(np.float32))
         np.save(clip_dir / "truth_pose.npy", truth["pose"].astype(np.float32))
+        per_frame = {k: v for k, v in truth.items() if len(v) == n and not k.startswith(("phoneme", "word"))}
+        np.savez(clip_dir / "truth.npz", **per_frame)  # for `talker evaluate`
         entry["synthetic_truth"] = True
     return entry
 

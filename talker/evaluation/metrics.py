@@ -1,0 +1,225 @@
+"""Quality of a speaker on held-out synthetic clips, against their exact ground truth.
+
+For every clip of a prepared held-out dataset (``talker prepare`` on ``talker synth`` videos):
+
+- fidelity: PSNR / SSIM of audio-driven frames against the truth frames (same crop), and the
+  upper bound: the same decoder from the true latents (the encoder of the truth frames), with
+  the same fixed noise;
+- lip-sync: the inner-lip gap measured on the pixels by MediaPipe's face mesh (not part of the
+  model being judged), correlated with the truth ``mouth_open``; the share of silent frames whose
+  lips are closed (closed = below the gap that 95% of truly closed truth frames stay under);
+- pose: the predicted pose against the truth pose (mean absolute error per angle), and its
+  naturalness (speed and range against the truth's);
+- temporal jitter: mean absolute difference of consecutive frames, with the fixed noise and with
+  fresh noise per frame, against the truth frames';
+- emotion: with each emotion at 1.0 versus neutral, the change of expression features (mouth
+  corners, brows, eye opening) measured by the face mesh, against the change the synthetic
+  renderer makes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import TalkerError
+
+EMOTIONS = ("happy", "sad", "angry", "surprised")
+PROBE_SIZE = 256  # frames are upscaled to this side before the face mesh looks at them
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    from skimage.metrics import structural_similarity
+
+    return float(np.mean([structural_similarity(x, y, channel_axis=2, data_range=255) for x, y in zip(a, b, strict=True)]))
+
+
+def jitter(frames: np.ndarray) -> float:
+    """Mean absolute difference of consecutive frames (0–255 scale)."""
+    return float(np.abs(np.diff(frames.astype(np.float32), axis=0)).mean())
+
+
+class FaceProbe:
+    """Expression features read off the pixels by MediaPipe's face mesh."""
+
+    def __init__(self):
+        try:
+            import mediapipe as mp
+        except ImportError:
+            raise TalkerError("talker evaluate needs MediaPipe: pip install --no-deps -r requirements-prepare.txt") from None
+        self.mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1)
+
+    def features(self, frames: np.ndarray) -> np.ndarray:
+        """(N, 5): lip gap, mouth-corner lift, mouth width, brow height, eye opening — each divided
+        by the distance between the outer eye corners; NaN where no face is found."""
+        import cv2
+
+        out = np.full((len(frames), 5), np.nan)
+        for k, f in enumerate(frames):
+            big = cv2.resize(f, (PROBE_SIZE, PROBE_SIZE), interpolation=cv2.INTER_CUBIC)
+            res = self.mesh.process(big)
+            if not res.multi_face_landmarks:
+                continue
+            p = np.array([(q.x, q.y) for q in res.multi_face_landmarks[0].landmark])
+            scale = np.linalg.norm(p[33] - p[263])
+            centre_y = (p[13, 1] + p[14, 1]) / 2
+            out[k] = [
+                np.linalg.norm(p[13] - p[14]) / scale,
+                (centre_y - (p[61, 1] + p[291, 1]) / 2) / scale,
+                np.linalg.norm(p[61] - p[291]) / scale,
+                ((p[159, 1] + p[386, 1]) / 2 - (p[105, 1] + p[334, 1]) / 2) / scale,
+                (np.linalg.norm(p[159] - p[145]) + np.linalg.norm(p[386] - p[374])) / 2 / scale,
+            ]
+        return out
+
+
+def _corr(a, b) -> float:
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
+        return float("nan")
+    return float(np.corrcoef(a[ok], b[ok])[0, 1])
+
+
+def _emotion_truth_change(probe: FaceProbe, resolution: int) -> dict:
+    """How much the synthetic renderer itself changes each expression feature at intensity 1."""
+    from ..data.face import FaceState, SyntheticFace
+
+    face = SyntheticFace(PROBE_SIZE)
+    neutral = probe.features(face.render(FaceState())[None])[0]
+    out = {}
+    for i, name in enumerate(EMOTIONS):
+        e = np.zeros(4)
+        e[i] = 1.0
+        out[name] = (probe.features(face.render(FaceState(emotion=e))[None])[0] - neutral).round(4).tolist()
+    return out
+
+
+@torch.no_grad()
+def evaluate_speaker(model: str, data_dir: str, steps_list=(10, 20, 50), max_clips: int = 4,
+                     max_seconds: float = 8.0, seed: int = 0, emotions: bool = True, progress: bool = True) -> dict:
+    """Run every measurement; returns a JSON-able dict (per step count, averaged over clips)."""
+    from ..pipelines import DAETalkerPipeline
+    from ..training.data import load_dataset
+
+    pipe = DAETalkerPipeline.from_pretrained(model)
+    pipe.set_progress_bar_config(disable=not progress, leave=False)
+    if pipe.encoder is None:
+        raise TalkerError("the upper bound needs the speaker's semantic encoder (encoder/)")
+    _, clips = load_dataset(data_dir)
+    clips = [c for c in clips if (c.path / "truth.npz").is_file()][:max_clips]
+    if not clips:
+        raise TalkerError(f"{data_dir} has no clips with synthetic ground truth (truth.npz); prepare `talker synth` videos")
+    probe = FaceProbe()
+    res = pipe.resolution
+    results = {"model": str(model), "data": str(data_dir), "clips": [c.id for c in clips], "seconds_per_clip": max_seconds,
+               "resolution": res, "steps": {}}
+    for steps in steps_list:
+        rows = []
+        for clip in clips:
+            n = min(clip.n_frames, int(max_seconds * 25))
+            truth_frames = clip.frames[:n]
+            truth = dict(np.load(clip.path / "truth.npz"))
+            audio = clip.audio[: n * 640]
+            emo = truth["emotion"][:n].mean(0)
+            g = torch.Generator().manual_seed(seed)
+            tic = time.perf_counter()
+            out = pipe(audio, sampling_rate=16000, num_inference_steps=steps, generator=g,
+                       emotion=emo.clip(0, 1).tolist())
+            gen_time = time.perf_counter() - tic
+            gen = out.frames
+            ae = pipe.autoencoder
+            z_true = ae.encode(truth_frames)
+            upper = ae.decode(z_true, out.fixed_noise, steps, batch_size=16)
+            fresh_noise = torch.randn((n, 3, res, res), generator=torch.Generator().manual_seed(seed + 1))
+            fresh = ae.decode(torch.from_numpy(out.latents), fresh_noise, steps, batch_size=16)
+            feats_gen, feats_truth = probe.features(gen), probe.features(truth_frames)
+            closed_truth = truth["mouth_open"][:n] < 0.02
+            gap_truth = feats_truth[:, 0]
+            threshold = np.nanpercentile(gap_truth[closed_truth], 95) if closed_truth.any() else np.nan
+            silent = ~truth["speaking"][:n].astype(bool)
+            pose_t = truth["pose"][:n]
+            pose_p = out.poses
+            rows.append({
+                "psnr": psnr(gen, truth_frames), "psnr_upper_bound": psnr(upper, truth_frames),
+                "ssim": ssim(gen, truth_frames), "ssim_upper_bound": ssim(upper, truth_frames),
+                "mouth_corr": _corr(feats_gen[:, 0], truth["mouth_open"][:n]),
+                "mouth_corr_truth_frames": _corr(gap_truth, truth["mouth_open"][:n]),
+                "silent_closed": float(np.mean(feats_gen[silent, 0] <= threshold)) if silent.any() else float("nan"),
+                "silent_closed_truth_frames": float(np.mean(gap_truth[silent] <= threshold)) if silent.any() else float("nan"),
+                "pose_mae_deg": np.abs(pose_p - pose_t).mean(0).tolist(),
+                "pose_speed_deg_per_frame": np.abs(np.diff(pose_p, axis=0)).mean(0).tolist(),
+                "pose_speed_truth": np.abs(np.diff(pose_t, axis=0)).mean(0).tolist(),
+                "pose_range_deg": (pose_p.max(0) - pose_p.min(0)).tolist(),
+                "pose_range_truth": (pose_t.max(0) - pose_t.min(0)).tolist(),
+                "jitter_fixed_noise": jitter(gen), "jitter_fresh_noise": jitter(fresh), "jitter_truth": jitter(truth_frames),
+                "frames": n, "generation_s": gen_time,
+            })
+        summary = {k: (np.nanmean([r[k] for r in rows], axis=0).round(4).tolist()) for k in rows[0]}
+        summary["psnr_gap_db"] = round(summary["psnr_upper_bound"] - summary["psnr"], 3)
+        summary["jitter_ratio_to_truth"] = round(summary["jitter_fixed_noise"] / summary["jitter_truth"], 3)
+        results["steps"][str(steps)] = {"mean": summary, "per_clip": rows}
+    if emotions:
+        clip = clips[0]
+        n = min(clip.n_frames, int(max_seconds * 25))
+        audio = clip.audio[: n * 640]
+        base = probe.features(pipe(audio, sampling_rate=16000, num_inference_steps=steps_list[0],
+                                   generator=torch.Generator().manual_seed(seed), emotion=[0, 0, 0, 0]).frames)
+        change = {}
+        for i, name in enumerate(EMOTIONS):
+            e = [0.0] * 4
+            e[i] = 1.0
+            f = probe.features(pipe(audio, sampling_rate=16000, num_inference_steps=steps_list[0],
+                                    generator=torch.Generator().manual_seed(seed), emotion=e).frames)
+            change[name] = np.nanmean(f - base, axis=0).round(4).tolist()
+        results["emotion"] = {"features": ["lip_gap", "corner_lift", "mouth_width", "brow_height", "eye_opening"],
+                              "generated_change": change, "truth_change": _emotion_truth_change(probe, res)}
+    return results
+
+
+def plot_results(results: dict, path: str | Path) -> None:
+    """A one-page PNG summary of ``evaluate_speaker``'s results."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = sorted(int(s) for s in results["steps"])
+    m = [results["steps"][str(s)]["mean"] for s in steps]
+    fig, ax = plt.subplots(1, 4, figsize=(16, 3.6))
+    ax[0].plot(steps, [x["psnr"] for x in m], "o-", label="audio-driven")
+    ax[0].plot(steps, [x["psnr_upper_bound"] for x in m], "s--", label="true latents (upper bound)")
+    ax[0].set(title="PSNR (dB)", xlabel="DDIM steps")
+    ax[0].legend()
+    ax[1].plot(steps, [x["mouth_corr"] for x in m], "o-", label="mouth corr.")
+    ax[1].plot(steps, [x["silent_closed"] for x in m], "s-", label="silent & closed")
+    ax[1].set(title="lip-sync", xlabel="DDIM steps", ylim=(0, 1.05))
+    ax[1].legend()
+    pose = np.array([x["pose_mae_deg"] for x in m])
+    for j, name in enumerate(("yaw", "pitch", "roll")):
+        ax[2].plot(steps, pose[:, j], "o-", label=name)
+    ax[2].set(title="pose error (deg)", xlabel="DDIM steps")
+    ax[2].legend()
+    ax[3].plot(steps, [x["jitter_fixed_noise"] for x in m], "o-", label="fixed noise")
+    ax[3].plot(steps, [x["jitter_fresh_noise"] for x in m], "s-", label="fresh noise per frame")
+    ax[3].plot(steps, [x["jitter_truth"] for x in m], "k--", label="truth")
+    ax[3].set(title="jitter (mean |Δframe|)", xlabel="DDIM steps")
+    ax[3].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_report(results: dict, out_json: str | Path, out_png: str | Path | None = None) -> None:
+    Path(out_json).parent.mkdir(parents=True, exist_ok=True)
+    Path(out_json).write_text(json.dumps(results, indent=1) + "\n")
+    if out_png:
+        plot_results(results, out_png)
