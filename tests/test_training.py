@@ -85,6 +85,14 @@ def test_train_encode_export_generate(dataset, tmp_path):
     talker("generate", "--model", ckpt, "--audio", wav, "--out", out, "--steps", 2, "--pose-mode", "reference", "-q")
     with av.open(str(out)) as c:
         assert c.streams.video[0].codec_context.width == 16
+    # the quality benchmark runs on the held-out truth and writes its JSON and plot
+    talker("evaluate", "--model", ckpt, "--data", data, "--out", tmp_path / "q" / "quality.json", "--steps", "1,2",
+           "--clips", 1, "--seconds", 1, "--no-emotion", "-q")
+    results = json.loads((tmp_path / "q" / "quality.json").read_text())
+    assert set(results["steps"]) == {"1", "2"} and (tmp_path / "q" / "quality.png").is_file()
+    m = results["steps"]["2"]["mean"]
+    assert np.isfinite(m["psnr"]) and np.isfinite(m["psnr_upper_bound"]) and m["frames"] == 25
+    assert m["jitter_fresh_noise"] > m["jitter_fixed_noise"]  # fresh noise per frame flickers
 
 
 def _weights(folder):
