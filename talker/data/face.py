@@ -55,8 +55,8 @@ PIVOT_DEPTH = 70.0  # the head turns about a point this far behind the face plan
 class FaceState:
     """Everything that changes from frame to frame (the ground truth of that frame).
 
-    pose: yaw, pitch, roll in degrees (yaw > 0 turns the face to the image's right, pitch > 0
-    nods down, roll > 0 tilts clockwise). mouth_open: lip gap in [0, 1]. mouth_width: relative
+    pose: yaw, pitch, roll in degrees: the face is rotated by R = Rz(roll)·Rx(pitch)·Ry(yaw) in
+    image axes (x right, y down, z away from the camera). mouth_open: lip gap in [0, 1]. mouth_width: relative
     change of mouth width (−0.4 … 0.3). blink: eyelid closure in [0, 1]. emotion: intensities
     of happy, sad, angry, surprised in [0, 1].
     """

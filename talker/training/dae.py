@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -204,8 +205,6 @@ def train_dae(data_dir: str | Path, run_dir: str | Path, cfg: DAEConfig, resume:
                 (out / "ema.json").write_text(json.dumps(state))
                 (out / "trainer_state.json").write_text(json.dumps({"step": step}))
                 for old in sorted((run / CHECKPOINTS).glob("step_*"))[:-3]:  # keep the last three
-                    import shutil
-
                     shutil.rmtree(old, ignore_errors=True)
         if accelerator.is_main_process and (step % cfg.sample_every == 0 or step == cfg.max_steps):
             _sample_grid(accelerator.unwrap_model(model), ema, scheduler, fixed, sample_noise, run / "samples" / f"step_{step:07d}.png")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -202,8 +203,6 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
             accelerator.save_state(str(out_dir), safe_serialization=True)
             if accelerator.is_main_process:
                 (out_dir / "trainer_state.json").write_text(json.dumps({"step": step}))
-                import shutil
-
                 for old in sorted((run / CHECKPOINTS).glob("step_*"))[:-3]:
                     shutil.rmtree(old, ignore_errors=True)
     bar.close()
