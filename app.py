@@ -1,0 +1,121 @@
+"""talker: the Gradio web demo (a Hugging Face Space entry point).
+
+    python app.py          # serves on 127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT)
+
+Settings (environment, e.g. the Space's variables):
+    TALKER_MODEL        the speaker shown first: a checkpoint folder or Hub repo id
+                        (default: the bundled speaker in checkpoints/)
+    TALKER_MODELS       more speakers to offer, comma-separated folders or repo ids
+    TALKER_MAX_SECONDS  longest audio accepted (default 60)
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+import spaces
+import torch
+
+from talker import DAETalkerPipeline, TalkerError
+from talker.models import EMOTIONS
+from talker.pose import load_pose_file
+
+ROOT = Path(__file__).resolve().parent
+EXAMPLES = sorted((ROOT / "examples").glob("*.wav"))
+MAX_SECONDS = float(os.environ.get("TALKER_MAX_SECONDS", "60"))
+POSE_MODES = {"Predicted from speech": "predicted", "Still (speaker's average pose)": "static",
+              "Reference (pose file or the speaker's own)": "reference"}
+
+
+def default_models() -> list[str]:
+    bundled = sorted(str(p.parent) for p in (ROOT / "checkpoints").glob("*/model_index.json"))
+    first = os.environ.get("TALKER_MODEL") or (bundled[0] if bundled else None)
+    extra = [m.strip() for m in os.environ.get("TALKER_MODELS", "").split(",") if m.strip()]
+    models = [m for m in dict.fromkeys([first, *extra]) if m]
+    if not models:
+        raise SystemExit("no speaker: set TALKER_MODEL to a checkpoint folder or Hub repo id")
+    return models
+
+
+def load_speakers(models: list[str]) -> dict[str, DAETalkerPipeline]:
+    """Every speaker loaded once, at start-up, on the GPU when there is one."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    pipes = {}
+    for name in models:
+        pipe = DAETalkerPipeline.from_pretrained(name).to(device)
+        pipe.set_progress_bar_config(desc="denoising frames")
+        pipes[pipe.speaker.get("name") or Path(name).name] = pipe
+    return pipes
+
+
+def build_demo(pipes: dict[str, DAETalkerPipeline]) -> gr.Blocks:
+    names = list(pipes)
+
+    @spaces.GPU(duration=120)
+    def generate(audio, pose_mode, pose_file, steps, happy, sad, angry, surprised, seed, speaker,
+                 progress=gr.Progress(track_tqdm=True)):
+        """Speech → talking-face mp4 (H.264 + AAC). Errors come back as readable messages."""
+        if not audio:
+            raise gr.Error("Please upload or record some speech first.")
+        pipe = pipes.get(speaker or names[0])
+        if pipe is None:
+            raise gr.Error(f"Unknown speaker {speaker!r}; available: {', '.join(names)}")
+        try:
+            mode = POSE_MODES.get(pose_mode, pose_mode)
+            pose = load_pose_file(pose_file) if (pose_file and mode != "predicted") else None
+            if pose is not None and mode == "static":
+                pose = pose[0]
+            out = Path(tempfile.mkdtemp(prefix="talker-")) / "talking-face.mp4"
+            emotion = dict(zip(EMOTIONS, (happy, sad, angry, surprised), strict=True))
+            pipe.generate_video(audio, out, num_inference_steps=int(steps), pose_mode=mode, pose=pose,
+                                emotion={k: float(v) for k, v in emotion.items() if k in pipe.emotion_names},
+                                generator=torch.Generator().manual_seed(int(seed)), max_duration=MAX_SECONDS)
+        except TalkerError as e:
+            raise gr.Error(str(e)) from None
+        return str(out)
+
+    first = pipes[names[0]]
+    consent = first.speaker.get("consent", "(this checkpoint has no consent statement)")
+    with gr.Blocks(title="talker: speech-driven talking faces") as demo:
+        gr.Markdown(
+            "# talker: speech-driven talking faces\n"
+            "Upload or record speech; a diffusion autoencoder driven by a Conformer *speech2latent* network "
+            "(after DAE-Talker) turns it into a video of the speaker talking. **Every video is synthetic.**"
+        )
+        with gr.Row():
+            with gr.Column():
+                audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Speech")
+                speaker = gr.Dropdown(names, value=names[0], label="Speaker", visible=len(names) > 1)
+                pose_mode = gr.Radio(list(POSE_MODES), value=next(iter(POSE_MODES)), label="Head motion")
+                pose_file = gr.File(label="Pose file (.csv yaw,pitch,roll or .npy, degrees) for reference/still",
+                                    file_types=[".csv", ".npy"], type="filepath")
+                steps = gr.Slider(1, 100, value=20, step=1, label="Denoising steps (DDIM; the paper used 100)")
+                with gr.Accordion("Emotion", open=False):
+                    sliders = [gr.Slider(0, 1, value=0, step=0.05, label=name.capitalize()) for name in EMOTIONS]
+                seed = gr.Number(value=0, precision=0, label="Seed (the fixed noise image)")
+                button = gr.Button("Generate", variant="primary")
+            with gr.Column():
+                video = gr.Video(label="Talking face", format="mp4", buttons=["download"])
+                with gr.Accordion("About", open=False):
+                    gr.Markdown(
+                        f"**Speaker:** {first.speaker.get('name', names[0])} · {first.resolution}×{first.resolution} px, "
+                        f"25 fps.\n\n**Consent:** {consent}\n\n"
+                        "The model: a semantic encoder and a DDIM decoder (DiffAE) learnt from this speaker's video; "
+                        "speech2latent predicts one latent and one head pose per frame from the audio; all frames "
+                        f"are decoded from one shared noise image. Audio up to {MAX_SECONDS:g} s."
+                    )
+        inputs = [audio, pose_mode, pose_file, steps, *sliders, seed, speaker]
+        button.click(generate, inputs, video, api_name="generate", concurrency_limit=1)
+        if EXAMPLES:
+            gr.Examples([[str(p)] for p in EXAMPLES], inputs=[audio], label="Example speech")
+    demo.queue(max_size=16)
+    return demo
+
+
+if __name__ == "__main__":
+    demo = build_demo(load_speakers(default_models()))
+    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
