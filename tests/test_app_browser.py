@@ -1,0 +1,47 @@
+"""The app in a real headless Chromium: load, upload speech, Generate, wait for the video."""
+
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import write_audio
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+
+
+def test_upload_generate_and_see_the_video(speaker_dir, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    import app
+
+    demo = app.build_demo(app.load_speakers([str(speaker_dir)]))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    wav = write_audio(tmp_path / "speech.wav", 1.5)
+    shot = Path(os.environ.get("TALKER_SCREENSHOT", tmp_path / "app.png"))
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync"])
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(url, wait_until="networkidle")
+            page.locator("input[type=file]").first.set_input_files(str(wav))
+            page.get_by_role("button", name="Generate").click()
+            video = page.locator("video[src]")
+            video.first.wait_for(state="attached", timeout=120_000)
+            assert video.first.get_attribute("src")
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(shot), full_page=True)
+            browser.close()
+    finally:
+        demo.close()
+    assert shot.stat().st_size > 10_000
