@@ -29,6 +29,6 @@ talker train s2l --data "$WORK/data" --dae "$WORK/dae" --output "$WORK/s2l" --ma
     --checkpoint-every 500 --eval-every 250 --resume
 
 # 4. the checkpoint folder
-talker export --dae "$WORK/dae" --s2l "$WORK/s2l" --data "$WORK/data" --out "$OUT" --speaker-name "astronaut-$RES" \
+talker export --dae "$WORK/dae" --s2l "$WORK/s2l" --data "$WORK/data" --out "$OUT" --speaker-name "astronaut-$RES" --dtype float16 \
     --source "talker synth: scikit-image's astronaut photo (Eileen Collins, NASA, public domain) driven by espeak-ng speech" \
     --consent "This is a synthetic speaker made by the talker project from a public-domain NASA portrait (scikit-image's 'astronaut', Eileen Collins) animated by text-to-speech. No recording of the person's voice or face in motion was used. Do not use it to impersonate her or anyone else."

@@ -118,7 +118,8 @@ def cmd_train_dae(args: argparse.Namespace) -> int:
                     mixed_precision=args.mixed_precision)
     if args.channel_mult:
         cfg.channel_mult = tuple(int(x) for x in args.channel_mult.split(","))
-    figures = train_dae(args.data, args.output, cfg, resume=args.resume, progress=not args.quiet)
+    figures = train_dae(args.data, args.output, cfg, resume=args.resume, progress=not args.quiet,
+                        init_from=args.init_from)
     print(f"{args.output}: {figures['steps']} steps, loss {figures['loss_avg']:.4f}, "
           f"{figures['steps_per_s']:.2f} steps/s, {figures['images_per_s']:.1f} images/s")
     return 0
@@ -150,7 +151,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .hub import export_speaker
 
     out = export_speaker(args.dae, args.s2l, args.data, args.out, speaker_name=args.speaker_name,
-                         consent=args.consent, source=args.source)
+                         consent=args.consent, source=args.source, dtype=args.dtype)
     print(f"wrote {out}")
     return 0
 
@@ -242,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default="auto")
     d.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    d.add_argument("--init-from", help="start from the encoder and decoder of a speaker checkpoint or DAE run")
     d.add_argument("-q", "--quiet", action="store_true")
     d.set_defaults(func=cmd_train_dae)
 
@@ -272,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--speaker-name", required=True)
     x.add_argument("--consent", required=True, help="who agreed to this model being made and shared, and for what")
     x.add_argument("--source", help="where the training video came from (default: from the dataset)")
+    x.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+                   help="storage precision of the weights (float16 halves the files; loading casts back)")
     x.set_defaults(func=cmd_export)
 
     u = sub.add_parser("push", help="upload a speaker checkpoint to the Hugging Face Hub")

@@ -144,9 +144,10 @@ def _fmt(x) -> str:
 
 
 def export_speaker(dae_run: str | os.PathLike, s2l_run: str | os.PathLike, data_dir: str | os.PathLike,
-                   out: str | os.PathLike, *, speaker_name: str, consent: str, source: str | None = None) -> Path:
+                   out: str | os.PathLike, *, speaker_name: str, consent: str, source: str | None = None,
+                   dtype: str = "float32") -> Path:
     """A trained DAE and speech2latent → a ``save_pretrained`` speaker folder with speaker.json
-    and a model card."""
+    and a model card. ``dtype="float16"`` halves the files; loading casts back to float32."""
     import numpy as np
 
     from .models import Speech2Latent
@@ -191,6 +192,11 @@ def export_speaker(dae_run: str | os.PathLike, s2l_run: str | os.PathLike, data_
     pipe = DAETalkerPipeline(unet=unet, scheduler=scheduler, speech_to_latent=s2l, encoder=encoder,
                              audio_encoder=audio_encoder, feature_extractor=feature_extractor)
     pipe.speaker = speaker
+    if dtype != "float32":
+        import torch
+
+        pipe = pipe.to(getattr(torch, dtype))
+        pipe.speaker = speaker
     out = Path(out)
     pipe.save_pretrained(out)
     write_model_card(out, speaker=speaker)

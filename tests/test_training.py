@@ -85,6 +85,10 @@ def test_train_encode_export_generate(dataset, tmp_path):
     talker("generate", "--model", ckpt, "--audio", wav, "--out", out, "--steps", 2, "--pose-mode", "reference", "-q")
     with av.open(str(out)) as c:
         assert c.streams.video[0].codec_context.width == 16
+    # a new run can start from an exported speaker (fine-tuning, or carrying training over)
+    talker("train", "dae", "--data", data, "--output", tmp_path / "again", *TINY_DAE, "--max-steps", 1,
+           "--checkpoint-every", 1, "--sample-every", 100, "--init-from", ckpt, "-q")
+    assert json.loads((tmp_path / "again" / "train_config.json").read_text())["extra"]["init_from"] == str(ckpt)
     # the quality benchmark runs on the held-out truth and writes its JSON and plot
     talker("evaluate", "--model", ckpt, "--data", data, "--out", tmp_path / "q" / "quality.json", "--steps", "1,2",
            "--clips", 1, "--seconds", 1, "--no-emotion", "-q")

@@ -129,8 +129,12 @@ def save_grid(path: Path, rows: list[torch.Tensor]) -> None:
 
 
 def train_dae(data_dir: str | Path, run_dir: str | Path, cfg: DAEConfig, resume: bool = False,
-              progress: bool = True) -> dict:
-    """Train (or resume) a DAE run; returns the final training figures."""
+              progress: bool = True, init_from: str | Path | None = None) -> dict:
+    """Train (or resume) a DAE run; returns the final training figures.
+
+    ``init_from``: a speaker checkpoint (or DAE run) whose encoder and decoder weights start a
+    new run (fine-tuning, or carrying training over from an earlier machine); its architecture
+    replaces the one in ``cfg``."""
     from accelerate.utils import set_seed
     from diffusers.training_utils import EMAModel
     from safetensors.torch import load_file, save_file
@@ -143,6 +147,17 @@ def train_dae(data_dir: str | Path, run_dir: str | Path, cfg: DAEConfig, resume:
     frames = _load_frames(clips, cfg.resolution)
 
     encoder, unet, scheduler = build_models(cfg)
+    if init_from is not None and not (resume and _latest_checkpoint(run)):
+        from ..models import DAEDecoderUNet, SemanticEncoder
+
+        src = Path(init_from) / "dae" if (Path(init_from) / "dae" / "unet").is_dir() else Path(init_from)
+        if not (src / "unet").is_dir() or not (src / "encoder").is_dir():
+            raise TalkerError(f"--init-from {init_from}: no unet/ and encoder/ to start from")
+        encoder = SemanticEncoder.from_pretrained(src / "encoder", use_safetensors=True, dtype=torch.float32)
+        unet = DAEDecoderUNet.from_pretrained(src / "unet", use_safetensors=True, dtype=torch.float32)
+        if unet.config.sample_size != cfg.resolution:
+            raise TalkerError(f"--init-from {init_from} is {unet.config.sample_size}px, not {cfg.resolution}px")
+        cfg.extra["init_from"] = str(init_from)
     model = DiffusionAutoencoder(encoder, unet)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     ema = EMAModel(model.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=3 / 4)
