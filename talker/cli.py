@@ -40,6 +40,14 @@ def _device_and_dtype(device: str | None, dtype: str):
     return device, getattr(torch, dtype)
 
 
+def bundled_speaker() -> str | None:
+    """The speaker shipped in the repository's checkpoints/ folder, if any."""
+    from pathlib import Path
+
+    found = sorted(Path(__file__).resolve().parents[1].glob("checkpoints/*/model_index.json"))
+    return str(found[0].parent) if found else None
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
@@ -53,7 +61,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise TalkerError("--pose-file needs --pose-mode reference (a sequence) or static (one row)")
     if pose is not None and args.pose_mode == "static":
         pose = pose[0]
-    pipe = DAETalkerPipeline.from_pretrained(args.model, dtype=dtype).to(device)
+    model = args.model or bundled_speaker()
+    if model is None:
+        raise TalkerError("no --model given and no bundled speaker in checkpoints/; pass a folder or Hub repo id")
+    pipe = DAETalkerPipeline.from_pretrained(model, dtype=dtype).to(device)
     pipe.set_progress_bar_config(desc="generating", disable=args.quiet)
     out = pipe.generate_video(
         args.audio,
@@ -186,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     g = sub.add_parser("generate", help="audio → talking-face mp4", description="Generate a talking-face video from speech.")
-    g.add_argument("--model", required=True, help="speaker checkpoint: a folder or a Hub repo id (owner/name)")
+    g.add_argument("--model", help="speaker checkpoint: a folder or a Hub repo id (default: the bundled speaker)")
     g.add_argument("--audio", required=True, help="speech file (wav, flac, ogg, mp3, m4a, webm)")
     g.add_argument("--out", required=True, help="output .mp4")
     g.add_argument("--steps", type=int, default=20, help="DDIM steps per frame (default 20; the paper used 100)")

@@ -20,7 +20,8 @@ def test_upload_generate_and_see_the_video(speaker_dir, tmp_path):
 
     import app
 
-    demo = app.build_demo(app.load_speakers([str(speaker_dir)]))
+    # TALKER_SCREENSHOT_MODEL / TALKER_SCREENSHOT: take the docs screenshot with a real speaker
+    demo = app.build_demo(app.load_speakers([os.environ.get("TALKER_SCREENSHOT_MODEL", str(speaker_dir))]))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
