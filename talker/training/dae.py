@@ -228,6 +228,8 @@ def train_dae(data_dir: str | Path, run_dir: str | Path, cfg: DAEConfig, resume:
             _sample_grid(accelerator.unwrap_model(model), ema, scheduler, fixed, sample_noise, run / "samples" / f"step_{step:07d}.png")
             model.train()
     bar.close()
+    if loss_avg is None and log.is_file() and log.read_text().strip():  # resumed at its end: the logged loss
+        loss_avg = json.loads(log.read_text().strip().splitlines()[-1])["loss_avg"]
     elapsed = train_time
     figures = {"steps": step, "loss_avg": loss_avg, "steps_per_s": steps_timed / elapsed if elapsed else math.nan,
                "images_per_s": steps_timed * cfg.batch_size * accelerator.num_processes / elapsed if elapsed else math.nan,
