@@ -109,6 +109,12 @@ def _latest_checkpoint(run: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+def prune_checkpoints(run: Path, keep: int = 3) -> None:
+    """Delete all but the newest ``keep`` checkpoints of a run."""
+    for old in sorted((run / CHECKPOINTS).glob("step_*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def _load_frames(clips, resolution: int) -> torch.Tensor:
     frames = np.concatenate([c.frames for c in clips])
     if frames.shape[1] != resolution:
@@ -222,8 +228,7 @@ def train_dae(data_dir: str | Path, run_dir: str | Path, cfg: DAEConfig, resume:
                 save_file({f"{i:05d}": p.detach().contiguous().cpu() for i, p in enumerate(shadow)}, out / "ema.safetensors")
                 (out / "ema.json").write_text(json.dumps(state))
                 (out / "trainer_state.json").write_text(json.dumps({"step": step}))
-                for old in sorted((run / CHECKPOINTS).glob("step_*"))[:-3]:  # keep the last three
-                    shutil.rmtree(old, ignore_errors=True)
+                prune_checkpoints(run)
         if accelerator.is_main_process and (step % cfg.sample_every == 0 or step == cfg.max_steps):
             _sample_grid(accelerator.unwrap_model(model), ema, scheduler, fixed, sample_noise, run / "samples" / f"step_{step:07d}.png")
             model.train()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 
 from ..audio import FPS, log_mel, wav2vec2_features
 from ..errors import TalkerError
-from .dae import CHECKPOINTS, _latest_checkpoint, make_accelerator
+from .dae import CHECKPOINTS, _latest_checkpoint, make_accelerator, prune_checkpoints
 from .data import load_dataset, split_clips
 
 
@@ -203,8 +202,7 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
             accelerator.save_state(str(out_dir), safe_serialization=True)
             if accelerator.is_main_process:
                 (out_dir / "trainer_state.json").write_text(json.dumps({"step": step}))
-                for old in sorted((run / CHECKPOINTS).glob("step_*"))[:-3]:
-                    shutil.rmtree(old, ignore_errors=True)
+                prune_checkpoints(run)
     bar.close()
     if not scores and accelerator.is_main_process:
         scores = evaluate(unwrapped, held_items, accelerator.device)
