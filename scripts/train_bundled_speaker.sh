@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Rebuild the bundled speaker (checkpoints/astronaut-64) from nothing, with the project's own
 # commands only. Every stage resumes: run it again (with larger DAE_STEPS / S2L_STEPS) to train
-# further; finished stages are skipped.
+# further; finished stages are skipped. runs/ does not travel between machines, the exported
+# checkpoint does: INIT_FROM=checkpoints/astronaut-64 starts a new DAE run from its weights.
 #
 #   bash scripts/train_bundled_speaker.sh            # WORK=runs/bundled RES=64 DAE_STEPS=... S2L_STEPS=...
+#   INIT_FROM=checkpoints/astronaut-64 DAE_STEPS=4000 bash scripts/train_bundled_speaker.sh
 set -euo pipefail
 WORK=${WORK:-runs/bundled}
 RES=${RES:-64}
 DAE_STEPS=${DAE_STEPS:-30000}
 S2L_STEPS=${S2L_STEPS:-6000}
+DAE_LR=${DAE_LR:-2e-4}
+SNR_GAMMA=${SNR_GAMMA:-5}
+INIT_FROM=${INIT_FROM:-}
 OUT=${OUT:-checkpoints/astronaut-$RES}
 mkdir -p "$WORK"
 
@@ -21,6 +26,7 @@ mkdir -p "$WORK"
 
 # 2. the diffusion autoencoder, then the latents of every frame
 talker train dae --data "$WORK/data" --output "$WORK/dae" --resolution "$RES" --batch-size 16 \
+    --lr "$DAE_LR" --snr-gamma "$SNR_GAMMA" ${INIT_FROM:+--init-from "$INIT_FROM"} \
     --max-steps "$DAE_STEPS" --checkpoint-every 250 --sample-every 500 --resume
 talker encode --data "$WORK/data" --dae "$WORK/dae"
 

@@ -78,7 +78,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         max_duration=args.max_seconds,
     )
     if not args.quiet:
-        print(f"wrote {args.out}: {len(out.frames)} frames at {out.fps} fps, {pipe.resolution}×{pipe.resolution}")
+        print(f"wrote {args.out}: {out.frames} frames at {out.fps} fps, {pipe.resolution}×{pipe.resolution}")
     return 0
 
 
@@ -125,7 +125,7 @@ def cmd_train_dae(args: argparse.Namespace) -> int:
 
     cfg = DAEConfig(resolution=args.resolution, batch_size=args.batch_size, max_steps=args.max_steps,
                     checkpoint_every=args.checkpoint_every, sample_every=args.sample_every or args.checkpoint_every,
-                    lr=args.lr, base_channels=args.base_channels, z_dim=args.z_dim, seed=args.seed,
+                    lr=args.lr, snr_gamma=args.snr_gamma, base_channels=args.base_channels, z_dim=args.z_dim, seed=args.seed,
                     mixed_precision=args.mixed_precision)
     if args.channel_mult:
         cfg.channel_mult = tuple(int(x) for x in args.channel_mult.split(","))
@@ -248,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--checkpoint-every", type=int, default=500)
     d.add_argument("--sample-every", type=int, help="reconstruction grid every N steps (default: with checkpoints)")
     d.add_argument("--lr", type=float, default=1e-4)
+    d.add_argument("--snr-gamma", type=float, help="Min-SNR-γ loss weighting (e.g. 5); default: plain noise MSE as DiffAE")
     d.add_argument("--base-channels", type=int, default=32)
     d.add_argument("--channel-mult", help="UNet channel multipliers, e.g. 1,2,4,4")
     d.add_argument("--z-dim", type=int, default=512)

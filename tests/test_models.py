@@ -98,3 +98,18 @@ def test_configs_rebuild_the_models(tmp_path):
         }
         assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True))
     assert isinstance(loaded, (DAEDecoderUNet, SemanticEncoder))
+
+
+def test_min_snr_loss_weights_match_diffusers_snr():
+    from diffusers import DDIMScheduler
+    from diffusers.training_utils import compute_snr
+
+    from talker.training.dae import loss_weights
+
+    sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
+    t = torch.tensor([0, 10, 100, 500, 999])
+    assert torch.equal(loss_weights(sched.alphas_cumprod, t, None), torch.ones(5))
+    w = loss_weights(sched.alphas_cumprod, t, 5.0)
+    snr = compute_snr(sched, t)
+    assert torch.allclose(w, torch.minimum(snr, torch.tensor(5.0)) / snr)
+    assert w[0] < 0.01 and w[-1] == 1.0  # nearly clean steps weighed down, noisy ones kept

@@ -2,6 +2,8 @@
 
 Frames are independent given ``z_sem`` and the fixed noise ``x_T``, so they are decoded in
 batches that all start from the same ``x_T`` (DAE-Talker's temporal-consistency trick).
+Decoding takes any deterministic diffusers scheduler built from the speaker's DDIM config
+(e.g. ``DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)``); DDIM runs with eta 0.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ def ddim_decode(
     on_step: Callable[[], None] | None = None,
     on_batch: Callable[[torch.Tensor], None] | None = None,
 ) -> torch.Tensor | None:
-    """Decode images from semantic latents with deterministic DDIM (eta = 0).
+    """Decode images from semantic latents with deterministic DDIM (eta = 0) or another
+    deterministic diffusers scheduler.
 
     Args:
         z_sem: (N, D) semantic latents.
@@ -36,17 +39,20 @@ def ddim_decode(
         (N, C, H, W) images in [-1, 1], or None when ``on_batch`` consumed them.
     """
     device, dtype = x_T.device, x_T.dtype
-    scheduler.set_timesteps(num_inference_steps, device=device)
+    step_kwargs = {"eta": 0.0} if isinstance(scheduler, DDIMScheduler) else {}
     out = []
     for start in range(0, z_sem.shape[0], batch_size):
+        # per batch: multistep solvers keep a history that must not leak into the next batch
+        scheduler.set_timesteps(num_inference_steps, device=device)
         z = z_sem[start : start + batch_size].to(device, dtype)
         if x_T.shape[0] == 1:
             x = x_T.expand(z.shape[0], -1, -1, -1).clone()
         else:
             x = x_T[start : start + batch_size].clone()
+        x = x * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
-            eps = unet(x, t, z).sample
-            x = scheduler.step(eps, t, x, eta=0.0).prev_sample
+            eps = unet(scheduler.scale_model_input(x, t), t, z).sample
+            x = scheduler.step(eps, t, x, **step_kwargs).prev_sample
             if on_step is not None:
                 on_step()
         x = x.clamp(-1, 1)

@@ -41,6 +41,7 @@ class DAEConfig:
     dropout: float = 0.0
     batch_size: int = 16
     lr: float = 1e-4
+    snr_gamma: float | None = None
     ema_decay: float = 0.999
     max_steps: int = 10000
     checkpoint_every: int = 500
@@ -53,16 +54,27 @@ class DAEConfig:
 class DiffusionAutoencoder(nn.Module):
     """Encoder and decoder as one module, so accelerate wraps (and DDP syncs) both."""
 
-    def __init__(self, encoder: nn.Module, unet: nn.Module):
+    def __init__(self, encoder: nn.Module, unet: nn.Module, snr_gamma: float | None = None):
         super().__init__()
-        self.encoder, self.unet = encoder, unet
+        self.encoder, self.unet, self.snr_gamma = encoder, unet, snr_gamma
 
     def forward(self, x0, t, noise, alphas_cumprod):
         z = self.encoder(x0)
         a = alphas_cumprod[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
         eps = self.unet(x_t, t, z).sample
-        return nn.functional.mse_loss(eps.float(), noise.float())
+        per_image = (eps.float() - noise.float()).pow(2).mean(dim=(1, 2, 3))
+        return (per_image * loss_weights(alphas_cumprod, t, self.snr_gamma)).mean()
+
+
+def loss_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, snr_gamma: float | None) -> torch.Tensor:
+    """Per-timestep weights of the noise MSE: 1 (DiffAE), or Min-SNR-γ (Hang et al., ICCV 2023):
+    min(SNR, γ) / SNR, which stops the nearly clean steps from dominating and converges faster."""
+    if not snr_gamma:
+        return torch.ones(len(t), device=t.device)
+    a = alphas_cumprod[t].float()
+    snr = a / (1 - a)
+    return snr.clamp(max=snr_gamma) / snr
 
 
 def build_models(cfg: DAEConfig):
@@ -167,7 +179,7 @@ def train_dae(data_dir: str | Path, run_dir: str | Path, cfg: DAEConfig, resume:
         if unet.config.sample_size != cfg.resolution:
             raise TalkerError(f"--init-from {init_from} is {unet.config.sample_size}px, not {cfg.resolution}px")
         cfg.extra["init_from"] = str(init_from)
-    model = DiffusionAutoencoder(encoder, unet)
+    model = DiffusionAutoencoder(encoder, unet, cfg.snr_gamma)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     ema = EMAModel(model.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=3 / 4)
     model, optimizer = accelerator.prepare(model, optimizer)

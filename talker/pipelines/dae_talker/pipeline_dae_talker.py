@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,12 +18,13 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ...audio import DEFAULT_MAX_DURATION, SAMPLE_RATE, load_audio, log_mel, wav2vec2_features
-from ...errors import CheckpointError, InputError
+from ...errors import AudioError, CheckpointError, InputError
 from ...models import DAEDecoderUNet, SemanticEncoder, Speech2Latent
 from ..ddim import ddim_decode
 from ..diffusion_autoencoder.pipeline_diffusion_autoencoder import DiffusionAutoencoderPipeline, _check_steps
 from ..images import check_output_type, postprocess_frames
 from ..loading import SpeakerCheckpointMixin
+from .windows import CrossFader, check_windows, window_starts
 
 POSE_MODES = ("predicted", "static", "reference")
 
@@ -197,10 +198,124 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
             raise InputError(f"fixed_noise must have shape {shape}; got {tuple(fixed_noise.shape)}")
         return fixed_noise.to(device, dtype)
 
-    def default_frame_batch_size(self) -> int:
-        return 16 if self._execution_device.type == "cpu" else 64
-
     # --- the method ---------------------------------------------------------------------------
+
+    def default_frame_batch_size(self) -> int:
+        """Frames denoised together: 16 on a CPU; on a GPU as many as a quarter of its free memory
+        holds (measured activations of one frame ≈ 40 × C × H × W × 4 bytes for this UNet), 8 to 256."""
+        device = self._execution_device
+        if device.type != "cuda":
+            return 16
+        free, _ = torch.cuda.mem_get_info(device)
+        per_frame = 40 * self.unet.config.base_channels * self.resolution**2 * 4
+        return int(min(256, max(8, free // 4 // per_frame)))
+
+    def predict_latents(self, wave: np.ndarray, start: int, end: int, pose_t, emotion_t) -> dict[str, torch.Tensor]:
+        """speech2latent on frames ``start .. end`` of 16 kHz ``wave`` (which begins at frame 0):
+        {"z_sem": (n, D), "pose": (n, 3)}."""
+        spf = SAMPLE_RATE // self.fps
+        features = self.encode_audio(wave[start * spf : end * spf], end - start)
+        window_pose = None if pose_t is None else pose_t[:, start:end]
+        out = self.speech_to_latent(features, pose=window_pose, emotion=emotion_t)
+        return {"z_sem": out.z_sem[0], "pose": out.pose[0]}
+
+    def _frames(self, chunks: Iterable, sampling_rate: int, num_inference_steps: int, pose_mode: str, pose: Any,
+                emotion_t, x_T, batch: int, window: int, overlap: int, bar=None, first_batch: int | None = None,
+                max_duration: float | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The generation loop shared by ``__call__``, ``generate_video`` and ``stream``: audio
+        chunks → (images (B, 3, H, W) in [-1, 1], z_sem (B, D), poses (B, 3)) batches, in order,
+        holding only the frames not yet final plus one batch."""
+        spf = SAMPLE_RATE // self.fps
+        resampler = None
+        if sampling_rate != SAMPLE_RATE:
+            import soxr
+
+            resampler = soxr.ResampleStream(sampling_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+        hop = window - overlap
+        fader = CrossFader(overlap)
+        wave = np.zeros(0, dtype=np.float32)  # 16 kHz samples from frame `wave_start` on
+        wave_start = 0  # frame index of wave[0]
+        next_start, heard, total_in = 0, 0, 0
+        ready_z, ready_p = [], []
+        pose_cache: dict[int, torch.Tensor | None] = {}
+
+        def pose_until(end):
+            if end not in pose_cache:
+                pose_cache.clear()
+                pose_cache[end] = self.prepare_pose(pose_mode, pose, end)
+            return pose_cache[end]
+
+        def run_window(start, end, last):
+            pose_t = pose_until(end)
+            feats_wave = wave[(start - wave_start) * spf : (end - wave_start) * spf]
+            out = self.predict_latents(feats_wave, 0, end - start, None if pose_t is None else pose_t[:, start:end], emotion_t)
+            fader.add(start, out, first=start == 0, last=last)
+            final = fader.pop(end if last else start + hop)
+            ready_z.append(final["z_sem"])
+            ready_p.append(final["pose"])
+
+        def decode_ready(flush):
+            nonlocal ready_z, ready_p
+            z = torch.cat(ready_z) if ready_z else torch.zeros(0, self.unet.config.z_dim)
+            p = torch.cat(ready_p) if ready_p else torch.zeros(0, 3)
+            done = 0
+            while True:
+                size = batch if (first_batch is None or done or self._frames_out) else min(batch, first_batch)
+                if z.shape[0] - done < size and not (flush and z.shape[0] > done):
+                    break
+                zb = z[done : done + size].to(x_T.device)
+                images = ddim_decode(self.unet, self.scheduler, zb, x_T, num_inference_steps, zb.shape[0],
+                                     None if bar is None else bar.update)
+                self._frames_out += zb.shape[0]
+                yield images, zb, p[done : done + size]
+                done += zb.shape[0]
+            ready_z, ready_p = ([z[done:]], [p[done:]]) if done < z.shape[0] else ([], [])
+
+        self._frames_out = 0
+        ended = False
+        chunks = iter(chunks)
+        while not ended:
+            try:
+                chunk = next(chunks)
+                samples = _stream_chunk(chunk)
+                total_in += samples.shape[0]
+                if max_duration is not None and total_in / sampling_rate > max_duration:
+                    raise AudioError(f"the audio is longer than the {max_duration:g} s accepted")
+                if resampler is not None:
+                    samples = resampler.resample_chunk(samples)
+            except StopIteration:
+                ended = True
+                samples = resampler.resample_chunk(np.zeros(0, np.float32), last=True) if resampler is not None else None
+            if samples is not None and samples.size:
+                wave = np.concatenate([wave, samples.astype(np.float32, copy=False)])
+            heard = wave_start + wave.shape[0] // spf  # whole frames of audio so far
+            if ended:
+                n_frames = total_in * self.fps // sampling_rate
+                if n_frames < 1:
+                    raise AudioError("the audio is shorter than one video frame" if total_in else "the audio stream was empty")
+                heard = n_frames
+                need = n_frames - wave_start
+                if wave.shape[0] < need * spf:
+                    wave = np.pad(wave, (0, need * spf - wave.shape[0]))
+            while next_start < heard and (next_start + window <= heard or ended):
+                if next_start > 0 and ended and next_start + overlap >= heard:
+                    break  # the previous window already reached the end
+                end = min(next_start + window, heard)
+                last = ended and end >= heard
+                run_window(next_start, end, last)
+                next_start += hop
+                drop = min(next_start, heard) - wave_start  # audio before the next window is no longer needed
+                if drop > 0:
+                    wave = wave[drop * spf :]
+                    wave_start += drop
+                if last:
+                    break
+            if ended:  # frames the last window ended on, if it was run before the end was known
+                rest = fader.pop(heard)
+                if rest and rest["z_sem"].shape[0]:
+                    ready_z.append(rest["z_sem"])
+                    ready_p.append(rest["pose"])
+            yield from decode_ready(flush=ended)
 
     @torch.no_grad()
     def __call__(
@@ -217,6 +332,8 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         return_dict: bool = True,
         fixed_noise: torch.Tensor | None = None,
         max_duration: float | None = DEFAULT_MAX_DURATION,
+        window_frames: int = 100,
+        overlap_frames: int = 25,
     ) -> DAETalkerOutput | tuple:
         """Generate the talking-face frames for ``audio``.
 
@@ -232,57 +349,153 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
             emotion: {name: intensity in [0, 1]} or a vector in ``emotion_names`` order; None
                 or zeros = neutral.
             generator: seeds the fixed noise image x_T.
-            frame_batch_size: frames denoised together.
+            frame_batch_size: frames denoised together (default: from the device and its memory).
             output_type: "np", "pil" or "pt".
             fixed_noise: use this x_T (1, 3, H, W) instead of drawing one (e.g. an inverted frame).
             max_duration: longest accepted audio in seconds (None: no limit).
+            window_frames / overlap_frames: speech2latent runs on windows of this many frames
+                (default 4 s, the training windows) joined by cross-fades of ``overlap_frames``.
 
         Returns:
             :class:`DAETalkerOutput` (or a tuple when ``return_dict=False``); N = round(duration × fps).
         """
+        frames, poses, latents, x_T = [], [], [], None
+        for images, z, p, x_T in self._generate(audio, sampling_rate, num_inference_steps, pose_mode, pose, emotion,
+                                                generator, frame_batch_size, output_type, fixed_noise, max_duration,
+                                                window_frames, overlap_frames):
+            frames.append(images.cpu())
+            latents.append(z)
+            poses.append(p)
+        frames = postprocess_frames(torch.cat(frames), output_type)
+        poses, latents = torch.cat(poses).float().cpu(), torch.cat(latents).float().cpu()
+        if output_type != "pt":
+            poses, latents = poses.numpy(), latents.numpy()
+        out = DAETalkerOutput(frames=frames, poses=poses, latents=latents, fps=self.fps, fixed_noise=x_T.cpu())
+        return out if return_dict else out.to_tuple()
+
+    def _generate(self, audio, sampling_rate, num_inference_steps, pose_mode, pose, emotion, generator,
+                  frame_batch_size, output_type, fixed_noise, max_duration, window_frames, overlap_frames):
+        """check inputs → load audio → windowed speech2latent → fixed x_T → batched DDIM decoding;
+        yields (images, z_sem, poses, x_T) per decoded batch."""
         # 1. check inputs
         self.check_inputs(num_inference_steps, pose_mode, frame_batch_size, output_type)
+        check_windows(window_frames, overlap_frames)
         emotion_t = self.prepare_emotion(emotion)
 
         # 2. audio → 16 kHz mono, a whole number of frames
         wave = load_audio(audio, sampling_rate, max_duration=max_duration, fps=self.fps)
         n_frames = wave.shape[0] * self.fps // SAMPLE_RATE
-        pose_t = self.prepare_pose(pose_mode, pose, n_frames)
+        self.prepare_pose(pose_mode, pose, 1)  # bad pose arguments fail before any work
 
-        # 3. speech2latent: one z_sem and one pose per frame
-        features = self.encode_audio(wave, n_frames)
-        s2l = self.speech_to_latent(features, pose=pose_t, emotion=emotion_t)
-        z_sem, poses = s2l.z_sem[0], s2l.pose[0]
-
-        # 4. one fixed noise image for the whole video
+        # 3. one fixed noise image for the whole video
         x_T = self.prepare_fixed_noise(generator, fixed_noise)
 
-        # 5. batched DDIM decoding
+        # 4. speech2latent on overlapping windows, 5. batched DDIM decoding, as frames become final
         batch = frame_batch_size or self.default_frame_batch_size()
-        total = -(-n_frames // batch) * num_inference_steps
-        with self.progress_bar(total=total) as bar:
-            images = ddim_decode(self.unet, self.scheduler, z_sem, x_T, num_inference_steps, batch, bar.update)
-
-        # 6. post-process
-        frames = postprocess_frames(images, output_type)
-        poses, latents = poses.float().cpu(), z_sem.float().cpu()
-        if output_type != "pt":
-            poses, latents = poses.numpy(), latents.numpy()
+        with torch.inference_mode(), self.progress_bar(total=n_frames * num_inference_steps) as bar:
+            for images, z, p in self._frames([wave], SAMPLE_RATE, num_inference_steps, pose_mode, pose, emotion_t,
+                                             x_T, batch, window_frames, overlap_frames, bar):
+                yield images, z, p, x_T
         self.maybe_free_model_hooks()
-        out = DAETalkerOutput(frames=frames, poses=poses, latents=latents, fps=self.fps, fixed_noise=x_T.cpu())
-        return out if return_dict else out.to_tuple()
 
-    def generate_video(self, audio: Any, path, sampling_rate: int | None = None, crf: int = 18, **kwargs) -> DAETalkerOutput:
+    @torch.no_grad()
+    def stream(
+        self,
+        audio_chunks: Iterable[np.ndarray | torch.Tensor],
+        sampling_rate: int = SAMPLE_RATE,
+        num_inference_steps: int = 20,
+        pose_mode: str = "predicted",
+        pose: Any = None,
+        emotion: Mapping[str, float] | Sequence[float] | np.ndarray | torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        frame_batch_size: int | None = None,
+        fixed_noise: torch.Tensor | None = None,
+        window_frames: int = 100,
+        overlap_frames: int = 25,
+        first_batch: int = 2,
+        max_duration: float | None = None,
+    ) -> Iterator[np.ndarray]:
+        """Streaming generation: audio chunks in, (H, W, 3) uint8 frames out as soon as they are final.
+
+        A frame is emitted once the audio ``overlap_frames`` beyond it has arrived (the look-ahead)
+        and its batch is decoded; the first batch is only ``first_batch`` frames so the first
+        frame comes early. The frames equal ``__call__``'s on the same audio and noise.
+
+        Args:
+            audio_chunks: an iterable of mono (T,) (or (T, C)) sample arrays at ``sampling_rate``,
+                e.g. microphone blocks; any chunk size.
+            window_frames / overlap_frames: as in ``__call__``; the look-ahead is ``overlap_frames``
+                and live latency at least ``window_frames`` of audio for the first frame.
+            Other arguments as in ``__call__``.
+        """
+        self.check_inputs(num_inference_steps, pose_mode, frame_batch_size, "np")
+        check_windows(window_frames, overlap_frames)
+        if isinstance(first_batch, bool) or not isinstance(first_batch, int) or first_batch < 1:
+            raise InputError(f"first_batch must be a positive integer; got {first_batch!r}")
+        from ...audio import _check_sampling_rate
+
+        rate = _check_sampling_rate(sampling_rate)
+        emotion_t = self.prepare_emotion(emotion)
+        self.prepare_pose(pose_mode, pose, 1)
+        x_T = self.prepare_fixed_noise(generator, fixed_noise)
+        batch = frame_batch_size or self.default_frame_batch_size()
+        with torch.inference_mode():
+            for images, _, _ in self._frames(audio_chunks, rate, num_inference_steps, pose_mode, pose, emotion_t, x_T,
+                                             batch, window_frames, overlap_frames, first_batch=first_batch,
+                                             max_duration=max_duration):
+                yield from postprocess_frames(images, "np")
+
+    def generate_video(self, audio: Any, path, sampling_rate: int | None = None, crf: int = 18,
+                       metadata: dict[str, str] | None = None, **kwargs) -> DAETalkerOutput:
         """Generate and write an mp4 (H.264 + AAC) with the input audio as its sound track.
 
-        ``kwargs`` are those of ``__call__``; returns its output (frames as "np")."""
-        from ...video import write_video
+        Frames go to the file as they are decoded, so memory does not grow with the audio's
+        length; a failure leaves no partial file. ``kwargs`` are those of ``__call__`` (not
+        ``output_type``). Returns its output without the frames (``frames`` is the frame count)."""
+        from ...video import VideoWriter
 
-        kwargs["output_type"] = "np"
-        out = self(audio, sampling_rate=sampling_rate, **kwargs)
+        if "output_type" in kwargs:
+            raise InputError("generate_video writes the frames to the file; output_type does not apply")
         track = audio if isinstance(audio, (str, os.PathLike)) else np.asarray(load_audio(audio, sampling_rate, max_duration=None))
-        write_video(path, out.frames, audio=track, fps=out.fps, sampling_rate=None if isinstance(track, (str, os.PathLike)) else SAMPLE_RATE, crf=crf)
-        return out
+        rate = None if isinstance(track, (str, os.PathLike)) else SAMPLE_RATE
+        poses, latents, x_T, n = [], [], None, 0
+        names = ("num_inference_steps", "pose_mode", "pose", "emotion", "generator", "frame_batch_size",
+                 "fixed_noise", "max_duration", "window_frames", "overlap_frames")
+        unknown = set(kwargs) - set(names)
+        if unknown:
+            raise TypeError(f"generate_video() got unexpected arguments {', '.join(sorted(unknown))}")
+        args = {"num_inference_steps": 20, "pose_mode": "predicted", "pose": None, "emotion": None, "generator": None,
+                "frame_batch_size": None, "fixed_noise": None, "max_duration": DEFAULT_MAX_DURATION,
+                "window_frames": 100, "overlap_frames": 25, **kwargs}
+        gen = self._generate(audio, sampling_rate, args["num_inference_steps"], args["pose_mode"], args["pose"],
+                             args["emotion"], args["generator"], args["frame_batch_size"], "np", args["fixed_noise"],
+                             args["max_duration"], args["window_frames"], args["overlap_frames"])
+        first = next(gen)  # input errors surface before a file is opened
+        with VideoWriter(path, fps=self.fps, audio=track, sampling_rate=rate, crf=crf, metadata=metadata) as writer:
+            for images, z, p, x_T in _chain_first(first, gen):
+                writer.write(postprocess_frames(images, "np"))
+                poses.append(p.float().cpu())
+                latents.append(z.float().cpu())
+                n += images.shape[0]
+        return DAETalkerOutput(frames=n, poses=torch.cat(poses).numpy(), latents=torch.cat(latents).numpy(),
+                               fps=self.fps, fixed_noise=x_T.cpu())
+
+
+def _chain_first(first, rest):
+    yield first
+    yield from rest
+
+
+def _stream_chunk(chunk: Any) -> np.ndarray:
+    """One streamed audio chunk → mono float32 samples."""
+    from ...audio import _as_float_array, to_mono
+
+    if not isinstance(chunk, (np.ndarray, torch.Tensor, list, tuple)):
+        raise AudioError(f"audio chunks must be numpy arrays or tensors of samples; got {type(chunk).__name__}")
+    samples = to_mono(_as_float_array(chunk))
+    if not np.isfinite(samples).all():
+        raise AudioError("an audio chunk contains NaN or infinite samples")
+    return np.ascontiguousarray(samples, dtype=np.float32)
 
 
 def _as_pose_array(pose: Any, what: str) -> torch.Tensor:

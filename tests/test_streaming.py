@@ -1,0 +1,127 @@
+"""Long audio and streaming: windowed speech2latent, ``pipe.stream``, incremental video writing."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import RES, speech_like
+
+from talker.errors import AudioError, InputError
+from talker.pipelines.dae_talker.windows import CrossFader, window_starts, window_weights
+from talker.video import read_video
+
+STEPS = 2
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("n", [1, 60, 100, 101, 175, 176, 400, 1234])
+def test_windows_cover_every_frame_with_weights_summing_to_one(n):
+    window, overlap = 100, 25
+    starts = window_starts(n, window, overlap)
+    total = torch.zeros(n)
+    for i, s in enumerate(starts):
+        e = min(s + window, n)
+        total[s:e] += window_weights(s, e, overlap, first=i == 0, last=i == len(starts) - 1)
+    assert torch.allclose(total, torch.ones(n))
+    assert starts[-1] + window >= n and (len(starts) == 1 or starts[-2] + window < n)
+
+
+def test_crossfader_blends_linearly_and_hands_out_final_frames_once():
+    fader = CrossFader(overlap=4)
+    fader.add(0, {"z": torch.zeros(10, 2)}, first=True, last=False)
+    assert fader.pop(6)["z"].shape == (6, 2)  # frames 0..5 are final
+    fader.add(6, {"z": torch.ones(10, 2)}, first=False, last=True)
+    rest = fader.pop(16)["z"][:, 0]
+    assert torch.allclose(rest[:4], torch.tensor([0.2, 0.4, 0.6, 0.8]))  # the cross-fade
+    assert torch.equal(rest[4:], torch.ones(6))
+    assert fader.pop(100)["z"].shape == (0, 2)
+
+
+def test_long_audio_joins_windows_smoothly(pipe):
+    """Across a window boundary latents change no more than inside a window."""
+    audio = speech_like(12.0)
+    out = pipe(audio, sampling_rate=16000, num_inference_steps=1, generator=gen(), window_frames=50, overlap_frames=10)
+    assert out.latents.shape[0] == 300
+    step = np.abs(np.diff(out.latents, axis=0)).mean(1)
+    joins = [i for i in range(39, 300, 40)]  # where a window's weights reach their ramps
+    assert step[joins].max() < 4 * np.median(step)
+
+
+@pytest.mark.parametrize("chunk", [640, 1000, 16000 * 3])
+def test_stream_gives_the_frames_of_a_whole_call(pipe, chunk):
+    audio = speech_like(5.0)
+    whole = pipe(audio, sampling_rate=16000, num_inference_steps=STEPS, generator=gen(4), window_frames=40,
+                 overlap_frames=10, frame_batch_size=8)
+    chunks = (audio[i : i + chunk] for i in range(0, len(audio), chunk))
+    frames = list(pipe.stream(chunks, 16000, num_inference_steps=STEPS, generator=gen(4), window_frames=40,
+                              overlap_frames=10, frame_batch_size=8))
+    assert len(frames) == 125 and frames[0].shape == (RES, RES, 3) and frames[0].dtype == np.uint8
+    assert np.abs(np.stack(frames).astype(int) - whole.frames.astype(int)).max() <= 1
+
+
+def test_stream_emits_frames_before_the_audio_ends(pipe):
+    """Bounded look-ahead: the first frames come out while most of the audio is still to come."""
+    audio = speech_like(8.0)
+    pulled = []
+
+    def chunks():
+        for i in range(0, len(audio), 1600):
+            pulled.append(i + 1600)
+            yield audio[i : i + 1600]
+
+    it = pipe.stream(chunks(), 16000, num_inference_steps=STEPS, generator=gen(), window_frames=25, overlap_frames=5,
+                     frame_batch_size=4)
+    first = next(it)
+    assert first.shape == (RES, RES, 3)
+    assert pulled[-1] <= 16000 * 1.2  # 25 frames of audio (1 s) plus one chunk, not the whole 8 s
+    assert 1 + sum(1 for _ in it) == 200
+
+
+def test_stream_resamples_other_rates_and_rejects_bad_chunks(pipe):
+    audio = speech_like(2.0, rate=44100)
+    frames = list(pipe.stream(np.array_split(audio, 7), 44100, num_inference_steps=1, generator=gen()))
+    assert len(frames) == 50
+    with pytest.raises(AudioError, match="empty"):
+        list(pipe.stream(iter([]), 16000, num_inference_steps=1))
+    with pytest.raises(AudioError, match="NaN"):
+        list(pipe.stream([np.full(1600, np.nan, np.float32)], 16000, num_inference_steps=1))
+    with pytest.raises(AudioError, match="numpy arrays"):
+        list(pipe.stream(["speech.wav"], 16000, num_inference_steps=1))
+    with pytest.raises(AudioError, match="sampling_rate"):
+        list(pipe.stream([audio], 7, num_inference_steps=1))
+    with pytest.raises(AudioError, match="longer than the 1 s"):
+        list(pipe.stream([audio], 44100, num_inference_steps=1, max_duration=1.0))
+    with pytest.raises(InputError, match="overlap_frames"):
+        list(pipe.stream([audio], 44100, window_frames=20, overlap_frames=15))
+
+
+def test_generate_video_writes_frames_as_they_are_decoded(pipe, tmp_path, monkeypatch):
+    """The mp4 is written batch by batch (never a whole-video array) and equals the frames of a call."""
+    import talker.video as video
+
+    sizes = []
+    real_write = video.VideoWriter.write
+
+    def spy(self, frames):
+        sizes.append(len(frames))
+        return real_write(self, frames)
+
+    monkeypatch.setattr(video.VideoWriter, "write", spy)
+    audio = speech_like(3.0)
+    out = pipe.generate_video(audio, tmp_path / "a.mp4", sampling_rate=16000, num_inference_steps=STEPS,
+                              generator=gen(2), frame_batch_size=10, crf=0)
+    assert out.frames == 75 and out.latents.shape[0] == 75
+    assert max(sizes) <= 10 and sum(sizes) == 75
+    back = read_video(tmp_path / "a.mp4")
+    ref = pipe(audio, sampling_rate=16000, num_inference_steps=STEPS, generator=gen(2)).frames
+    assert back.frames.shape == ref.shape
+    # the tiny random decoder's pixel noise does not survive yuv420p chroma subsampling: compare
+    # each frame's mean brightness
+    assert np.abs(back.frames.mean(axis=(1, 2, 3)) - ref.mean(axis=(1, 2, 3))).max() < 6
+    with pytest.raises(InputError, match="output_type"):
+        pipe.generate_video(audio, tmp_path / "b.mp4", sampling_rate=16000, output_type="pil")
+    with pytest.raises(AudioError):
+        pipe.generate_video(np.zeros(0), tmp_path / "c.mp4", sampling_rate=16000)
+    assert not (tmp_path / "c.mp4").exists()
