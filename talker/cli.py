@@ -48,38 +48,103 @@ def bundled_speaker() -> str | None:
     return str(found[0].parent) if found else None
 
 
+SCHEDULERS = ("ddim", "dpmsolver++", "unipc")
+
+
+def use_scheduler(pipe, name: str) -> None:
+    """Swap the decoder's solver for another deterministic diffusers scheduler (same training
+    schedule, one x_T per video)."""
+    from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
+    config = pipe.scheduler.config
+    if name == "dpmsolver++":
+        pipe.scheduler = DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", thresholding=False)
+    elif name == "unipc":
+        pipe.scheduler = UniPCMultistepScheduler.from_config(config)
+    elif name != "ddim":
+        raise TalkerError(f"--scheduler must be one of {', '.join(SCHEDULERS)}; got {name!r}")
+
+
+def generation_jobs(audio: list[str], out: str) -> list[tuple[str, str]]:
+    """(audio file, output mp4) pairs: files and folders of audio in, one mp4 each.
+
+    One file with ``--out x.mp4`` writes that file; otherwise ``--out`` is a folder of
+    ``<audio name>.mp4``."""
+    from pathlib import Path
+
+    from .audio import AUDIO_FILE_TYPES
+
+    files: list[Path] = []
+    for item in audio:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower().lstrip(".") in AUDIO_FILE_TYPES)
+            if not found:
+                raise TalkerError(f"{item}: no audio files ({', '.join(AUDIO_FILE_TYPES)}) in this folder")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise TalkerError(f"{item}: not found (no such audio file or folder)")
+    if len(files) == 1 and Path(out).suffix.lower() == ".mp4":
+        return [(str(files[0]), out)]
+    if Path(out).suffix.lower() == ".mp4":
+        raise TalkerError(f"{len(files)} audio files need --out to be a folder, not {out}")
+    stems = [f.stem for f in files]
+    clashes = sorted({s for s in stems if stems.count(s) > 1})
+    if clashes:
+        raise TalkerError(f"several inputs are called {', '.join(clashes)}; outputs would overwrite each other")
+    return [(str(f), str(Path(out) / f"{f.stem}.mp4")) for f in files]
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
+    from accelerate import PartialState
 
     from .pipelines import DAETalkerPipeline
     from .pose import load_pose_file
 
+    state = PartialState(cpu=not torch.cuda.is_available())  # with no GPU, torchrun/accelerate give MULTI_CPU
     device, dtype = _device_and_dtype(args.device, args.dtype)
+    if state.num_processes > 1:  # under `accelerate launch`: one process per GPU (or CPU slice)
+        device = str(state.device)
     emotion = _emotion_arg(args.emotion)
     pose = load_pose_file(args.pose_file) if args.pose_file else None
     if pose is not None and args.pose_mode == "predicted":
         raise TalkerError("--pose-file needs --pose-mode reference (a sequence) or static (one row)")
     if pose is not None and args.pose_mode == "static":
         pose = pose[0]
+    jobs = generation_jobs(args.audio, args.out)
     model = args.model or bundled_speaker()
     if model is None:
         raise TalkerError("no --model given and no bundled speaker in checkpoints/; pass a folder or Hub repo id")
     pipe = DAETalkerPipeline.from_pretrained(model, dtype=dtype).to(device)
+    use_scheduler(pipe, args.scheduler)
     pipe.set_progress_bar_config(desc="generating", disable=args.quiet)
-    out = pipe.generate_video(
-        args.audio,
-        args.out,
-        num_inference_steps=args.steps,
-        pose_mode=args.pose_mode,
-        pose=pose,
-        emotion=emotion,
-        generator=torch.Generator().manual_seed(args.seed),
-        frame_batch_size=args.frame_batch_size,
-        max_duration=args.max_seconds,
-    )
-    if not args.quiet:
-        print(f"wrote {args.out}: {out.frames} frames at {out.fps} fps, {pipe.resolution}×{pipe.resolution}")
-    return 0
+    failed = 0
+    with state.split_between_processes(jobs) as mine:
+        for audio, out_path in mine:
+            try:
+                out = pipe.generate_video(
+                    audio,
+                    out_path,
+                    num_inference_steps=args.steps,
+                    pose_mode=args.pose_mode,
+                    pose=pose,
+                    emotion=emotion,
+                    generator=torch.Generator().manual_seed(args.seed),
+                    frame_batch_size=args.frame_batch_size,
+                    max_duration=args.max_seconds,
+                )
+            except TalkerError as e:
+                if len(jobs) == 1:
+                    raise
+                print(f"talker: {audio}: {e}", file=sys.stderr)  # one bad file does not stop the others
+                failed += 1
+                continue
+            if not args.quiet:
+                print(f"wrote {out_path}: {out.frames} frames at {out.fps} fps, {pipe.resolution}×{pipe.resolution}")
+    return 2 if failed else 0
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -198,9 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="audio → talking-face mp4", description="Generate a talking-face video from speech.")
     g.add_argument("--model", help="speaker checkpoint: a folder or a Hub repo id (default: the bundled speaker)")
-    g.add_argument("--audio", required=True, help="speech file (wav, flac, ogg, mp3, m4a, webm)")
-    g.add_argument("--out", required=True, help="output .mp4")
+    g.add_argument("--audio", required=True, nargs="+",
+                   help="speech files (wav, flac, ogg, mp3, m4a, webm) or folders of them; under "
+                        "`accelerate launch` they are shared out between the processes")
+    g.add_argument("--out", required=True, help="output .mp4 (one input) or a folder (one <name>.mp4 per input)")
     g.add_argument("--steps", type=int, default=20, help="DDIM steps per frame (default 20; the paper used 100)")
+    g.add_argument("--scheduler", choices=SCHEDULERS, default="ddim", help="deterministic solver (default ddim)")
     g.add_argument("--pose-mode", choices=("predicted", "static", "reference"), default="predicted",
                    help="head motion: predicted from speech, static, or a reference sequence")
     g.add_argument("--pose-file", help="pose sequence (.csv yaw,pitch,roll or .npy (M,3), degrees)")

@@ -92,3 +92,42 @@ def test_python_m_talker_and_help():
     r = subprocess.run([sys.executable, "-m", "talker", "generate", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--pose-mode" in r.stdout and "--frame-batch-size" in r.stdout
     np.testing.assert_equal(subprocess.run([TALKER], capture_output=True).returncode, 2)
+
+
+def test_generate_many_files_into_a_folder_and_a_bad_one_does_not_stop_the_rest(speaker_dir, tmp_path):
+    inputs = tmp_path / "speech"
+    inputs.mkdir()
+    write_audio(inputs / "a.wav", 1.0)
+    write_audio(inputs / "b.flac", 0.6)
+    (inputs / "broken.wav").write_bytes(b"RIFF not really")
+    (inputs / "notes.txt").write_text("not audio, not picked up")
+    extra = write_audio(tmp_path / "c.mp3", 0.4, 44100)
+    r = talker("generate", "--model", speaker_dir, "--audio", inputs, extra, "--out", tmp_path / "videos", "--steps", 1,
+               "--scheduler", "dpmsolver++")
+    assert r.returncode == 2
+    assert "broken.wav" in r.stderr and "Traceback" not in r.stderr
+    assert {p.name for p in (tmp_path / "videos").iterdir()} == {"a.mp4", "b.mp4", "c.mp4"}
+    assert probe(tmp_path / "videos" / "b.mp4")["frames"] == 15
+    r = talker("generate", "--model", speaker_dir, "--audio", inputs / "a.wav", extra, "--out", tmp_path / "x.mp4")
+    assert r.returncode == 2 and "need --out to be a folder" in r.stderr
+
+
+def test_generate_splits_files_between_processes(speaker_dir, tmp_path):
+    """Under a 2-process launch (torchrun, as `accelerate launch` does) each file is made once."""
+    import socket
+
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        write_audio(tmp_path / "in" / f"s{i}.wav", 0.4)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port), "-m", "talker", "generate", "--model", str(speaker_dir),
+           "--audio", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--steps", "1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    wrote = [line for line in r.stdout.splitlines() if line.startswith("wrote ")]
+    assert sorted(Path(line.split()[1].rstrip(":")).name for line in wrote) == ["s0.mp4", "s1.mp4", "s2.mp4"]
+    assert all(probe(tmp_path / "out" / f"s{i}.mp4")["frames"] == 10 for i in range(3))

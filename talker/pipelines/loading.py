@@ -10,7 +10,11 @@ from ..hub import check_checkpoint, read_speaker, resolve_checkpoint, write_spea
 class SpeakerCheckpointMixin:
     """Loads a folder or a Hub repo id (resolved with ``snapshot_download``), checks that every
     part is present and in safetensors, and keeps the checkpoint's ``speaker.json`` as
-    ``pipe.speaker``. Mixed into pipelines before ``DiffusionPipeline``."""
+    ``pipe.speaker``. Mixed into pipelines before ``DiffusionPipeline``.
+
+    Weights load as float32 unless ``dtype`` is given: checkpoints may be stored in float16 to
+    be small, but float16 arithmetic on a CPU is many times slower than float32 (pass
+    ``dtype=torch.float16`` or ``torch.bfloat16`` on a GPU)."""
 
     _required_components: tuple[str, ...] = ()
 
@@ -25,6 +29,10 @@ class SpeakerCheckpointMixin:
         )
         check_checkpoint(folder, cls._required_components)
         kwargs.setdefault("use_safetensors", True)
+        if "dtype" not in kwargs and "torch_dtype" not in kwargs:
+            import torch
+
+            kwargs["dtype"] = torch.float32
         pipe = super().from_pretrained(str(folder), **kwargs)
         pipe.speaker = read_speaker(folder)
         return pipe

@@ -235,7 +235,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         fader = CrossFader(overlap)
         wave = np.zeros(0, dtype=np.float32)  # 16 kHz samples from frame `wave_start` on
         wave_start = 0  # frame index of wave[0]
-        next_start, heard, total_in = 0, 0, 0
+        next_start, heard, total_in = 0, 0, 0  # next window's first frame, frames of audio so far, input samples
         ready_z, ready_p = [], []
         pose_cache: dict[int, torch.Tensor | None] = {}
 
@@ -255,23 +255,23 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
             ready_p.append(final["pose"])
 
         def decode_ready(flush):
-            nonlocal ready_z, ready_p
+            nonlocal ready_z, ready_p, emitted
             z = torch.cat(ready_z) if ready_z else torch.zeros(0, self.unet.config.z_dim)
             p = torch.cat(ready_p) if ready_p else torch.zeros(0, 3)
             done = 0
             while True:
-                size = batch if (first_batch is None or done or self._frames_out) else min(batch, first_batch)
+                size = batch if (first_batch is None or emitted) else min(batch, first_batch)
                 if z.shape[0] - done < size and not (flush and z.shape[0] > done):
                     break
                 zb = z[done : done + size].to(x_T.device)
                 images = ddim_decode(self.unet, self.scheduler, zb, x_T, num_inference_steps, zb.shape[0],
                                      None if bar is None else bar.update)
-                self._frames_out += zb.shape[0]
+                emitted += zb.shape[0]
                 yield images, zb, p[done : done + size]
                 done += zb.shape[0]
             ready_z, ready_p = ([z[done:]], [p[done:]]) if done < z.shape[0] else ([], [])
 
-        self._frames_out = 0
+        emitted = 0  # frames decoded so far
         ended = False
         chunks = iter(chunks)
         while not ended:

@@ -1,0 +1,262 @@
+"""Generation speed of a speaker: frames/s, real-time factor, streaming latency, peak memory.
+
+    python bench/speed.py --model checkpoints/astronaut-64 --out bench/results/speed.json \
+        [--data runs/bundled/heldout] [--device cpu|cuda]
+
+Measured in one run, on this machine:
+- the DDIM decoder at 5/10/20/50 steps, batched (``--batch`` frames together) and frame by
+  frame, against the paper's recipe (100 DDIM steps, one frame at a time);
+- with ``--data`` (a `talker prepare` folder with synthetic truth): PSNR against the truth
+  frames of frames decoded from their true latents with one fixed x_T, for DDIM at 100 steps
+  (the paper) and DDIM / DPM-Solver++ / UniPC at 5/10/20 steps: what fewer steps cost in quality;
+- ``generate_video`` end to end on 10 s of speech at ``--steps`` (frames/s, real-time factor);
+- ``pipe.stream`` on the same 10 s fed in 100 ms chunks: first-frame latency and total time;
+- peak memory (RSS on a CPU, allocated GPU memory on a GPU) of ``generate_video`` for 10 s and
+  60 s of speech, each in a fresh process (``--memory-steps`` DDIM steps: memory does not depend
+  on the step count).
+Writes JSON and a PNG plot next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = [ROOT / "examples" / "hello.wav", ROOT / "examples" / "weather.wav"]
+
+
+def speech(seconds: float) -> np.ndarray:
+    """``seconds`` of 16 kHz speech: the example clips, repeated."""
+    from talker.audio import load_audio
+
+    clips = [load_audio(str(p), max_duration=None) for p in EXAMPLES]
+    wave = np.concatenate(clips * int(np.ceil(seconds * 16000 / sum(map(len, clips)))))
+    return wave[: int(seconds * 16000)]
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: str) -> float:
+    sync(device)
+    tic = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - tic
+
+
+@torch.inference_mode()
+def decoder_speed(pipe, z: torch.Tensor, steps_list, batch: int, frames_batched: int, frames_single: int,
+                  device: str) -> dict:
+    from talker.pipelines.ddim import ddim_decode
+
+    x_T = torch.randn(1, 3, pipe.resolution, pipe.resolution, generator=torch.Generator().manual_seed(0)).to(device, pipe.unet.dtype)
+    ddim_decode(pipe.unet, pipe.scheduler, z[:batch], x_T, 2, batch)  # warm-up
+    rows = {}
+    for steps in steps_list:
+        zb, zs = z[:frames_batched], z[:frames_single]
+        t_b = timed(lambda: ddim_decode(pipe.unet, pipe.scheduler, zb, x_T, steps, batch), device)
+        t_s = timed(lambda: ddim_decode(pipe.unet, pipe.scheduler, zs, x_T, steps, 1), device)
+        rows[str(steps)] = {"batched_fps": round(len(zb) / t_b, 3), "frame_by_frame_fps": round(len(zs) / t_s, 3)}
+        print(f"decoder {steps:>3} steps: batched {len(zb) / t_b:7.2f} frames/s, frame by frame {len(zs) / t_s:7.2f}")
+    zs = z[: max(2, frames_single // 2)]
+    t = timed(lambda: ddim_decode(pipe.unet, pipe.scheduler, zs, x_T, 100, 1), device)
+    baseline = {"steps": 100, "frame_batch_size": 1, "fps": round(len(zs) / t, 4), "frames_timed": len(zs)}
+    print(f"paper recipe (100 steps, frame by frame): {baseline['fps']:.3f} frames/s")
+    return {"by_steps": rows, "paper_recipe": baseline, "frame_batch_size": batch}
+
+
+@torch.inference_mode()
+def solver_quality(pipe, data: str, n_frames: int, steps_list, device: str) -> dict:
+    from talker.cli import use_scheduler
+    from talker.evaluation.metrics import psnr
+    from talker.training.data import load_dataset
+
+    _, clips = load_dataset(data)
+    frames = np.concatenate([c.frames for c in clips])
+    frames = frames[np.linspace(0, len(frames) - 1, n_frames).round().astype(int)]
+    ae = pipe.autoencoder
+    z = ae.encode(frames)
+    x_T = torch.randn(1, 3, pipe.resolution, pipe.resolution, generator=torch.Generator().manual_seed(0))
+    ddim = pipe.scheduler
+    out = {"frames": n_frames}
+    out["ddim_100_paper"] = round(psnr(ae.decode(z, x_T, 100, batch_size=32), frames), 3)
+    print(f"PSNR from true latents, DDIM 100 steps: {out['ddim_100_paper']:.2f} dB")
+    for name in ("ddim", "dpmsolver++", "unipc"):
+        use_scheduler(pipe, name)
+        ae = pipe.autoencoder
+        out[name] = {}
+        for steps in steps_list:
+            out[name][str(steps)] = round(psnr(ae.decode(z, x_T, steps, batch_size=32), frames), 3)
+            print(f"PSNR from true latents, {name} {steps} steps: {out[name][str(steps)]:.2f} dB")
+        pipe.scheduler = ddim
+    return out
+
+
+def end_to_end(pipe, steps: int, seconds: float, scheduler: str, device: str) -> dict:
+    from talker.cli import use_scheduler
+
+    wave = speech(seconds)
+    ddim = pipe.scheduler
+    use_scheduler(pipe, scheduler)
+    with tempfile.TemporaryDirectory() as tmp:
+        gen = torch.Generator().manual_seed(0)
+        t = timed(lambda: pipe.generate_video(wave, Path(tmp) / "v.mp4", sampling_rate=16000, num_inference_steps=steps,
+                                              generator=gen), device)
+    n = int(seconds * 25)
+    chunk = 1600  # 100 ms
+    first = None
+    sync(device)
+    tic = time.perf_counter()
+    count = 0
+    for _ in pipe.stream((wave[i : i + chunk] for i in range(0, len(wave), chunk)), 16000, num_inference_steps=steps,
+                         generator=torch.Generator().manual_seed(0)):
+        if first is None:
+            sync(device)
+            first = time.perf_counter() - tic
+        count += 1
+    sync(device)
+    total = time.perf_counter() - tic
+    pipe.scheduler = ddim
+    result = {
+        "audio_seconds": seconds, "steps": steps, "scheduler": scheduler, "frames": n,
+        "generate_video": {"seconds": round(t, 3), "fps": round(n / t, 3), "real_time_factor": round(t / seconds, 3)},
+        "stream": {"first_frame_s": round(first, 3), "total_s": round(total, 3), "fps": round(count / total, 3),
+                   "first_frame_share_of_total": round(first / total, 4), "chunk_ms": 100},
+    }
+    print(json.dumps(result, indent=1))
+    return result
+
+
+MEMORY_CHILD = """
+import json, resource, sys, tempfile, time, torch
+sys.path.insert(0, {bench!r})
+from speed import speech
+from talker import DAETalkerPipeline
+pipe = DAETalkerPipeline.from_pretrained({model!r}).to({device!r})
+pipe.set_progress_bar_config(disable=True)
+wave = speech({seconds})
+cuda = {device!r}.startswith("cuda")
+if cuda:
+    torch.cuda.reset_peak_memory_stats()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with tempfile.TemporaryDirectory() as tmp:
+    pipe.generate_video(wave, tmp + "/v.mp4", sampling_rate=16000, num_inference_steps={steps},
+                        generator=torch.Generator().manual_seed(0), max_duration=None)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"peak_rss_mib": round(peak / 1024, 1), "rss_before_mib": round(before / 1024, 1),
+                  "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None}}))
+"""
+
+
+def memory(model: str, seconds_list, steps: int, device: str) -> dict:
+    out = {"steps": steps}
+    for seconds in seconds_list:
+        code = MEMORY_CHILD.format(bench=str(Path(__file__).parent), model=model, device=device, seconds=seconds, steps=steps)
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        if r.returncode:
+            raise RuntimeError(r.stderr[-2000:])
+        out[f"{seconds:g}s"] = json.loads(r.stdout.strip().splitlines()[-1])
+        print(f"memory, {seconds:g} s of audio: {out[f'{seconds:g}s']}")
+    a, b = out[f"{seconds_list[0]:g}s"], out[f"{seconds_list[-1]:g}s"]
+    key = "peak_gpu_mib" if device.startswith("cuda") else "peak_rss_mib"
+    out["ratio_longest_to_shortest"] = round(b[key] / a[key], 3)
+    return out
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    rows = results["decoder"]["by_steps"]
+    steps = [int(s) for s in rows]
+    ax[0].plot(steps, [rows[str(s)]["batched_fps"] for s in steps], "o-", label=f"batched ({results['decoder']['frame_batch_size']} frames)")
+    ax[0].plot(steps, [rows[str(s)]["frame_by_frame_fps"] for s in steps], "s--", label="frame by frame")
+    ax[0].axhline(results["decoder"]["paper_recipe"]["fps"], color="gray", ls=":", label="paper: 100 steps, frame by frame")
+    ax[0].set_xscale("log")
+    ax[0].set_yscale("log")
+    ax[0].set_xlabel("DDIM steps")
+    ax[0].set_ylabel("frames / s")
+    ax[0].set_title(f"decoder speed ({results['device']})")
+    ax[0].legend(fontsize=8)
+    q = results.get("solver_psnr")
+    if q:
+        for name, marker in (("ddim", "o-"), ("dpmsolver++", "s-"), ("unipc", "^-")):
+            ax[1].plot([int(s) for s in q[name]], list(q[name].values()), marker, label=name)
+        ax[1].axhline(q["ddim_100_paper"], color="gray", ls=":", label="DDIM 100 (paper)")
+        ax[1].set_xlabel("steps")
+        ax[1].set_ylabel("PSNR vs truth (dB), true latents")
+        ax[1].set_title("quality of fewer steps")
+        ax[1].legend(fontsize=8)
+    else:
+        ax[1].axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=str(ROOT / "checkpoints" / "astronaut-64"))
+    ap.add_argument("--data", help="prepared held-out clips with synthetic truth (solver quality)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "speed.json"))
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--steps", type=int, default=None, help="step count of the end-to-end runs (default: the CLI's)")
+    ap.add_argument("--scheduler", default="ddim")
+    ap.add_argument("--batch", type=int, default=None, help="frame batch (default: the pipeline's for this device)")
+    ap.add_argument("--frames", type=int, default=48, help="frames timed per batched decoder measurement")
+    ap.add_argument("--single-frames", type=int, default=6, help="frames timed frame by frame")
+    ap.add_argument("--seconds", type=float, default=10.0, help="speech for the end-to-end and streaming runs")
+    ap.add_argument("--memory-steps", type=int, default=2)
+    ap.add_argument("--memory-seconds", default="10,60")
+    ap.add_argument("--skip-memory", action="store_true")
+    args = ap.parse_args(argv)
+
+    from talker import DAETalkerPipeline
+    from talker.cli import build_parser
+
+    default_steps = build_parser().parse_args(["generate", "--audio", "x", "--out", "y"]).steps
+    steps = args.steps or default_steps
+    pipe = DAETalkerPipeline.from_pretrained(args.model).to(args.device)
+    pipe.set_progress_bar_config(disable=True)
+    batch = args.batch or pipe.default_frame_batch_size()
+    with torch.inference_mode():
+        z = torch.from_numpy(pipe(speech(4.0), sampling_rate=16000, num_inference_steps=1).latents).to(args.device)
+    z = z.repeat(-(-args.frames // len(z)), 1)[: args.frames]
+    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    results = {"model": args.model, "device": device_name, "resolution": pipe.resolution,
+               "torch": torch.__version__, "default_steps": steps}
+    results["decoder"] = decoder_speed(pipe, z, [5, 10, 20, 50], batch, args.frames, args.single_frames, args.device)
+    if args.data:
+        results["solver_psnr"] = solver_quality(pipe, args.data, 32, [5, 10, 20], args.device)
+    results["end_to_end_10s"] = end_to_end(pipe, steps, args.seconds, args.scheduler, args.device)
+    paper = results["decoder"]["paper_recipe"]["fps"]
+    results["speedup_vs_paper_recipe"] = round(results["end_to_end_10s"]["generate_video"]["fps"] / paper, 2)
+    if not args.skip_memory:
+        results["memory"] = memory(args.model, [float(s) for s in args.memory_seconds.split(",")], args.memory_steps, args.device)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    plot(results, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}; end to end {results['end_to_end_10s']['generate_video']['fps']} frames/s, "
+          f"{results['speedup_vs_paper_recipe']}× the paper's recipe")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
