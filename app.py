@@ -12,6 +12,7 @@ Settings (environment, e.g. the Space's variables):
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -20,12 +21,18 @@ import spaces
 import torch
 
 from talker import DAETalkerPipeline, TalkerError
+from talker.audio import SAMPLE_RATE, load_audio
 from talker.models import EMOTIONS
 from talker.pose import load_pose_file
+from talker.video import VideoWriter
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.wav"))
 MAX_SECONDS = float(os.environ.get("TALKER_MAX_SECONDS", "60"))
+SEGMENT_FRAMES = 25  # one second of video per streamed segment
+# Gradio's streaming video output needs the ffmpeg and ffprobe programs (a Space gets them from
+# packages.txt); without them the demo offers the whole-video button only
+CAN_STREAM = bool(shutil.which("ffmpeg") and shutil.which("ffprobe"))
 POSE_MODES = {"Predicted from speech": "predicted", "Still (speaker's average pose)": "static",
               "Reference (pose file or the speaker's own)": "reference"}
 
@@ -55,28 +62,57 @@ def load_speakers(models: list[str]) -> dict[str, DAETalkerPipeline]:
 def build_demo(pipes: dict[str, DAETalkerPipeline]) -> gr.Blocks:
     names = list(pipes)
 
-    @spaces.GPU(duration=120)
-    def generate(audio, pose_mode, pose_file, steps, happy, sad, angry, surprised, seed, speaker,
-                 progress=gr.Progress(track_tqdm=True)):
-        """Speech → talking-face mp4 (H.264 + AAC). Errors come back as readable messages."""
+    def request(audio, pose_mode, pose_file, steps, happy, sad, angry, surprised, seed, speaker):
+        """The form → (pipeline, keyword arguments), or a readable gr.Error."""
         if not audio:
             raise gr.Error("Please upload or record some speech first.")
         pipe = pipes.get(speaker or names[0])
         if pipe is None:
             raise gr.Error(f"Unknown speaker {speaker!r}; available: {', '.join(names)}")
+        mode = POSE_MODES.get(pose_mode, pose_mode)
+        pose = load_pose_file(pose_file) if (pose_file and mode != "predicted") else None
+        if pose is not None and mode == "static":
+            pose = pose[0]
+        emotion = dict(zip(EMOTIONS, (happy, sad, angry, surprised), strict=True))
+        return pipe, dict(num_inference_steps=int(steps), pose_mode=mode, pose=pose,
+                          emotion={k: float(v) for k, v in emotion.items() if k in pipe.emotion_names},
+                          generator=torch.Generator().manual_seed(int(seed)))
+
+    @spaces.GPU(duration=120)
+    def generate(audio, pose_mode, pose_file, steps, happy, sad, angry, surprised, seed, speaker,
+                 progress=gr.Progress(track_tqdm=True)):
+        """Speech → talking-face mp4 (H.264 + AAC). Errors come back as readable messages."""
         try:
-            mode = POSE_MODES.get(pose_mode, pose_mode)
-            pose = load_pose_file(pose_file) if (pose_file and mode != "predicted") else None
-            if pose is not None and mode == "static":
-                pose = pose[0]
+            pipe, kwargs = request(audio, pose_mode, pose_file, steps, happy, sad, angry, surprised, seed, speaker)
             out = Path(tempfile.mkdtemp(prefix="talker-")) / "talking-face.mp4"
-            emotion = dict(zip(EMOTIONS, (happy, sad, angry, surprised), strict=True))
-            pipe.generate_video(audio, out, num_inference_steps=int(steps), pose_mode=mode, pose=pose,
-                                emotion={k: float(v) for k, v in emotion.items() if k in pipe.emotion_names},
-                                generator=torch.Generator().manual_seed(int(seed)), max_duration=MAX_SECONDS)
+            pipe.generate_video(audio, out, max_duration=MAX_SECONDS, **kwargs)
         except TalkerError as e:
             raise gr.Error(str(e)) from None
         return str(out)
+
+    @spaces.GPU(duration=120)
+    def stream(audio, pose_mode, pose_file, steps, happy, sad, angry, surprised, seed, speaker):
+        """Speech → one-second MPEG-TS segments (with their audio) to the live player as frames
+        are made, then the whole mp4 for download."""
+        try:
+            pipe, kwargs = request(audio, pose_mode, pose_file, steps, happy, sad, angry, surprised, seed, speaker)
+            wave = load_audio(audio, max_duration=MAX_SECONDS, fps=pipe.fps)
+            folder = Path(tempfile.mkdtemp(prefix="talker-"))
+            spf = SAMPLE_RATE // pipe.fps
+            chunks = (wave[i : i + SAMPLE_RATE // 2] for i in range(0, len(wave), SAMPLE_RATE // 2))
+            frames, done = [], 0
+            with VideoWriter(folder / "talking-face.mp4", fps=pipe.fps, audio=wave, sampling_rate=SAMPLE_RATE) as whole:
+                for frame in pipe.stream(chunks, SAMPLE_RATE, **kwargs):
+                    frames.append(frame)
+                    whole.write(frame)
+                    if len(frames) == SEGMENT_FRAMES:
+                        yield write_segment(folder, done, frames, wave, spf, pipe.fps), None
+                        done, frames = done + len(frames), []
+                if frames:
+                    yield write_segment(folder, done, frames, wave, spf, pipe.fps), None
+        except TalkerError as e:
+            raise gr.Error(str(e)) from None
+        yield gr.skip(), str(folder / "talking-face.mp4")
 
     first = pipes[names[0]]
     consent = first.speaker.get("consent", "(this checkpoint has no consent statement)")
@@ -97,8 +133,11 @@ def build_demo(pipes: dict[str, DAETalkerPipeline]) -> gr.Blocks:
                 with gr.Accordion("Emotion", open=False):
                     sliders = [gr.Slider(0, 1, value=0, step=0.05, label=name.capitalize()) for name in EMOTIONS]
                 seed = gr.Number(value=0, precision=0, label="Seed (the fixed noise image)")
-                button = gr.Button("Generate", variant="primary")
+                with gr.Row():
+                    button = gr.Button("Generate", variant="primary")
+                    stream_button = gr.Button("Stream (watch while it is made)", visible=CAN_STREAM)
             with gr.Column():
+                live = gr.Video(label="Live", streaming=True, autoplay=True, visible=False)
                 video = gr.Video(label="Talking face", format="mp4", buttons=["download"])
                 with gr.Accordion("About", open=False):
                     gr.Markdown(
@@ -109,11 +148,24 @@ def build_demo(pipes: dict[str, DAETalkerPipeline]) -> gr.Blocks:
                         f"are decoded from one shared noise image. Audio up to {MAX_SECONDS:g} s."
                     )
         inputs = [audio, pose_mode, pose_file, steps, *sliders, seed, speaker]
-        button.click(generate, inputs, video, api_name="generate", concurrency_limit=1)
+        button.click(lambda: gr.update(visible=False), None, live, queue=False, api_visibility="private").then(
+            generate, inputs, video, api_name="generate", concurrency_limit=1, concurrency_id="gpu")
+        stream_button.click(lambda: (gr.update(visible=True), None), None, [live, video], queue=False, api_visibility="private").then(
+            stream, inputs, [live, video], api_name="stream", concurrency_limit=1, concurrency_id="gpu")
         if EXAMPLES:
             gr.Examples([[str(p)] for p in EXAMPLES], inputs=[audio], label="Example speech")
     demo.queue(max_size=16)
     return demo
+
+
+def write_segment(folder: Path, start: int, frames: list, wave, spf: int, fps: int) -> str:
+    """Frames ``start ..`` with their stretch of audio as one MPEG-TS segment."""
+    import numpy as np
+
+    path = folder / f"segment-{start:06d}.ts"
+    with VideoWriter(path, fps=fps, audio=wave[start * spf : (start + len(frames)) * spf], sampling_rate=SAMPLE_RATE) as w:
+        w.write(np.stack(frames))
+    return str(path)
 
 
 if __name__ == "__main__":

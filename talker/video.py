@@ -45,6 +45,7 @@ def _prepare_audio(audio: Any, sampling_rate: int | None) -> tuple[np.ndarray, i
 
 class VideoWriter:
     """Incremental mp4 writer: ``with VideoWriter(path, fps, audio=...) as w: w.write(frames)``.
+    A ``.ts`` path writes an MPEG-TS segment instead (for streaming players).
 
     Args:
         path: output .mp4.
@@ -67,12 +68,16 @@ class VideoWriter:
         self._audio = None if audio is None else _prepare_audio(audio, sampling_rate)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(suffix=".mp4", prefix=f".{self.path.stem}-", dir=self.path.parent)
+            suffix = ".ts" if self.path.suffix.lower() == ".ts" else ".mp4"
+            fd, tmp = tempfile.mkstemp(suffix=suffix, prefix=f".{self.path.stem}-", dir=self.path.parent)
         except OSError as e:
             raise VideoError(f"cannot write {self.path}: {e.strerror or e}") from None
         os.close(fd)
         self._tmp = Path(tmp)
-        self._container = av.open(str(self._tmp), mode="w", options={"movflags": "+faststart"})
+        # .mp4 (moov atom first, so browsers start playing at once) or .ts (MPEG-TS segments for
+        # streaming players)
+        options = {} if suffix == ".ts" else {"movflags": "+faststart"}
+        self._container = av.open(str(self._tmp), mode="w", options=options)
         for key, value in (metadata or {}).items():
             self._container.metadata[key] = value
         self._video = None

@@ -72,3 +72,18 @@ def test_bad_inputs_are_readable_errors_and_the_server_keeps_serving(client, tmp
     ok = call(client, write_audio(tmp_path / "ok2.wav", 1.0), pose_mode="Still (speaker's average pose)")
     with av.open(ok) as c:
         assert sum(1 for _ in c.decode(c.streams.video[0])) == 25
+
+
+@pytest.mark.skipif(not __import__("shutil").which("ffprobe"), reason="Gradio's streaming video needs ffmpeg/ffprobe")
+def test_stream_sends_one_second_segments_then_the_whole_video(client, tmp_path):
+    from gradio_client import handle_file
+
+    wav = write_audio(tmp_path / "speech.wav", 2.4, 16000)
+    job = client.submit(handle_file(str(wav)), "Predicted from speech", None, 2, 0, 0, 0, 0, 1, "tiny", api_name="/stream")
+    live, video = job.result(timeout=300)
+    outputs = job.outputs()
+    # 60 frames: segments of 25, 25 and 10 frames reach the live player, then the whole mp4
+    assert len(outputs) == 4
+    assert all(str(live).endswith(".m3u8") and whole is None for live, whole in outputs[:3])
+    with av.open(video) as c:
+        assert sum(1 for _ in c.decode(c.streams.video[0])) == 60 and c.streams.audio
