@@ -24,7 +24,6 @@ from talker import DAETalkerPipeline, TalkerError
 from talker.audio import SAMPLE_RATE, load_audio
 from talker.models import EMOTIONS
 from talker.pose import load_pose_file
-from talker.video import VideoWriter
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.wav"))
@@ -101,15 +100,15 @@ def build_demo(pipes: dict[str, DAETalkerPipeline]) -> gr.Blocks:
             spf = SAMPLE_RATE // pipe.fps
             chunks = (wave[i : i + SAMPLE_RATE // 2] for i in range(0, len(wave), SAMPLE_RATE // 2))
             frames, done = [], 0
-            with VideoWriter(folder / "talking-face.mp4", fps=pipe.fps, audio=wave, sampling_rate=SAMPLE_RATE) as whole:
+            with pipe.video_writer(folder / "talking-face.mp4", audio=wave, sampling_rate=SAMPLE_RATE) as whole:
                 for frame in pipe.stream(chunks, SAMPLE_RATE, **kwargs):
                     frames.append(frame)
                     whole.write(frame)
                     if len(frames) == SEGMENT_FRAMES:
-                        yield write_segment(folder, done, frames, wave, spf, pipe.fps), None
+                        yield write_segment(pipe, folder, done, frames, wave, spf), None
                         done, frames = done + len(frames), []
                 if frames:
-                    yield write_segment(folder, done, frames, wave, spf, pipe.fps), None
+                    yield write_segment(pipe, folder, done, frames, wave, spf), None
         except TalkerError as e:
             raise gr.Error(str(e)) from None
         yield gr.skip(), str(folder / "talking-face.mp4")
@@ -158,12 +157,13 @@ def build_demo(pipes: dict[str, DAETalkerPipeline]) -> gr.Blocks:
     return demo
 
 
-def write_segment(folder: Path, start: int, frames: list, wave, spf: int, fps: int) -> str:
-    """Frames ``start ..`` with their stretch of audio as one MPEG-TS segment."""
+def write_segment(pipe, folder: Path, start: int, frames: list, wave, spf: int) -> str:
+    """Frames ``start ..`` with their stretch of audio as one watermarked MPEG-TS segment."""
     import numpy as np
 
     path = folder / f"segment-{start:06d}.ts"
-    with VideoWriter(path, fps=fps, audio=wave[start * spf : (start + len(frames)) * spf], sampling_rate=SAMPLE_RATE) as w:
+    audio = wave[start * spf : (start + len(frames)) * spf]
+    with pipe.video_writer(path, audio=audio, sampling_rate=SAMPLE_RATE) as w:
         w.write(np.stack(frames))
     return str(path)
 

@@ -72,6 +72,15 @@ def decoder_speed(pipe, z: torch.Tensor, steps_list, batch: int, frames_batched:
         t_s = timed(lambda: ddim_decode(pipe.unet, pipe.scheduler, zs, x_T, steps, 1), device)
         rows[str(steps)] = {"batched_fps": round(len(zb) / t_b, 3), "frame_by_frame_fps": round(len(zs) / t_s, 3)}
         print(f"decoder {steps:>3} steps: batched {len(zb) / t_b:7.2f} frames/s, frame by frame {len(zs) / t_s:7.2f}")
+    # channels-last memory format, at the step count of the end-to-end runs
+    steps = steps_list[1]
+    pipe.unet.to(memory_format=torch.channels_last)
+    xc = x_T.contiguous(memory_format=torch.channels_last)
+    ddim_decode(pipe.unet, pipe.scheduler, z[:batch], xc, 1, batch)
+    t_cl = timed(lambda: ddim_decode(pipe.unet, pipe.scheduler, z[:frames_batched], xc, steps, batch), device)
+    pipe.unet.to(memory_format=torch.contiguous_format)
+    rows[str(steps)]["batched_fps_channels_last"] = round(frames_batched / t_cl, 3)
+    print(f"decoder {steps} steps, channels-last: {frames_batched / t_cl:.2f} frames/s")
     zs = z[: max(2, frames_single // 2)]
     t = timed(lambda: ddim_decode(pipe.unet, pipe.scheduler, zs, x_T, 100, 1), device)
     baseline = {"steps": 100, "frame_batch_size": 1, "fps": round(len(zs) / t, 4), "frames_timed": len(zs)}

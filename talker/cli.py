@@ -135,6 +135,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
                     generator=torch.Generator().manual_seed(args.seed),
                     frame_batch_size=args.frame_batch_size,
                     max_duration=args.max_seconds,
+                    watermark=not args.no_watermark,
+                    output_size=args.output_size,
                 )
             except TalkerError as e:
                 if len(jobs) == 1:
@@ -145,6 +147,29 @@ def cmd_generate(args: argparse.Namespace) -> int:
             if not args.quiet:
                 print(f"wrote {out_path}: {out.frames} frames at {out.fps} fps, {pipe.resolution}×{pipe.resolution}")
     return 2 if failed else 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    """Exit 0 when the watermark is found, 1 when not (2 on errors, as every command)."""
+    import av
+
+    from .watermark import detect_video
+
+    d = detect_video(args.video, max_frames=args.max_frames)
+    try:
+        with av.open(str(args.video)) as c:
+            tag = c.metadata.get("comment") or c.metadata.get("description")
+    except av.error.FFmpegError:
+        tag = None
+    if d.found:
+        print(f"{args.video}: watermark found: synthetic={'yes' if d.payload.synthetic else 'no'}, "
+              f"model id {d.payload.model_id_hex}, confidence {d.score:.3f} over {d.frames} frames")
+    else:
+        print(f"{args.video}: no watermark found (confidence {d.score:.3f} over {d.frames} frames; "
+              f"marked videos score above 0.15)")
+    if tag:
+        print(f"container tag: {tag}")
+    return 0 if d.found else 1
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -278,8 +303,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", choices=DTYPES, default="float32")
     g.add_argument("--frame-batch-size", type=int, help="frames denoised together")
     g.add_argument("--max-seconds", type=float, default=600.0, help="longest audio accepted (default 600)")
+    g.add_argument("--output-size", type=int, help="frame side written (default: 256 or the speaker's own, if larger)")
+    g.add_argument("--no-watermark", action="store_true",
+                   help="leave the frames unmarked (the file still says it is synthetic); `talker detect` finds "
+                        "the default invisible watermark")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)
+
+    w = sub.add_parser("detect", help="is this video marked as made by talker?",
+                       description="Decode the invisible watermark of a video: exit code 0 when found, 1 when not.")
+    w.add_argument("video")
+    w.add_argument("--max-frames", type=int, help="read at most this many frames")
+    w.set_defaults(func=cmd_detect)
 
     s = sub.add_parser("synth", help="make the synthetic speaker's videos with exact ground truth",
                        description="A real photo (scikit-image's astronaut) driven by espeak-ng speech: "

@@ -56,13 +56,18 @@ class VideoWriter:
         metadata: container tags (e.g. {"comment": "..."}).
         codec, pix_fmt: "libx264"/"yuv420p" plays everywhere; "libx264rgb"/"rgb24" with crf 0
             stores frames exactly (datasets).
+        output_size: resize frames to this square side (bicubic) before writing.
+        watermark: a :class:`talker.watermark.Payload` embedded in every frame (after resizing).
     """
 
     def __init__(self, path, fps: int = 25, audio: Any = None, sampling_rate: int | None = None,
                  crf: int = 18, metadata: dict[str, str] | None = None, codec: str = "libx264",
-                 pix_fmt: str = "yuv420p"):
+                 pix_fmt: str = "yuv420p", output_size: int | None = None, watermark: Any = None):
         import av
 
+        if output_size is not None and (isinstance(output_size, bool) or not isinstance(output_size, int) or output_size < 2):
+            raise VideoError(f"output_size must be a frame side in pixels (at least 2); got {output_size!r}")
+        self.output_size, self.watermark = output_size, watermark
         self.path = Path(path)
         self.fps = int(fps)
         self._audio = None if audio is None else _prepare_audio(audio, sampling_rate)
@@ -126,6 +131,12 @@ class VideoWriter:
             frames = frames[None]
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise VideoError(f"frames must be uint8 RGB (N, H, W, 3); got {frames.dtype} {frames.shape}")
+        if self.output_size is not None and frames.shape[1:3] != (self.output_size, self.output_size):
+            frames = resize_frames(frames, self.output_size)
+        if self.watermark is not None:
+            from .watermark import embed
+
+            frames = embed(frames, self.watermark)
         h, w = frames.shape[1:3]
         if h % 2 or w % 2:  # yuv420p needs even sides
             frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
@@ -182,6 +193,16 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
+
+
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W, 3) uint8 → (N, size, size, 3) uint8, bicubic (antialiased when shrinking)."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    y = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic", align_corners=False,
+                                        antialias=size < frames.shape[1])
+    return y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def write_video(path, frames, audio: Any = None, fps: int = 25, sampling_rate: int | None = None,

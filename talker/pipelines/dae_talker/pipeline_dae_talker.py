@@ -445,15 +445,61 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
                                              max_duration=max_duration):
                 yield from postprocess_frames(images, "np")
 
+    # --- provenance and video files -----------------------------------------------------------
+
+    @property
+    def watermark_payload(self):
+        """The watermark this speaker puts in its videos: its model id (weights' SHA-256, 32 bits)
+        and the synthetic flag (see :mod:`talker.watermark`)."""
+        from ...watermark import Payload, model_id
+
+        if getattr(self, "_watermark_payload", None) is None:
+            items = [(f"unet.{k}", v) for k, v in self.unet.state_dict().items()]
+            items += [(f"speech_to_latent.{k}", v) for k, v in self.speech_to_latent.state_dict().items()]
+            self._watermark_payload = Payload(model_id(items))
+        return self._watermark_payload
+
+    def video_writer(self, path, audio: Any = None, sampling_rate: int | None = None, crf: int = 18,
+                     watermark: bool = True, output_size: int | None = None):
+        """A :class:`talker.video.VideoWriter` for this speaker's frames: the invisible watermark in
+        every frame (unless ``watermark=False``), frames upscaled to ``output_size`` (default: at
+        least the 256 px the watermark needs), and container tags saying the video is synthetic."""
+        from ...video import VideoWriter
+        from ...watermark import MIN_SIDE
+
+        size = output_size or (max(MIN_SIDE, self.resolution) if watermark else None)
+        if watermark and size < MIN_SIDE:
+            raise InputError(f"the watermark needs output_size of at least {MIN_SIDE} px; got {size} "
+                             "(or pass watermark=False)")
+        payload = self.watermark_payload
+        name = self.speaker.get("name", "unnamed speaker")
+        note = (f"Synthetic video made by talker (speech-driven talking face, DAE-Talker method) with speaker "
+                f"'{name}', model id {payload.model_id_hex}; invisible watermark: "
+                f"{'yes (talker detect)' if watermark else 'no'}")
+        metadata = {"comment": note, "description": note, "title": f"talker synthetic video: {name}"}
+        return VideoWriter(path, fps=self.fps, audio=audio, sampling_rate=sampling_rate, crf=crf, metadata=metadata,
+                           output_size=size, watermark=payload if watermark else None)
+
+    def write_video(self, path, frames, audio: Any = None, sampling_rate: int | None = None, crf: int = 18,
+                    watermark: bool = True, output_size: int | None = None):
+        """Write this pipeline's frames (e.g. ``pipe(...).frames``) as a watermarked, tagged mp4."""
+        frames = np.asarray(frames)
+        if audio is not None and not isinstance(audio, (str, os.PathLike)) and sampling_rate is None:
+            sampling_rate = SAMPLE_RATE
+        with self.video_writer(path, audio, sampling_rate, crf, watermark, output_size) as writer:
+            writer.write(frames)
+        return path
+
     def generate_video(self, audio: Any, path, sampling_rate: int | None = None, crf: int = 18,
-                       metadata: dict[str, str] | None = None, **kwargs) -> DAETalkerOutput:
+                       watermark: bool = True, output_size: int | None = None, **kwargs) -> DAETalkerOutput:
         """Generate and write an mp4 (H.264 + AAC) with the input audio as its sound track.
 
         Frames go to the file as they are decoded, so memory does not grow with the audio's
-        length; a failure leaves no partial file. ``kwargs`` are those of ``__call__`` (not
-        ``output_type``). Returns its output without the frames (``frames`` is the frame count)."""
-        from ...video import VideoWriter
-
+        length; a failure leaves no partial file. Every frame carries the invisible watermark and
+        the file says it is synthetic (``watermark=False`` leaves the frames unmarked; the tags
+        stay); ``output_size`` is the frame side written (default: 256 px or the speaker's own,
+        whichever is larger). ``kwargs`` are those of ``__call__`` (not ``output_type``).
+        Returns its output without the frames (``frames`` is the frame count)."""
         if "output_type" in kwargs:
             raise InputError("generate_video writes the frames to the file; output_type does not apply")
         track = audio if isinstance(audio, (str, os.PathLike)) else np.asarray(load_audio(audio, sampling_rate, max_duration=None))
@@ -471,7 +517,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
                              args["emotion"], args["generator"], args["frame_batch_size"], "np", args["fixed_noise"],
                              args["max_duration"], args["window_frames"], args["overlap_frames"])
         first = next(gen)  # input errors surface before a file is opened
-        with VideoWriter(path, fps=self.fps, audio=track, sampling_rate=rate, crf=crf, metadata=metadata) as writer:
+        with self.video_writer(path, track, rate, crf, watermark, output_size) as writer:
             for images, z, p, x_T in _chain_first(first, gen):
                 writer.write(postprocess_frames(images, "np"))
                 poses.append(p.float().cpu())
