@@ -392,7 +392,8 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
 
         # 4. speech2latent on overlapping windows, 5. batched DDIM decoding, as frames become final
         batch = frame_batch_size or self.default_frame_batch_size()
-        with torch.inference_mode(), self.progress_bar(total=n_frames * num_inference_steps) as bar:
+        # one tick per denoising step of a batch: frames are decoded in full batches, the rest at the end
+        with torch.inference_mode(), self.progress_bar(total=-(-n_frames // batch) * num_inference_steps) as bar:
             for images, z, p in self._frames([wave], SAMPLE_RATE, num_inference_steps, pose_mode, pose, emotion_t,
                                              x_T, batch, window_frames, overlap_frames, bar):
                 yield images, z, p, x_T
