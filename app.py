@@ -22,6 +22,7 @@ import torch
 
 from talker import DAETalkerPipeline, TalkerError
 from talker.audio import SAMPLE_RATE, load_audio
+from talker.defaults import DEFAULT_STEPS
 from talker.models import EMOTIONS
 from talker.pose import load_pose_file
 
@@ -128,7 +129,7 @@ def build_demo(pipes: dict[str, DAETalkerPipeline]) -> gr.Blocks:
                 pose_mode = gr.Radio(list(POSE_MODES), value=next(iter(POSE_MODES)), label="Head motion")
                 pose_file = gr.File(label="Pose file (.csv yaw,pitch,roll or .npy, degrees) for reference/still",
                                     file_types=[".csv", ".npy"], type="filepath")
-                steps = gr.Slider(1, 100, value=20, step=1, label="Denoising steps (DDIM; the paper used 100)")
+                steps = gr.Slider(1, 100, value=DEFAULT_STEPS, step=1, label="Denoising steps (the paper used 100)")
                 with gr.Accordion("Emotion", open=False):
                     sliders = [gr.Slider(0, 1, value=0, step=0.05, label=name.capitalize()) for name in EMOTIONS]
                 seed = gr.Number(value=0, precision=0, label="Seed (the fixed noise image)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .defaults import DEFAULT_STEPS
 from .errors import TalkerError
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -216,7 +217,7 @@ def cmd_train_dae(args: argparse.Namespace) -> int:
     cfg = DAEConfig(resolution=args.resolution, batch_size=args.batch_size, max_steps=args.max_steps,
                     checkpoint_every=args.checkpoint_every, sample_every=args.sample_every or args.checkpoint_every,
                     lr=args.lr, snr_gamma=args.snr_gamma, base_channels=args.base_channels, z_dim=args.z_dim, seed=args.seed,
-                    mixed_precision=args.mixed_precision)
+                    mixed_precision=args.mixed_precision, normalize_z=not args.no_normalize_z)
     if args.channel_mult:
         cfg.channel_mult = tuple(int(x) for x in args.channel_mult.split(","))
     figures = train_dae(args.data, args.output, cfg, resume=args.resume, progress=not args.quiet,
@@ -292,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="speech files (wav, flac, ogg, mp3, m4a, webm) or folders of them; under "
                         "`accelerate launch` they are shared out between the processes")
     g.add_argument("--out", required=True, help="output .mp4 (one input) or a folder (one <name>.mp4 per input)")
-    g.add_argument("--steps", type=int, default=20, help="DDIM steps per frame (default 20; the paper used 100)")
+    g.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                   help=f"denoising steps per frame (default {DEFAULT_STEPS}; the paper used 100)")
     g.add_argument("--scheduler", choices=SCHEDULERS, default="ddim", help="deterministic solver (default ddim)")
     g.add_argument("--pose-mode", choices=("predicted", "static", "reference"), default="predicted",
                    help="head motion: predicted from speech, static, or a reference sequence")
@@ -355,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--base-channels", type=int, default=32)
     d.add_argument("--channel-mult", help="UNet channel multipliers, e.g. 1,2,4,4")
     d.add_argument("--z-dim", type=int, default=512)
+    d.add_argument("--no-normalize-z", action="store_true",
+                   help="leave z_sem unstandardised, as DiffAE (collapses on one speaker's frames)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default="auto")
     d.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")

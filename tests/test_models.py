@@ -1,9 +1,11 @@
 """The three networks: shapes, conditioning, pose adaptor, emotion, config round trips."""
 
+import pytest
 import torch
 from conftest import RES, Z_DIM, tiny_components
 
 from talker import DAEDecoderUNet, SemanticEncoder, Speech2Latent
+from talker.errors import TalkerError
 
 
 def test_encoder_maps_images_to_z_sem():
@@ -11,6 +13,37 @@ def test_encoder_maps_images_to_z_sem():
     z = enc(torch.rand(3, 3, RES, RES) * 2 - 1)
     assert z.shape == (3, Z_DIM)
     assert not torch.allclose(z[0], z[1])
+
+
+def test_normalized_z_is_standardised_in_training_and_by_measured_statistics(tmp_path):
+    from talker.training.dae import _encoder_from, refresh_z_stats
+
+    torch.manual_seed(0)
+    frames = (torch.rand(40, 3, RES, RES) * 255).round().byte()
+    images = frames.float() / 127.5 - 1
+    plain = tiny_components()["encoder"]
+    raw = plain(images)
+    assert raw.std(0).mean() < raw.abs().mean()  # the pooled latent barely moves between images
+    plain.save_pretrained(tmp_path / "encoder")
+    # a run that starts from an encoder saved without it gains the standardisation, weights kept
+    enc = _encoder_from(tmp_path / "encoder", normalize_z=True)
+    assert enc.config.normalize_z and isinstance(enc.layers[-1], torch.nn.BatchNorm1d)
+    z = enc.train()(images)
+    assert torch.allclose(z.mean(0), torch.zeros(Z_DIM), atol=1e-4)
+    assert torch.allclose(z.std(0, unbiased=False), torch.ones(Z_DIM), atol=1e-2)
+    enc.eval()
+    refresh_z_stats(enc, frames, batch_size=8)  # statistics measured for these weights
+    assert not enc.training
+    z_eval = enc(images)
+    assert z_eval.mean(0).abs().max() < 0.05 and (z_eval.std(0) - 1).abs().max() < 0.2
+    enc.save_pretrained(tmp_path / "normalized")
+    again = SemanticEncoder.from_pretrained(tmp_path / "normalized").eval()
+    assert torch.allclose(again(images), z_eval, atol=1e-5)
+    plain.save_pretrained(tmp_path / "other")
+    (tmp_path / "other" / "config.json").write_text((tmp_path / "other" / "config.json").read_text()
+                                                     .replace('"z_dim": %d' % Z_DIM, '"z_dim": %d' % (Z_DIM + 1)))
+    with pytest.raises(TalkerError, match="do not match"):
+        _encoder_from(tmp_path / "other", normalize_z=True)
 
 
 def test_decoder_uses_z_sem_and_timestep_in_every_call():

@@ -122,6 +122,8 @@ def test_generate_video_writes_frames_as_they_are_decoded(pipe, tmp_path, monkey
     assert np.abs(back.frames.mean(axis=(1, 2, 3)) - ref.mean(axis=(1, 2, 3))).max() < 6
     with pytest.raises(InputError, match="output_type"):
         pipe.generate_video(audio, tmp_path / "b.mp4", sampling_rate=16000, output_type="pil")
+    with pytest.raises(TypeError, match=r"generate_video\(\) got an unexpected keyword argument 'num_steps'"):
+        pipe.generate_video(audio, tmp_path / "b.mp4", sampling_rate=16000, num_steps=2)
     with pytest.raises(AudioError):
         pipe.generate_video(np.zeros(0), tmp_path / "c.mp4", sampling_rate=16000)
-    assert not (tmp_path / "c.mp4").exists()
+    assert not (tmp_path / "c.mp4").exists() and not (tmp_path / "b.mp4").exists()

@@ -4,6 +4,14 @@ DiffAE's ``BeatGANsEncoderModel``: the first half of a UNet with no time input, 
 with stride-2 residual downsampling, attention at the chosen sides, a Res-Attn-Res middle, then
 GroupNorm → SiLU → global average pool → 1×1 conv to ``z_dim``. It is trained jointly with the
 decoder by the decoder's noise-prediction loss alone.
+
+``normalize_z`` adds a parameter-free BatchNorm to the output: every dimension of ``z_sem`` has zero
+mean and unit variance over the training frames. DiffAE needs none on FFHQ, where faces differ a lot;
+on one speaker's video the frames differ only in mouth, eyes and pose, the pooled features barely
+move, and without it the encoder collapses: on the bundled speaker after 3,750 steps the
+frame-to-frame std of each z dimension was 0.002 against a mean magnitude of 0.26, and decoding with
+another frame's z changed the image by < 0.1%. Standardised, z varies at unit scale from the first
+step, so the decoder is pushed to use it (and speech2latent regresses well-scaled targets).
 """
 
 from __future__ import annotations
@@ -74,6 +82,8 @@ class SemanticEncoder(ModelMixin, ConfigMixin):
         dropout: dropout inside residual blocks.
         z_dim: size of ``z_sem`` (DiffAE: 512).
         norm_groups: GroupNorm groups (capped at the channel count).
+        normalize_z: standardise ``z_sem`` per dimension (BatchNorm without affine parameters;
+            running statistics at inference).
     """
 
     @register_to_config
@@ -89,6 +99,7 @@ class SemanticEncoder(ModelMixin, ConfigMixin):
         dropout: float = 0.1,
         z_dim: int = 512,
         norm_groups: int = 32,
+        normalize_z: bool = False,
     ):
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(in_channels, base_channels, 3, padding=1)]
@@ -112,8 +123,18 @@ class SemanticEncoder(ModelMixin, ConfigMixin):
             nn.Conv2d(ch, z_dim, 1),
             nn.Flatten(),
         ]
+        if normalize_z:
+            # eps far below the variance it divides: that variance can be ~1e-6 (see above)
+            layers.append(nn.BatchNorm1d(z_dim, eps=1e-10, affine=False))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``images`` (B, C, H, W) in [-1, 1] → ``z_sem`` (B, z_dim)."""
-        return self.layers(images)
+        if not self.config.normalize_z or self.layers[-3].weight.dtype != torch.float32:
+            return self.layers(images)
+        # the head (GroupNorm … standardisation) runs in float32 even under bf16/fp16 autocast:
+        # the frame-to-frame differences it standardises are below bf16's resolution
+        head = 6
+        h = self.layers[:-head](images)
+        with torch.autocast(images.device.type, enabled=False):
+            return self.layers[-head:](h.float()).to(images.dtype)

@@ -38,6 +38,7 @@ class DAEConfig:
     num_res_blocks: int = 1
     attention_resolutions: tuple[int, ...] = (16,)
     z_dim: int = 512
+    normalize_z: bool = True
     dropout: float = 0.0
     batch_size: int = 16
     lr: float = 1e-4
@@ -90,7 +91,7 @@ def build_models(cfg: DAEConfig):
     encoder = SemanticEncoder(sample_size=cfg.resolution, base_channels=cfg.base_channels,
                               channel_mult=tuple(cfg.encoder_channel_mult), num_res_blocks=cfg.num_res_blocks,
                               attention_resolutions=tuple(cfg.attention_resolutions), dropout=cfg.dropout,
-                              z_dim=cfg.z_dim, norm_groups=groups)
+                              z_dim=cfg.z_dim, norm_groups=groups, normalize_z=cfg.normalize_z)
     # clip_sample: DiffAE renders with clip_denoised=True; keeping each step's predicted x0 inside
     # [-1, 1] keeps a decoder that is not perfect on the image manifold (on the bundled speaker
     # after 500 steps: 11 dB reconstructions with it, diverging noise without it)
@@ -174,7 +175,7 @@ def train_dae(data_dir: str | Path, run_dir: str | Path, cfg: DAEConfig, resume:
         src = Path(init_from) / "dae" if (Path(init_from) / "dae" / "unet").is_dir() else Path(init_from)
         if not (src / "unet").is_dir() or not (src / "encoder").is_dir():
             raise TalkerError(f"--init-from {init_from}: no unet/ and encoder/ to start from")
-        encoder = SemanticEncoder.from_pretrained(src / "encoder", use_safetensors=True, dtype=torch.float32)
+        encoder = _encoder_from(src / "encoder", cfg.normalize_z)
         unet = DAEDecoderUNet.from_pretrained(src / "unet", use_safetensors=True, dtype=torch.float32)
         if unet.config.sample_size != cfg.resolution:
             raise TalkerError(f"--init-from {init_from} is {unet.config.sample_size}px, not {cfg.resolution}px")
@@ -201,6 +202,7 @@ def train_dae(data_dir: str | Path, run_dir: str | Path, cfg: DAEConfig, resume:
         (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
 
     fixed = _to_model(frames[torch.linspace(0, len(frames) - 1, 8).long()]).to(accelerator.device)
+    stats_frames = frames[torch.linspace(0, len(frames) - 1, min(len(frames), 1024)).long()]
     sample_noise = torch.randn(1, 3, cfg.resolution, cfg.resolution, generator=torch.Generator().manual_seed(cfg.seed))
     log = run / "train_log.jsonl"
     model.train()
@@ -242,7 +244,8 @@ def train_dae(data_dir: str | Path, run_dir: str | Path, cfg: DAEConfig, resume:
                 (out / "trainer_state.json").write_text(json.dumps({"step": step}))
                 prune_checkpoints(run)
         if accelerator.is_main_process and (step % cfg.sample_every == 0 or step == cfg.max_steps):
-            _sample_grid(accelerator.unwrap_model(model), ema, scheduler, fixed, sample_noise, run / "samples" / f"step_{step:07d}.png")
+            _sample_grid(accelerator.unwrap_model(model), ema, scheduler, fixed, sample_noise,
+                         run / "samples" / f"step_{step:07d}.png", stats_frames)
             model.train()
     bar.close()
     if loss_avg is None and log.is_file() and log.read_text().strip():  # resumed at its end: the logged loss
@@ -253,7 +256,7 @@ def train_dae(data_dir: str | Path, run_dir: str | Path, cfg: DAEConfig, resume:
                "processes": accelerator.num_processes, "device": str(accelerator.device)}
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        export_dae(accelerator.unwrap_model(model), ema, scheduler, run / "dae")
+        export_dae(accelerator.unwrap_model(model), ema, scheduler, run / "dae", stats_frames)
         if steps_timed or not (run / "figures.json").is_file():  # a resumed, finished run keeps its figures
             (run / "figures.json").write_text(json.dumps(figures, indent=1) + "\n")
         else:
@@ -262,13 +265,46 @@ def train_dae(data_dir: str | Path, run_dir: str | Path, cfg: DAEConfig, resume:
     return figures
 
 
+def _encoder_from(path: Path, normalize_z: bool):
+    """A saved encoder; with ``normalize_z`` one saved without it gains the (parameter-free)
+    standardisation, whose statistics are then measured by training."""
+    from safetensors.torch import load_file
+
+    from ..models import SemanticEncoder
+
+    config = dict(SemanticEncoder.load_config(path))
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    encoder = SemanticEncoder.from_config({**config, "normalize_z": normalize_z or config.get("normalize_z", False)})
+    try:
+        missing, unexpected = encoder.load_state_dict(load_file(path / "diffusion_pytorch_model.safetensors"), strict=False)
+    except RuntimeError as e:  # shapes
+        raise TalkerError(f"{path}: weights do not match the encoder's config.json: {e}") from None
+    added = [k for k in missing if k.split(".")[-1] in ("running_mean", "running_var", "num_batches_tracked")]
+    if unexpected or len(added) != len(missing):
+        raise TalkerError(f"{path}: weights do not match the encoder (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return encoder.float()
+
+
+def refresh_z_stats(encoder: nn.Module, frames_uint8: torch.Tensor, batch_size: int = 64) -> None:
+    """Measure the running statistics of ``normalize_z`` for the encoder's current (EMA) weights over
+    the given frames (torch's ``update_bn``); does nothing for an encoder without it."""
+    from torch.optim.swa_utils import update_bn
+
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in encoder.modules()):
+        return
+    device = next(encoder.parameters()).device
+    update_bn((_to_model(frames_uint8[i : i + batch_size]).to(device) for i in range(0, len(frames_uint8), batch_size)),
+              encoder)
+
+
 @torch.no_grad()
-def _sample_grid(model, ema, scheduler, images, noise, path: Path) -> None:
+def _sample_grid(model, ema, scheduler, images, noise, path: Path, stats_frames: torch.Tensor) -> None:
     """Originals, then EMA reconstructions decoded from one shared noise image (20 DDIM steps)."""
     from ..pipelines.ddim import ddim_decode
 
     ema.store(model.parameters())
     ema.copy_to(model.parameters())
+    refresh_z_stats(model.encoder, stats_frames)
     model.eval()
     z = model.encoder(images)
     recon = ddim_decode(model.unet, scheduler, z, noise.to(images.device, images.dtype), 20, len(images))
@@ -276,10 +312,12 @@ def _sample_grid(model, ema, scheduler, images, noise, path: Path) -> None:
     save_grid(path, [images, recon])
 
 
-def export_dae(model, ema, scheduler, out: Path) -> None:
-    """The EMA weights as ``encoder/``, ``unet/``, ``scheduler/`` (save_pretrained layout)."""
+def export_dae(model, ema, scheduler, out: Path, stats_frames: torch.Tensor) -> None:
+    """The EMA weights as ``encoder/``, ``unet/``, ``scheduler/`` (save_pretrained layout), with the
+    latent statistics measured for the EMA encoder."""
     ema.store(model.parameters())
     ema.copy_to(model.parameters())
+    refresh_z_stats(model.encoder, stats_frames)
     model.encoder.save_pretrained(out / "encoder")
     model.unet.save_pretrained(out / "unet")
     scheduler.save_pretrained(out / "scheduler")

@@ -18,13 +18,14 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ...audio import DEFAULT_MAX_DURATION, SAMPLE_RATE, load_audio, log_mel, wav2vec2_features
+from ...defaults import DEFAULT_STEPS
 from ...errors import AudioError, CheckpointError, InputError
 from ...models import DAEDecoderUNet, SemanticEncoder, Speech2Latent
 from ..ddim import ddim_decode
 from ..diffusion_autoencoder.pipeline_diffusion_autoencoder import DiffusionAutoencoderPipeline, _check_steps
 from ..images import check_output_type, postprocess_frames
 from ..loading import SpeakerCheckpointMixin
-from .windows import CrossFader, check_windows, window_starts
+from .windows import DEFAULT_OVERLAP, DEFAULT_WINDOW, CrossFader, check_windows
 
 POSE_MODES = ("predicted", "static", "reference")
 
@@ -210,13 +211,11 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         per_frame = 40 * self.unet.config.base_channels * self.resolution**2 * 4
         return int(min(256, max(8, free // 4 // per_frame)))
 
-    def predict_latents(self, wave: np.ndarray, start: int, end: int, pose_t, emotion_t) -> dict[str, torch.Tensor]:
-        """speech2latent on frames ``start .. end`` of 16 kHz ``wave`` (which begins at frame 0):
-        {"z_sem": (n, D), "pose": (n, 3)}."""
-        spf = SAMPLE_RATE // self.fps
-        features = self.encode_audio(wave[start * spf : end * spf], end - start)
-        window_pose = None if pose_t is None else pose_t[:, start:end]
-        out = self.speech_to_latent(features, pose=window_pose, emotion=emotion_t)
+    def predict_latents(self, wave: np.ndarray, n_frames: int, pose_t, emotion_t) -> dict[str, torch.Tensor]:
+        """speech2latent on one window: ``n_frames`` frames of 16 kHz ``wave`` (pose_t: that
+        window's (1, n, 3) pose or None) → {"z_sem": (n, D), "pose": (n, 3)}."""
+        features = self.encode_audio(wave[: n_frames * (SAMPLE_RATE // self.fps)], n_frames)
+        out = self.speech_to_latent(features, pose=pose_t, emotion=emotion_t)
         return {"z_sem": out.z_sem[0], "pose": out.pose[0]}
 
     def _frames(self, chunks: Iterable, sampling_rate: int, num_inference_steps: int, pose_mode: str, pose: Any,
@@ -248,7 +247,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         def run_window(start, end, last):
             pose_t = pose_until(end)
             feats_wave = wave[(start - wave_start) * spf : (end - wave_start) * spf]
-            out = self.predict_latents(feats_wave, 0, end - start, None if pose_t is None else pose_t[:, start:end], emotion_t)
+            out = self.predict_latents(feats_wave, end - start, None if pose_t is None else pose_t[:, start:end], emotion_t)
             fader.add(start, out, first=start == 0, last=last)
             final = fader.pop(end if last else start + hop)
             ready_z.append(final["z_sem"])
@@ -322,7 +321,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         self,
         audio: Any,
         sampling_rate: int | None = None,
-        num_inference_steps: int = 20,
+        num_inference_steps: int = DEFAULT_STEPS,
         pose_mode: str = "predicted",
         pose: Any = None,
         emotion: Mapping[str, float] | Sequence[float] | np.ndarray | torch.Tensor | None = None,
@@ -332,8 +331,8 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         return_dict: bool = True,
         fixed_noise: torch.Tensor | None = None,
         max_duration: float | None = DEFAULT_MAX_DURATION,
-        window_frames: int = 100,
-        overlap_frames: int = 25,
+        window_frames: int = DEFAULT_WINDOW,
+        overlap_frames: int = DEFAULT_OVERLAP,
     ) -> DAETalkerOutput | tuple:
         """Generate the talking-face frames for ``audio``.
 
@@ -373,8 +372,9 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         out = DAETalkerOutput(frames=frames, poses=poses, latents=latents, fps=self.fps, fixed_noise=x_T.cpu())
         return out if return_dict else out.to_tuple()
 
-    def _generate(self, audio, sampling_rate, num_inference_steps, pose_mode, pose, emotion, generator,
-                  frame_batch_size, output_type, fixed_noise, max_duration, window_frames, overlap_frames):
+    def _generate(self, audio, sampling_rate=None, num_inference_steps=DEFAULT_STEPS, pose_mode="predicted", pose=None,
+                  emotion=None, generator=None, frame_batch_size=None, output_type="np", fixed_noise=None,
+                  max_duration=DEFAULT_MAX_DURATION, window_frames=DEFAULT_WINDOW, overlap_frames=DEFAULT_OVERLAP):
         """check inputs → load audio → windowed speech2latent → fixed x_T → batched DDIM decoding;
         yields (images, z_sem, poses, x_T) per decoded batch."""
         # 1. check inputs
@@ -404,15 +404,15 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         self,
         audio_chunks: Iterable[np.ndarray | torch.Tensor],
         sampling_rate: int = SAMPLE_RATE,
-        num_inference_steps: int = 20,
+        num_inference_steps: int = DEFAULT_STEPS,
         pose_mode: str = "predicted",
         pose: Any = None,
         emotion: Mapping[str, float] | Sequence[float] | np.ndarray | torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         frame_batch_size: int | None = None,
         fixed_noise: torch.Tensor | None = None,
-        window_frames: int = 100,
-        overlap_frames: int = 25,
+        window_frames: int = DEFAULT_WINDOW,
+        overlap_frames: int = DEFAULT_OVERLAP,
         first_batch: int = 2,
         max_duration: float | None = None,
     ) -> Iterator[np.ndarray]:
@@ -506,17 +506,10 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         track = audio if isinstance(audio, (str, os.PathLike)) else np.asarray(load_audio(audio, sampling_rate, max_duration=None))
         rate = None if isinstance(track, (str, os.PathLike)) else SAMPLE_RATE
         poses, latents, x_T, n = [], [], None, 0
-        names = ("num_inference_steps", "pose_mode", "pose", "emotion", "generator", "frame_batch_size",
-                 "fixed_noise", "max_duration", "window_frames", "overlap_frames")
-        unknown = set(kwargs) - set(names)
-        if unknown:
-            raise TypeError(f"generate_video() got unexpected arguments {', '.join(sorted(unknown))}")
-        args = {"num_inference_steps": 20, "pose_mode": "predicted", "pose": None, "emotion": None, "generator": None,
-                "frame_batch_size": None, "fixed_noise": None, "max_duration": DEFAULT_MAX_DURATION,
-                "window_frames": 100, "overlap_frames": 25, **kwargs}
-        gen = self._generate(audio, sampling_rate, args["num_inference_steps"], args["pose_mode"], args["pose"],
-                             args["emotion"], args["generator"], args["frame_batch_size"], "np", args["fixed_noise"],
-                             args["max_duration"], args["window_frames"], args["overlap_frames"])
+        try:
+            gen = self._generate(audio, sampling_rate, output_type="np", **kwargs)
+        except TypeError as e:  # an argument __call__ does not take
+            raise TypeError(str(e).replace("_generate()", "generate_video()")) from None
         first = next(gen)  # input errors surface before a file is opened
         with self.video_writer(path, track, rate, crf, watermark, output_size) as writer:
             for images, z, p, x_T in _chain_first(first, gen):

@@ -14,6 +14,9 @@ import torch
 
 from ...errors import InputError
 
+DEFAULT_WINDOW = 100  # frames: 4 s at 25 fps, the length speech2latent is trained on
+DEFAULT_OVERLAP = 25  # frames: 1 s cross-fade, also the look-ahead of streaming
+
 
 def check_windows(window: int, overlap: int) -> None:
     for name, value in (("window_frames", window), ("overlap_frames", overlap)):
