@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .defaults import DEFAULT_STEPS
+from .defaults import DEFAULT_STEPS, PRECISIONS
 from .errors import TalkerError
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -121,6 +121,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise TalkerError("no --model given and no bundled speaker in checkpoints/; pass a folder or Hub repo id")
     pipe = DAETalkerPipeline.from_pretrained(model, dtype=dtype).to(device)
     use_scheduler(pipe, args.scheduler)
+    pipe.precision = args.precision
     pipe.set_progress_bar_config(desc="generating", disable=args.quiet)
     failed = 0
     with state.split_between_processes(jobs) as mine:
@@ -296,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--steps", type=int, default=DEFAULT_STEPS,
                    help=f"denoising steps per frame (default {DEFAULT_STEPS}; the paper used 100)")
     g.add_argument("--scheduler", choices=SCHEDULERS, default="ddim", help="deterministic solver (default ddim)")
+    g.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="decoder compute type; auto: bfloat16 autocast on a CPU with native bfloat16 (AVX512-BF16/AMX)")
     g.add_argument("--pose-mode", choices=("predicted", "static", "reference"), default="predicted",
                    help="head motion: predicted from speech, static, or a reference sequence")
     g.add_argument("--pose-file", help="pose sequence (.csv yaw,pitch,roll or .npy (M,3), degrees)")

@@ -246,3 +246,30 @@ def test_autoencoder_encode_invert_decode(pipe):
     assert out.images.shape == (3, RES, RES, 3) and out.x_T.shape == (1, 3, RES, RES)
     with pytest.raises(InputError, match=r"z_sem must be \(B, 16\)"):
         ae.decode(torch.zeros(2, 5))
+
+
+def test_decoder_precision(pipe, monkeypatch):
+    from talker.pipelines import ddim
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(ddim, "cpu_has_native_bf16", lambda: True)
+    assert ddim.autocast_dtype(cpu, torch.float32) is torch.bfloat16  # "auto" on a bfloat16 CPU
+    assert ddim.autocast_dtype(cpu, torch.float16) is None  # weights loaded in another type stay so
+    assert ddim.autocast_dtype(cpu, torch.float32, "float32") is None
+    monkeypatch.setattr(ddim, "cpu_has_native_bf16", lambda: False)
+    assert ddim.autocast_dtype(cpu, torch.float32) is None
+    assert ddim.autocast_dtype(cpu, torch.float32, "bfloat16") is torch.bfloat16
+    try:
+        pipe.precision = "float32"
+        full = run(pipe)
+        pipe.precision = "bfloat16"
+        half = run(pipe)
+        assert pipe.autoencoder.precision == "bfloat16"
+        pipe.precision = "float16"
+        with pytest.raises(InputError, match="precision must be one of auto, float32, bfloat16"):
+            run(pipe)
+    finally:
+        pipe.precision = "auto"
+    assert np.array_equal(full.latents, half.latents)  # speech2latent is not affected
+    diff = np.abs(full.frames.astype(int) - half.frames.astype(int))
+    assert 0 < diff.mean() < 2, diff.mean()

@@ -307,7 +307,8 @@ def _sample_grid(model, ema, scheduler, images, noise, path: Path, stats_frames:
     refresh_z_stats(model.encoder, stats_frames)
     model.eval()
     z = model.encoder(images)
-    recon = ddim_decode(model.unet, scheduler, z, noise.to(images.device, images.dtype), 20, len(images))
+    recon = ddim_decode(model.unet, scheduler, z, noise.to(images.device, images.dtype), 20, len(images),
+                        precision="float32")
     ema.restore(model.parameters())
     save_grid(path, [images, recon])
 

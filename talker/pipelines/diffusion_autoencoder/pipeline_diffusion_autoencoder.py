@@ -12,7 +12,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ...errors import InputError
 from ...models import DAEDecoderUNet, SemanticEncoder
-from ..ddim import ddim_decode, ddim_invert
+from ..ddim import check_precision, ddim_decode, ddim_invert
 from ..images import check_output_type, postprocess_frames, preprocess_images
 from ..loading import SpeakerCheckpointMixin
 
@@ -35,6 +35,9 @@ class DiffusionAutoencoderPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
 
     model_cpu_offload_seq = "encoder->unet"
     _required_components = ("unet", "encoder", "scheduler")
+    #: the decoder's compute type: "auto" (bfloat16 autocast on a CPU with native bfloat16),
+    #: "float32" or "bfloat16"; see :mod:`talker.pipelines.ddim`
+    precision: str = "auto"
 
     def __init__(self, unet: DAEDecoderUNet, encoder: SemanticEncoder, scheduler: DDIMScheduler):
         super().__init__()
@@ -76,6 +79,7 @@ class DiffusionAutoencoderPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         """Render z_sem (B, D) from x_T ((1 or B), 3, H, W; one random image shared if None)."""
         _check_steps(num_inference_steps)
         check_output_type(output_type)
+        check_precision(self.precision)
         device, dtype = self._execution_device, self.unet.dtype
         z_sem = torch.as_tensor(z_sem)
         if z_sem.dim() == 1:
@@ -90,7 +94,8 @@ class DiffusionAutoencoderPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         x_T = x_T.to(device, dtype)
         total = -(-z_sem.shape[0] // batch_size) * num_inference_steps
         with self.progress_bar(total=total) as bar:
-            images = ddim_decode(self.unet, self.scheduler, z_sem, x_T, num_inference_steps, batch_size, self._tick(bar))
+            images = ddim_decode(self.unet, self.scheduler, z_sem, x_T, num_inference_steps, batch_size, self._tick(bar),
+                                 precision=self.precision)
         return postprocess_frames(images, output_type)
 
     @torch.no_grad()
