@@ -4,11 +4,13 @@
         [--data runs/bundled/heldout] [--device cpu|cuda]
 
 Measured in one run, on this machine:
-- the DDIM decoder at 5/10/20/50 steps, batched (``--batch`` frames together) and frame by
-  frame, against the paper's recipe (100 DDIM steps, one frame at a time);
+- the DDIM decoder at 5/10/20/50 steps, batched (``--batch`` frames together) at the pipeline's
+  precision and in float32, and frame by frame, against the paper's recipe (100 DDIM steps, one
+  frame at a time, float32);
 - with ``--data`` (a `talker prepare` folder with synthetic truth): PSNR against the truth
   frames of frames decoded from their true latents with one fixed x_T, for DDIM at 100 steps
-  (the paper) and DDIM / DPM-Solver++ / UniPC at 5/10/20 steps: what fewer steps cost in quality;
+  (the paper, float32) and DDIM / DPM-Solver++ / UniPC at 5/10/20 steps at the pipeline's precision
+  (and DDIM in float32): what fewer steps and bfloat16 cost in quality;
 - ``generate_video`` end to end on 10 s of speech at ``--steps`` (frames/s, real-time factor);
 - ``pipe.stream`` on the same 10 s fed in 100 ms chunks: first-frame latency and total time;
 - peak memory (RSS on a CPU, allocated GPU memory on a GPU) of ``generate_video`` for 10 s and
@@ -61,35 +63,48 @@ def timed(fn, device: str) -> float:
 @torch.inference_mode()
 def decoder_speed(pipe, z: torch.Tensor, steps_list, batch: int, frames_batched: int, frames_single: int,
                   device: str) -> dict:
+    """Decoder frames/s at the pipeline's precision ("auto") and in float32, batched and frame by
+    frame; the paper's recipe (100 steps, one frame at a time, float32)."""
     from talker.pipelines.ddim import ddim_decode
 
+    def decode(zz, x, steps, b, precision="auto"):
+        return ddim_decode(pipe.unet, pipe.scheduler, zz, x, steps, b, precision=precision)
+
     x_T = torch.randn(1, 3, pipe.resolution, pipe.resolution, generator=torch.Generator().manual_seed(0)).to(device, pipe.unet.dtype)
-    ddim_decode(pipe.unet, pipe.scheduler, z[:batch], x_T, 2, batch)  # warm-up
+    decode(z[:batch], x_T, 2, batch)  # warm-up
+    decode(z[:batch], x_T, 2, batch, "float32")
     rows = {}
     for steps in steps_list:
         zb, zs = z[:frames_batched], z[:frames_single]
-        t_b = timed(lambda: ddim_decode(pipe.unet, pipe.scheduler, zb, x_T, steps, batch), device)
-        t_s = timed(lambda: ddim_decode(pipe.unet, pipe.scheduler, zs, x_T, steps, 1), device)
-        rows[str(steps)] = {"batched_fps": round(len(zb) / t_b, 3), "frame_by_frame_fps": round(len(zs) / t_s, 3)}
-        print(f"decoder {steps:>3} steps: batched {len(zb) / t_b:7.2f} frames/s, frame by frame {len(zs) / t_s:7.2f}")
-    # channels-last memory format, at the step count of the end-to-end runs
+        t_b = timed(lambda: decode(zb, x_T, steps, batch), device)
+        t_32 = timed(lambda: decode(zb, x_T, steps, batch, "float32"), device)
+        t_s = timed(lambda: decode(zs, x_T, steps, 1), device)
+        rows[str(steps)] = {"batched_fps": round(len(zb) / t_b, 3), "batched_fps_float32": round(len(zb) / t_32, 3),
+                            "frame_by_frame_fps": round(len(zs) / t_s, 3)}
+        print(f"decoder {steps:>3} steps: batched {len(zb) / t_b:7.2f} frames/s (float32 {len(zb) / t_32:7.2f}), "
+              f"frame by frame {len(zs) / t_s:7.2f}")
+    # channels-last memory format, at the second step count
     steps = steps_list[1]
     pipe.unet.to(memory_format=torch.channels_last)
     xc = x_T.contiguous(memory_format=torch.channels_last)
-    ddim_decode(pipe.unet, pipe.scheduler, z[:batch], xc, 1, batch)
-    t_cl = timed(lambda: ddim_decode(pipe.unet, pipe.scheduler, z[:frames_batched], xc, steps, batch), device)
+    decode(z[:batch], xc, 1, batch)
+    t_cl = timed(lambda: decode(z[:frames_batched], xc, steps, batch), device)
     pipe.unet.to(memory_format=torch.contiguous_format)
     rows[str(steps)]["batched_fps_channels_last"] = round(frames_batched / t_cl, 3)
     print(f"decoder {steps} steps, channels-last: {frames_batched / t_cl:.2f} frames/s")
     zs = z[: max(2, frames_single // 2)]
-    t = timed(lambda: ddim_decode(pipe.unet, pipe.scheduler, zs, x_T, 100, 1), device)
-    baseline = {"steps": 100, "frame_batch_size": 1, "fps": round(len(zs) / t, 4), "frames_timed": len(zs)}
-    print(f"paper recipe (100 steps, frame by frame): {baseline['fps']:.3f} frames/s")
+    t = timed(lambda: decode(zs, x_T, 100, 1, "float32"), device)
+    baseline = {"steps": 100, "frame_batch_size": 1, "precision": "float32", "fps": round(len(zs) / t, 4),
+                "frames_timed": len(zs)}
+    print(f"paper recipe (100 steps, frame by frame, float32): {baseline['fps']:.3f} frames/s")
     return {"by_steps": rows, "paper_recipe": baseline, "frame_batch_size": batch}
 
 
 @torch.inference_mode()
 def solver_quality(pipe, data: str, n_frames: int, steps_list, device: str) -> dict:
+    """PSNR against the truth frames of frames decoded from their true latents with one fixed
+    x_T: DDIM 100 steps in float32 (the paper) against each solver at fewer steps at the
+    pipeline's precision, and DDIM in float32."""
     from talker.cli import use_scheduler
     from talker.evaluation.metrics import psnr
     from talker.training.data import load_dataset
@@ -100,17 +115,21 @@ def solver_quality(pipe, data: str, n_frames: int, steps_list, device: str) -> d
     ae = pipe.autoencoder
     z = ae.encode(frames)
     x_T = torch.randn(1, 3, pipe.resolution, pipe.resolution, generator=torch.Generator().manual_seed(0))
+
+    def decoded_psnr(steps, precision="auto"):
+        ae = pipe.autoencoder
+        ae.precision = precision
+        return round(psnr(ae.decode(z, x_T, steps, batch_size=32), frames), 3)
+
     ddim = pipe.scheduler
-    out = {"frames": n_frames}
-    out["ddim_100_paper"] = round(psnr(ae.decode(z, x_T, 100, batch_size=32), frames), 3)
-    print(f"PSNR from true latents, DDIM 100 steps: {out['ddim_100_paper']:.2f} dB")
+    out = {"frames": n_frames, "ddim_100_paper": decoded_psnr(100, "float32")}
+    print(f"PSNR from true latents, DDIM 100 steps, float32: {out['ddim_100_paper']:.2f} dB")
+    out["ddim_float32"] = {str(steps): decoded_psnr(steps, "float32") for steps in steps_list}
+    print(f"PSNR from true latents, DDIM float32: {out['ddim_float32']}")
     for name in ("ddim", "dpmsolver++", "unipc"):
         use_scheduler(pipe, name)
-        ae = pipe.autoencoder
-        out[name] = {}
-        for steps in steps_list:
-            out[name][str(steps)] = round(psnr(ae.decode(z, x_T, steps, batch_size=32), frames), 3)
-            print(f"PSNR from true latents, {name} {steps} steps: {out[name][str(steps)]:.2f} dB")
+        out[name] = {str(steps): decoded_psnr(steps) for steps in steps_list}
+        print(f"PSNR from true latents, {name}: {out[name]}")
         pipe.scheduler = ddim
     return out
 
@@ -195,7 +214,9 @@ def plot(results: dict, path: Path) -> None:
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     rows = results["decoder"]["by_steps"]
     steps = [int(s) for s in rows]
-    ax[0].plot(steps, [rows[str(s)]["batched_fps"] for s in steps], "o-", label=f"batched ({results['decoder']['frame_batch_size']} frames)")
+    ax[0].plot(steps, [rows[str(s)]["batched_fps"] for s in steps], "o-",
+               label=f"batched ({results['decoder']['frame_batch_size']} frames, {results['auto_precision']})")
+    ax[0].plot(steps, [rows[str(s)]["batched_fps_float32"] for s in steps], "d-", label="batched, float32")
     ax[0].plot(steps, [rows[str(s)]["frame_by_frame_fps"] for s in steps], "s--", label="frame by frame")
     ax[0].axhline(results["decoder"]["paper_recipe"]["fps"], color="gray", ls=":", label="paper: 100 steps, frame by frame")
     ax[0].set_xscale("log")
@@ -206,7 +227,7 @@ def plot(results: dict, path: Path) -> None:
     ax[0].legend(fontsize=8)
     q = results.get("solver_psnr")
     if q:
-        for name, marker in (("ddim", "o-"), ("dpmsolver++", "s-"), ("unipc", "^-")):
+        for name, marker in (("ddim", "o-"), ("ddim_float32", "d--"), ("dpmsolver++", "s-"), ("unipc", "^-")):
             ax[1].plot([int(s) for s in q[name]], list(q[name].values()), marker, label=name)
         ax[1].axhline(q["ddim_100_paper"], color="gray", ls=":", label="DDIM 100 (paper)")
         ax[1].set_xlabel("steps")
@@ -226,7 +247,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "speed.json"))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--steps", type=int, default=None, help="step count of the end-to-end runs (default: the CLI's)")
-    ap.add_argument("--scheduler", default="ddim")
+    ap.add_argument("--scheduler", default=None, help="solver of the end-to-end runs (default: the CLI's)")
     ap.add_argument("--batch", type=int, default=None, help="frame batch (default: the pipeline's for this device)")
     ap.add_argument("--frames", type=int, default=48, help="frames timed per batched decoder measurement")
     ap.add_argument("--single-frames", type=int, default=6, help="frames timed frame by frame")
@@ -238,9 +259,11 @@ def main(argv=None) -> int:
 
     from talker import DAETalkerPipeline
     from talker.cli import build_parser
+    from talker.pipelines.ddim import autocast_dtype
 
-    default_steps = build_parser().parse_args(["generate", "--audio", "x", "--out", "y"]).steps
-    steps = args.steps or default_steps
+    cli_defaults = build_parser().parse_args(["generate", "--audio", "x", "--out", "y"])
+    steps = args.steps or cli_defaults.steps
+    scheduler = args.scheduler or cli_defaults.scheduler
     pipe = DAETalkerPipeline.from_pretrained(args.model).to(args.device)
     pipe.set_progress_bar_config(disable=True)
     batch = args.batch or pipe.default_frame_batch_size()
@@ -249,11 +272,12 @@ def main(argv=None) -> int:
     z = z.repeat(-(-args.frames // len(z)), 1)[: args.frames]
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
     results = {"model": args.model, "device": device_name, "resolution": pipe.resolution,
-               "torch": torch.__version__, "default_steps": steps}
+               "torch": torch.__version__, "default_steps": steps, "default_scheduler": scheduler,
+               "auto_precision": str(autocast_dtype(torch.device(args.device), pipe.unet.dtype) or pipe.unet.dtype)}
     results["decoder"] = decoder_speed(pipe, z, [5, 10, 20, 50], batch, args.frames, args.single_frames, args.device)
     if args.data:
         results["solver_psnr"] = solver_quality(pipe, args.data, 32, [5, 10, 20], args.device)
-    results["end_to_end_10s"] = end_to_end(pipe, steps, args.seconds, args.scheduler, args.device)
+    results["end_to_end_10s"] = end_to_end(pipe, steps, args.seconds, scheduler, args.device)
     paper = results["decoder"]["paper_recipe"]["fps"]
     results["speedup_vs_paper_recipe"] = round(results["end_to_end_10s"]["generate_video"]["fps"] / paper, 2)
     if not args.skip_memory:

@@ -1,0 +1,27 @@
+"""bench/speed.py runs end to end on a tiny speaker and writes its JSON and plot."""
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_speed_benchmark_writes_its_figures(speaker_dir, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    sys.modules.pop("speed", None)
+    import speed
+
+    out = tmp_path / "speed.json"
+    assert speed.main(["--model", str(speaker_dir), "--out", str(out), "--frames", "4", "--single-frames", "2",
+                       "--seconds", "1.5", "--memory-seconds", "1,3", "--memory-steps", "1", "--steps", "2"]) == 0
+    results = json.loads(out.read_text())
+    rows = results["decoder"]["by_steps"]
+    assert set(rows) == {"5", "10", "20", "50"}
+    assert all(r["batched_fps"] > 0 and r["batched_fps_float32"] > 0 and r["frame_by_frame_fps"] > 0 for r in rows.values())
+    assert results["decoder"]["paper_recipe"]["steps"] == 100 and results["speedup_vs_paper_recipe"] > 0
+    e2e = results["end_to_end_10s"]
+    assert e2e["frames"] == 37 and e2e["stream"]["first_frame_s"] <= e2e["stream"]["total_s"]
+    assert results["memory"]["1s"]["peak_rss_mib"] > 0 and results["memory"]["ratio_longest_to_shortest"] > 0
+    assert out.with_suffix(".png").is_file()
