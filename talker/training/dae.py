@@ -244,12 +244,15 @@ def train_dae(data_dir: str | Path, run_dir: str | Path, cfg: DAEConfig, resume:
                 (out / "trainer_state.json").write_text(json.dumps({"step": step}))
                 prune_checkpoints(run)
         if accelerator.is_main_process and (step % cfg.sample_every == 0 or step == cfg.max_steps):
-            _sample_grid(accelerator.unwrap_model(model), ema, scheduler, fixed, sample_noise,
-                         run / "samples" / f"step_{step:07d}.png", stats_frames)
+            z_use = _sample_grid(accelerator.unwrap_model(model), ema, scheduler, fixed, sample_noise,
+                                 run / "samples" / f"step_{step:07d}.png", stats_frames)
+            with open(log, "a") as f:
+                f.write(json.dumps({"step": step, **z_use}) + "\n")
             model.train()
     bar.close()
     if loss_avg is None and log.is_file() and log.read_text().strip():  # resumed at its end: the logged loss
-        loss_avg = json.loads(log.read_text().strip().splitlines()[-1])["loss_avg"]
+        losses = [json.loads(line) for line in log.read_text().splitlines() if '"loss_avg"' in line]
+        loss_avg = losses[-1]["loss_avg"] if losses else None
     elapsed = train_time
     figures = {"steps": step, "loss_avg": loss_avg, "steps_per_s": steps_timed / elapsed if elapsed else math.nan,
                "images_per_s": steps_timed * cfg.batch_size * accelerator.num_processes / elapsed if elapsed else math.nan,
@@ -298,8 +301,10 @@ def refresh_z_stats(encoder: nn.Module, frames_uint8: torch.Tensor, batch_size: 
 
 
 @torch.no_grad()
-def _sample_grid(model, ema, scheduler, images, noise, path: Path, stats_frames: torch.Tensor) -> None:
-    """Originals, then EMA reconstructions decoded from one shared noise image (20 DDIM steps)."""
+def _sample_grid(model, ema, scheduler, images, noise, path: Path, stats_frames: torch.Tensor) -> dict:
+    """Originals, then EMA reconstructions decoded from one shared noise image (20 DDIM steps).
+    Returns how much the decoder uses z_sem: at t = 500 the error of its x0 estimate with each
+    image's own latent and with another image's (``z_use`` = 1 - own/other; 0: z is ignored)."""
     from ..pipelines.ddim import ddim_decode
 
     ema.store(model.parameters())
@@ -309,8 +314,18 @@ def _sample_grid(model, ema, scheduler, images, noise, path: Path, stats_frames:
     z = model.encoder(images)
     recon = ddim_decode(model.unet, scheduler, z, noise.to(images.device, images.dtype), 20, len(images),
                         precision="float32")
+    t = 500
+    a = scheduler.alphas_cumprod[t].to(images.device)
+    x_t = a.sqrt() * images + (1 - a).sqrt() * noise.to(images.device, images.dtype)
+
+    def x0_error(zz):
+        eps = model.unet(x_t, t, zz).sample
+        return ((x_t - (1 - a).sqrt() * eps) / a.sqrt() - images).abs().mean().item()
+
+    own, other = x0_error(z), x0_error(z.roll(1, 0))
     ema.restore(model.parameters())
     save_grid(path, [images, recon])
+    return {"x0_error_own_z": own, "x0_error_other_z": other, "z_use": 1 - own / other if other else 0.0}
 
 
 def export_dae(model, ema, scheduler, out: Path, stats_frames: torch.Tensor) -> None:
