@@ -113,9 +113,13 @@ def test_resume_continues_exactly(dataset, tmp_path):
            "--checkpoint-every", 2, "--sample-every", 100, "-q")
     talker("train", "dae", "--data", data, "--output", tmp_path / "split", *TINY_DAE, "--max-steps", 2,
            "--checkpoint-every", 2, "--sample-every", 100, "-q")
+    # a setting given again with another value does not change a resumed run: it continues with its
+    # saved configuration (here: the learning rate) and says so
     r = talker("train", "dae", "--data", data, "--output", tmp_path / "split", *TINY_DAE, "--max-steps", 4,
-               "--checkpoint-every", 2, "--sample-every", 100, "--resume")
-    assert "resumed from" in r.stdout + r.stderr and "step 2" in r.stdout + r.stderr
+               "--checkpoint-every", 2, "--sample-every", 100, "--lr", 0.5, "--resume")
+    out = r.stdout + r.stderr
+    assert "resumed from" in out and "step 2" in out
+    assert "saved settings: lr 0.0001 (not 0.5)" in out
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     log = [json.loads(x) for x in (tmp_path / "split" / "train_log.jsonl").read_text().splitlines()]

@@ -122,6 +122,37 @@ def _latest_checkpoint(run: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+RUN_LENGTH_FIELDS = ("max_steps", "checkpoint_every", "sample_every", "eval_every")
+
+
+def resumed_config(run: Path, cfg, print_fn=print):
+    """The configuration a resumed run continues with: the one saved in RUN/train_config.json
+    (architecture, learning rate, loss weighting, batch, seed), with only the run-length fields
+    (``RUN_LENGTH_FIELDS``) taken from ``cfg``. Settings given now that differ from the saved
+    ones are named, since they are not applied."""
+    import dataclasses
+
+    path = run / "train_config.json"
+    if not path.is_file():
+        raise TalkerError(f"{run} has checkpoints but no train_config.json; cannot resume it")
+    saved = json.loads(path.read_text())
+    values = {}
+    for f in dataclasses.fields(cfg):
+        now = getattr(cfg, f.name)
+        if f.name in RUN_LENGTH_FIELDS or f.name not in saved:
+            values[f.name] = now
+            continue
+        value = saved[f.name]
+        if isinstance(now, tuple) and isinstance(value, list):
+            value = tuple(value)
+        values[f.name] = value
+    differ = [f"{k} {values[k]!r} (not {getattr(cfg, k)!r})" for k in values
+              if k != "extra" and values[k] != getattr(cfg, k)]
+    if differ:
+        print_fn(f"resuming with the run's saved settings: {', '.join(differ)}")
+    return type(cfg)(**values)
+
+
 def prune_checkpoints(run: Path, keep: int = 3) -> None:
     """Delete all but the newest ``keep`` checkpoints of a run."""
     for old in sorted((run / CHECKPOINTS).glob("step_*"))[:-keep]:
@@ -163,13 +194,16 @@ def train_dae(data_dir: str | Path, run_dir: str | Path, cfg: DAEConfig, resume:
     from tqdm.auto import tqdm
 
     run = Path(run_dir)
+    ckpt = _latest_checkpoint(run) if resume else None
+    if ckpt is not None:
+        cfg = resumed_config(run, cfg)
     accelerator = make_accelerator(cfg.mixed_precision)
     set_seed(cfg.seed)
     _, clips = load_dataset(data_dir)
     frames = _load_frames(clips, cfg.resolution)
 
     encoder, unet, scheduler = build_models(cfg)
-    if init_from is not None and not (resume and _latest_checkpoint(run)):
+    if init_from is not None and ckpt is None:
         from ..models import DAEDecoderUNet, SemanticEncoder
 
         src = Path(init_from) / "dae" if (Path(init_from) / "dae" / "unet").is_dir() else Path(init_from)
@@ -188,7 +222,6 @@ def train_dae(data_dir: str | Path, run_dir: str | Path, cfg: DAEConfig, resume:
     alphas = scheduler.alphas_cumprod.to(accelerator.device)
 
     step = 0
-    ckpt = _latest_checkpoint(run) if resume else None
     if resume and ckpt is None:
         accelerator.print(f"no checkpoint in {run / CHECKPOINTS}; starting from step 0")
     if ckpt is not None:

@@ -20,7 +20,7 @@ import torch
 
 from ..audio import FPS, log_mel, wav2vec2_features
 from ..errors import TalkerError
-from .dae import CHECKPOINTS, _latest_checkpoint, make_accelerator, prune_checkpoints
+from .dae import CHECKPOINTS, _latest_checkpoint, make_accelerator, prune_checkpoints, resumed_config
 from .data import load_dataset, split_clips
 
 
@@ -104,6 +104,9 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
     from tqdm.auto import tqdm
 
     run = Path(run_dir)
+    ckpt = _latest_checkpoint(run) if resume else None
+    if ckpt is not None:
+        cfg = resumed_config(run, cfg)
     accelerator = make_accelerator(cfg.mixed_precision)
     set_seed(cfg.seed)
     _, clips = load_dataset(data_dir)
@@ -140,7 +143,6 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
     unwrapped = accelerator.unwrap_model(model)
 
     step = 0
-    ckpt = _latest_checkpoint(run) if resume else None
     if ckpt is not None:
         accelerator.load_state(str(ckpt))
         step = json.loads((ckpt / "trainer_state.json").read_text())["step"]
