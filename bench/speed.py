@@ -14,8 +14,10 @@ Measured in one run, on this machine:
 - ``generate_video`` end to end on 10 s of speech at ``--steps`` (frames/s, real-time factor);
 - ``pipe.stream`` on the same 10 s fed in 100 ms chunks: first-frame latency and total time;
 - peak memory (RSS on a CPU, allocated GPU memory on a GPU) of ``generate_video`` for 10 s and
-  60 s of speech, each in a fresh process (``--memory-steps`` DDIM steps: memory does not depend
-  on the step count).
+  60 s of speech, each in a fresh process with the high-water mark reset after loading the model
+  (``--memory-steps`` DDIM steps: memory does not depend on the step count).
+``--only decoder,solvers,end_to_end,memory`` re-measures some sections and keeps the others of
+an existing ``--out`` file.
 Writes JSON and a PNG plot next to it.
 """
 
@@ -170,22 +172,44 @@ def end_to_end(pipe, steps: int, seconds: float, scheduler: str, device: str) ->
 
 
 MEMORY_CHILD = """
-import json, resource, sys, tempfile, time, torch
+import json, re, resource, sys, tempfile, threading, time, torch
 sys.path.insert(0, {bench!r})
 from speed import speech
 from talker import DAETalkerPipeline
+
+def status(key):  # kB, from /proc/self/status
+    return int(re.search(key + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+
 pipe = DAETalkerPipeline.from_pretrained({model!r}).to({device!r})
 pipe.set_progress_bar_config(disable=True)
 wave = speech({seconds})
 cuda = {device!r}.startswith("cuda")
 if cuda:
     torch.cuda.reset_peak_memory_stats()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# the high-water mark of this process so far is loading the model; reset it (Linux: clear_refs 5)
+# so that it measures generation alone, or else sample the resident size every 5 ms
+load_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    open("/proc/self/clear_refs", "w").write("5")
+    method = "VmHWM after clear_refs"
+except OSError:
+    method = "VmRSS sampled every 5 ms"
+before = status("VmRSS")
+sampled, done = [before], threading.Event()
+def sample():
+    while not done.wait(0.005):
+        sampled.append(status("VmRSS"))
+thread = threading.Thread(target=sample, daemon=True)
+thread.start()
 with tempfile.TemporaryDirectory() as tmp:
     pipe.generate_video(wave, tmp + "/v.mp4", sampling_rate=16000, num_inference_steps={steps},
                         generator=torch.Generator().manual_seed(0), max_duration=None)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+done.set()
+thread.join()
+peak = status("VmHWM") if method.startswith("VmHWM") else max(sampled)
 print(json.dumps({{"peak_rss_mib": round(peak / 1024, 1), "rss_before_mib": round(before / 1024, 1),
+                  "growth_mib": round((peak - before) / 1024, 1), "method": method,
+                  "load_peak_rss_mib": round(load_peak / 1024, 1),
                   "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None}}))
 """
 
@@ -200,7 +224,7 @@ def memory(model: str, seconds_list, steps: int, device: str) -> dict:
         out[f"{seconds:g}s"] = json.loads(r.stdout.strip().splitlines()[-1])
         print(f"memory, {seconds:g} s of audio: {out[f'{seconds:g}s']}")
     a, b = out[f"{seconds_list[0]:g}s"], out[f"{seconds_list[-1]:g}s"]
-    key = "peak_gpu_mib" if device.startswith("cuda") else "peak_rss_mib"
+    key = "peak_gpu_mib" if device.startswith("cuda") else "peak_rss_mib"  # peak while generating
     out["ratio_longest_to_shortest"] = round(b[key] / a[key], 3)
     return out
 
@@ -240,6 +264,9 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+SECTIONS = ("decoder", "solvers", "end_to_end", "memory")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=str(ROOT / "checkpoints" / "astronaut-64"))
@@ -255,7 +282,16 @@ def main(argv=None) -> int:
     ap.add_argument("--memory-steps", type=int, default=2)
     ap.add_argument("--memory-seconds", default="10,60")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--only", help="comma-separated sections to re-measure (" + ",".join(SECTIONS) + "); "
+                    "the others are kept from the existing --out file")
     args = ap.parse_args(argv)
+    sections = set(SECTIONS) if not args.only else set(args.only.split(","))
+    if not sections <= set(SECTIONS):
+        ap.error(f"--only: unknown sections {sorted(sections - set(SECTIONS))}; known: {', '.join(SECTIONS)}")
+    if args.skip_memory:
+        sections.discard("memory")
+    out = Path(args.out)
+    kept = json.loads(out.read_text()) if args.only and out.is_file() else {}
 
     from talker import DAETalkerPipeline
     from talker.cli import build_parser
@@ -274,20 +310,28 @@ def main(argv=None) -> int:
     results = {"model": args.model, "device": device_name, "resolution": pipe.resolution,
                "torch": torch.__version__, "default_steps": steps, "default_scheduler": scheduler,
                "auto_precision": str(autocast_dtype(torch.device(args.device), pipe.unet.dtype) or pipe.unet.dtype)}
-    results["decoder"] = decoder_speed(pipe, z, [5, 10, 20, 50], batch, args.frames, args.single_frames, args.device)
-    if args.data:
+    if kept and (kept.get("model"), kept.get("device")) != (args.model, device_name):
+        raise SystemExit(f"--only: {out} was measured for {kept.get('model')} on {kept.get('device')}, "
+                         f"not {args.model} on {device_name}; re-measure every section")
+    results = {**kept, **results}
+    if "decoder" in sections:
+        results["decoder"] = decoder_speed(pipe, z, [5, 10, 20, 50], batch, args.frames, args.single_frames, args.device)
+    if "solvers" in sections and args.data:
         results["solver_psnr"] = solver_quality(pipe, args.data, 32, [5, 10, 20], args.device)
-    results["end_to_end_10s"] = end_to_end(pipe, steps, args.seconds, scheduler, args.device)
-    paper = results["decoder"]["paper_recipe"]["fps"]
-    results["speedup_vs_paper_recipe"] = round(results["end_to_end_10s"]["generate_video"]["fps"] / paper, 2)
-    if not args.skip_memory:
+    if "end_to_end" in sections:
+        results["end_to_end_10s"] = end_to_end(pipe, steps, args.seconds, scheduler, args.device)
+    if "decoder" in results and "end_to_end_10s" in results:
+        paper = results["decoder"]["paper_recipe"]["fps"]
+        results["speedup_vs_paper_recipe"] = round(results["end_to_end_10s"]["generate_video"]["fps"] / paper, 2)
+    if "memory" in sections:
         results["memory"] = memory(args.model, [float(s) for s in args.memory_seconds.split(",")], args.memory_steps, args.device)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")
     plot(results, out.with_suffix(".png"))
-    print(f"wrote {out} and {out.with_suffix('.png')}; end to end {results['end_to_end_10s']['generate_video']['fps']} frames/s, "
-          f"{results['speedup_vs_paper_recipe']}× the paper's recipe")
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+    if "speedup_vs_paper_recipe" in results:
+        print(f"end to end {results['end_to_end_10s']['generate_video']['fps']} frames/s, "
+              f"{results['speedup_vs_paper_recipe']}× the paper's recipe")
     return 0
 
 

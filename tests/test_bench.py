@@ -25,3 +25,13 @@ def test_speed_benchmark_writes_its_figures(speaker_dir, tmp_path, monkeypatch):
     assert e2e["frames"] == 37 and e2e["stream"]["first_frame_s"] <= e2e["stream"]["total_s"]
     assert results["memory"]["1s"]["peak_rss_mib"] > 0 and results["memory"]["ratio_longest_to_shortest"] > 0
     assert out.with_suffix(".png").is_file()
+
+    # --only re-measures the named sections and keeps the others of the file
+    before = json.loads(out.read_text())
+    assert speed.main(["--model", str(speaker_dir), "--out", str(out), "--only", "memory",
+                       "--memory-seconds", "1,2", "--memory-steps", "1", "--steps", "2"]) == 0
+    after = json.loads(out.read_text())
+    assert after["decoder"] == before["decoder"] and after["end_to_end_10s"] == before["end_to_end_10s"]
+    assert set(after["memory"]) == {"steps", "1s", "2s", "ratio_longest_to_shortest"}
+    m = after["memory"]["2s"]
+    assert m["peak_rss_mib"] >= m["rss_before_mib"] > 0 and m["load_peak_rss_mib"] > 0
