@@ -223,8 +223,9 @@ def cmd_train_dae(args: argparse.Namespace) -> int:
         cfg.channel_mult = tuple(int(x) for x in args.channel_mult.split(","))
     figures = train_dae(args.data, args.output, cfg, resume=args.resume, progress=not args.quiet,
                         init_from=args.init_from)
-    print(f"{args.output}: {figures['steps']} steps, loss {figures['loss_avg']:.4f}, "
-          f"{figures['steps_per_s']:.2f} steps/s, {figures['images_per_s']:.1f} images/s")
+    speed = (f"{figures['steps_per_s']:.2f} steps/s, {figures['images_per_s']:.1f} images/s"
+             if figures["steps_this_run"] else "no steps left to train")
+    print(f"{args.output}: {figures['steps']} steps, loss {figures['loss_avg']:.4f}, {speed}")
     return 0
 
 

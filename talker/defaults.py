@@ -1,4 +1,6 @@
 """Generation defaults shared by the pipeline, the CLI and the demo (a light module: no torch)."""
 
-DEFAULT_STEPS = 20  # denoising steps per frame (DAE-Talker: 100)
+# denoising steps per frame (DAE-Talker: 100); the bundled speaker meets its quality bars at 10
+# (bench/results/quality.json), where 20 closes the lips in fewer silent frames
+DEFAULT_STEPS = 10
 PRECISIONS = ("auto", "float32", "bfloat16")  # the decoder's compute type (talker.pipelines.ddim)

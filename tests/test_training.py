@@ -124,6 +124,12 @@ def test_resume_continues_exactly(dataset, tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     log = [json.loads(x) for x in (tmp_path / "split" / "train_log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log if "loss" in e] == [2, 4]
+    # resuming a finished run exports its weights again and says there was nothing left to train
+    r = talker("train", "dae", "--data", data, "--output", tmp_path / "split", *TINY_DAE, "--max-steps", 4,
+               "--resume", "-q")
+    assert "4 steps" in r.stdout and "no steps left to train" in r.stdout and "nan" not in r.stdout
+    c = _weights(tmp_path / "split")
+    assert all(torch.equal(b[k], c[k]) for k in b)
 
 
 def test_two_process_training_through_accelerate(dataset, tmp_path):

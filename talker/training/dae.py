@@ -298,7 +298,7 @@ def train_dae(data_dir: str | Path, run_dir: str | Path, cfg: DAEConfig, resume:
         else:
             figures = json.loads((run / "figures.json").read_text())
     accelerator.end_training()
-    return figures
+    return {**figures, "steps_this_run": steps_timed}
 
 
 def _encoder_from(path: Path, normalize_z: bool):
