@@ -22,7 +22,7 @@ import torch
 
 from talker import DAETalkerPipeline, TalkerError
 from talker.audio import SAMPLE_RATE, load_audio
-from talker.defaults import DEFAULT_STEPS
+from talker.defaults import DEFAULT_DISTILLED_STEPS, DEFAULT_STEPS
 from talker.models import EMOTIONS
 from talker.pose import load_pose_file
 
@@ -35,6 +35,7 @@ SEGMENT_FRAMES = 25  # one second of video per streamed segment
 CAN_STREAM = bool(shutil.which("ffmpeg") and shutil.which("ffprobe"))
 POSE_MODES = {"Predicted from speech": "predicted", "Still (speaker's average pose)": "static",
               "Reference (pose file or the speaker's own)": "reference"}
+DECODER_CHOICES = {"Distilled (fast)": "distilled", "DDIM (paper)": "ddim"}
 
 
 def default_models() -> list[str]:
@@ -62,7 +63,7 @@ def load_speakers(models: list[str]) -> dict[str, DAETalkerPipeline]:
 def build_demo(pipes: dict[str, DAETalkerPipeline]) -> gr.Blocks:
     names = list(pipes)
 
-    def request(audio, pose_mode, pose_file, steps, happy, sad, angry, surprised, seed, speaker):
+    def request(audio, pose_mode, pose_file, steps, happy, sad, angry, surprised, seed, speaker, decoder=None):
         """The form → (pipeline, keyword arguments), or a readable gr.Error."""
         if not audio:
             raise gr.Error("Please upload or record some speech first.")
@@ -74,16 +75,17 @@ def build_demo(pipes: dict[str, DAETalkerPipeline]) -> gr.Blocks:
         if pose is not None and mode == "static":
             pose = pose[0]
         emotion = dict(zip(EMOTIONS, (happy, sad, angry, surprised), strict=True))
-        return pipe, dict(num_inference_steps=int(steps), pose_mode=mode, pose=pose,
+        return pipe, dict(num_inference_steps=int(steps), decoder=DECODER_CHOICES.get(decoder, decoder) or None,
+                          pose_mode=mode, pose=pose,
                           emotion={k: float(v) for k, v in emotion.items() if k in pipe.emotion_names},
                           generator=torch.Generator().manual_seed(int(seed)))
 
     @spaces.GPU(duration=120)
-    def generate(audio, pose_mode, pose_file, steps, happy, sad, angry, surprised, seed, speaker,
+    def generate(audio, pose_mode, pose_file, steps, happy, sad, angry, surprised, seed, speaker, decoder=None,
                  progress=gr.Progress(track_tqdm=True)):
         """Speech → talking-face mp4 (H.264 + AAC). Errors come back as readable messages."""
         try:
-            pipe, kwargs = request(audio, pose_mode, pose_file, steps, happy, sad, angry, surprised, seed, speaker)
+            pipe, kwargs = request(audio, pose_mode, pose_file, steps, happy, sad, angry, surprised, seed, speaker, decoder)
             out = Path(tempfile.mkdtemp(prefix="talker-")) / "talking-face.mp4"
             pipe.generate_video(audio, out, max_duration=MAX_SECONDS, **kwargs)
         except TalkerError as e:
@@ -91,11 +93,11 @@ def build_demo(pipes: dict[str, DAETalkerPipeline]) -> gr.Blocks:
         return str(out)
 
     @spaces.GPU(duration=120)
-    def stream(audio, pose_mode, pose_file, steps, happy, sad, angry, surprised, seed, speaker):
+    def stream(audio, pose_mode, pose_file, steps, happy, sad, angry, surprised, seed, speaker, decoder=None):
         """Speech → one-second MPEG-TS segments (with their audio) to the live player as frames
         are made, then the whole mp4 for download."""
         try:
-            pipe, kwargs = request(audio, pose_mode, pose_file, steps, happy, sad, angry, surprised, seed, speaker)
+            pipe, kwargs = request(audio, pose_mode, pose_file, steps, happy, sad, angry, surprised, seed, speaker, decoder)
             wave = load_audio(audio, max_duration=MAX_SECONDS, fps=pipe.fps)
             folder = Path(tempfile.mkdtemp(prefix="talker-"))
             spf = SAMPLE_RATE // pipe.fps
@@ -129,7 +131,14 @@ def build_demo(pipes: dict[str, DAETalkerPipeline]) -> gr.Blocks:
                 pose_mode = gr.Radio(list(POSE_MODES), value=next(iter(POSE_MODES)), label="Head motion")
                 pose_file = gr.File(label="Pose file (.csv yaw,pitch,roll or .npy, degrees) for reference/still",
                                     file_types=[".csv", ".npy"], type="filepath")
-                steps = gr.Slider(1, 100, value=DEFAULT_STEPS, step=1, label="Denoising steps (the paper used 100)")
+                fast = first.distilled_unet is not None
+                decoder = gr.Radio(list(DECODER_CHOICES), value=next(iter(DECODER_CHOICES)) if fast else "DDIM (paper)",
+                                   label="Decoder", visible=fast)
+                steps = gr.Slider(1, 100, value=first.default_steps(), step=1,
+                                  label=f"Denoising steps (distilled: {DEFAULT_DISTILLED_STEPS}, up to 8; "
+                                        f"DDIM: {DEFAULT_STEPS}, the paper used 100)")
+                decoder.change(lambda d: DEFAULT_DISTILLED_STEPS if DECODER_CHOICES.get(d) == "distilled" else DEFAULT_STEPS,
+                               decoder, steps, queue=False, api_visibility="private")
                 with gr.Accordion("Emotion", open=False):
                     sliders = [gr.Slider(0, 1, value=0, step=0.05, label=name.capitalize()) for name in EMOTIONS]
                 seed = gr.Number(value=0, precision=0, label="Seed (the fixed noise image)")
@@ -143,11 +152,12 @@ def build_demo(pipes: dict[str, DAETalkerPipeline]) -> gr.Blocks:
                     gr.Markdown(
                         f"**Speaker:** {first.speaker.get('name', names[0])} · {first.resolution}×{first.resolution} px, "
                         f"25 fps.\n\n**Consent:** {consent}\n\n"
-                        "The model: a semantic encoder and a DDIM decoder (DiffAE) learnt from this speaker's video; "
+                        "The model: a semantic encoder and a DDIM decoder (DiffAE) learnt from this speaker's video, "
+                        "and a decoder distilled from it that renders the same frames in a few steps; "
                         "speech2latent predicts one latent and one head pose per frame from the audio; all frames "
                         f"are decoded from one shared noise image. Audio up to {MAX_SECONDS:g} s."
                     )
-        inputs = [audio, pose_mode, pose_file, steps, *sliders, seed, speaker]
+        inputs = [audio, pose_mode, pose_file, steps, *sliders, seed, speaker, decoder]
         button.click(lambda: gr.update(visible=False), None, live, queue=False, api_visibility="private").then(
             generate, inputs, video, api_name="generate", concurrency_limit=1, concurrency_id="gpu")
         stream_button.click(lambda: (gr.update(visible=True), None), None, [live, video], queue=False, api_visibility="private").then(

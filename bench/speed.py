@@ -16,6 +16,9 @@ Measured in one run, on this machine:
 - peak memory (RSS on a CPU, allocated GPU memory on a GPU) of ``generate_video`` for 10 s and
   60 s of speech, each in a fresh process with the high-water mark reset after loading the model
   (``--memory-steps`` DDIM steps: memory does not depend on the step count).
+``--untrained-resolution 128`` times the speaker's architecture at another resolution with random
+decoder weights (speed does not depend on the weights; no quality section). Where PyAV is not
+installed, the end-to-end run times ``pipe(...)`` without writing the mp4 and says so.
 ``--only decoder,solvers,end_to_end,memory`` re-measures some sections and keeps the others of
 an existing ``--out`` file.
 Writes JSON and a PNG plot next to it.
@@ -86,7 +89,7 @@ def decoder_speed(pipe, z: torch.Tensor, steps_list, batch: int, frames_batched:
         print(f"decoder {steps:>3} steps: batched {len(zb) / t_b:7.2f} frames/s (float32 {len(zb) / t_32:7.2f}), "
               f"frame by frame {len(zs) / t_s:7.2f}")
     # channels-last memory format, at the second step count
-    steps = steps_list[1]
+    steps = 10 if 10 in steps_list else steps_list[len(steps_list) // 2]
     pipe.unet.to(memory_format=torch.channels_last)
     xc = x_T.contiguous(memory_format=torch.channels_last)
     decode(z[:batch], xc, 1, batch)
@@ -125,6 +128,14 @@ def solver_quality(pipe, data: str, n_frames: int, steps_list, device: str) -> d
 
     ddim = pipe.scheduler
     out = {"frames": n_frames, "ddim_100_paper": decoded_psnr(100, "float32")}
+    if pipe.distilled_unet is not None:
+        from talker.pipelines import DiffusionAutoencoderPipeline
+
+        unet, fast = pipe.decoder_for("distilled")
+        dae = DiffusionAutoencoderPipeline(unet=unet, encoder=pipe.encoder, scheduler=fast)
+        dae.set_progress_bar_config(disable=True)
+        out["distilled"] = {str(k): round(psnr(dae.decode(z, x_T, k, batch_size=32), frames), 3) for k in (1, 2, 4)}
+        print(f"PSNR from true latents, distilled decoder: {out['distilled']}")
     print(f"PSNR from true latents, DDIM 100 steps, float32: {out['ddim_100_paper']:.2f} dB")
     out["ddim_float32"] = {str(steps): decoded_psnr(steps, "float32") for steps in steps_list}
     print(f"PSNR from true latents, DDIM float32: {out['ddim_float32']}")
@@ -136,16 +147,23 @@ def solver_quality(pipe, data: str, n_frames: int, steps_list, device: str) -> d
     return out
 
 
-def end_to_end(pipe, steps: int, seconds: float, scheduler: str, device: str) -> dict:
+def end_to_end(pipe, steps: int, seconds: float, scheduler: str, device: str, decoder: str = "ddim") -> dict:
+    import importlib.util
+
     from talker.cli import use_scheduler
 
     wave = speech(seconds)
     ddim = pipe.scheduler
     use_scheduler(pipe, scheduler)
+    writes_mp4 = importlib.util.find_spec("av") is not None
     with tempfile.TemporaryDirectory() as tmp:
         gen = torch.Generator().manual_seed(0)
-        t = timed(lambda: pipe.generate_video(wave, Path(tmp) / "v.mp4", sampling_rate=16000, num_inference_steps=steps,
-                                              generator=gen), device)
+        if writes_mp4:
+            t = timed(lambda: pipe.generate_video(wave, Path(tmp) / "v.mp4", sampling_rate=16000,
+                                                  num_inference_steps=steps, generator=gen, decoder=decoder), device)
+        else:  # no PyAV here: frames in memory, no mp4
+            t = timed(lambda: pipe(wave, sampling_rate=16000, num_inference_steps=steps, generator=gen,
+                                   decoder=decoder), device)
     n = int(seconds * 25)
     chunk = 1600  # 100 ms
     first = None
@@ -153,7 +171,7 @@ def end_to_end(pipe, steps: int, seconds: float, scheduler: str, device: str) ->
     tic = time.perf_counter()
     count = 0
     for _ in pipe.stream((wave[i : i + chunk] for i in range(0, len(wave), chunk)), 16000, num_inference_steps=steps,
-                         generator=torch.Generator().manual_seed(0)):
+                         generator=torch.Generator().manual_seed(0), decoder=decoder):
         if first is None:
             sync(device)
             first = time.perf_counter() - tic
@@ -162,8 +180,10 @@ def end_to_end(pipe, steps: int, seconds: float, scheduler: str, device: str) ->
     total = time.perf_counter() - tic
     pipe.scheduler = ddim
     result = {
-        "audio_seconds": seconds, "steps": steps, "scheduler": scheduler, "frames": n,
-        "generate_video": {"seconds": round(t, 3), "fps": round(n / t, 3), "real_time_factor": round(t / seconds, 3)},
+        "audio_seconds": seconds, "decoder": decoder, "steps": steps,
+        "scheduler": scheduler if decoder == "ddim" else "ddim (trailing, x0)", "frames": n,
+        "generate_video": {"seconds": round(t, 3), "fps": round(n / t, 3), "real_time_factor": round(t / seconds, 3),
+                           "writes_mp4": writes_mp4},
         "stream": {"first_frame_s": round(first, 3), "total_s": round(total, 3), "fps": round(count / total, 3),
                    "first_frame_share_of_total": round(first / total, 4), "chunk_ms": 100},
     }
@@ -229,6 +249,22 @@ def memory(model: str, seconds_list, steps: int, device: str) -> dict:
     return out
 
 
+def _plot_decoder(ax, results: dict) -> None:
+    rows = results["decoder"]["by_steps"]
+    steps = [int(s) for s in rows]
+    ax.plot(steps, [rows[str(s)]["batched_fps"] for s in steps], "o-",
+            label=f"batched ({results['decoder']['frame_batch_size']} frames, {results['auto_precision']})")
+    ax.plot(steps, [rows[str(s)]["batched_fps_float32"] for s in steps], "d-", label="batched, float32")
+    ax.plot(steps, [rows[str(s)]["frame_by_frame_fps"] for s in steps], "s--", label="frame by frame")
+    ax.axhline(results["decoder"]["paper_recipe"]["fps"], color="gray", ls=":", label="paper: 100 steps, frame by frame")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("DDIM steps")
+    ax.set_ylabel("frames / s")
+    ax.set_title(f"decoder speed ({results['device']})")
+    ax.legend(fontsize=8)
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -236,22 +272,16 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-    rows = results["decoder"]["by_steps"]
-    steps = [int(s) for s in rows]
-    ax[0].plot(steps, [rows[str(s)]["batched_fps"] for s in steps], "o-",
-               label=f"batched ({results['decoder']['frame_batch_size']} frames, {results['auto_precision']})")
-    ax[0].plot(steps, [rows[str(s)]["batched_fps_float32"] for s in steps], "d-", label="batched, float32")
-    ax[0].plot(steps, [rows[str(s)]["frame_by_frame_fps"] for s in steps], "s--", label="frame by frame")
-    ax[0].axhline(results["decoder"]["paper_recipe"]["fps"], color="gray", ls=":", label="paper: 100 steps, frame by frame")
-    ax[0].set_xscale("log")
-    ax[0].set_yscale("log")
-    ax[0].set_xlabel("DDIM steps")
-    ax[0].set_ylabel("frames / s")
-    ax[0].set_title(f"decoder speed ({results['device']})")
-    ax[0].legend(fontsize=8)
+    if "decoder" not in results:
+        ax[0].axis("off")
+    else:
+        _plot_decoder(ax[0], results)
     q = results.get("solver_psnr")
     if q:
-        for name, marker in (("ddim", "o-"), ("ddim_float32", "d--"), ("dpmsolver++", "s-"), ("unipc", "^-")):
+        for name, marker in (("ddim", "o-"), ("ddim_float32", "d--"), ("dpmsolver++", "s-"), ("unipc", "^-"),
+                             ("distilled", "*-")):
+            if name not in q:
+                continue
             ax[1].plot([int(s) for s in q[name]], list(q[name].values()), marker, label=name)
         ax[1].axhline(q["ddim_100_paper"], color="gray", ls=":", label="DDIM 100 (paper)")
         ax[1].set_xlabel("steps")
@@ -275,6 +305,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--steps", type=int, default=None, help="step count of the end-to-end runs (default: the CLI's)")
     ap.add_argument("--scheduler", default=None, help="solver of the end-to-end runs (default: the CLI's)")
+    ap.add_argument("--decoder", choices=("distilled", "ddim"),
+                    help="decoder of the end-to-end runs (default: the speaker's default)")
     ap.add_argument("--batch", type=int, default=None, help="frame batch (default: the pipeline's for this device)")
     ap.add_argument("--frames", type=int, default=48, help="frames timed per batched decoder measurement")
     ap.add_argument("--single-frames", type=int, default=6, help="frames timed frame by frame")
@@ -282,6 +314,9 @@ def main(argv=None) -> int:
     ap.add_argument("--memory-steps", type=int, default=2)
     ap.add_argument("--memory-seconds", default="10,60")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--decoder-steps", default="4,5,10,20,50", help="step counts of the decoder section")
+    ap.add_argument("--untrained-resolution", type=int,
+                    help="time the architecture at this resolution with random decoder weights (speed only)")
     ap.add_argument("--only", help="comma-separated sections to re-measure (" + ",".join(SECTIONS) + "); "
                     "the others are kept from the existing --out file")
     args = ap.parse_args(argv)
@@ -298,28 +333,38 @@ def main(argv=None) -> int:
     from talker.pipelines.ddim import autocast_dtype
 
     cli_defaults = build_parser().parse_args(["generate", "--audio", "x", "--out", "y"])
-    steps = args.steps or cli_defaults.steps
     scheduler = args.scheduler or cli_defaults.scheduler
-    pipe = DAETalkerPipeline.from_pretrained(args.model).to(args.device)
+    pipe = DAETalkerPipeline.from_pretrained(args.model)
+    if args.untrained_resolution:
+        from talker.models import DAEDecoderUNet
+
+        pipe.unet = DAEDecoderUNet.from_config({**pipe.unet.config, "sample_size": args.untrained_resolution})
+        sections -= {"solvers", "memory"}
+    pipe = pipe.to(args.device)
     pipe.set_progress_bar_config(disable=True)
+    decoder = args.decoder or pipe.default_decoder
+    steps = args.steps or pipe.default_steps(decoder)
     batch = args.batch or pipe.default_frame_batch_size()
     with torch.inference_mode():
         z = torch.from_numpy(pipe(speech(4.0), sampling_rate=16000, num_inference_steps=1).latents).to(args.device)
     z = z.repeat(-(-args.frames // len(z)), 1)[: args.frames]
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
     results = {"model": args.model, "device": device_name, "resolution": pipe.resolution,
-               "torch": torch.__version__, "default_steps": steps, "default_scheduler": scheduler,
+               "torch": torch.__version__, "default_decoder": decoder, "default_steps": steps,
+               "default_scheduler": scheduler,
                "auto_precision": str(autocast_dtype(torch.device(args.device), pipe.unet.dtype) or pipe.unet.dtype)}
+    if args.untrained_resolution:
+        results["decoder_weights"] = "random (speed only)"
     if kept and (kept.get("model"), kept.get("device")) != (args.model, device_name):
         raise SystemExit(f"--only: {out} was measured for {kept.get('model')} on {kept.get('device')}, "
                          f"not {args.model} on {device_name}; re-measure every section")
     results = {**kept, **results}
     if "decoder" in sections:
-        results["decoder"] = decoder_speed(pipe, z, [5, 10, 20, 50], batch, args.frames, args.single_frames, args.device)
+        results["decoder"] = decoder_speed(pipe, z, [int(k) for k in args.decoder_steps.split(",")], batch, args.frames, args.single_frames, args.device)
     if "solvers" in sections and args.data:
         results["solver_psnr"] = solver_quality(pipe, args.data, 32, [5, 10, 20], args.device)
     if "end_to_end" in sections:
-        results["end_to_end_10s"] = end_to_end(pipe, steps, args.seconds, scheduler, args.device)
+        results["end_to_end_10s"] = end_to_end(pipe, steps, args.seconds, scheduler, args.device, decoder)
     if "decoder" in results and "end_to_end_10s" in results:
         paper = results["decoder"]["paper_recipe"]["fps"]
         results["speedup_vs_paper_recipe"] = round(results["end_to_end_10s"]["generate_video"]["fps"] / paper, 2)

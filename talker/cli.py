@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .defaults import DEFAULT_STEPS, PRECISIONS
+from .defaults import DECODERS, DEFAULT_DISTILLED_STEPS, DEFAULT_STEPS, PRECISIONS
 from .errors import TalkerError
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -120,6 +120,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if model is None:
         raise TalkerError("no --model given and no bundled speaker in checkpoints/; pass a folder or Hub repo id")
     pipe = DAETalkerPipeline.from_pretrained(model, dtype=dtype).to(device)
+    decoder = args.decoder or pipe.default_decoder
+    pipe.decoder_for(decoder)  # a speaker without a distilled decoder fails here, before any work
+    if args.scheduler != "ddim" and decoder != "ddim":
+        raise TalkerError(f"--scheduler {args.scheduler} applies to --decoder ddim; the distilled decoder runs its own DDIM")
     use_scheduler(pipe, args.scheduler)
     pipe.precision = args.precision
     pipe.set_progress_bar_config(desc="generating", disable=args.quiet)
@@ -131,6 +135,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                     audio,
                     out_path,
                     num_inference_steps=args.steps,
+                    decoder=decoder,
                     pose_mode=args.pose_mode,
                     pose=pose,
                     emotion=emotion,
@@ -251,11 +256,25 @@ def cmd_train_s2l(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_distill(args: argparse.Namespace) -> int:
+    from .training.distill import DistillConfig, distill_decoder
+
+    cfg = DistillConfig(teacher_steps=args.teacher_steps, pairs=args.pairs, batch_size=args.batch_size,
+                        max_steps=args.max_steps, lr=args.lr, checkpoint_every=args.checkpoint_every,
+                        eval_every=min(args.eval_every, args.max_steps), seed=args.seed,
+                        mixed_precision=args.mixed_precision)
+    figures = distill_decoder(args.model, args.data, args.output, cfg, resume=args.resume, progress=not args.quiet)
+    psnr = figures.get("val_psnr", {}).get("student", {})
+    print(f"{args.output}: {figures['steps']} steps, loss {figures['loss_avg']:.5f}; held-out PSNR against the "
+          f"teacher's {cfg.teacher_steps}-step frames by step count: {psnr}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .hub import export_speaker
 
     out = export_speaker(args.dae, args.s2l, args.data, args.out, speaker_name=args.speaker_name,
-                         consent=args.consent, source=args.source, dtype=args.dtype)
+                         consent=args.consent, source=args.source, dtype=args.dtype, distilled_run=args.distilled)
     print(f"wrote {out}")
     return 0
 
@@ -272,12 +291,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     steps = [int(s) for s in args.steps.split(",")]
     results = evaluate_speaker(args.model, args.data, steps_list=steps, max_clips=args.clips,
-                               max_seconds=args.seconds, emotions=not args.no_emotion, progress=not args.quiet)
+                               max_seconds=args.seconds, emotions=not args.no_emotion, progress=not args.quiet,
+                               decoder=args.decoder)
     png = args.out.rsplit(".", 1)[0] + ".png"
     write_report(results, args.out, png)
     for s in steps:
         m = results["steps"][str(s)]["mean"]
-        print(f"{s:>3} steps: PSNR {m['psnr']:.2f} dB (upper bound {m['psnr_upper_bound']:.2f}), "
+        print(f"{results['decoder']} {s:>3} steps: PSNR {m['psnr']:.2f} dB (upper bound {m['psnr_upper_bound']:.2f}), "
               f"mouth corr {m['mouth_corr']:.3f}, silent closed {m['silent_closed']:.2f}, "
               f"pose MAE {m['pose_mae_deg']}, jitter {m['jitter_fixed_noise']:.2f} "
               f"(fresh noise {m['jitter_fresh_noise']:.2f}, truth {m['jitter_truth']:.2f})")
@@ -295,9 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="speech files (wav, flac, ogg, mp3, m4a, webm) or folders of them; under "
                         "`accelerate launch` they are shared out between the processes")
     g.add_argument("--out", required=True, help="output .mp4 (one input) or a folder (one <name>.mp4 per input)")
-    g.add_argument("--steps", type=int, default=DEFAULT_STEPS,
-                   help=f"denoising steps per frame (default {DEFAULT_STEPS}; the paper used 100)")
-    g.add_argument("--scheduler", choices=SCHEDULERS, default="ddim", help="deterministic solver (default ddim)")
+    g.add_argument("--decoder", choices=DECODERS,
+                   help="distilled: the speaker's few-step decoder (the default where it has one); "
+                        "ddim: the paper's DDIM decoder")
+    g.add_argument("--steps", type=int,
+                   help=f"denoising steps per frame (default: {DEFAULT_DISTILLED_STEPS} distilled, {DEFAULT_STEPS} DDIM; "
+                        "the paper used 100 DDIM steps)")
+    g.add_argument("--scheduler", choices=SCHEDULERS, default="ddim",
+                   help="deterministic solver of the DDIM decoder (default ddim)")
     g.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="decoder compute type; auto: bfloat16 autocast on a CPU with native bfloat16 (AVX512-BF16/AMX)")
     g.add_argument("--pose-mode", choices=("predicted", "static", "reference"), default="predicted",
@@ -397,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--speaker-name", required=True)
     x.add_argument("--consent", required=True, help="who agreed to this model being made and shared, and for what")
     x.add_argument("--source", help="where the training video came from (default: from the dataset)")
+    x.add_argument("--distilled", help="a `train distill` run of this DAE: its few-step decoder goes in too")
     x.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                    help="storage precision of the weights (float16 halves the files; loading casts back)")
     x.set_defaults(func=cmd_export)
@@ -411,7 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--model", required=True, help="speaker checkpoint folder or Hub repo id")
     v.add_argument("--data", required=True, help="held-out dataset: `talker prepare` of `talker synth` videos")
     v.add_argument("--out", default="bench/results/quality.json")
-    v.add_argument("--steps", default="10,20,50", help="DDIM step counts, comma-separated")
+    v.add_argument("--steps", default="10,20,50", help="step counts, comma-separated")
+    v.add_argument("--decoder", choices=DECODERS, help="distilled or ddim (default: the speaker's default)")
     v.add_argument("--clips", type=int, default=4)
     v.add_argument("--seconds", type=float, default=8.0, help="seconds of each clip that are generated")
     v.add_argument("--no-emotion", action="store_true", help="skip the emotion measurement")
@@ -423,6 +450,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dae", required=True, help="a `train dae` run folder")
     e.add_argument("-q", "--quiet", action="store_true")
     e.set_defaults(func=cmd_encode)
+
+    f = tsub.add_parser("distill", help="a few-step decoder distilled from a speaker's DDIM decoder",
+                        description="Distil a speaker's DDIM decoder into one that renders the same frames in 1-8 steps "
+                                    "(needs `talker encode` latents of the dataset).")
+    f.add_argument("--model", required=True, help="teacher: a `train dae` run or a speaker checkpoint folder")
+    f.add_argument("--data", required=True, help="the encoded dataset the teacher was trained on")
+    f.add_argument("--output", required=True, help="run folder (pairs, checkpoints, distilled_unet/)")
+    f.add_argument("--teacher-steps", type=int, default=100, help="teacher DDIM steps (default 100, the paper's)")
+    f.add_argument("--pairs", type=int, default=16384, help="teacher frames rendered for training (default 16384)")
+    f.add_argument("--max-steps", type=int, default=4000)
+    f.add_argument("--batch-size", type=int, default=128)
+    f.add_argument("--lr", type=float, default=2e-4)
+    f.add_argument("--checkpoint-every", type=int, default=500)
+    f.add_argument("--eval-every", type=int, default=500)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default="auto")
+    f.add_argument("--resume", action="store_true")
+    f.add_argument("-q", "--quiet", action="store_true")
+    f.set_defaults(func=cmd_train_distill)
     return parser
 
 

@@ -4,3 +4,6 @@
 # (bench/results/quality.json), where 20 closes the lips in fewer silent frames
 DEFAULT_STEPS = 10
 PRECISIONS = ("auto", "float32", "bfloat16")  # the decoder's compute type (talker.pipelines.ddim)
+# a speaker's distilled decoder (talker train distill) renders the 100-step frames in 1-8 steps
+DEFAULT_DISTILLED_STEPS = 2
+DECODERS = ("distilled", "ddim")  # which decoder renders the frames; default: distilled when the speaker has one

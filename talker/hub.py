@@ -145,9 +145,10 @@ def _fmt(x) -> str:
 
 def export_speaker(dae_run: str | os.PathLike, s2l_run: str | os.PathLike, data_dir: str | os.PathLike,
                    out: str | os.PathLike, *, speaker_name: str, consent: str, source: str | None = None,
-                   dtype: str = "float32") -> Path:
-    """A trained DAE and speech2latent → a ``save_pretrained`` speaker folder with speaker.json
-    and a model card. ``dtype="float16"`` halves the files; loading casts back to float32."""
+                   dtype: str = "float32", distilled_run: str | os.PathLike | None = None) -> Path:
+    """A trained DAE and speech2latent (and optionally the decoder distilled from that DAE,
+    ``talker train distill``) → a ``save_pretrained`` speaker folder with speaker.json and a
+    model card. ``dtype="float16"`` halves the files; loading casts back to float32."""
     import numpy as np
 
     from .models import Speech2Latent
@@ -170,10 +171,21 @@ def export_speaker(dae_run: str | os.PathLike, s2l_run: str | os.PathLike, data_
         from .training.s2l import load_audio_encoder
 
         audio_encoder, feature_extractor = load_audio_encoder(s2l_cfg["wav2vec2"])
+    distilled_unet = None
+    if distilled_run is not None:
+        from .models import DAEDecoderUNet
+
+        path = Path(distilled_run) / "distilled_unet"
+        if not path.is_dir():
+            raise CheckpointError(f"{distilled_run} has no distilled decoder ({path}); run `talker train distill` first")
+        distilled_unet = DAEDecoderUNet.from_pretrained(path, use_safetensors=True)
+        if distilled_unet.config.prediction_type != "sample" or distilled_unet.config.sample_size != unet.config.sample_size:
+            raise CheckpointError(f"{path} is not a distilled decoder of this {unet.config.sample_size}px DAE")
     index, clips = load_dataset(data_dir)
     longest = max(clips, key=lambda c: c.n_frames)
     figures = {}
-    for stage, run in (("dae", dae_run), ("s2l", s2l_run)):
+    stages = (("dae", dae_run), ("s2l", s2l_run)) + ((("distill", distilled_run),) if distilled_run else ())
+    for stage, run in stages:
         f = Path(run) / "figures.json"
         figures[stage] = json.loads(f.read_text()) if f.is_file() else {}
     dae_cfg = Path(dae_run) / "train_config.json"
@@ -190,7 +202,8 @@ def export_speaker(dae_run: str | os.PathLike, s2l_run: str | os.PathLike, data_
         "reference_pose": np.round(longest.pose, 2).tolist(),
     }
     pipe = DAETalkerPipeline(unet=unet, scheduler=scheduler, speech_to_latent=s2l, encoder=encoder,
-                             audio_encoder=audio_encoder, feature_extractor=feature_extractor)
+                             audio_encoder=audio_encoder, feature_extractor=feature_extractor,
+                             distilled_unet=distilled_unet)
     pipe.speaker = speaker
     if dtype != "float32":
         import torch

@@ -36,7 +36,7 @@ def call(client, audio, **kw):
     from gradio_client import handle_file
 
     args = dict(audio=handle_file(str(audio)) if audio else None, pose_mode="Predicted from speech", pose_file=None,
-                steps=2, happy=0.5, sad=0, angry=0, surprised=0, seed=1, speaker="tiny")
+                steps=2, happy=0.5, sad=0, angry=0, surprised=0, seed=1, speaker="tiny", decoder="DDIM (paper)")
     args.update(kw)
     return client.predict(*args.values(), api_name="/generate")
 
@@ -79,7 +79,8 @@ def test_stream_sends_one_second_segments_then_the_whole_video(client, tmp_path)
     from gradio_client import handle_file
 
     wav = write_audio(tmp_path / "speech.wav", 2.4, 16000)
-    job = client.submit(handle_file(str(wav)), "Predicted from speech", None, 2, 0, 0, 0, 0, 1, "tiny", api_name="/stream")
+    job = client.submit(handle_file(str(wav)), "Predicted from speech", None, 2, 0, 0, 0, 0, 1, "tiny", "DDIM (paper)",
+                        api_name="/stream")
     live, video = job.result(timeout=300)
     outputs = job.outputs()
     # 60 frames: segments of 25, 25 and 10 frames reach the live player, then the whole mp4

@@ -273,3 +273,51 @@ def test_decoder_precision(pipe, monkeypatch):
     assert np.array_equal(full.latents, half.latents)  # speech2latent is not affected
     diff = np.abs(full.frames.astype(int) - half.frames.astype(int))
     assert 0 < diff.mean() < 2, diff.mean()
+
+
+def distilled_like(pipe, value: float):
+    """A distilled decoder (prediction_type "sample") whose every prediction is the flat image ``value``."""
+    from talker import DAEDecoderUNet
+
+    unet = DAEDecoderUNet.from_config(pipe.unet.config, prediction_type="sample")
+    for p in unet.out.parameters():
+        torch.nn.init.zeros_(p)
+    torch.nn.init.constant_(unet.out[-1].bias, value)
+    return unet.eval()
+
+
+def test_distilled_decoder_is_the_default_and_renders_its_image(pipe, tmp_path):
+    assert pipe.default_decoder == "ddim" and pipe.default_steps() == 10
+    with pytest.raises(InputError, match="no distilled decoder"):
+        run(pipe, decoder="distilled")
+    with pytest.raises(InputError, match="decoder must be one of distilled, ddim"):
+        run(pipe, decoder="fast")
+    ddim = run(pipe)
+    pipe.register_modules(distilled_unet=distilled_like(pipe, 0.3))
+    assert pipe.default_decoder == "distilled" and pipe.default_steps() == 2
+    for steps in (1, 2, 4):
+        # DDIM from x0 predictions lands on the predicted image, whatever the step count
+        frames = run(pipe, num_inference_steps=steps).frames
+        assert np.abs(frames.astype(int) - round(1.3 * 127.5)).max() <= 1
+    assert np.array_equal(run(pipe, decoder="ddim").frames, ddim.frames)  # the paper's decoder stays available
+    streamed = np.stack(list(pipe.stream([speech_like(1.0)], 16000, generator=gen())))
+    assert np.abs(streamed.astype(int) - round(1.3 * 127.5)).max() <= 1
+    pipe.save_pretrained(tmp_path / "fast")
+    loaded = DAETalkerPipeline.from_pretrained(tmp_path / "fast")
+    assert loaded.default_decoder == "distilled" and loaded.distilled_unet.config.prediction_type == "sample"
+    assert np.array_equal(run(loaded).frames, run(pipe).frames)
+
+
+def test_distillation_line_runs_from_the_noise_to_the_image():
+    from diffusers import DDIMScheduler
+
+    from talker.training.distill import line_point, timestep_grid
+
+    sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
+    alphas = sched.alphas_cumprod
+    x0, x_T = torch.rand(2, 3, 4, 4) * 2 - 1, torch.randn(2, 3, 4, 4)
+    start = torch.tensor([990, 990])
+    assert torch.allclose(line_point(x0, x_T, start, alphas, 990), x_T, atol=1e-5)
+    assert torch.allclose(line_point(x0, x_T, torch.tensor([0, 0]), alphas, 990), x0, atol=0.01 * x_T.abs().max() + 1e-3)
+    # the timesteps that 1- and 2-step DDIM with trailing spacing visit
+    assert timestep_grid(sched.config, (1, 2)).tolist() == [499, 999]

@@ -87,6 +87,29 @@ def test_train_encode_export_generate(dataset, tmp_path):
     talker("generate", "--model", ckpt, "--audio", wav, "--out", out, "--steps", 2, "--pose-mode", "reference", "-q")
     with av.open(str(out)) as c:
         assert c.streams.video[0].codec_context.width == 256  # upscaled to carry the watermark
+    # a few-step decoder distilled from the DAE: resumable, exported beside the DDIM decoder, the default
+    dist = tmp_path / "distill"
+    tiny_distill = ("--teacher-steps", 2, "--pairs", 8, "--batch-size", 4, "--eval-every", 2, "--checkpoint-every", 2)
+    talker("train", "distill", "--model", dae, "--data", data, "--output", dist, *tiny_distill, "--max-steps", 2, "-q")
+    log = [json.loads(x) for x in (dist / "train_log.jsonl").read_text().splitlines()]
+    val = [x["val_psnr"] for x in log if "val_psnr" in x]
+    assert len(val) == 1 and set(val[0]["student"]) == {"1", "2", "4", "8"}
+    r = talker("train", "distill", "--model", dae, "--data", data, "--output", dist, *tiny_distill, "--max-steps", 3,
+               "--resume", "-q")
+    assert "resumed from" in r.stdout and "teacher pairs from" in r.stdout, r.stdout
+    assert json.loads((dist / "figures.json").read_text())["steps"] == 3
+    fast = tmp_path / "fast-speaker"
+    talker("export", "--dae", dae, "--s2l", s2l, "--data", data, "--out", fast, "--speaker-name", "tiny-fast",
+           "--consent", "Synthetic speaker from a public-domain photo; tests only.", "--distilled", dist)
+    fast_pipe = DAETalkerPipeline.from_pretrained(fast)
+    assert fast_pipe.default_decoder == "distilled" and fast_pipe.distilled_unet.config.prediction_type == "sample"
+    assert fast_pipe.speaker["training"]["distill"]["steps"] == 3
+    talker("generate", "--model", fast, "--audio", wav, "--out", tmp_path / "fast.mp4", "-q")
+    with av.open(str(tmp_path / "fast.mp4")) as c:
+        assert sum(1 for _ in c.decode(c.streams.video[0])) > 25
+    talker("evaluate", "--model", fast, "--data", data, "--out", tmp_path / "q2" / "quality.json", "--steps", "1",
+           "--clips", 1, "--seconds", 1, "--no-emotion", "-q")
+    assert json.loads((tmp_path / "q2" / "quality.json").read_text())["decoder"] == "distilled"
     # a new run can start from an exported speaker (fine-tuning, or carrying training over)
     talker("train", "dae", "--data", data, "--output", tmp_path / "again", *TINY_DAE, "--max-steps", 1,
            "--checkpoint-every", 1, "--sample-every", 100, "--init-from", ckpt, "-q")

@@ -105,15 +105,21 @@ def _emotion_truth_change(probe: FaceProbe, resolution: int) -> dict:
 
 @torch.no_grad()
 def evaluate_speaker(model: str, data_dir: str, steps_list=(10, 20, 50), max_clips: int = 4,
-                     max_seconds: float = 8.0, seed: int = 0, emotions: bool = True, progress: bool = True) -> dict:
-    """Run every measurement; returns a JSON-able dict (per step count, averaged over clips)."""
-    from ..pipelines import DAETalkerPipeline
+                     max_seconds: float = 8.0, seed: int = 0, emotions: bool = True, progress: bool = True,
+                     decoder: str | None = None) -> dict:
+    """Run every measurement with ``decoder`` ("distilled" or "ddim"; default: the speaker's
+    default); returns a JSON-able dict (per step count, averaged over clips)."""
+    from ..pipelines import DAETalkerPipeline, DiffusionAutoencoderPipeline
     from ..training.data import load_dataset
 
     pipe = DAETalkerPipeline.from_pretrained(model)
     pipe.set_progress_bar_config(disable=not progress, leave=False)
     if pipe.encoder is None:
         raise TalkerError("the upper bound needs the speaker's semantic encoder (encoder/)")
+    decoder = decoder or pipe.default_decoder
+    unet, scheduler = pipe.decoder_for(decoder)
+    ae = DiffusionAutoencoderPipeline(unet=unet, encoder=pipe.encoder, scheduler=scheduler)
+    ae.set_progress_bar_config(disable=True)
     _, clips = load_dataset(data_dir)
     clips = [c for c in clips if (c.path / "truth.npz").is_file()][:max_clips]
     if not clips:
@@ -121,7 +127,7 @@ def evaluate_speaker(model: str, data_dir: str, steps_list=(10, 20, 50), max_cli
     probe = FaceProbe()
     res = pipe.resolution
     results = {"model": str(model), "data": str(data_dir), "clips": [c.id for c in clips], "seconds_per_clip": max_seconds,
-               "resolution": res, "steps": {}}
+               "resolution": res, "decoder": decoder, "steps": {}}
     for steps in steps_list:
         rows = []
         for clip in clips:
@@ -133,10 +139,9 @@ def evaluate_speaker(model: str, data_dir: str, steps_list=(10, 20, 50), max_cli
             g = torch.Generator().manual_seed(seed)
             tic = time.perf_counter()
             out = pipe(audio, sampling_rate=16000, num_inference_steps=steps, generator=g,
-                       emotion=emo.clip(0, 1).tolist())
+                       emotion=emo.clip(0, 1).tolist(), decoder=decoder)
             gen_time = time.perf_counter() - tic
             gen = out.frames
-            ae = pipe.autoencoder
             z_true = ae.encode(truth_frames)
             upper = ae.decode(z_true, out.fixed_noise, steps, batch_size=16)
             fresh_noise = torch.randn((n, 3, res, res), generator=torch.Generator().manual_seed(seed + 1))
@@ -171,13 +176,13 @@ def evaluate_speaker(model: str, data_dir: str, steps_list=(10, 20, 50), max_cli
         clip = clips[0]
         n = min(clip.n_frames, int(max_seconds * 25))
         audio = clip.audio[: n * 640]
-        base = probe.features(pipe(audio, sampling_rate=16000, num_inference_steps=steps_list[0],
+        base = probe.features(pipe(audio, sampling_rate=16000, num_inference_steps=steps_list[0], decoder=decoder,
                                    generator=torch.Generator().manual_seed(seed), emotion=[0, 0, 0, 0]).frames)
         change = {}
         for i, name in enumerate(EMOTIONS):
             e = [0.0] * 4
             e[i] = 1.0
-            f = probe.features(pipe(audio, sampling_rate=16000, num_inference_steps=steps_list[0],
+            f = probe.features(pipe(audio, sampling_rate=16000, num_inference_steps=steps_list[0], decoder=decoder,
                                     generator=torch.Generator().manual_seed(seed), emotion=e).frames)
             change[name] = np.nanmean(f - base, axis=0).round(4).tolist()
         results["emotion"] = {"features": ["lip_gap", "corner_lift", "mouth_width", "brow_height", "eye_opening"],
@@ -197,7 +202,7 @@ def plot_results(results: dict, path: str | Path) -> None:
     fig, ax = plt.subplots(1, 4, figsize=(16, 3.6))
     ax[0].plot(steps, [x["psnr"] for x in m], "o-", label="audio-driven")
     ax[0].plot(steps, [x["psnr_upper_bound"] for x in m], "s--", label="true latents (upper bound)")
-    ax[0].set(title="PSNR (dB)", xlabel="DDIM steps")
+    ax[0].set(title=f"PSNR (dB), {results.get('decoder', 'ddim')} decoder", xlabel="steps")
     ax[0].legend()
     ax[1].plot(steps, [x["mouth_corr"] for x in m], "o-", label="mouth corr.")
     ax[1].plot(steps, [x["silent_closed"] for x in m], "s-", label="silent & closed")

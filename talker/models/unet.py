@@ -27,6 +27,9 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 
+PREDICTION_TYPES = ("epsilon", "sample")
+
+
 def _norm(channels: int, groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(min(groups, channels), channels)
 
@@ -99,7 +102,7 @@ class _Stage(nn.ModuleList):
 
 @dataclass
 class DAEDecoderOutput(BaseOutput):
-    """``sample``: predicted noise, (B, C, H, W)."""
+    """``sample``: the predicted noise, or the predicted image for ``prediction_type="sample"``, (B, C, H, W)."""
 
     sample: torch.Tensor
 
@@ -119,6 +122,9 @@ class DAEDecoderUNet(ModelMixin, ConfigMixin):
         z_dim: size of the semantic latent ``z_sem``.
         embed_channels: size of the timestep embedding.
         norm_groups: GroupNorm groups (capped at the channel count).
+        prediction_type: what the output is: "epsilon", the noise (the DDIM decoder), or
+            "sample", the final image (a few-step decoder distilled from it,
+            :mod:`talker.training.distill`); the decoding scheduler is configured to match.
     """
 
     _supports_gradient_checkpointing = False
@@ -138,8 +144,11 @@ class DAEDecoderUNet(ModelMixin, ConfigMixin):
         z_dim: int = 512,
         embed_channels: int = 512,
         norm_groups: int = 32,
+        prediction_type: str = "epsilon",
     ):
         super().__init__()
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}; got {prediction_type!r}")
         self.time_proj = Timesteps(base_channels, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embed = nn.Sequential(
             nn.Linear(base_channels, embed_channels), nn.SiLU(), nn.Linear(embed_channels, embed_channels)
@@ -191,7 +200,7 @@ class DAEDecoderUNet(ModelMixin, ConfigMixin):
         z_sem: torch.Tensor,
         return_dict: bool = True,
     ) -> DAEDecoderOutput | tuple[torch.Tensor]:
-        """Predict the noise in ``sample``.
+        """Predict the noise in ``sample`` (or the clean image, for ``prediction_type="sample"``).
 
         Args:
             sample: noisy images x_t, (B, C, H, W) in the [-1, 1] image scale.

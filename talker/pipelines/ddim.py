@@ -7,7 +7,8 @@ Decoding takes any deterministic diffusers scheduler built from the speaker's DD
 
 ``precision`` picks the decoder's compute type: "auto" runs a float32 decoder under bfloat16
 autocast on a CPU with native bfloat16 (AVX512-BF16 or AMX: about 2× faster on the bundled
-speaker, see bench/speed.py for its frames/s and PSNR) and leaves everything else as loaded.
+speaker, see bench/speed.py for its frames/s and PSNR) and on a CUDA GPU with bfloat16
+(Ampere and later), and leaves everything else as loaded.
 """
 
 from __future__ import annotations
@@ -35,18 +36,28 @@ def check_precision(precision: str) -> None:
 
 def autocast_dtype(device: torch.device, weights_dtype: torch.dtype, precision: str = "auto") -> torch.dtype | None:
     """The autocast type the decoder runs under, or None for none: "bfloat16" asks for it,
-    "float32" for none, "auto" for bfloat16 only with float32 weights on a CPU that has it natively."""
+    "float32" for none, "auto" for bfloat16 only with float32 weights on a CPU that has it natively
+    or on a CUDA GPU that has it."""
     check_precision(precision)
     if precision == "bfloat16":
         return torch.bfloat16
-    if precision == "auto" and device.type == "cpu" and weights_dtype == torch.float32 and cpu_has_native_bf16():
-        return torch.bfloat16
+    if precision == "auto" and weights_dtype == torch.float32:
+        if (device.type == "cpu" and cpu_has_native_bf16()) or (device.type == "cuda" and torch.cuda.is_bf16_supported()):
+            return torch.bfloat16
     return None
 
 
 def decoder_autocast(device: torch.device, weights_dtype: torch.dtype, precision: str = "auto"):
     dtype = autocast_dtype(device, weights_dtype, precision)
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def distilled_scheduler(config) -> DDIMScheduler:
+    """The DDIM scheduler a distilled decoder (``prediction_type="sample"``, see
+    :mod:`talker.training.distill`) runs with: the teacher's noise schedule, the image predicted
+    directly, timesteps spaced from the noisiest one (``trailing``: k steps start at t = T − 1,
+    where x_T lives, and the last one lands on the image)."""
+    return DDIMScheduler.from_config(config, prediction_type="sample", timestep_spacing="trailing", clip_sample=True)
 
 
 def ddim_decode(

@@ -18,10 +18,10 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ...audio import DEFAULT_MAX_DURATION, SAMPLE_RATE, load_audio, log_mel, wav2vec2_features
-from ...defaults import DEFAULT_STEPS
+from ...defaults import DECODERS, DEFAULT_DISTILLED_STEPS, DEFAULT_STEPS
 from ...errors import AudioError, CheckpointError, InputError
 from ...models import DAEDecoderUNet, SemanticEncoder, Speech2Latent
-from ..ddim import check_precision, ddim_decode
+from ..ddim import check_precision, ddim_decode, distilled_scheduler
 from ..diffusion_autoencoder.pipeline_diffusion_autoencoder import DiffusionAutoencoderPipeline, _check_steps
 from ..images import check_output_type, postprocess_frames
 from ..loading import SpeakerCheckpointMixin
@@ -53,12 +53,14 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
 
     Components: ``unet`` (conditional DDIM decoder), ``scheduler`` (DDIM), ``speech_to_latent``
     (Conformer with pose adaptor), optional ``encoder`` (semantic encoder, for encoding and
-    inverting real frames) and, for the wav2vec2 front end, ``audio_encoder`` and
-    ``feature_extractor``. ``pipe.speaker`` holds the checkpoint's ``speaker.json``.
+    inverting real frames), optional ``distilled_unet`` (a decoder distilled from ``unet`` that
+    renders its 100-step frames in 1 to 8 steps, :mod:`talker.training.distill`) and, for the
+    wav2vec2 front end, ``audio_encoder`` and ``feature_extractor``. ``pipe.speaker`` holds the
+    checkpoint's ``speaker.json``.
     """
 
-    model_cpu_offload_seq = "audio_encoder->speech_to_latent->unet"
-    _optional_components = ["encoder", "audio_encoder", "feature_extractor"]
+    model_cpu_offload_seq = "audio_encoder->speech_to_latent->unet->distilled_unet"
+    _optional_components = ["encoder", "audio_encoder", "feature_extractor", "distilled_unet"]
     _required_components = ("unet", "scheduler", "speech_to_latent")
     #: the decoder's compute type: "auto" (a float32 decoder runs under bfloat16 autocast on a CPU
     #: with native bfloat16, about 2× faster), "float32" or "bfloat16"; see :mod:`talker.pipelines.ddim`
@@ -72,6 +74,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         encoder: SemanticEncoder | None = None,
         audio_encoder: Any = None,
         feature_extractor: Any = None,
+        distilled_unet: DAEDecoderUNet | None = None,
     ):
         super().__init__()
         self.register_modules(
@@ -81,6 +84,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
             encoder=encoder,
             audio_encoder=audio_encoder,
             feature_extractor=feature_extractor,
+            distilled_unet=distilled_unet,
         )
         self.speaker: dict = {}
 
@@ -107,6 +111,29 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         pipe.precision = self.precision
         pipe.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
         return pipe
+
+    @property
+    def default_decoder(self) -> str:
+        """"distilled" when the speaker has a distilled decoder, else "ddim"."""
+        return "distilled" if self.distilled_unet is not None else "ddim"
+
+    def default_steps(self, decoder: str | None = None) -> int:
+        """Denoising steps used when none are given: 2 for the distilled decoder, 10 for DDIM."""
+        return DEFAULT_DISTILLED_STEPS if (decoder or self.default_decoder) == "distilled" else DEFAULT_STEPS
+
+    def decoder_for(self, decoder: str | None = None):
+        """(unet, scheduler) that render frames: ``decoder`` "distilled" (``distilled_unet`` with its
+        DDIM; :func:`talker.pipelines.ddim.distilled_scheduler`), "ddim" (``unet`` with
+        ``scheduler``, the paper's decoder), or None for :attr:`default_decoder`."""
+        decoder = decoder or self.default_decoder
+        if decoder not in DECODERS:
+            raise InputError(f"decoder must be one of {', '.join(DECODERS)}; got {decoder!r}")
+        if decoder == "ddim":
+            return self.unet, self.scheduler
+        if self.distilled_unet is None:
+            raise InputError("this speaker has no distilled decoder (distilled_unet/); use decoder='ddim', "
+                             "or make one with `talker train distill`")
+        return self.distilled_unet, distilled_scheduler(self.scheduler.config)
 
     # --- steps of __call__ --------------------------------------------------------------------
 
@@ -225,11 +252,13 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
 
     def _frames(self, chunks: Iterable, sampling_rate: int, num_inference_steps: int, pose_mode: str, pose: Any,
                 emotion_t, x_T, batch: int, window: int, overlap: int, bar=None, first_batch: int | None = None,
-                max_duration: float | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+                max_duration: float | None = None, decoder: str | None = None,
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """The generation loop shared by ``__call__``, ``generate_video`` and ``stream``: audio
         chunks → (images (B, 3, H, W) in [-1, 1], z_sem (B, D), poses (B, 3)) batches, in order,
         holding only the frames not yet final plus one batch."""
         spf = SAMPLE_RATE // self.fps
+        unet, scheduler = self.decoder_for(decoder)
         resampler = None
         if sampling_rate != SAMPLE_RATE:
             import soxr
@@ -268,7 +297,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
                 if z.shape[0] - done < size and not (flush and z.shape[0] > done):
                     break
                 zb = z[done : done + size].to(x_T.device)
-                images = ddim_decode(self.unet, self.scheduler, zb, x_T, num_inference_steps, zb.shape[0],
+                images = ddim_decode(unet, scheduler, zb, x_T, num_inference_steps, zb.shape[0],
                                      None if bar is None else bar.update, precision=self.precision)
                 emitted += zb.shape[0]
                 yield images, zb, p[done : done + size]
@@ -326,7 +355,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         self,
         audio: Any,
         sampling_rate: int | None = None,
-        num_inference_steps: int = DEFAULT_STEPS,
+        num_inference_steps: int | None = None,
         pose_mode: str = "predicted",
         pose: Any = None,
         emotion: Mapping[str, float] | Sequence[float] | np.ndarray | torch.Tensor | None = None,
@@ -338,6 +367,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         max_duration: float | None = DEFAULT_MAX_DURATION,
         window_frames: int = DEFAULT_WINDOW,
         overlap_frames: int = DEFAULT_OVERLAP,
+        decoder: str | None = None,
     ) -> DAETalkerOutput | tuple:
         """Generate the talking-face frames for ``audio``.
 
@@ -345,7 +375,8 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
             audio: a path (wav/flac/ogg/mp3/m4a/webm), or samples as a numpy array / tensor
                 ((T,), (T, C) or (C, T)) with ``sampling_rate``.
             sampling_rate: Hz of an array input; any rate is resampled to 16 kHz.
-            num_inference_steps: DDIM steps per frame (DAE-Talker: 100).
+            num_inference_steps: denoising steps per frame (DAE-Talker: 100 DDIM steps); default
+                :meth:`default_steps` of the decoder (distilled: 2, DDIM: 10).
             pose_mode: "predicted" (from speech), "static" (``pose`` = 3 angles, default the
                 speaker's mean pose) or "reference" (``pose`` = (M, 3) degrees, looped
                 back and forth or trimmed to N frames; default the speaker's reference pose).
@@ -359,6 +390,8 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
             max_duration: longest accepted audio in seconds (None: no limit).
             window_frames / overlap_frames: speech2latent runs on windows of this many frames
                 (default 4 s, the training windows) joined by cross-fades of ``overlap_frames``.
+            decoder: "distilled" (the speaker's few-step decoder, the default where it has one) or
+                "ddim" (the paper's decoder, ``unet`` with ``scheduler``).
 
         Returns:
             :class:`DAETalkerOutput` (or a tuple when ``return_dict=False``); N = round(duration × fps).
@@ -366,7 +399,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         frames, poses, latents, x_T = [], [], [], None
         for images, z, p, x_T in self._generate(audio, sampling_rate, num_inference_steps, pose_mode, pose, emotion,
                                                 generator, frame_batch_size, output_type, fixed_noise, max_duration,
-                                                window_frames, overlap_frames):
+                                                window_frames, overlap_frames, decoder):
             frames.append(images.cpu())
             latents.append(z)
             poses.append(p)
@@ -377,12 +410,16 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         out = DAETalkerOutput(frames=frames, poses=poses, latents=latents, fps=self.fps, fixed_noise=x_T.cpu())
         return out if return_dict else out.to_tuple()
 
-    def _generate(self, audio, sampling_rate=None, num_inference_steps=DEFAULT_STEPS, pose_mode="predicted", pose=None,
+    def _generate(self, audio, sampling_rate=None, num_inference_steps=None, pose_mode="predicted", pose=None,
                   emotion=None, generator=None, frame_batch_size=None, output_type="np", fixed_noise=None,
-                  max_duration=DEFAULT_MAX_DURATION, window_frames=DEFAULT_WINDOW, overlap_frames=DEFAULT_OVERLAP):
+                  max_duration=DEFAULT_MAX_DURATION, window_frames=DEFAULT_WINDOW, overlap_frames=DEFAULT_OVERLAP,
+                  decoder=None):
         """check inputs → load audio → windowed speech2latent → fixed x_T → batched DDIM decoding;
         yields (images, z_sem, poses, x_T) per decoded batch."""
         # 1. check inputs
+        self.decoder_for(decoder)
+        if num_inference_steps is None:
+            num_inference_steps = self.default_steps(decoder)
         self.check_inputs(num_inference_steps, pose_mode, frame_batch_size, output_type)
         check_windows(window_frames, overlap_frames)
         emotion_t = self.prepare_emotion(emotion)
@@ -400,7 +437,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         # one tick per denoising step of a batch: frames are decoded in full batches, the rest at the end
         with torch.inference_mode(), self.progress_bar(total=-(-n_frames // batch) * num_inference_steps) as bar:
             for images, z, p in self._frames([wave], SAMPLE_RATE, num_inference_steps, pose_mode, pose, emotion_t,
-                                             x_T, batch, window_frames, overlap_frames, bar):
+                                             x_T, batch, window_frames, overlap_frames, bar, decoder=decoder):
                 yield images, z, p, x_T
         self.maybe_free_model_hooks()
 
@@ -409,7 +446,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         self,
         audio_chunks: Iterable[np.ndarray | torch.Tensor],
         sampling_rate: int = SAMPLE_RATE,
-        num_inference_steps: int = DEFAULT_STEPS,
+        num_inference_steps: int | None = None,
         pose_mode: str = "predicted",
         pose: Any = None,
         emotion: Mapping[str, float] | Sequence[float] | np.ndarray | torch.Tensor | None = None,
@@ -420,6 +457,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         overlap_frames: int = DEFAULT_OVERLAP,
         first_batch: int = 2,
         max_duration: float | None = None,
+        decoder: str | None = None,
     ) -> Iterator[np.ndarray]:
         """Streaming generation: audio chunks in, (H, W, 3) uint8 frames out as soon as they are final.
 
@@ -434,6 +472,9 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
                 and live latency at least ``window_frames`` of audio for the first frame.
             Other arguments as in ``__call__``.
         """
+        self.decoder_for(decoder)
+        if num_inference_steps is None:
+            num_inference_steps = self.default_steps(decoder)
         self.check_inputs(num_inference_steps, pose_mode, frame_batch_size, "np")
         check_windows(window_frames, overlap_frames)
         if isinstance(first_batch, bool) or not isinstance(first_batch, int) or first_batch < 1:
@@ -448,7 +489,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         with torch.inference_mode():
             for images, _, _ in self._frames(audio_chunks, rate, num_inference_steps, pose_mode, pose, emotion_t, x_T,
                                              batch, window_frames, overlap_frames, first_batch=first_batch,
-                                             max_duration=max_duration):
+                                             max_duration=max_duration, decoder=decoder):
                 yield from postprocess_frames(images, "np")
 
     # --- provenance and video files -----------------------------------------------------------

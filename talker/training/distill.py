@@ -1,0 +1,315 @@
+"""``talker train distill``: a few-step decoder distilled from a speaker's DDIM decoder.
+
+DAE-Talker renders every frame with 100 DDIM steps. With fewer DDIM steps the decoder leaves
+grain in the frames (bench/speed.py: 23.6 dB from true latents at 100 steps, 15.6 dB at 10), and
+higher-order solvers do worse still, because its noise prediction at high noise levels is poor.
+This trains a student that renders what the 100-step teacher renders, in 1 to 8 steps.
+
+The method (reflow-style trajectory distillation, Liu et al., "Flow Straight and Fast", ICLR 2023,
+in the DDIM parameterisation of Song et al., ICLR 2021):
+
+1. **Pairs.** For many (x_T, z_sem), run the teacher's deterministic DDIM (``teacher_steps``,
+   clip_sample as the teacher renders) from x_T to its image x̂0.
+2. **Line.** Let ε̂ = (x_T − √ᾱ_T·x̂0) / √(1 − ᾱ_T): the noise that x_T stands for. DDIM with a
+   perfect x0 estimate moves along x_t = √ᾱ_t·x̂0 + √(1 − ᾱ_t)·ε̂ whatever its step sizes.
+3. **Student.** The teacher's UNet, fine-tuned to predict x̂0 itself (``prediction_type="sample"``)
+   from (x_t, t, z_sem) on that line: MSE(student(x_t, t, z), x̂0), t drawn half from the
+   timesteps that k-step DDIM (trailing spacing, k = 1…8) visits and half uniformly.
+   DDIM with the student then reaches x̂0 in any of those step counts.
+
+Pairs are cached in RUN/pairs.safetensors, so a resumed run skips them. x_T differs per pair (a
+video draws its own); z_sem comes from the dataset's latents (``talker encode``), half of the
+time mixed with another frame's (speech2latent's predictions lie between the frames' latents).
+Held-out clips give the validation figure: the student's PSNR against the teacher's 100-step
+frames at 1/2/4/8 steps, with teacher DDIM at the same step counts for reference.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import TalkerError
+from .dae import CHECKPOINTS, _latest_checkpoint, make_accelerator, prune_checkpoints, resumed_config, save_grid
+from .data import load_dataset, split_clips
+
+EVAL_STEPS = (1, 2, 4, 8)
+
+
+@dataclass
+class DistillConfig:
+    """Everything that defines a distillation run (saved as RUN/train_config.json)."""
+
+    teacher_steps: int = 100
+    pairs: int = 16384
+    batch_size: int = 128
+    lr: float = 2e-4
+    ema_decay: float = 0.999
+    max_steps: int = 4000
+    grid_steps: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8)
+    grid_share: float = 0.5
+    z_mix: float = 0.5
+    pair_batch: int = 256
+    checkpoint_every: int = 500
+    eval_every: int = 500
+    seed: int = 0
+    mixed_precision: str = "auto"
+    extra: dict = field(default_factory=dict)
+
+
+def student_scheduler(teacher_config):
+    """The scheduler the student runs with (:func:`talker.pipelines.ddim.distilled_scheduler`)."""
+    from ..pipelines.ddim import distilled_scheduler
+
+    return distilled_scheduler(teacher_config)
+
+
+def timestep_grid(teacher_config, steps: tuple[int, ...]) -> torch.Tensor:
+    """Every timestep that k-step student DDIM visits, for k in ``steps``."""
+    scheduler = student_scheduler(teacher_config)
+    visited = set()
+    for k in steps:
+        scheduler.set_timesteps(k)
+        visited.update(int(t) for t in scheduler.timesteps)
+    return torch.tensor(sorted(visited))
+
+
+def line_point(x0: torch.Tensor, x_T: torch.Tensor, t: torch.Tensor, alphas: torch.Tensor, t_start: int) -> torch.Tensor:
+    """x_t on the DDIM line through (x_T at ``t_start``) and x0: √ᾱ_t·x0 + √(1 − ᾱ_t)·ε̂."""
+    a_T = alphas[t_start]
+    eps = (x_T - a_T.sqrt() * x0) / (1 - a_T).sqrt()
+    a = alphas[t].view(-1, 1, 1, 1)
+    return a.sqrt() * x0 + (1 - a).sqrt() * eps
+
+
+def latent_bank(clips) -> torch.Tensor:
+    """The clips' frame latents (``talker encode``), (F, D) float32."""
+    return torch.from_numpy(np.concatenate([c.latents() for c in clips])).float()
+
+
+def mix_latents(z: torch.Tensor, share: float, g: torch.Generator) -> torch.Tensor:
+    """Replace a ``share`` of the latents by a random blend with another latent of the batch."""
+    if share <= 0 or len(z) < 2:
+        return z
+    pick = torch.rand(len(z), generator=g) < share
+    lam = torch.rand(len(z), 1, generator=g)
+    other = z[torch.randperm(len(z), generator=g)]
+    return torch.where(pick[:, None], lam * z + (1 - lam) * other, z)
+
+
+@torch.no_grad()
+def teacher_pairs(unet, scheduler, z_bank: torch.Tensor, n: int, cfg: DistillConfig, device, precision: str,
+                  seed: int, bar=None) -> dict[str, torch.Tensor]:
+    """n (x_T, z_sem, x̂0) triples: the teacher's ``teacher_steps``-step DDIM from its own x_T."""
+    from ..pipelines.ddim import ddim_decode
+
+    g = torch.Generator().manual_seed(seed)
+    res, ch = unet.config.sample_size, unet.config.in_channels
+    out = {"x_T": [], "z_sem": [], "x0": []}
+    for start in range(0, n, cfg.pair_batch):
+        b = min(cfg.pair_batch, n - start)
+        z = mix_latents(z_bank[torch.randint(len(z_bank), (b,), generator=g)], cfg.z_mix, g)
+        x_T = torch.randn(b, ch, res, res, generator=g)
+        x0 = ddim_decode(unet, scheduler, z.to(device), x_T.to(device), cfg.teacher_steps, b, precision=precision)
+        out["x_T"].append(x_T.half())
+        out["z_sem"].append(z)
+        out["x0"].append(x0.cpu().half())
+        if bar is not None:
+            bar.update(b)
+    return {k: torch.cat(v).contiguous() for k, v in out.items()}
+
+
+@torch.no_grad()
+def evaluate_student(student, teacher, scheduler, val: dict[str, torch.Tensor], device, precision: str) -> dict:
+    """PSNR (dB, images in [0, 1]) against the teacher's frames of the validation pairs: the
+    student at each of ``EVAL_STEPS``, and teacher DDIM at the same step counts."""
+    from ..pipelines.ddim import ddim_decode
+
+    target = val["x0"].float().to(device)
+    z, x_T = val["z_sem"].to(device), val["x_T"].float().to(device)
+    fast = student_scheduler(scheduler.config)
+
+    def psnr(x):
+        mse = ((x.float() - target) / 2).pow(2).mean().clamp_min(1e-10)
+        return round(float(-10 * torch.log10(mse)), 3)
+
+    was_training = student.training
+    student.eval()
+    figures = {"student": {}, "teacher_ddim": {}}
+    for k in EVAL_STEPS:
+        figures["student"][str(k)] = psnr(ddim_decode(student, fast, z, x_T, k, len(z), precision=precision))
+        figures["teacher_ddim"][str(k)] = psnr(ddim_decode(teacher, scheduler, z, x_T, k, len(z), precision=precision))
+    student.train(was_training)
+    return figures
+
+
+def load_teacher(model_dir: str | Path):
+    """(unet, scheduler) of a speaker checkpoint or a DAE run (RUN/dae)."""
+    from diffusers import DDIMScheduler
+
+    from ..models import DAEDecoderUNet
+
+    root = Path(model_dir)
+    src = root / "dae" if (root / "dae" / "unet").is_dir() else root
+    if not (src / "unet").is_dir() or not (src / "scheduler").is_dir():
+        raise TalkerError(f"{model_dir}: no unet/ and scheduler/ to distil (a speaker checkpoint or a DAE run)")
+    unet = DAEDecoderUNet.from_pretrained(src / "unet", use_safetensors=True, dtype=torch.float32)
+    if unet.config.prediction_type != "epsilon":
+        raise TalkerError(f"{model_dir}: its decoder is already distilled (prediction_type {unet.config.prediction_type!r})")
+    return unet, DDIMScheduler.from_pretrained(src / "scheduler")
+
+
+def distill_decoder(model_dir: str | Path, data_dir: str | Path, run_dir: str | Path, cfg: DistillConfig,
+                    resume: bool = False, progress: bool = True) -> dict:
+    """Distil (or resume distilling) the decoder of ``model_dir`` on the latents of the prepared,
+    encoded dataset ``data_dir``; the student lands in RUN/distilled_unet. Returns the figures."""
+    import copy
+
+    from accelerate.utils import set_seed
+    from diffusers.training_utils import EMAModel
+    from safetensors.torch import load_file, save_file
+    from tqdm.auto import tqdm
+
+    run = Path(run_dir)
+    ckpt = _latest_checkpoint(run) if resume else None
+    if ckpt is not None:
+        cfg = resumed_config(run, cfg)
+    for name in ("teacher_steps", "pairs", "batch_size", "max_steps", "pair_batch"):
+        if getattr(cfg, name) < 1:
+            raise TalkerError(f"{name} must be at least 1; got {getattr(cfg, name)}")
+    accelerator = make_accelerator(cfg.mixed_precision)
+    device = accelerator.device
+    set_seed(cfg.seed)
+    precision = "bfloat16" if device.type == "cuda" and accelerator.mixed_precision == "bf16" else "float32"
+
+    teacher, scheduler = load_teacher(model_dir)
+    teacher = teacher.to(device).eval().requires_grad_(False)
+    _, clips = load_dataset(data_dir)
+    train_clips, held = split_clips(clips)
+    z_train, z_held = latent_bank(train_clips), latent_bank(held or train_clips)
+    if z_train.shape[1] != teacher.config.z_dim:
+        raise TalkerError(f"the dataset's latents are {z_train.shape[1]}-d but the decoder takes {teacher.config.z_dim}-d")
+
+    if accelerator.is_main_process:
+        run.mkdir(parents=True, exist_ok=True)
+        if ckpt is None:
+            (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+    pairs_file, val_file = run / "pairs.safetensors", run / "val_pairs.safetensors"
+    if pairs_file.is_file() and val_file.is_file() and load_file(pairs_file)["x0"].shape[0] == cfg.pairs:
+        pairs, val = load_file(pairs_file), load_file(val_file)
+        accelerator.print(f"teacher pairs from {pairs_file}")
+    else:
+        tic = time.perf_counter()
+        with tqdm(total=cfg.pairs + 64, desc=f"teacher DDIM {cfg.teacher_steps} steps", unit="frame",
+                  disable=not progress) as bar:
+            val = teacher_pairs(teacher, scheduler, z_held, 64, cfg, device, precision, cfg.seed + 1, bar)
+            pairs = teacher_pairs(teacher, scheduler, z_train, cfg.pairs, cfg, device, precision, cfg.seed, bar)
+        pair_seconds = time.perf_counter() - tic
+        cfg.extra["pair_frames_per_s"] = round((cfg.pairs + 64) / pair_seconds, 2)
+        if accelerator.is_main_process:
+            save_file(pairs, pairs_file)
+            save_file(val, val_file)
+            (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+
+    student = copy.deepcopy(teacher).train().requires_grad_(True)
+    student.register_to_config(prediction_type="sample")
+    optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr)
+    ema = EMAModel(student.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=3 / 4)
+    student, optimizer = accelerator.prepare(student, optimizer)
+    ema.to(device)
+    alphas = scheduler.alphas_cumprod.to(device)
+    scheduler.set_timesteps(cfg.teacher_steps)
+    t_start = int(scheduler.timesteps[0])  # where the teacher put x_T
+    grid = timestep_grid(scheduler.config, tuple(cfg.grid_steps))
+    n_train = scheduler.config.num_train_timesteps
+
+    step = 0
+    if ckpt is not None:
+        accelerator.load_state(str(ckpt))
+        ema.load_state_dict({**json.loads((ckpt / "ema.json").read_text()),
+                             "shadow_params": list(load_file(ckpt / "ema.safetensors").values())})
+        step = json.loads((ckpt / "trainer_state.json").read_text())["step"]
+        accelerator.print(f"resumed from {ckpt} at step {step}")
+
+    log = run / "train_log.jsonl"
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="distil decoder", disable=not (progress and accelerator.is_main_process))
+    train_time, steps_timed, loss_avg = 0.0, 0, None
+    while step < cfg.max_steps:
+        tic = time.perf_counter()
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + accelerator.process_index)
+        idx = torch.randint(len(pairs["x0"]), (cfg.batch_size,), generator=g)
+        x0, x_T = pairs["x0"][idx].float().to(device), pairs["x_T"][idx].float().to(device)
+        z = pairs["z_sem"][idx].to(device)
+        on_grid = torch.rand(cfg.batch_size, generator=g) < cfg.grid_share
+        t = torch.where(on_grid, grid[torch.randint(len(grid), (cfg.batch_size,), generator=g)],
+                        torch.randint(0, n_train, (cfg.batch_size,), generator=g)).to(device)
+        x_t = line_point(x0, x_T, t, alphas, t_start)
+        with accelerator.autocast():
+            pred = student(x_t, t, z).sample
+        loss = (pred.float() - x0).pow(2).mean()
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(student.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.step(accelerator.unwrap_model(student).parameters())
+        step += 1
+        steps_timed += 1
+        train_time += time.perf_counter() - tic
+        value = accelerator.gather(loss.detach()[None]).mean().item()
+        loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value
+        bar.update()
+        bar.set_postfix(loss=f"{loss_avg:.4f}")
+        if accelerator.is_main_process and (step % 50 == 0 or step == cfg.max_steps):
+            with open(log, "a") as f:
+                f.write(json.dumps({"step": step, "loss": value, "loss_avg": loss_avg}) + "\n")
+        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+            out = run / CHECKPOINTS / f"step_{step:07d}"
+            accelerator.save_state(str(out), safe_serialization=True)
+            if accelerator.is_main_process:
+                state = ema.state_dict()
+                shadow = state.pop("shadow_params")
+                save_file({f"{i:05d}": p.detach().contiguous().cpu() for i, p in enumerate(shadow)}, out / "ema.safetensors")
+                (out / "ema.json").write_text(json.dumps(state))
+                (out / "trainer_state.json").write_text(json.dumps({"step": step}))
+                prune_checkpoints(run)
+        if accelerator.is_main_process and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+            model = accelerator.unwrap_model(student)
+            ema.store(model.parameters())
+            ema.copy_to(model.parameters())
+            figures = evaluate_student(model, teacher, scheduler, val, device, precision)
+            ema.restore(model.parameters())
+            with open(log, "a") as f:
+                f.write(json.dumps({"step": step, "val_psnr": figures}) + "\n")
+            bar.write(f"step {step}: student PSNR vs teacher {figures['student']} (teacher DDIM {figures['teacher_ddim']})")
+    bar.close()
+
+    accelerator.wait_for_everyone()
+    figures = {"steps": step, "loss_avg": loss_avg, "steps_per_s": steps_timed / train_time if train_time else math.nan,
+               "device": str(device), "teacher_steps": cfg.teacher_steps, "pairs": cfg.pairs,
+               "pair_frames_per_s": cfg.extra.get("pair_frames_per_s")}
+    if accelerator.is_main_process:
+        model = accelerator.unwrap_model(student)
+        ema.copy_to(model.parameters())
+        figures["val_psnr"] = evaluate_student(model, teacher, scheduler, val, device, precision)
+        model.save_pretrained(run / "distilled_unet")
+        z_grid = val["z_sem"][:8].to(device)
+        x_grid = val["x_T"][:1].float().to(device)
+        from ..pipelines.ddim import ddim_decode
+
+        with torch.no_grad():
+            rows = [ddim_decode(teacher, scheduler, z_grid, x_grid, cfg.teacher_steps, 8, precision=precision)]
+            rows += [ddim_decode(model, student_scheduler(scheduler.config), z_grid, x_grid, k, 8, precision=precision)
+                     for k in EVAL_STEPS]
+        save_grid(run / "samples.png", [r.float().cpu() for r in rows])
+        if steps_timed or not (run / "figures.json").is_file():
+            (run / "figures.json").write_text(json.dumps(figures, indent=1) + "\n")
+        else:
+            figures = json.loads((run / "figures.json").read_text())
+    accelerator.end_training()
+    return figures
