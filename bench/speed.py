@@ -338,7 +338,10 @@ def main(argv=None) -> int:
     if args.untrained_resolution:
         from talker.models import DAEDecoderUNet
 
-        pipe.unet = DAEDecoderUNet.from_config({**pipe.unet.config, "sample_size": args.untrained_resolution})
+        pipe.register_modules(unet=DAEDecoderUNet.from_config(pipe.unet.config, sample_size=args.untrained_resolution))
+        if pipe.distilled_unet is not None:
+            pipe.register_modules(distilled_unet=DAEDecoderUNet.from_config(
+                pipe.distilled_unet.config, sample_size=args.untrained_resolution))
         sections -= {"solvers", "memory"}
     pipe = pipe.to(args.device)
     pipe.set_progress_bar_config(disable=True)

@@ -135,8 +135,18 @@ def write_model_card(folder: Path, *, speaker: dict, repo_id: str | None = None,
         audio_frontend=speaker.get("audio_frontend", "mel"), dae_steps=dae.get("steps", "?"),
         dae_batch=dae.get("batch_size", "?"), dae_loss=_fmt(dae.get("loss_avg")), s2l_steps=s2l.get("steps", "?"),
         heldout_latent_mse=_fmt(s2l.get("heldout_latent_mse")), heldout_pose_mae=s2l.get("heldout_pose_mae_deg", "n/a"),
+        distilled=_distilled_line(figures.get("distill")),
     )
     card.save(folder / "README.md")
+
+
+def _distilled_line(d: dict | None) -> str:
+    if not d:
+        return "none (frames are rendered by the DDIM decoder)"
+    psnr = d.get("val_psnr", {}).get("student") or d.get("heldout_psnr_vs_teacher_db") or {}
+    by_steps = ", ".join(f"{v} dB at {k}" for k, v in psnr.items())
+    return (f"trained {d.get('steps', '?')} steps on the {d.get('teacher_steps', '?')}-step DDIM decoder's frames; "
+            f"held-out PSNR against them: {by_steps or 'n/a'}")
 
 
 def _fmt(x) -> str:
