@@ -137,8 +137,8 @@ def build_demo(pipes: dict[str, DAETalkerPipeline]) -> gr.Blocks:
                 steps = gr.Slider(1, 100, value=first.default_steps(), step=1,
                                   label=f"Denoising steps (distilled: {DEFAULT_DISTILLED_STEPS}, up to 8; "
                                         f"DDIM: {DEFAULT_STEPS}, the paper used 100)")
-                decoder.change(lambda d: DEFAULT_DISTILLED_STEPS if DECODER_CHOICES.get(d) == "distilled" else DEFAULT_STEPS,
-                               decoder, steps, queue=False, api_visibility="private")
+                decoder.change(lambda d: first.default_steps(DECODER_CHOICES.get(d)), decoder, steps, queue=False,
+                               api_visibility="private")
                 with gr.Accordion("Emotion", open=False):
                     sliders = [gr.Slider(0, 1, value=0, step=0.05, label=name.capitalize()) for name in EMOTIONS]
                 seed = gr.Number(value=0, precision=0, label="Seed (the fixed noise image)")

@@ -129,11 +129,7 @@ def solver_quality(pipe, data: str, n_frames: int, steps_list, device: str) -> d
     ddim = pipe.scheduler
     out = {"frames": n_frames, "ddim_100_paper": decoded_psnr(100, "float32")}
     if pipe.distilled_unet is not None:
-        from talker.pipelines import DiffusionAutoencoderPipeline
-
-        unet, fast = pipe.decoder_for("distilled")
-        dae = DiffusionAutoencoderPipeline(unet=unet, encoder=pipe.encoder, scheduler=fast)
-        dae.set_progress_bar_config(disable=True)
+        dae = pipe.autoencoder_for("distilled")
         out["distilled"] = {str(k): round(psnr(dae.decode(z, x_T, k, batch_size=32), frames), 3) for k in (1, 2, 4)}
         print(f"PSNR from true latents, distilled decoder: {out['distilled']}")
     print(f"PSNR from true latents, DDIM 100 steps, float32: {out['ddim_100_paper']:.2f} dB")

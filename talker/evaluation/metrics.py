@@ -109,7 +109,7 @@ def evaluate_speaker(model: str, data_dir: str, steps_list=(10, 20, 50), max_cli
                      decoder: str | None = None) -> dict:
     """Run every measurement with ``decoder`` ("distilled" or "ddim"; default: the speaker's
     default); returns a JSON-able dict (per step count, averaged over clips)."""
-    from ..pipelines import DAETalkerPipeline, DiffusionAutoencoderPipeline
+    from ..pipelines import DAETalkerPipeline
     from ..training.data import load_dataset
 
     pipe = DAETalkerPipeline.from_pretrained(model)
@@ -117,9 +117,7 @@ def evaluate_speaker(model: str, data_dir: str, steps_list=(10, 20, 50), max_cli
     if pipe.encoder is None:
         raise TalkerError("the upper bound needs the speaker's semantic encoder (encoder/)")
     decoder = decoder or pipe.default_decoder
-    unet, scheduler = pipe.decoder_for(decoder)
-    ae = DiffusionAutoencoderPipeline(unet=unet, encoder=pipe.encoder, scheduler=scheduler)
-    ae.set_progress_bar_config(disable=True)
+    ae = pipe.autoencoder_for(decoder)
     _, clips = load_dataset(data_dir)
     clips = [c for c in clips if (c.path / "truth.npz").is_file()][:max_clips]
     if not clips:

@@ -159,6 +159,37 @@ def prune_checkpoints(run: Path, keep: int = 3) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def save_checkpoint(accelerator, run: Path, step: int, ema=None) -> None:
+    """RUN/checkpoints/step_N: ``accelerator.save_state`` (weights as safetensors, optimizer and RNG
+    states), the EMA weights as safetensors (when ``ema`` is given) and the step; older checkpoints
+    beyond the newest three are deleted."""
+    from safetensors.torch import save_file
+
+    out = run / CHECKPOINTS / f"step_{step:07d}"
+    accelerator.save_state(str(out), safe_serialization=True)
+    if accelerator.is_main_process:
+        if ema is not None:
+            state = ema.state_dict()
+            shadow = state.pop("shadow_params")
+            save_file({f"{i:05d}": p.detach().contiguous().cpu() for i, p in enumerate(shadow)}, out / "ema.safetensors")
+            (out / "ema.json").write_text(json.dumps(state))
+        (out / "trainer_state.json").write_text(json.dumps({"step": step}))
+        prune_checkpoints(run)
+
+
+def load_checkpoint(accelerator, ckpt: Path, ema=None) -> int:
+    """Restore what :func:`save_checkpoint` wrote (weights-only loads); returns its step."""
+    from safetensors.torch import load_file
+
+    accelerator.load_state(str(ckpt))
+    if ema is not None:
+        ema.load_state_dict({**json.loads((ckpt / "ema.json").read_text()),
+                             "shadow_params": list(load_file(ckpt / "ema.safetensors").values())})
+    step = json.loads((ckpt / "trainer_state.json").read_text())["step"]
+    accelerator.print(f"resumed from {ckpt} at step {step}")
+    return step
+
+
 def _load_frames(clips, resolution: int) -> torch.Tensor:
     frames = np.concatenate([c.frames for c in clips])
     if frames.shape[1] != resolution:
@@ -190,7 +221,6 @@ def train_dae(data_dir: str | Path, run_dir: str | Path, cfg: DAEConfig, resume:
     replaces the one in ``cfg``."""
     from accelerate.utils import set_seed
     from diffusers.training_utils import EMAModel
-    from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
 
     run = Path(run_dir)
@@ -225,11 +255,7 @@ def train_dae(data_dir: str | Path, run_dir: str | Path, cfg: DAEConfig, resume:
     if resume and ckpt is None:
         accelerator.print(f"no checkpoint in {run / CHECKPOINTS}; starting from step 0")
     if ckpt is not None:
-        accelerator.load_state(str(ckpt))  # model (safetensors), optimizer and RNG states (weights-only loads)
-        ema.load_state_dict({**json.loads((ckpt / "ema.json").read_text()),
-                             "shadow_params": list(load_file(ckpt / "ema.safetensors").values())})
-        step = json.loads((ckpt / "trainer_state.json").read_text())["step"]
-        accelerator.print(f"resumed from {ckpt} at step {step}")
+        step = load_checkpoint(accelerator, ckpt, ema)
     elif accelerator.is_main_process:
         run.mkdir(parents=True, exist_ok=True)
         (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
@@ -267,15 +293,7 @@ def train_dae(data_dir: str | Path, run_dir: str | Path, cfg: DAEConfig, resume:
             with open(log, "a") as f:
                 f.write(json.dumps({"step": step, "loss": value, "loss_avg": loss_avg}) + "\n")
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-            out = run / CHECKPOINTS / f"step_{step:07d}"
-            accelerator.save_state(str(out), safe_serialization=True)
-            if accelerator.is_main_process:
-                state = ema.state_dict()
-                shadow = state.pop("shadow_params")
-                save_file({f"{i:05d}": p.detach().contiguous().cpu() for i, p in enumerate(shadow)}, out / "ema.safetensors")
-                (out / "ema.json").write_text(json.dumps(state))
-                (out / "trainer_state.json").write_text(json.dumps({"step": step}))
-                prune_checkpoints(run)
+            save_checkpoint(accelerator, run, step, ema)
         if accelerator.is_main_process and (step % cfg.sample_every == 0 or step == cfg.max_steps):
             z_use = _sample_grid(accelerator.unwrap_model(model), ema, scheduler, fixed, sample_noise,
                                  run / "samples" / f"step_{step:07d}.png", stats_frames)

@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 from ..errors import TalkerError
-from .dae import CHECKPOINTS, _latest_checkpoint, make_accelerator, prune_checkpoints, resumed_config, save_grid
+from ..pipelines.ddim import distilled_scheduler
+from .dae import _latest_checkpoint, load_checkpoint, make_accelerator, resumed_config, save_checkpoint, save_grid
 from .data import load_dataset, split_clips
 
 EVAL_STEPS = (1, 2, 4, 8)
@@ -63,16 +64,9 @@ class DistillConfig:
     extra: dict = field(default_factory=dict)
 
 
-def student_scheduler(teacher_config):
-    """The scheduler the student runs with (:func:`talker.pipelines.ddim.distilled_scheduler`)."""
-    from ..pipelines.ddim import distilled_scheduler
-
-    return distilled_scheduler(teacher_config)
-
-
 def timestep_grid(teacher_config, steps: tuple[int, ...]) -> torch.Tensor:
     """Every timestep that k-step student DDIM visits, for k in ``steps``."""
-    scheduler = student_scheduler(teacher_config)
+    scheduler = distilled_scheduler(teacher_config)
     visited = set()
     for k in steps:
         scheduler.set_timesteps(k)
@@ -133,7 +127,7 @@ def evaluate_student(student, teacher, scheduler, val: dict[str, torch.Tensor], 
 
     target = val["x0"].float().to(device)
     z, x_T = val["z_sem"].to(device), val["x_T"].float().to(device)
-    fast = student_scheduler(scheduler.config)
+    fast = distilled_scheduler(scheduler.config)
 
     def psnr(x):
         mse = ((x.float() - target) / 2).pow(2).mean().clamp_min(1e-10)
@@ -201,8 +195,9 @@ def distill_decoder(model_dir: str | Path, data_dir: str | Path, run_dir: str | 
         if ckpt is None:
             (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
     pairs_file, val_file = run / "pairs.safetensors", run / "val_pairs.safetensors"
-    if pairs_file.is_file() and val_file.is_file() and load_file(pairs_file)["x0"].shape[0] == cfg.pairs:
-        pairs, val = load_file(pairs_file), load_file(val_file)
+    pairs = load_file(pairs_file) if pairs_file.is_file() and val_file.is_file() else None
+    if pairs is not None and pairs["x0"].shape[0] == cfg.pairs:
+        val = load_file(val_file)
         accelerator.print(f"teacher pairs from {pairs_file}")
     else:
         tic = time.perf_counter()
@@ -231,11 +226,7 @@ def distill_decoder(model_dir: str | Path, data_dir: str | Path, run_dir: str | 
 
     step = 0
     if ckpt is not None:
-        accelerator.load_state(str(ckpt))
-        ema.load_state_dict({**json.loads((ckpt / "ema.json").read_text()),
-                             "shadow_params": list(load_file(ckpt / "ema.safetensors").values())})
-        step = json.loads((ckpt / "trainer_state.json").read_text())["step"]
-        accelerator.print(f"resumed from {ckpt} at step {step}")
+        step = load_checkpoint(accelerator, ckpt, ema)
 
     log = run / "train_log.jsonl"
     bar = tqdm(total=cfg.max_steps, initial=step, desc="distil decoder", disable=not (progress and accelerator.is_main_process))
@@ -269,15 +260,7 @@ def distill_decoder(model_dir: str | Path, data_dir: str | Path, run_dir: str | 
             with open(log, "a") as f:
                 f.write(json.dumps({"step": step, "loss": value, "loss_avg": loss_avg}) + "\n")
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-            out = run / CHECKPOINTS / f"step_{step:07d}"
-            accelerator.save_state(str(out), safe_serialization=True)
-            if accelerator.is_main_process:
-                state = ema.state_dict()
-                shadow = state.pop("shadow_params")
-                save_file({f"{i:05d}": p.detach().contiguous().cpu() for i, p in enumerate(shadow)}, out / "ema.safetensors")
-                (out / "ema.json").write_text(json.dumps(state))
-                (out / "trainer_state.json").write_text(json.dumps({"step": step}))
-                prune_checkpoints(run)
+            save_checkpoint(accelerator, run, step, ema)
         if accelerator.is_main_process and (step % cfg.eval_every == 0 or step == cfg.max_steps):
             model = accelerator.unwrap_model(student)
             ema.store(model.parameters())
@@ -304,7 +287,7 @@ def distill_decoder(model_dir: str | Path, data_dir: str | Path, run_dir: str | 
 
         with torch.no_grad():
             rows = [ddim_decode(teacher, scheduler, z_grid, x_grid, cfg.teacher_steps, 8, precision=precision)]
-            rows += [ddim_decode(model, student_scheduler(scheduler.config), z_grid, x_grid, k, 8, precision=precision)
+            rows += [ddim_decode(model, distilled_scheduler(scheduler.config), z_grid, x_grid, k, 8, precision=precision)
                      for k in EVAL_STEPS]
         save_grid(run / "samples.png", [r.float().cpu() for r in rows])
         if steps_timed or not (run / "figures.json").is_file():

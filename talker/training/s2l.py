@@ -20,7 +20,7 @@ import torch
 
 from ..audio import FPS, log_mel, wav2vec2_features
 from ..errors import TalkerError
-from .dae import CHECKPOINTS, _latest_checkpoint, make_accelerator, prune_checkpoints, resumed_config
+from .dae import _latest_checkpoint, load_checkpoint, make_accelerator, resumed_config, save_checkpoint
 from .data import load_dataset, split_clips
 
 
@@ -144,9 +144,7 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
 
     step = 0
     if ckpt is not None:
-        accelerator.load_state(str(ckpt))
-        step = json.loads((ckpt / "trainer_state.json").read_text())["step"]
-        accelerator.print(f"resumed from {ckpt} at step {step}")
+        step = load_checkpoint(accelerator, ckpt)
     elif accelerator.is_main_process:
         run.mkdir(parents=True, exist_ok=True)
         (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
@@ -200,11 +198,7 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
                 f.write(json.dumps({"step": step, "loss": value, "latent_loss": lat_loss.item(),
                                     "pose_loss": pose_loss.item(), **scores}) + "\n")
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-            out_dir = run / CHECKPOINTS / f"step_{step:07d}"
-            accelerator.save_state(str(out_dir), safe_serialization=True)
-            if accelerator.is_main_process:
-                (out_dir / "trainer_state.json").write_text(json.dumps({"step": step}))
-                prune_checkpoints(run)
+            save_checkpoint(accelerator, run, step)
     bar.close()
     if not scores and accelerator.is_main_process:
         scores = evaluate(unwrapped, held_items, accelerator.device)

@@ -104,10 +104,15 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
 
     @property
     def autoencoder(self) -> DiffusionAutoencoderPipeline:
-        """The speaker's diffusion autoencoder (shares this pipeline's modules)."""
+        """The speaker's diffusion autoencoder with the DDIM decoder (shares this pipeline's modules)."""
+        return self.autoencoder_for("ddim")
+
+    def autoencoder_for(self, decoder: str | None = None) -> DiffusionAutoencoderPipeline:
+        """The speaker's diffusion autoencoder decoding with ``decoder`` (see :meth:`decoder_for`)."""
         if self.encoder is None:
             raise CheckpointError("this checkpoint has no semantic encoder (encoder/)")
-        pipe = DiffusionAutoencoderPipeline(unet=self.unet, encoder=self.encoder, scheduler=self.scheduler)
+        unet, scheduler = self.decoder_for(decoder)
+        pipe = DiffusionAutoencoderPipeline(unet=unet, encoder=self.encoder, scheduler=scheduler)
         pipe.precision = self.precision
         pipe.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
         return pipe
@@ -134,6 +139,12 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
             raise InputError("this speaker has no distilled decoder (distilled_unet/); use decoder='ddim', "
                              "or make one with `talker train distill`")
         return self.distilled_unet, distilled_scheduler(self.scheduler.config)
+
+    def _steps_for(self, decoder: str | None, num_inference_steps: int | None) -> int:
+        """``num_inference_steps``, or ``decoder``'s default when None; an unknown or missing
+        decoder fails here, before any work."""
+        self.decoder_for(decoder)
+        return self.default_steps(decoder) if num_inference_steps is None else num_inference_steps
 
     # --- steps of __call__ --------------------------------------------------------------------
 
@@ -417,9 +428,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         """check inputs → load audio → windowed speech2latent → fixed x_T → batched DDIM decoding;
         yields (images, z_sem, poses, x_T) per decoded batch."""
         # 1. check inputs
-        self.decoder_for(decoder)
-        if num_inference_steps is None:
-            num_inference_steps = self.default_steps(decoder)
+        num_inference_steps = self._steps_for(decoder, num_inference_steps)
         self.check_inputs(num_inference_steps, pose_mode, frame_batch_size, output_type)
         check_windows(window_frames, overlap_frames)
         emotion_t = self.prepare_emotion(emotion)
@@ -472,9 +481,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
                 and live latency at least ``window_frames`` of audio for the first frame.
             Other arguments as in ``__call__``.
         """
-        self.decoder_for(decoder)
-        if num_inference_steps is None:
-            num_inference_steps = self.default_steps(decoder)
+        num_inference_steps = self._steps_for(decoder, num_inference_steps)
         self.check_inputs(num_inference_steps, pose_mode, frame_batch_size, "np")
         check_windows(window_frames, overlap_frames)
         if isinstance(first_batch, bool) or not isinstance(first_batch, int) or first_batch < 1:
