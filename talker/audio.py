@@ -280,6 +280,7 @@ def log_mel(
     hop_length: int = 160,
     f_min: float = 0.0,
     f_max: float = 8000.0,
+    floor: float = 1e-5,
 ) -> torch.Tensor:
     """Log-mel spectrogram at 100 Hz (hop 160 at 16 kHz), exactly ``4 × n_frames`` long.
 
@@ -288,14 +289,14 @@ def log_mel(
         n_frames: video frames the features must cover (25 fps).
 
     Returns:
-        ``(4 × n_frames, n_mels)`` float32, natural log of mel power with a 1e-5 floor.
+        ``(4 × n_frames, n_mels)`` float32, natural log of mel power floored at ``floor``.
     """
     x = torch.as_tensor(wave, dtype=torch.float32).flatten()
     window = torch.hann_window(n_fft)
     spec = torch.stft(x, n_fft, hop_length, window=window, center=True, return_complex=True)
     power = spec.abs().pow(2).T  # (time, freq)
     mel = power @ _mel_filters(n_fft, n_mels, f_min, f_max)
-    feats = torch.log(mel.clamp_min(1e-5))
+    feats = torch.log(mel.clamp_min(floor))
     return fit_length(feats, n_frames * (SAMPLE_RATE // hop_length) // FPS)
 
 

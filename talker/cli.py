@@ -186,6 +186,10 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     if args.seconds is not None and args.text_file is not None:
         raise TalkerError("give either --seconds or --text-file, not both")
+    if args.speech and args.text_file is not None:
+        raise TalkerError("give either --speech (recordings) or --text-file (text for espeak-ng), not both")
+    if args.speech and not args.transcripts:
+        raise TalkerError("--speech needs --transcripts FILE ('name: text' lines, one per recording)")
     emotion: str | list[float] = "random"
     if args.emotion:
         if len(args.emotion) == 1 and args.emotion[0] in ("none", "random"):
@@ -202,7 +206,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     metas = synth_dataset(args.out, clips=args.clips, seconds=args.seconds or 10.0, text_file=args.text_file,
                           seed=args.seed, resolution=args.resolution, voices=voices, emotion=emotion,
-                          workers=args.workers, progress=not args.quiet)
+                          speech=args.speech, transcripts=args.transcripts, held_out=args.held_out, split=args.split,
+                          speaker=args.speaker, workers=args.workers, progress=not args.quiet)
     total = sum(m["duration"] for m in metas)
     print(f"wrote {len(metas)} clips, {total / 60:.1f} min of speech, to {args.out} in {time.perf_counter() - start:.0f} s")
     return 0
@@ -249,7 +254,8 @@ def cmd_train_s2l(args: argparse.Namespace) -> int:
                     batch_size=args.batch_size, checkpoint_every=args.checkpoint_every,
                     eval_every=min(args.eval_every, args.max_steps), lr=args.lr, seed=args.seed,
                     window_seconds=args.window_seconds, hidden_size=args.hidden_size,
-                    mixed_precision=args.mixed_precision)
+                    mixed_precision=args.mixed_precision, augment=args.augment,
+                    **({"feature_normalization": args.feature_normalization} if args.feature_normalization else {}))
     figures = train_s2l(args.data, args.dae, args.output, cfg, resume=args.resume, progress=not args.quiet)
     print(f"{args.output}: {figures['steps']} steps, loss {figures['loss_avg']:.4f}, held-out pose error "
           f"{figures.get('heldout_pose_mae_deg', 'n/a')} degrees")
@@ -292,7 +298,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     steps = [int(s) for s in args.steps.split(",")]
     results = evaluate_speaker(args.model, args.data, steps_list=steps, max_clips=args.clips,
                                max_seconds=args.seconds, emotions=not args.no_emotion, progress=not args.quiet,
-                               decoder=args.decoder)
+                               decoder=args.decoder, noise_test=not args.no_noise_test)
     png = args.out.rsplit(".", 1)[0] + ".png"
     write_report(results, args.out, png)
     for s in steps:
@@ -348,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.set_defaults(func=cmd_detect)
 
     s = sub.add_parser("synth", help="make the synthetic speaker's videos with exact ground truth",
-                       description="A real photo (scikit-image's astronaut) driven by espeak-ng speech: "
+                       description="A real photo (scikit-image's astronaut) driven by espeak-ng speech, or by "
+                                   "recorded speech force-aligned to its transcripts (--speech, --transcripts): "
                                    "DIR/videos/*.mp4, DIR/truth/*.npz, DIR/meta.json.")
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--clips", type=int, help="number of clips (default 1; with --text-file: all lines)")
@@ -357,6 +364,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--resolution", type=int, default=256, help="frame side in pixels (default 256)")
     s.add_argument("--voices", help="comma-separated espeak-ng voices, e.g. en-us,en-gb+f3")
+    s.add_argument("--speech", nargs="+", metavar="FILE_OR_DIR",
+                   help="recorded speech instead of espeak-ng: audio files or folders (searched recursively)")
+    s.add_argument("--transcripts", help="with --speech: 'name: text' lines (plain or .gz); name is the "
+                                         "recording's path without extension, e.g. digits/7")
+    s.add_argument("--held-out", type=float, default=0.0,
+                   help="with --speech: fraction of recordings (by a stable hash of their names) kept for evaluation")
+    s.add_argument("--split", choices=("train", "heldout", "all"), default="all",
+                   help="with --speech: use the training part, the held-out part, or all recordings (default)")
+    s.add_argument("--speaker", default="recorded", help="with --speech: a label for the recorded voice in meta.json")
     s.add_argument("--emotion", nargs="*", metavar="SPEC", help="none, random (default) or NAME=VALUE ...")
     s.add_argument("--workers", type=int, help="parallel processes (default: all cores)")
     s.add_argument("-q", "--quiet", action="store_true")
@@ -410,6 +426,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hidden-size", type=int, default=256)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default="auto")
+    t.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="train on the clean audio only (default: noise, rooms, phone lines, codecs, gain, pitch, speed)")
+    t.add_argument("--feature-normalization", choices=("window", "dataset"),
+                   help="window (default): each window's features are floored and mean-subtracted (loudness and "
+                        "channel independent); dataset: the earlier global standardisation only")
     t.add_argument("--resume", action="store_true")
     t.add_argument("-q", "--quiet", action="store_true")
     t.set_defaults(func=cmd_train_s2l)
@@ -435,13 +456,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("evaluate", help="quality of a speaker on held-out synthetic clips (JSON + PNG)")
     v.add_argument("--model", required=True, help="speaker checkpoint folder or Hub repo id")
-    v.add_argument("--data", required=True, help="held-out dataset: `talker prepare` of `talker synth` videos")
+    v.add_argument("--data", required=True, help="held-out dataset: `talker prepare` of `talker synth` videos "
+                                                           "(espeak-ng or recorded speech, --speech)")
     v.add_argument("--out", default="bench/results/quality.json")
     v.add_argument("--steps", default="10,20,50", help="step counts, comma-separated")
     v.add_argument("--decoder", choices=DECODERS, help="distilled or ddim (default: the speaker's default)")
     v.add_argument("--clips", type=int, default=4)
     v.add_argument("--seconds", type=float, default=8.0, help="seconds of each clip that are generated")
     v.add_argument("--no-emotion", action="store_true", help="skip the emotion measurement")
+    v.add_argument("--no-noise-test", action="store_true", help="skip lips-closed on 10 s of noise alone")
     v.add_argument("-q", "--quiet", action="store_true")
     v.set_defaults(func=cmd_evaluate)
 

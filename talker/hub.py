@@ -196,8 +196,13 @@ def export_speaker(dae_run: str | os.PathLike, s2l_run: str | os.PathLike, data_
     figures = {}
     stages = (("dae", dae_run), ("s2l", s2l_run)) + ((("distill", distilled_run),) if distilled_run else ())
     for stage, run in stages:
-        f = Path(run) / "figures.json"
-        figures[stage] = json.loads(f.read_text()) if f.is_file() else {}
+        f, card = Path(run) / "figures.json", Path(run) / "speaker.json"
+        if f.is_file():
+            figures[stage] = json.loads(f.read_text())
+        elif card.is_file():  # a speaker checkpoint given as the DAE / distilled decoder: keep its record
+            figures[stage] = json.loads(card.read_text()).get("training", {}).get(stage, {})
+        else:
+            figures[stage] = {}
     dae_cfg = Path(dae_run) / "train_config.json"
     if dae_cfg.is_file():
         figures["dae"]["batch_size"] = json.loads(dae_cfg.read_text()).get("batch_size")

@@ -105,7 +105,8 @@ class ClipSpec:
     pitch: int
     seed: int
     emotion: list[float] | str = "none"  # "none", "random" or four intensities
-    extra: dict = field(default_factory=dict)
+    sources: list[str] = field(default_factory=list)  # recordings spoken (recorded speech), in order
+    extra: dict = field(default_factory=dict)  # "speech": aligned recordings (list[Speech]) instead of TTS
 
 
 def join_speech(parts: Sequence[Speech], pauses: Sequence[float], lead: float, trail: float) -> Speech:
@@ -240,7 +241,7 @@ def emotion_track(spec: str | Sequence[float], n: int, rng: np.random.Generator)
 def make_clip(spec: ClipSpec, face: SyntheticFace):
     """Synthesise one clip: (frames iterator factory, 16 kHz audio, truth dict)."""
     rng = np.random.default_rng(spec.seed)
-    parts = [synthesize(p, spec.voice, spec.rate, spec.pitch) for p in spec.phrases]
+    parts = spec.extra.get("speech") or [synthesize(p, spec.voice, spec.rate, spec.pitch) for p in spec.phrases]
     pauses = rng.uniform(0.25, 0.8, size=max(0, len(parts) - 1))
     speech = join_speech(parts, pauses, lead=rng.uniform(0.2, 0.5), trail=rng.uniform(0.3, 0.6))
     n = len(speech.audio) * FPS // SAMPLE_RATE
@@ -330,20 +331,115 @@ def plan_clips(*, clips: int | None, seconds: float, text_file: str | None, seed
     return specs
 
 
+def in_held_out(name: str, fraction: float) -> bool:
+    """Whether recording ``name`` belongs to the held-out part: a stable hash of the name, so the
+    split never depends on which other recordings are present or on a seed."""
+    import hashlib
+
+    return int(hashlib.sha1(name.encode()).hexdigest()[:8], 16) / 2**32 < fraction
+
+
+def plan_recorded_clips(alignments: Sequence[tuple[str, Speech]], *, clips: int | None, seconds: float, seed: int,
+                        emotion: str | Sequence[float], voice: str = "recorded") -> list[ClipSpec]:
+    """Group aligned recordings ``(name, speech)`` into clips of about ``seconds`` (in a seeded
+    order; each recording is spoken once), with pauses between them as in TTS clips."""
+    if seconds <= 0:
+        raise InputError(f"--seconds must be positive; got {seconds}")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(alignments))
+    groups: list[list[tuple[str, Speech]]] = [[]]
+    length = 0.0
+    for k in order:
+        name, speech = alignments[k]
+        if groups[-1] and length + speech.duration > seconds:
+            groups.append([])
+            length = 0.0
+        groups[-1].append((name, speech))
+        length += speech.duration + 0.5
+    specs = []
+    for i, group in enumerate(groups[: clips or None]):
+        r = np.random.default_rng([seed, i])
+        specs.append(ClipSpec(
+            id=f"{seed:04d}-{i:05d}", phrases=[s.text for _, s in group],
+            voice=voice, rate=0, pitch=0, seed=int(r.integers(2**31)),
+            emotion=list(map(float, emotion)) if not isinstance(emotion, str) else emotion,
+            sources=[name for name, _ in group], extra={"speech": [s for _, s in group]},
+        ))
+    return specs
+
+
+def align_recordings(recordings, *, workers: int = 1, progress: bool = True) -> tuple[list, list[dict]]:
+    """Align every recording (``align.Recording``) in ``workers`` processes.
+
+    Returns ([(name, Speech)], skipped [{source, reason}]) in the recordings' order.
+    """
+    from tqdm.auto import tqdm
+
+    from ..errors import TalkerError
+    from .align import align_recording
+
+    done, skipped = [], []
+    with ProcessPoolExecutor(max(1, workers)) as pool, \
+            tqdm(total=len(recordings), desc="aligning recordings", unit="file", disable=not progress) as bar:
+        futures = [pool.submit(align_recording, rec) for rec in recordings]
+        for rec, fut in zip(recordings, futures, strict=True):
+            try:
+                done.append((rec.name, fut.result().speech))
+            except TalkerError as e:
+                skipped.append({"source": str(rec.path), "reason": str(e)})
+            bar.update()
+    return done, skipped
+
+
 def synth_dataset(out_dir: str | Path, *, clips: int | None = None, seconds: float = 10.0,
                   text_file: str | None = None, seed: int = 0, resolution: int = 256,
                   voices: Sequence[str] = DEFAULT_VOICES, emotion: str | Sequence[float] = "random",
+                  speech: Sequence[str | Path] | None = None, transcripts: str | Path | None = None,
+                  held_out: float = 0.0, split: str = "all", speaker: str = "recorded",
                   workers: int | None = None, progress: bool = True) -> list[dict]:
-    """Generate the synthetic speaker's clips into ``out_dir``; returns the meta entries."""
+    """Generate the synthetic speaker's clips into ``out_dir``; returns the meta entries.
+
+    With ``speech`` (recordings, or folders of them) and ``transcripts`` (``name: text`` lines),
+    the clips speak those recordings instead of espeak-ng: each is force-aligned
+    (``align.py``) and its phones drive the face; recordings that cannot be aligned are reported
+    in ``meta.json`` ("skipped") and left out. ``held_out`` (a fraction of the recordings, by a
+    stable hash of their names) and ``split`` ("train", "heldout" or "all") choose which
+    recordings are used, so a training and a held-out set never share a recording.
+    """
     from tqdm.auto import tqdm
 
     if resolution < 32 or resolution % 2:
         raise InputError(f"--resolution must be an even number ≥ 32; got {resolution}")
-    specs = plan_clips(clips=clips, seconds=seconds, text_file=text_file, seed=seed, voices=voices, emotion=emotion)
+    workers = max(1, workers or os.cpu_count() or 1)
+    skipped: list[dict] = []
+    if speech is not None:
+        from .align import find_recordings, read_transcripts
+
+        if transcripts is None:
+            raise InputError("recorded speech needs its transcripts (--transcripts FILE)")
+        if split not in ("train", "heldout", "all"):
+            raise InputError(f"split must be train, heldout or all; got {split!r}")
+        if not 0 <= held_out < 1:
+            raise InputError(f"--held-out must be a fraction in [0, 1); got {held_out}")
+        recordings, skipped = find_recordings(speech, read_transcripts(transcripts))
+        if split != "all":
+            recordings = [r for r in recordings if in_held_out(r.name, held_out) == (split == "heldout")]
+        if not recordings:
+            raise InputError("no recording with a transcript was found in --speech")
+        aligned, failed = align_recordings(recordings, workers=workers, progress=progress)
+        skipped += failed
+        for s in failed:
+            print(f"skipped {s['source']}: {s['reason']}")
+        if not aligned:
+            raise InputError("no recording could be aligned to its transcript")
+        specs = plan_recorded_clips(aligned, clips=clips, seconds=seconds, seed=seed, emotion=emotion,
+                                    voice=f"recorded:{speaker}")
+    else:
+        specs = plan_clips(clips=clips, seconds=seconds, text_file=text_file, seed=seed, voices=voices, emotion=emotion)
     out = Path(out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     (out / "truth").mkdir(parents=True, exist_ok=True)
-    workers = max(1, min(workers or os.cpu_count() or 1, len(specs)))
+    workers = min(workers, len(specs))
     metas = []
     # every clip in a fresh process: espeak-ng's output depends on what it said before, so this
     # is what makes a clip the same whatever else is generated (forked from a server that has
@@ -357,6 +453,6 @@ def synth_dataset(out_dir: str | Path, *, clips: int | None = None, seconds: flo
             bar.update()
     index = {"speaker": "astronaut (scikit-image, public-domain NASA portrait)", "fps": FPS,
              "sampling_rate": SAMPLE_RATE, "resolution": resolution, "emotions": list(EMOTIONS),
-             "visemes": list(VISEMES), "clips": metas}
+             "visemes": list(VISEMES), "clips": metas, "skipped": skipped}
     (out / "meta.json").write_text(json.dumps(index, indent=1) + "\n")
     return metas

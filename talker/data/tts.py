@@ -62,11 +62,13 @@ class Phoneme:
 
 @dataclass
 class Speech:
-    """Synthesised speech: 16 kHz mono float32 samples, its phonemes and word start times."""
+    """Speech with timings: 16 kHz mono float32 samples, its phonemes and word start times
+    (synthesised, or recorded and force-aligned), and the text spoken."""
 
     audio: np.ndarray
     phonemes: list[Phoneme]
     words: list[float]
+    text: str = ""
 
     @property
     def duration(self) -> float:
@@ -161,7 +163,7 @@ class ESpeak:
             if stop > start:
                 phonemes.append(Phoneme(symbol, start, stop, stressed))
         words = [s / self.rate for t, s, _ in events if t == _EVENT_WORD]
-        return Speech(audio, phonemes, words)
+        return Speech(audio, phonemes, words, text)
 
 
 def synthesize(text: str, voice: str = "en-us", rate: int = 160, pitch: int = 50) -> Speech:

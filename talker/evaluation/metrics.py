@@ -7,7 +7,9 @@ For every clip of a prepared held-out dataset (``talker prepare`` on ``talker sy
   the same fixed noise;
 - lip-sync: the inner-lip gap measured on the pixels by MediaPipe's face mesh (not part of the
   model being judged), correlated with the truth ``mouth_open``; the share of silent frames whose
-  lips are closed (closed = below the gap that 95% of truly closed truth frames stay under);
+  lips are closed (closed = below the gap that 95% of truly closed truth frames stay under); the
+  mean opening while speaking over that in pauses; and lips closed on noise alone. The truth is
+  the TTS's phoneme events or, for recorded speech, its forced alignment (``talker synth --speech``);
 - pose: the predicted pose against the truth pose (mean absolute error per angle), and its
   naturalness (speed and range against the truth's);
 - temporal jitter: mean absolute difference of consecutive frames, with the fixed noise and with
@@ -103,12 +105,66 @@ def _emotion_truth_change(probe: FaceProbe, resolution: int) -> dict:
     return out
 
 
+def closed_threshold(gap_truth: np.ndarray, mouth_open: np.ndarray) -> float:
+    """The lip gap (probe units) under which lips count as closed: the gap that 95% of the truth
+    frames whose mouth is truly shut stay under."""
+    closed = mouth_open < 0.02
+    return float(np.nanpercentile(gap_truth[closed], 95)) if closed.any() else float("nan")
+
+
+def lipsync_scores(gap_gen: np.ndarray, gap_truth: np.ndarray, truth: dict, n: int) -> dict:
+    """Lip-sync of generated frames against a clip's truth (``talker synth``'s, from TTS phoneme
+    events or from the forced alignment of a recording), both read by the same face probe.
+
+    Returns mouth_corr (generated lip gap vs truth mouth_open), silent_closed (share of pause
+    frames whose lips are closed), open_ratio (mean gap while speaking ÷ in pauses), the same
+    for the truth frames through the probe, and the closed threshold used.
+    """
+    mouth_open = truth["mouth_open"][:n]
+    threshold = closed_threshold(gap_truth, mouth_open)
+    silent = ~truth["speaking"][:n].astype(bool)
+
+    def closed(gap):
+        return float(np.mean(gap[silent] <= threshold)) if silent.any() else float("nan")
+
+    def ratio(gap):
+        if not silent.any() or silent.all():
+            return float("nan")
+        return float(np.nanmean(gap[~silent]) / max(np.nanmean(gap[silent]), 1e-6))
+
+    return {"mouth_corr": _corr(gap_gen, mouth_open), "mouth_corr_truth_frames": _corr(gap_truth, mouth_open),
+            "silent_closed": closed(gap_gen), "silent_closed_truth_frames": closed(gap_truth),
+            "open_ratio": ratio(gap_gen), "open_ratio_truth_frames": ratio(gap_truth), "closed_threshold": threshold}
+
+
+def noise_only_scores(pipe, probe: FaceProbe, threshold: float, *, seconds: float = 10.0, level_dbfs: float = -26.0,
+                      kinds=("pink", "brown", "hum", "babble"), babble_sources: list[np.ndarray] | None = None,
+                      seed: int = 0, decoder: str | None = None, steps: int | None = None) -> dict:
+    """Lips closed (gap ≤ ``threshold``) on ``seconds`` of noise alone, per noise kind, at a
+    speech-like level (RMS ``level_dbfs``): room noise, hum and babble must not move the lips."""
+    from ..training.augment import make_noise
+
+    out = {}
+    for k, kind in enumerate(kinds):
+        if kind == "babble" and not babble_sources:
+            continue
+        rng = np.random.default_rng([seed, k])
+        noise = make_noise(kind, int(seconds * 16000), rng, babble_sources) * 10 ** (level_dbfs / 20)
+        frames = pipe(noise, sampling_rate=16000, generator=torch.Generator().manual_seed(seed), decoder=decoder,
+                      **({"num_inference_steps": steps} if steps else {})).frames
+        gap = probe.features(frames)[:, 0]
+        out[kind] = float(np.mean(gap <= threshold))
+    out["mean"] = float(np.mean(list(out.values()))) if out else float("nan")
+    return out
+
+
 @torch.no_grad()
 def evaluate_speaker(model: str, data_dir: str, steps_list=(10, 20, 50), max_clips: int = 4,
                      max_seconds: float = 8.0, seed: int = 0, emotions: bool = True, progress: bool = True,
-                     decoder: str | None = None) -> dict:
+                     decoder: str | None = None, noise_test: bool = True) -> dict:
     """Run every measurement with ``decoder`` ("distilled" or "ddim"; default: the speaker's
-    default); returns a JSON-able dict (per step count, averaged over clips)."""
+    default); returns a JSON-able dict (per step count, averaged over clips). ``noise_test``
+    adds ``noise_only``: lips closed on 10 s of noise alone (room noise, hum, babble)."""
     from ..pipelines import DAETalkerPipeline
     from ..training.data import load_dataset
 
@@ -145,19 +201,13 @@ def evaluate_speaker(model: str, data_dir: str, steps_list=(10, 20, 50), max_cli
             fresh_noise = torch.randn((n, 3, res, res), generator=torch.Generator().manual_seed(seed + 1))
             fresh = ae.decode(torch.from_numpy(out.latents), fresh_noise, steps, batch_size=16)
             feats_gen, feats_truth = probe.features(gen), probe.features(truth_frames)
-            closed_truth = truth["mouth_open"][:n] < 0.02
-            gap_truth = feats_truth[:, 0]
-            threshold = np.nanpercentile(gap_truth[closed_truth], 95) if closed_truth.any() else np.nan
-            silent = ~truth["speaking"][:n].astype(bool)
+            sync = lipsync_scores(feats_gen[:, 0], feats_truth[:, 0], truth, n)
             pose_t = truth["pose"][:n]
             pose_p = out.poses
             rows.append({
                 "psnr": psnr(gen, truth_frames), "psnr_upper_bound": psnr(upper, truth_frames),
                 "ssim": ssim(gen, truth_frames), "ssim_upper_bound": ssim(upper, truth_frames),
-                "mouth_corr": _corr(feats_gen[:, 0], truth["mouth_open"][:n]),
-                "mouth_corr_truth_frames": _corr(gap_truth, truth["mouth_open"][:n]),
-                "silent_closed": float(np.mean(feats_gen[silent, 0] <= threshold)) if silent.any() else float("nan"),
-                "silent_closed_truth_frames": float(np.mean(gap_truth[silent] <= threshold)) if silent.any() else float("nan"),
+                **sync,
                 "pose_mae_deg": np.abs(pose_p - pose_t).mean(0).tolist(),
                 "pose_speed_deg_per_frame": np.abs(np.diff(pose_p, axis=0)).mean(0).tolist(),
                 "pose_speed_truth": np.abs(np.diff(pose_t, axis=0)).mean(0).tolist(),
@@ -170,6 +220,11 @@ def evaluate_speaker(model: str, data_dir: str, steps_list=(10, 20, 50), max_cli
         summary["psnr_gap_db"] = round(summary["psnr_upper_bound"] - summary["psnr"], 3)
         summary["jitter_ratio_to_truth"] = round(summary["jitter_fixed_noise"] / summary["jitter_truth"], 3)
         results["steps"][str(steps)] = {"mean": summary, "per_clip": rows}
+    if noise_test:
+        first = results["steps"][str(steps_list[0])]["mean"]
+        results["noise_only"] = noise_only_scores(
+            pipe, probe, first["closed_threshold"], decoder=decoder, steps=steps_list[0], seed=seed,
+            babble_sources=[c.audio for c in clips])
     if emotions:
         clip = clips[0]
         n = min(clip.n_frames, int(max_seconds * 25))

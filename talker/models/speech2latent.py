@@ -172,6 +172,14 @@ class Speech2Latent(ModelMixin, ConfigMixin):
         latent_dim: size of ``z_sem`` (the DAE's latent).
         pose_predictor_channels, pose_predictor_kernel_size: pose predictor sizes.
         emotion_names: names of the emotion intensities, in vector order.
+        feature_normalization: ``"dataset"`` (features standardised by the training data's
+            statistics only) or ``"window"``: first, within every input window, log-mel is floored
+            at ``feature_floor`` (natural-log units; 9.2 = 40 dB) below the window's peak and the
+            time mean of each feature is subtracted, so that loudness, microphone and channel
+            (and a recording's own noise floor far below the speech) do not change the input.
+        feature_floor: see ``feature_normalization``.
+        mel_floor: the smallest mel power before the log (1e-5 in earlier checkpoints; new ones
+            use 1e-10 so that quiet recordings are not clipped before the window floor).
     """
 
     @register_to_config
@@ -195,8 +203,13 @@ class Speech2Latent(ModelMixin, ConfigMixin):
         pose_predictor_channels: int = 256,
         pose_predictor_kernel_size: int = 5,
         emotion_names: tuple[str, ...] = EMOTIONS,
+        feature_normalization: str = "dataset",
+        feature_floor: float = 9.2,
+        mel_floor: float = 1e-5,
     ):
         super().__init__()
+        if feature_normalization not in ("dataset", "window"):
+            raise ValueError(f"feature_normalization must be 'dataset' or 'window', got {feature_normalization!r}")
         if audio_frontend not in ("mel", "wav2vec2"):
             raise ValueError(f"audio_frontend must be 'mel' or 'wav2vec2', got {audio_frontend!r}")
         ratio = feature_rate / fps
@@ -242,6 +255,27 @@ class Speech2Latent(ModelMixin, ConfigMixin):
                     value = value.clamp_min(1e-6)
                 buf.copy_(value)
 
+    def normalize_window(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-window normalisation (``feature_normalization="window"``; identity otherwise).
+
+        Args:
+            features: (B, T, F) raw features of one window each.
+            mask: optional (B, N) bool over video frames, True on real frames.
+        """
+        if self.config.feature_normalization != "window":
+            return features
+        if mask is None:
+            valid = torch.ones(features.shape[:2], dtype=torch.bool, device=features.device)
+        else:
+            valid = mask.repeat_interleave(self.frames_per_feature, dim=1)[:, : features.shape[1]]
+        m = valid[..., None].to(features.dtype)
+        x = features
+        if self.config.audio_frontend == "mel":
+            peak = x.masked_fill(~valid[..., None], float("-inf")).amax(dim=(1, 2), keepdim=True)
+            x = torch.maximum(x, peak - self.config.feature_floor)
+        mean = (x * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp_min(1.0)
+        return (x - mean) * m
+
     def normalize_pose(self, pose_degrees: torch.Tensor) -> torch.Tensor:
         return (pose_degrees - self.pose_mean) / self.pose_std
 
@@ -274,7 +308,7 @@ class Speech2Latent(ModelMixin, ConfigMixin):
             mask: optional (B, N) bool, True on real frames (for padded batches).
         """
         dtype = self.out.weight.dtype
-        x = (features.to(dtype) - self.feature_mean) / self.feature_std
+        x = (self.normalize_window(features.to(dtype), mask) - self.feature_mean) / self.feature_std
         x = self.subsample(x.transpose(1, 2)).transpose(1, 2)  # (B, N, hidden)
         if self.emotion_proj is not None and emotion is not None:
             e = emotion.to(dtype)

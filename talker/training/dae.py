@@ -392,16 +392,19 @@ def export_dae(model, ema, scheduler, out: Path, stats_frames: torch.Tensor) -> 
 
 
 def load_dae(run_dir: str | Path):
-    """(encoder, unet, scheduler) of a finished DAE run (RUN/dae)."""
+    """(encoder, unet, scheduler) of a finished DAE run (RUN/dae), or of a speaker checkpoint
+    folder (``talker export``), in float32."""
     from diffusers import DDIMScheduler
 
     from ..models import DAEDecoderUNet, SemanticEncoder
 
     path = Path(run_dir) / "dae"
-    if not (path / "unet").is_dir():
-        raise TalkerError(f"{run_dir} has no trained DAE (expected {path}/unet); run `talker train dae` first")
-    return (SemanticEncoder.from_pretrained(path / "encoder", use_safetensors=True),
-            DAEDecoderUNet.from_pretrained(path / "unet", use_safetensors=True),
+    if not (path / "unet").is_dir() and (Path(run_dir) / "model_index.json").is_file():
+        path = Path(run_dir)
+    if not (path / "unet").is_dir() or not (path / "encoder").is_dir():
+        raise TalkerError(f"{run_dir} has no trained DAE (expected {path}/unet and encoder); run `talker train dae` first")
+    return (SemanticEncoder.from_pretrained(path / "encoder", use_safetensors=True, torch_dtype=torch.float32),
+            DAEDecoderUNet.from_pretrained(path / "unet", use_safetensors=True, torch_dtype=torch.float32),
             DDIMScheduler.from_pretrained(path / "scheduler"))
 
 

@@ -4,7 +4,13 @@ Inputs are the audio features of a window, targets the EMA-encoder latents of it
 (``talker encode``), normalised by their dataset mean/std. The ground-truth head pose is fed to
 the pose projector (teacher forcing) while the pose predictor learns it (pose loss); the emotion
 intensities of the data, when present, are fed as the emotion vector. Held-out clips are scored
-with the *predicted* pose, as at inference: latent MSE (normalised) and pose error in degrees.
+with the *predicted* pose, as at inference: latent MSE (normalised) and pose error in degrees,
+on their clean audio and on a fixed noisy, reverberant copy; the step with the best mean of the
+two is kept (``RUN/speech_to_latent``).
+
+With ``augment`` (the default), every training window's audio goes through ``augment.py``'s
+chain (noise that fills the pauses, rooms, phone lines, codecs, gain, pitch and speed; the targets
+follow a speed change), drawn from the run's seed and the step, so a resumed run repeats it.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..audio import FPS, log_mel, wav2vec2_features
+from ..audio import FPS, SAMPLE_RATE, log_mel, wav2vec2_features
 from ..errors import TalkerError
 from .dae import _latest_checkpoint, load_checkpoint, make_accelerator, resumed_config, save_checkpoint
+from .augment import Augmenter, speed_perturb
 from .data import load_dataset, split_clips
 
 
@@ -45,6 +52,9 @@ class S2LConfig:
     held_out: float = 0.1
     seed: int = 0
     mixed_precision: str = "auto"
+    feature_normalization: str = "window"  # see Speech2Latent; "dataset" is the earlier behaviour
+    mel_floor: float = 1e-10  # see Speech2Latent
+    augment: bool = True
 
 
 def load_audio_encoder(name: str):
@@ -63,11 +73,22 @@ def load_audio_encoder(name: str):
     return model, fe
 
 
-def clip_features(clip, cfg: S2LConfig, audio_encoder=None, feature_extractor=None) -> torch.Tensor:
-    audio = clip.audio
+def audio_features(audio: np.ndarray, n_frames: int, cfg: S2LConfig, audio_encoder=None,
+                   feature_extractor=None) -> torch.Tensor:
+    """Features of 16 kHz ``audio`` covering ``n_frames`` video frames (the pipeline's front end)."""
     if cfg.audio_frontend == "mel":
-        return log_mel(audio, clip.n_frames)
-    return wav2vec2_features(audio, clip.n_frames, audio_encoder, feature_extractor, feature_rate=50)
+        return log_mel(audio, n_frames, floor=cfg.mel_floor)
+    return wav2vec2_features(audio, n_frames, audio_encoder, feature_extractor, feature_rate=50)
+
+
+def stretch(x: torch.Tensor, start: int, count: int, factor: float) -> torch.Tensor:
+    """Rows of (N, D) ``x`` at times start + k·factor (k < count), linearly interpolated."""
+    t = start + torch.arange(count, dtype=torch.float64) * factor
+    t = t.clamp(max=len(x) - 1)
+    lo = t.floor().long()
+    hi = (lo + 1).clamp(max=len(x) - 1)
+    w = (t - lo).float()[:, None]
+    return x[lo] * (1 - w) + x[hi] * w
 
 
 def build_s2l(cfg: S2LConfig, feature_dim: int, latent_dim: int):
@@ -77,7 +98,7 @@ def build_s2l(cfg: S2LConfig, feature_dim: int, latent_dim: int):
                          feature_rate=100 if cfg.audio_frontend == "mel" else 50, hidden_size=cfg.hidden_size,
                          num_heads=cfg.num_heads, ffn_size=cfg.ffn_size, conv_kernel_size=cfg.conv_kernel_size,
                          num_encoder_layers=cfg.num_encoder_layers, num_decoder_layers=cfg.num_decoder_layers,
-                         dropout=cfg.dropout, latent_dim=latent_dim)
+                         dropout=cfg.dropout, latent_dim=latent_dim, feature_normalization=cfg.feature_normalization, mel_floor=cfg.mel_floor)
 
 
 @torch.no_grad()
@@ -87,7 +108,7 @@ def evaluate(model, items, device) -> dict:
         return {}
     model.eval()
     lat_err, pose_err, n = 0.0, np.zeros(3), 0
-    for feats, lat, pose, emo in items:
+    for feats, lat, pose, emo in items:  # features computed beforehand (clean or augmented audio)
         out = model(feats[None].to(device), emotion=None if emo is None else emo[None].to(device))
         target = model.normalize_latents(lat.to(device))
         lat_err += torch.mean((out.latents[0].float() - target) ** 2, dim=1).sum().item()
@@ -96,6 +117,21 @@ def evaluate(model, items, device) -> dict:
     model.train()
     mae = pose_err / n
     return {"heldout_latent_mse": lat_err / n, "heldout_pose_mae_deg": mae.round(3).tolist()}
+
+
+def evaluate_sets(model, sets: dict[str, list], device) -> dict:
+    """``evaluate`` on each held-out set ("clean", "augmented"); ``heldout_score`` is the mean
+    latent MSE over the sets (what picks the kept step). Keys of the clean set keep their names."""
+    out, mses = {}, []
+    for name, items in sets.items():
+        scores = evaluate(model, items, device)
+        if not scores:
+            continue
+        mses.append(scores["heldout_latent_mse"])
+        out.update(scores if name == "clean" else {k.replace("heldout_", f"heldout_{name}_"): v for k, v in scores.items()})
+    if mses:
+        out["heldout_score"] = float(np.mean(mses))
+    return out
 
 
 def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cfg: S2LConfig,
@@ -123,21 +159,36 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
         raise TalkerError(f"--audio-frontend must be mel or wav2vec2; got {cfg.audio_frontend!r}")
 
     def item(clip):
-        feats = clip_features(clip, cfg, audio_encoder, feature_extractor)
         emo = None if clip.emotion is None else torch.from_numpy(clip.emotion).float()
-        return feats, torch.from_numpy(clip.latents()).float(), torch.from_numpy(clip.pose).float(), emo
+        return clip.audio, torch.from_numpy(clip.latents()).float(), torch.from_numpy(clip.pose).float(), emo
+
+    def featurize(items, augmenter=None, seed=0):
+        out = []
+        for k, (audio, lat, pose, emo) in enumerate(items):
+            if augmenter is not None:
+                audio = augmenter(audio, np.random.default_rng([seed, k]))
+            out.append((audio_features(audio, len(lat), cfg, audio_encoder, feature_extractor), lat, pose, emo))
+        return out
 
     train_clips, held_clips = split_clips(clips, cfg.held_out)
-    train_items = [item(c) for c in tqdm(train_clips, desc="audio features", disable=not progress)]
-    held_items = [item(c) for c in held_clips]
-    ratio = train_items[0][0].shape[0] // train_items[0][1].shape[0]
-    all_feats = torch.cat([f for f, *_ in train_items])
+    train_items = [item(c) for c in tqdm(train_clips, desc="reading clips", disable=not progress)]
+    held_raw = [item(c) for c in held_clips]
+    augmenter = Augmenter(babble_sources=[a for a, *_ in train_items]) if cfg.augment else None
+    # held-out scores: clean audio, and one fixed noisy/reverberant/band-limited copy of each clip
+    held_sets = {"clean": featurize(held_raw)}
+    if augmenter is not None:
+        held_sets["augmented"] = featurize(held_raw, augmenter, seed=10_000 + cfg.seed)
+    clean_feats = [audio_features(a, len(lat), cfg, audio_encoder, feature_extractor) for a, lat, _, _ in train_items]
+    ratio = clean_feats[0].shape[0] // len(train_items[0][1])
     all_pose = torch.cat([p for _, _, p, _ in train_items])
 
-    model = build_s2l(cfg, all_feats.shape[1], stats["z_dim"])
+    model = build_s2l(cfg, clean_feats[0].shape[1], stats["z_dim"])
+    with torch.no_grad():  # statistics of the features after the per-window normalisation
+        all_feats = torch.cat([model.normalize_window(f[None])[0] for f in clean_feats])
     model.set_statistics(feature_mean=all_feats.mean(0), feature_std=all_feats.std(0),
                          latent_mean=stats["mean"], latent_std=stats["std"],
                          pose_mean=all_pose.mean(0), pose_std=all_pose.std(0))
+    del clean_feats, all_feats
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
@@ -148,8 +199,11 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
     elif accelerator.is_main_process:
         run.mkdir(parents=True, exist_ok=True)
         (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+    best_path = run / "best.json"
+    best = json.loads(best_path.read_text()) if ckpt is not None and best_path.is_file() else None
 
     window = int(round(cfg.window_seconds * FPS))
+    spf = SAMPLE_RATE // FPS
     lengths = np.array([len(lat) for _, lat, _, _ in train_items], np.float64)
     has_emotion = train_items[0][3] is not None
     log = run / "train_log.jsonl"
@@ -161,16 +215,26 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
         rng = np.random.default_rng([cfg.seed, step, accelerator.process_index])
         feats, lats, poses, emos, masks = [], [], [], [], []
         for k in rng.choice(len(train_items), cfg.batch_size, p=lengths / lengths.sum()):
-            f, lat, pose, emo = train_items[k]
+            audio, lat, pose, emo = train_items[k]
             n = len(lat)
-            start = int(rng.integers(0, max(1, n - window + 1)))
-            w = min(window, n)
+            # a speed change by `factor` squeezes window × factor frames of the clip into the window
+            factor = augmenter.speed_factor(rng) if augmenter is not None else 1.0
+            span = min(n, int(np.ceil(window * factor)))
+            start = int(rng.integers(0, max(1, n - span + 1)))
+            w = min(window, int((n - start) / factor))
+            a = audio[start * spf : start * spf + int(round(w * factor * spf))]
+            if factor != 1.0:
+                a = speed_perturb(a, factor)
+            a = np.pad(a, (0, max(0, w * spf - len(a))))[: w * spf]
+            if augmenter is not None:
+                a = augmenter(a, rng)
+            f = audio_features(a, w, cfg, audio_encoder, feature_extractor)
             pad = window - w
-            feats.append(torch.nn.functional.pad(f[start * ratio : (start + w) * ratio], (0, 0, 0, pad * ratio)))
-            lats.append(torch.nn.functional.pad(lat[start : start + w], (0, 0, 0, pad)))
-            poses.append(torch.nn.functional.pad(pose[start : start + w], (0, 0, 0, pad)))
+            feats.append(torch.nn.functional.pad(f, (0, 0, 0, pad * ratio)))
+            lats.append(torch.nn.functional.pad(stretch(lat, start, w, factor), (0, 0, 0, pad)))
+            poses.append(torch.nn.functional.pad(stretch(pose, start, w, factor), (0, 0, 0, pad)))
             if has_emotion:
-                emos.append(torch.nn.functional.pad(emo[start : start + w], (0, 0, 0, pad)))
+                emos.append(torch.nn.functional.pad(stretch(emo, start, w, factor), (0, 0, 0, pad)))
             masks.append(torch.arange(window) < w)
         dev = accelerator.device
         feats, lats, poses, masks = (torch.stack(x).to(dev) for x in (feats, lats, poses, masks))
@@ -193,20 +257,28 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
         bar.update()
         bar.set_postfix(loss=f"{loss_avg:.4f}")
         if accelerator.is_main_process and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-            scores = evaluate(unwrapped, held_items, dev)
+            scores = evaluate_sets(unwrapped, held_sets, dev)
             with open(log, "a") as f:
                 f.write(json.dumps({"step": step, "loss": value, "latent_loss": lat_loss.item(),
                                     "pose_loss": pose_loss.item(), **scores}) + "\n")
+            if held_raw and (best is None or scores["heldout_score"] < best["heldout_score"]):
+                best = {"step": step, **scores}
+                unwrapped.save_pretrained(run / "speech_to_latent")
+                best_path.write_text(json.dumps(best, indent=1) + "\n")
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
             save_checkpoint(accelerator, run, step)
     bar.close()
     if not scores and accelerator.is_main_process:
-        scores = evaluate(unwrapped, held_items, accelerator.device)
+        scores = evaluate_sets(unwrapped, held_sets, accelerator.device)
     figures = {"steps": step, "loss_avg": loss_avg, "steps_per_s": steps_timed / train_time if train_time else math.nan,
-               "train_clips": len(train_items), "heldout_clips": len(held_items), **scores}
+               "train_clips": len(train_items), "heldout_clips": len(held_raw), "augment": cfg.augment,
+               "feature_normalization": cfg.feature_normalization, "last": scores}
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        unwrapped.save_pretrained(run / "speech_to_latent")
+        if best is None:  # nothing held out: the last step is the model
+            unwrapped.save_pretrained(run / "speech_to_latent")
+        else:
+            figures.update(best_step=best["step"], **{k: v for k, v in best.items() if k != "step"})
         (run / "figures.json").write_text(json.dumps(figures, indent=1) + "\n")
     accelerator.end_training()
     return figures

@@ -163,7 +163,8 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         """16 kHz samples → (1, n_frames × feature_rate / fps, feature_dim) features."""
         cfg = self.speech_to_latent.config
         if cfg.audio_frontend == "mel":
-            feats = log_mel(wave, n_frames, n_mels=cfg.n_mels, n_fft=cfg.n_fft, hop_length=cfg.hop_length)
+            feats = log_mel(wave, n_frames, n_mels=cfg.n_mels, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
+                            floor=cfg.mel_floor)
         else:
             if self.audio_encoder is None:
                 raise CheckpointError("this speaker uses the wav2vec2 front end but the checkpoint has no audio_encoder/")

@@ -1,0 +1,287 @@
+"""Forced alignment of recorded speech to its transcript: word and phone timings.
+
+Recorded speech drives the synthetic speaker the way espeak-ng's phoneme events do
+(``synthetic.py``): each phone becomes a viseme at the time it is spoken. The aligner is
+pocketsphinx (CMU Sphinx), whose US-English acoustic model and pronouncing dictionary ship in
+its PyPI wheel, so alignment works offline. Two passes over the same 16 kHz PCM: the first
+decodes the transcript as a fixed grammar (word times), the second (``set_alignment``) gives
+phone-level segments inside every word.
+
+Words missing from the dictionary get a pronunciation from espeak-ng (its IPA phonemes mapped
+to ARPAbet); when that fails too, the prompt is reported and skipped, never guessed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..audio import AUDIO_FILE_TYPES, SAMPLE_RATE, decode_audio_file, load_audio
+from ..errors import AudioError, TalkerError
+from .tts import Phoneme, Speech
+
+ALIGN_FRAME = 0.01
+"""pocketsphinx's frame period in seconds (100 frames/s)."""
+
+# ARPAbet (the CMU dictionary's phone set) → IPA, so that aligned phones go through the same
+# viseme table as espeak-ng's (``synthetic.viseme_of``) and the truth files hold one alphabet.
+ARPABET_IPA = {
+    "AA": "ɑ", "AE": "æ", "AH": "ʌ", "AO": "ɔ", "AW": "aʊ", "AY": "aɪ", "B": "b", "CH": "tʃ", "D": "d",
+    "DH": "ð", "EH": "ɛ", "ER": "ɝ", "EY": "eɪ", "F": "f", "G": "ɡ", "HH": "h", "IH": "ɪ", "IY": "i",
+    "JH": "dʒ", "K": "k", "L": "l", "M": "m", "N": "n", "NG": "ŋ", "OW": "oʊ", "OY": "ɔɪ", "P": "p",
+    "R": "ɹ", "S": "s", "SH": "ʃ", "T": "t", "TH": "θ", "UH": "ʊ", "UW": "u", "V": "v", "W": "w",
+    "Y": "j", "Z": "z", "ZH": "ʒ", "SIL": "_",
+}
+# espeak-ng's IPA → ARPAbet, longest symbols first (diphthongs and affricates before their parts)
+_IPA_ARPABET = sorted({
+    **{v: k for k, v in ARPABET_IPA.items() if k != "SIL"},
+    "a": "AA", "ɐ": "AH", "ə": "AH", "ɚ": "ER", "ɜ": "ER", "e": "EH", "o": "OW", "ɒ": "AA", "r": "R",
+    "ɾ": "T", "ʔ": "T", "g": "G", "x": "K", "ɬ": "L", "i": "IY", "ɪ": "IH", "əʊ": "OW", "eə": "EH",
+    "ɪə": "IH", "ʊə": "UH", "aɪə": "AY", "oː": "OW", "y": "IY", "ɫ": "L", "ɹ": "R", "ʍ": "W", "ç": "HH",
+}.items(), key=lambda kv: -len(kv[0]))
+
+_UNITS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen " \
+         "sixteen seventeen eighteen nineteen".split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_SYMBOLS = {"#": "pound", "*": "star", "&": "and", "%": "percent", "@": "at", "+": "plus"}
+
+
+class AlignmentError(TalkerError):
+    """A recording could not be aligned to its transcript."""
+
+
+def number_words(n: int) -> list[str]:
+    """English words of a non-negative integer below one million (``123`` → one hundred twenty three)."""
+    if n < 20:
+        return [_UNITS[n]]
+    if n < 100:
+        return [_TENS[n // 10]] + (number_words(n % 10) if n % 10 else [])
+    if n < 1000:
+        return number_words(n // 100) + ["hundred"] + (number_words(n % 100) if n % 100 else [])
+    if n < 1_000_000:
+        return number_words(n // 1000) + ["thousand"] + (number_words(n % 1000) if n % 1000 else [])
+    return [w for d in str(n) for w in number_words(int(d))]
+
+
+def transcript_words(text: str) -> list[str]:
+    """A transcript as the aligner's words: lower case, numbers and symbols spelt out,
+    punctuation dropped (apostrophes inside words kept)."""
+    words = []
+    for token in re.findall(r"[A-Za-z]+(?:'[A-Za-z]+)*|\d+|[#*&%@+]", text):
+        if token.isdigit():
+            words += number_words(int(token))
+        elif token in _SYMBOLS:
+            words.append(_SYMBOLS[token])
+        else:
+            words.append(token.lower())
+    return words
+
+
+def ipa_to_arpabet(ipa: Iterable[str]) -> list[str]:
+    """espeak-ng phoneme symbols (IPA, one or more characters each) → ARPAbet phones."""
+    phones = []
+    for symbol in ipa:
+        s = symbol.replace("ː", "").replace("ˑ", "").replace("ˈ", "").replace("ˌ", "").strip()
+        while s:
+            if s[0] in "_ ":
+                s = s[1:]
+                continue
+            for k, v in _IPA_ARPABET:
+                if s.startswith(k):
+                    phones.append(v)
+                    s = s[len(k):]
+                    break
+            else:
+                s = s[1:]  # diacritics and symbols without an ARPAbet counterpart
+    return phones
+
+
+@dataclass
+class Alignment:
+    """A recording aligned to its transcript: 16 kHz audio, phones (IPA, seconds), word starts."""
+
+    speech: Speech
+    words: list[tuple[str, float, float]]  # (word, start s, end s), silences excluded
+
+
+class ForcedAligner:
+    """pocketsphinx forced alignment with the en-us model that ships in its wheel."""
+
+    def __init__(self):
+        try:
+            from pocketsphinx import Decoder
+        except ImportError:
+            raise TalkerError("alignment needs pocketsphinx: pip install pocketsphinx") from None
+        self.decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
+
+    def pronunciation(self, word: str) -> str | None:
+        """The dictionary's phones of ``word`` ("HH AH L OW"), else espeak-ng's, added to the
+        dictionary; None when neither knows the word."""
+        phones = self.decoder.lookup_word(word)
+        if phones:
+            return phones
+        try:
+            from .tts import synthesize
+
+            arpabet = ipa_to_arpabet(p.symbol for p in synthesize(word).phonemes)
+        except TalkerError:
+            return None
+        if not arpabet:
+            return None
+        phones = " ".join(arpabet)
+        self.decoder.add_word(word, phones, True)
+        return phones
+
+    def align(self, audio: np.ndarray, text: str) -> Alignment:
+        """Align 16 kHz mono float32 ``audio`` to ``text``.
+
+        Raises:
+            AlignmentError: no words in the transcript, a word without a pronunciation, or a
+                recording the aligner cannot fit to the transcript.
+        """
+        words = transcript_words(text)
+        if not words:
+            raise AlignmentError(f"no words in the transcript {text!r}")
+        unknown = [w for w in words if self.pronunciation(w) is None]
+        if unknown:
+            raise AlignmentError(f"no pronunciation for {', '.join(sorted(set(unknown)))}")
+        pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16).tobytes()
+        d = self.decoder
+        try:
+            d.set_align_text(" ".join(words))
+            d.start_utt()
+            d.process_raw(pcm, full_utt=True)
+            d.end_utt()
+            if d.hyp() is None:
+                raise AlignmentError("the recording does not fit its transcript")
+            d.set_alignment()
+            d.start_utt()
+            d.process_raw(pcm, full_utt=True)
+            d.end_utt()
+            alignment = d.get_alignment()
+        except RuntimeError as e:
+            from pocketsphinx import Decoder
+
+            self.decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")  # a failed utterance can leave it unusable
+            raise AlignmentError(f"alignment failed ({e})") from None
+        if alignment is None:
+            raise AlignmentError("the recording does not fit its transcript")
+        phonemes, word_spans = [], []
+        for w in alignment:
+            name = re.sub(r"\(\d+\)$", "", w.name)
+            start, end = w.start * ALIGN_FRAME, (w.start + w.duration) * ALIGN_FRAME
+            if name not in ("<s>", "</s>", "<sil>") and not name.startswith("++"):
+                word_spans.append((name, start, end))
+            for p in w:
+                ipa = ARPABET_IPA.get(p.name, "_")
+                phonemes.append(Phoneme(ipa, p.start * ALIGN_FRAME, (p.start + p.duration) * ALIGN_FRAME))
+        if len(word_spans) != len(words):
+            raise AlignmentError(f"aligned {len(word_spans)} of {len(words)} words")
+        duration = len(audio) / SAMPLE_RATE
+        phonemes = [Phoneme(p.symbol, p.start, min(p.end, duration), p.stressed) for p in phonemes if p.start < duration]
+        return Alignment(Speech(audio.astype(np.float32), phonemes, [s for _, s, _ in word_spans], text), word_spans)
+
+
+# ----------------------------------------------------------------------------------------------
+# Recordings and their transcripts
+# ----------------------------------------------------------------------------------------------
+
+SPEECH_FILE_TYPES = (*AUDIO_FILE_TYPES, "g722")
+
+
+def read_transcripts(path: str | Path) -> dict[str, str]:
+    """``name: text`` (or ``name<TAB>text``) lines → {name: text}; plain or .gz.
+
+    ``name`` is the recording's path without its extension, relative to any folder
+    (``digits/7`` matches ``.../sounds/digits/7.wav``). Lines starting with ``;`` or ``#`` are
+    comments; lines whose text is a description in brackets (``beep: [a beep tone]``) are skipped.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise TalkerError(f"transcript file not found: {p}")
+    raw = gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
+    out = {}
+    for line in raw.decode("utf-8", "replace").splitlines():
+        line = line.strip()
+        if not line or line.startswith((";", "#")):
+            continue
+        m = re.match(r"([^:\t]+?)\s*[:\t]\s*(.*)$", line)
+        if not m:
+            continue
+        name, text = m.group(1).strip(), m.group(2).strip()
+        if text and not (text.startswith("[") and text.endswith("]")):
+            out[name] = text
+    if not out:
+        raise TalkerError(f"{p}: no transcripts found (expected 'name: text' lines)")
+    return out
+
+
+@dataclass
+class Recording:
+    """One recorded prompt: its transcript key, file and text."""
+
+    name: str
+    path: Path
+    text: str
+
+
+def find_recordings(paths: Iterable[str | Path], transcripts: dict[str, str]) -> tuple[list[Recording], list[dict]]:
+    """Files (or folders, searched recursively) matched to transcripts by their path tail.
+
+    When one prompt exists in several files (``.wav`` at 8 kHz and ``.g722`` at 16 kHz), the one
+    with the highest sampling rate is taken. Returns (recordings sorted by name, skipped files
+    with the reason).
+    """
+    files: list[Path] = []
+    for given in paths:
+        p = Path(given)
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower().lstrip(".") in SPEECH_FILE_TYPES)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise TalkerError(f"speech file or folder not found: {p}")
+    candidates: dict[str, list[Path]] = {}
+    skipped = []
+    for f in files:
+        parts = f.with_suffix("").parts
+        key = next(("/".join(parts[-k:]) for k in range(min(3, len(parts)), 0, -1)
+                    if "/".join(parts[-k:]) in transcripts), None)
+        if key is None:
+            skipped.append({"source": str(f), "reason": "no transcript"})
+        else:
+            candidates.setdefault(key, []).append(f)
+    recordings = []
+    for key in sorted(candidates):
+        best, best_rate = None, -1
+        for f in candidates[key]:
+            try:
+                _, rate = decode_audio_file(f)
+            except AudioError as e:
+                skipped.append({"source": str(f), "reason": str(e)})
+                continue
+            if rate > best_rate:
+                best, best_rate = f, rate
+        if best is not None:
+            recordings.append(Recording(key, best, transcripts[key]))
+    return recordings, skipped
+
+
+def align_recording(rec: Recording) -> Alignment:
+    """Load (16 kHz mono) and align one recording; raises AlignmentError or AudioError."""
+    return _aligner().align(load_audio(rec.path), rec.text)
+
+
+_ALIGNER: ForcedAligner | None = None
+
+
+def _aligner() -> ForcedAligner:
+    global _ALIGNER
+    if _ALIGNER is None:
+        _ALIGNER = ForcedAligner()
+    return _ALIGNER

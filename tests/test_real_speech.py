@@ -1,0 +1,221 @@
+"""Recorded speech: forced alignment, the augmentation chain, window-normalised features, and
+``talker synth --speech`` end to end on a real recording (tests/data, CC-BY-SA-3.0)."""
+
+import ctypes.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+DATA = Path(__file__).parent / "data"
+REAL = DATA / "all-circuits-busy-now.flac"
+TRANSCRIPTS = DATA / "transcripts.txt"
+needs_espeak = pytest.mark.skipif(ctypes.util.find_library("espeak-ng") is None, reason="needs espeak-ng")
+
+
+# --- alignment ---------------------------------------------------------------------------------
+
+
+def test_forced_alignment_of_a_real_recording_puts_words_and_phones_in_order():
+    pytest.importorskip("pocketsphinx", reason="needs requirements-prepare.txt")
+    from talker.data.align import ARPABET_IPA, ForcedAligner
+    from talker.data.synthetic import viseme_of
+
+    audio = sf.read(REAL, dtype="float32")[0]
+    duration = len(audio) / 16000
+    result = ForcedAligner().align(audio, "All circuits are busy now.")
+    assert [w for w, _, _ in result.words] == ["all", "circuits", "are", "busy", "now"]
+    bounds = [t for _, a, b in result.words for t in (a, b)]
+    assert bounds == sorted(bounds) and 0 <= bounds[0] and bounds[-1] <= duration + 1e-6
+    phones = result.speech.phonemes
+    assert all(0 <= p.start < p.end <= duration + 1e-6 for p in phones)
+    assert [p.start for p in phones] == sorted(p.start for p in phones)
+    ipa = set(ARPABET_IPA.values())
+    assert all(p.symbol in ipa for p in phones)
+    # every word holds phones, and "busy" opens with a lip closure (B)
+    for word, a, b in result.words:
+        inside = [p for p in phones if a - 1e-6 <= p.start < b]
+        assert inside, word
+    busy = next((a, b) for w, a, b in result.words if w == "busy")
+    first = next(p for p in phones if abs(p.start - busy[0]) < 1e-6)
+    assert viseme_of(first.symbol) == "pbm"
+    # the words are spoken where the recording is loud: the mean level inside words is far above
+    # the level outside them
+    t = np.arange(len(audio)) / 16000
+    inside = np.zeros(len(audio), bool)
+    for _, a, b in result.words:
+        inside |= (t >= a) & (t < b)
+    assert np.sqrt(np.mean(audio[inside] ** 2)) > 3 * np.sqrt(np.mean(audio[~inside] ** 2) + 1e-12)
+
+
+def test_a_recording_that_does_not_fit_its_transcript_is_an_alignment_error():
+    pytest.importorskip("pocketsphinx", reason="needs requirements-prepare.txt")
+    from talker.data.align import AlignmentError, ForcedAligner
+
+    aligner = ForcedAligner()
+    with pytest.raises(AlignmentError, match="no words"):
+        aligner.align(np.zeros(16000, np.float32), "... !")
+    with pytest.raises(AlignmentError):
+        aligner.align(np.zeros(4000, np.float32), "all circuits are busy now please try again later")
+    # the aligner still works after a failure
+    audio = sf.read(REAL, dtype="float32")[0]
+    assert len(aligner.align(audio, "All circuits are busy now.").words) == 5
+
+
+@needs_espeak
+def test_words_missing_from_the_dictionary_get_espeak_phones():
+    pytest.importorskip("pocketsphinx", reason="needs requirements-prepare.txt")
+    from talker.data.align import ForcedAligner, ipa_to_arpabet
+
+    aligner = ForcedAligner()
+    assert aligner.decoder.lookup_word("blorptastic") is None
+    phones = aligner.pronunciation("blorptastic").split()
+    assert phones[:2] == ["B", "L"] and "P" in phones and "S" in phones
+    assert ipa_to_arpabet(["tʃ", "ˈaɪ", "n", "ə"]) == ["CH", "AY", "N", "AH"]
+
+
+def test_transcript_text_and_files():
+    from talker.data.align import find_recordings, number_words, read_transcripts, transcript_words
+
+    assert transcript_words("Press 1, then #. It's 25!") == ["press", "one", "then", "pound", "it's", "twenty", "five"]
+    assert number_words(1903) == ["one", "thousand", "nine", "hundred", "three"]
+    assert read_transcripts(TRANSCRIPTS) == {"all-circuits-busy-now": "All circuits are busy now."}
+
+
+def test_recordings_match_transcripts_by_path_tail_and_prefer_the_wider_band(tmp_path):
+    from talker.data.align import find_recordings, read_transcripts
+
+    (tmp_path / "t.txt").write_text("; comment\nbeep: [a beep tone]\ndigits/7: seven\nhello: Hello there.\n")
+    tr = read_transcripts(tmp_path / "t.txt")
+    assert tr == {"digits/7": "seven", "hello": "Hello there."}
+    (tmp_path / "s" / "digits").mkdir(parents=True)
+    tone = np.sin(np.arange(8000) / 5).astype(np.float32) * 0.1
+    sf.write(tmp_path / "s" / "digits" / "7.wav", tone, 8000)
+    sf.write(tmp_path / "s" / "hello.wav", tone, 8000)
+    sf.write(tmp_path / "s" / "hello.flac", tone, 16000)
+    sf.write(tmp_path / "s" / "beep.wav", tone, 8000)
+    recs, skipped = find_recordings([tmp_path / "s"], tr)
+    assert [(r.name, r.path.name) for r in recs] == [("digits/7", "7.wav"), ("hello", "hello.flac")]
+    assert [Path(s["source"]).name for s in skipped] == ["beep.wav"]
+
+
+def test_held_out_split_is_stable_and_disjoint():
+    from talker.data.synthetic import in_held_out
+
+    names = [f"prompt-{i}" for i in range(400)]
+    held = [n for n in names if in_held_out(n, 0.12)]
+    assert 25 < len(held) < 75
+    assert held == [n for n in reversed(names) if in_held_out(n, 0.12)][::-1]
+    assert not any(in_held_out(n, 0.0) for n in names)
+
+
+# --- augmentation ------------------------------------------------------------------------------
+
+
+def _speech():
+    return sf.read(REAL, dtype="float32")[0]
+
+
+def test_noise_is_added_at_the_asked_snr_and_fills_the_pauses():
+    from talker.training.augment import NOISE_KINDS, add_noise, make_noise, speech_power
+
+    x = np.concatenate([np.zeros(8000, np.float32), _speech(), np.zeros(8000, np.float32)])
+    for kind in NOISE_KINDS:
+        noise = make_noise(kind, len(x), np.random.default_rng(0), [_speech()])
+        assert noise.shape == x.shape and abs(np.sqrt(np.mean(noise**2)) - 1) < 1e-3
+        for snr in (5.0, 20.0):
+            y = add_noise(x, noise, snr)
+            measured = 10 * np.log10(speech_power(x) / np.mean((y - x) ** 2))
+            assert abs(measured - snr) < 0.01, (kind, snr, measured)
+            assert np.sqrt(np.mean(y[:8000] ** 2)) > 0  # the leading pause is no longer silent
+
+
+def test_augmentation_is_seeded_and_keeps_length_and_sync():
+    from talker.training.augment import Augmenter, codec_round_trip, pitch_shift, speed_perturb, telephone
+
+    x = _speech()
+    aug = Augmenter(babble_sources=[x])
+    outs = [aug(x, np.random.default_rng(s)) for s in (1, 1, 2)]
+    assert all(o.shape == x.shape and o.dtype == np.float32 and np.abs(o).max() <= 1 for o in outs)
+    assert np.array_equal(outs[0], outs[1]) and not np.array_equal(outs[0], outs[2])
+    for codec in ("mp3", "aac", "opus"):  # the codec's delay is removed: the audio stays on its frames
+        y = codec_round_trip(x, codec, 64000)
+        assert y.shape == x.shape and np.corrcoef(x, y)[0, 1] > 0.95, codec
+    assert pitch_shift(x, 3.0).shape == x.shape
+    assert abs(len(speed_perturb(x, 1.1)) - len(x) / 1.1) < 2
+    spec = lambda a: np.abs(np.fft.rfft(a)) ** 2  # noqa: E731
+    f = np.fft.rfftfreq(len(x), 1 / 16000)
+    y = telephone(x, np.random.default_rng(0))
+    assert spec(y)[f > 4200].sum() < 1e-3 * spec(x)[f > 4200].sum()
+
+
+def test_window_normalised_features_ignore_loudness():
+    from talker.audio import log_mel
+    from talker.models import Speech2Latent
+
+    x = _speech()[:32000]
+    feats = torch.stack([log_mel(x, 50, floor=1e-10), log_mel(x * 0.05, 50, floor=1e-10)])
+    window = Speech2Latent(feature_normalization="window", hidden_size=32, num_heads=2, ffn_size=64,
+                           num_encoder_layers=1, num_decoder_layers=1, latent_dim=8,
+                           pose_predictor_channels=16).eval()
+    dataset = Speech2Latent(feature_normalization="dataset", hidden_size=32, num_heads=2, ffn_size=64,
+                            num_encoder_layers=1, num_decoder_layers=1, latent_dim=8,
+                            pose_predictor_channels=16).eval()
+    dataset.load_state_dict(window.state_dict())
+    with torch.no_grad():
+        a, b = window(feats).latents
+        c, d = dataset(feats).latents
+    assert torch.allclose(a, b, atol=1e-4)
+    assert (c - d).abs().max() > 1e-2
+
+
+# --- talker synth --speech ----------------------------------------------------------------------
+
+
+@needs_espeak
+def test_synth_from_recorded_speech_end_to_end(tmp_path):
+    pytest.importorskip("pocketsphinx", reason="needs requirements-prepare.txt")
+    from talker.audio import load_audio
+    from talker.data.synthetic import VISEMES
+    from talker.video import read_video
+
+    # one aligned recording, one without a transcript (reported), one that cannot be aligned
+    speech = tmp_path / "speech"
+    speech.mkdir()
+    (speech / "all-circuits-busy-now.flac").write_bytes(REAL.read_bytes())
+    sf.write(speech / "unknown.wav", np.zeros(8000, np.float32), 16000)
+    sf.write(speech / "tone.wav", np.zeros(1600, np.float32), 16000)
+    transcripts = tmp_path / "t.txt"
+    transcripts.write_text(TRANSCRIPTS.read_text() + "tone: this recording is far too short for all of these words\n")
+    out = tmp_path / "out"
+    talker = str(Path(sys.executable).parent / "talker")
+    r = subprocess.run([talker, "synth", "--out", str(out), "--speech", str(speech), "--transcripts", str(transcripts),
+                        "--seconds", "4", "--resolution", "64", "--emotion", "none", "--workers", "1", "-q"],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    meta = json.loads((out / "meta.json").read_text())
+    [clip] = meta["clips"]
+    assert clip["sources"] == ["all-circuits-busy-now"] and clip["voice"].startswith("recorded")
+    assert clip["text"] == "All circuits are busy now."
+    reasons = {Path(s["source"]).name: s["reason"] for s in meta["skipped"]}
+    assert reasons["unknown.wav"] == "no transcript" and "tone.wav" in reasons
+    truth = dict(np.load(out / "truth" / f"{clip['id']}.npz"))
+    frames, sound, _ = read_video(out / "videos" / f"{clip['id']}.mp4")
+    n = clip["frames"]
+    assert len(frames) == n and frames.shape[1:] == (64, 64, 3) and truth["mouth_open"].shape == (n,)
+    # the clip's sound is the recording (after a lead-in of silence)
+    rec = load_audio(REAL)
+    lag = int(np.argmax(np.correlate(sound[: len(rec) + 16000], rec, "valid")))
+    assert np.corrcoef(sound[lag : lag + len(rec)], rec)[0, 1] > 0.9
+    # the mouth moves while the recording speaks and is shut before and after
+    speaking = truth["speaking"].astype(bool)
+    t = (np.arange(n) + 0.5) / 25
+    assert speaking.any() and not speaking[t < lag / 16000].any() and not speaking[t > (lag + len(rec)) / 16000].any()
+    assert truth["mouth_open"][speaking].max() > 0.3 and np.all(truth["mouth_open"][t < lag / 16000 - 0.1] == 0)
+    assert len({VISEMES[v] for v in truth["viseme"][speaking]}) >= 3
