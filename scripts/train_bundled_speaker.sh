@@ -7,14 +7,16 @@
 #   bash scripts/train_bundled_speaker.sh            # WORK=runs/bundled RES=64 DAE_STEPS=... S2L_STEPS=...
 #   INIT_FROM=checkpoints/astronaut-64 DAE_STEPS=4000 bash scripts/train_bundled_speaker.sh
 # The shipped checkpoint: a DAE run of 2,750 steps continued (--init-from) for 6,000 steps with
-# normalize_z, then 1,500 speech2latent steps. speech2latent overfits these 11 minutes: its held-out
-# latent MSE is lowest at step 500 (0.91; 1.08 at 1,500, RUN/train_log.jsonl), though the mouth
-# correlation at 1,500 is 0.82 (bench/results/quality.json).
+# normalize_z, on espeak-ng speech only; speech2latent then trained (with augmentation) on a mix of
+# espeak-ng voices and a real recorded voice (Asterisk's prompts by Allison Smith, CC-BY-SA-3.0),
+# keeping its best held-out step. S2L_FROM_DAE=checkpoints/astronaut-64 retrains only speech2latent
+# against the shipped DAE (what the current checkpoint did).
 set -euo pipefail
 WORK=${WORK:-runs/bundled}
 RES=${RES:-64}
 DAE_STEPS=${DAE_STEPS:-6000}
-S2L_STEPS=${S2L_STEPS:-1500}
+S2L_STEPS=${S2L_STEPS:-3000}
+S2L_FROM_DAE=${S2L_FROM_DAE:-}
 DISTILL_PAIRS=${DISTILL_PAIRS:-10240}
 DISTILL_STEPS=${DISTILL_STEPS:-3000}
 DAE_LR=${DAE_LR:-2e-4}
@@ -30,23 +32,56 @@ mkdir -p "$WORK"
 [ -f "$WORK/data/dataset.json" ] || talker prepare "$WORK/synth-train/videos" --out "$WORK/data" --resolution "$RES"
 [ -f "$WORK/heldout/dataset.json" ] || talker prepare "$WORK/synth-heldout/videos" --out "$WORK/heldout" --resolution "$RES"
 
-# 2. the diffusion autoencoder, then the latents of every frame
-talker train dae --data "$WORK/data" --output "$WORK/dae" --resolution "$RES" --batch-size 16 \
-    --lr "$DAE_LR" --snr-gamma "$SNR_GAMMA" ${INIT_FROM:+--init-from "$INIT_FROM"} \
-    --max-steps "$DAE_STEPS" --checkpoint-every 250 --sample-every 500 --resume
-talker encode --data "$WORK/data" --dae "$WORK/dae"
+# 2. the diffusion autoencoder (skipped when speech2latent is retrained against a shipped DAE)
+if [ -z "$S2L_FROM_DAE" ]; then
+    talker train dae --data "$WORK/data" --output "$WORK/dae" --resolution "$RES" --batch-size 16 \
+        --lr "$DAE_LR" --snr-gamma "$SNR_GAMMA" ${INIT_FROM:+--init-from "$INIT_FROM"} \
+        --max-steps "$DAE_STEPS" --checkpoint-every 250 --sample-every 500 --resume
+fi
 
-# 3. speech2latent (log-mel front end: no downloaded weights)
-talker train s2l --data "$WORK/data" --dae "$WORK/dae" --output "$WORK/s2l" --max-steps "$S2L_STEPS" \
+# 3. speech2latent learns voices, not one TTS: espeak-ng in 11 voices plus a real recorded voice,
+#    force-aligned to its transcripts. The recordings come from Debian at data-preparation time.
+TRAIN_VOICES=en-us,en-gb+f3,en-us+m3,en-gb-scotland,en-us+f2,en-029+m4,en-gb-x-rp+m1,en-us+f4,en-gb-x-gbclan+m6,en-us+klatt2,en-gb+Andy
+HELDOUT_VOICES=en-us+m7,en-gb-x-gbcwmd+f1,en-029+f5,en-us+Annie,en-us+grandpa,en-gb+m2   # never trained on
+AST="$WORK/asterisk"
+if [ ! -d "$AST/usr/share/asterisk/sounds" ]; then
+    mkdir -p "$AST/deb"
+    (cd "$AST/deb" && apt-get download asterisk-core-sounds-en-g722 asterisk-core-sounds-en)
+    for deb in "$AST"/deb/*.deb; do dpkg-deb -x "$deb" "$AST"; done
+fi
+SPEECH="$AST/usr/share/asterisk/sounds/en_US_f_Allison"
+TRANSCRIPTS="$AST/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz"
+CREDIT="Allison Smith's recordings of the Asterisk core sound prompts (Debian asterisk-core-sounds-en-g722), CC-BY-SA-3.0"
+[ -f "$WORK/synth-espeak/meta.json" ] || talker synth --out "$WORK/synth-espeak" --clips 48 --seconds 14 --seed 100 \
+    --emotion random --voices "$TRAIN_VOICES"
+[ -f "$WORK/synth-allison/meta.json" ] || talker synth --out "$WORK/synth-allison" --speech "$SPEECH" \
+    --transcripts "$TRANSCRIPTS" --held-out 0.12 --split train --seconds 14 --clips 52 --seed 400 --emotion random \
+    --speaker allison --credit "$CREDIT"
+[ -f "$WORK/synth-allison-heldout/meta.json" ] || talker synth --out "$WORK/synth-allison-heldout" --speech "$SPEECH" \
+    --transcripts "$TRANSCRIPTS" --held-out 0.12 --split heldout --seconds 10 --seed 401 --emotion none \
+    --speaker allison --credit "$CREDIT"
+[ -f "$WORK/synth-espeak-heldout/meta.json" ] || talker synth --out "$WORK/synth-espeak-heldout" --clips 8 --seconds 8 \
+    --seed 300 --emotion none --voices "$HELDOUT_VOICES"
+[ -f "$WORK/voices/dataset.json" ] || talker prepare "$WORK/synth-espeak/videos" "$WORK/synth-allison/videos" \
+    --out "$WORK/voices" --resolution "$RES"
+[ -f "$WORK/heldout-allison/dataset.json" ] || talker prepare "$WORK/synth-allison-heldout/videos" --out "$WORK/heldout-allison" --resolution "$RES"
+[ -f "$WORK/heldout-espeak/dataset.json" ] || talker prepare "$WORK/synth-espeak-heldout/videos" --out "$WORK/heldout-espeak" --resolution "$RES"
+S2L_DAE=${S2L_FROM_DAE:-$WORK/dae}
+talker encode --data "$WORK/voices" --dae "$S2L_DAE"
+talker train s2l --data "$WORK/voices" --dae "$S2L_DAE" --output "$WORK/s2l" --max-steps "$S2L_STEPS" \
     --checkpoint-every 500 --eval-every 250 --resume
 
 # 4. the few-step decoder, distilled from the DAE's 100-step DDIM (the shipped one: 10,240 pairs and
 #    3,000 steps at batch 128 on one H100, about 7 minutes; on a CPU this step takes many hours)
-talker train distill --model "$WORK/dae" --data "$WORK/data" --output "$WORK/distill" \
-    --pairs "$DISTILL_PAIRS" --max-steps "$DISTILL_STEPS" --eval-every 1000 --checkpoint-every 1000 --resume
+if [ -z "$S2L_FROM_DAE" ]; then
+    talker encode --data "$WORK/data" --dae "$WORK/dae"
+    talker train distill --model "$WORK/dae" --data "$WORK/data" --output "$WORK/distill" \
+        --pairs "$DISTILL_PAIRS" --max-steps "$DISTILL_STEPS" --eval-every 1000 --checkpoint-every 1000 --resume
+fi
+DISTILLED=${S2L_FROM_DAE:-$WORK/distill}
 
-# 5. the checkpoint folder
-talker export --dae "$WORK/dae" --s2l "$WORK/s2l" --distilled "$WORK/distill" --data "$WORK/data" --out "$OUT" \
+# 5. the checkpoint folder (speaker.json and the model card list the voices speech2latent learned from)
+talker export --dae "$S2L_DAE" --s2l "$WORK/s2l" --distilled "$DISTILLED" --data "$WORK/voices" --out "$OUT" \
     --speaker-name "astronaut-$RES" --dtype float16 \
-    --source "talker synth: scikit-image's astronaut photo (Eileen Collins, NASA, public domain) driven by espeak-ng speech" \
-    --consent "This is a synthetic speaker made by the talker project from a public-domain NASA portrait (scikit-image's 'astronaut', Eileen Collins) animated by text-to-speech. No recording of the person's voice or face in motion was used. Do not use it to impersonate her or anyone else."
+    --source "talker synth: scikit-image's astronaut photo (Eileen Collins, NASA, public domain) driven by espeak-ng speech and by recorded prompts (Allison Smith, Asterisk core sounds, CC-BY-SA-3.0) through forced alignment" \
+    --consent "This is a synthetic speaker made by the talker project from a public-domain NASA portrait (scikit-image's 'astronaut', Eileen Collins) animated by text-to-speech and by openly licensed recorded prompts of a professional voice artist (Allison Smith, CC-BY-SA-3.0). No recording of Eileen Collins' voice or face in motion was used. Do not use it to impersonate her or anyone else."

@@ -207,7 +207,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     metas = synth_dataset(args.out, clips=args.clips, seconds=args.seconds or 10.0, text_file=args.text_file,
                           seed=args.seed, resolution=args.resolution, voices=voices, emotion=emotion,
                           speech=args.speech, transcripts=args.transcripts, held_out=args.held_out, split=args.split,
-                          speaker=args.speaker, workers=args.workers, progress=not args.quiet)
+                          speaker=args.speaker, credit=args.credit, workers=args.workers, progress=not args.quiet)
     total = sum(m["duration"] for m in metas)
     print(f"wrote {len(metas)} clips, {total / 60:.1f} min of speech, to {args.out} in {time.perf_counter() - start:.0f} s")
     return 0
@@ -254,7 +254,7 @@ def cmd_train_s2l(args: argparse.Namespace) -> int:
                     batch_size=args.batch_size, checkpoint_every=args.checkpoint_every,
                     eval_every=min(args.eval_every, args.max_steps), lr=args.lr, seed=args.seed,
                     window_seconds=args.window_seconds, hidden_size=args.hidden_size,
-                    mixed_precision=args.mixed_precision, augment=args.augment,
+                    mixed_precision=args.mixed_precision, augment=args.augment, init_from=args.init_from,
                     **({"feature_normalization": args.feature_normalization} if args.feature_normalization else {}))
     figures = train_s2l(args.data, args.dae, args.output, cfg, resume=args.resume, progress=not args.quiet)
     print(f"{args.output}: {figures['steps']} steps, loss {figures['loss_avg']:.4f}, held-out pose error "
@@ -373,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", choices=("train", "heldout", "all"), default="all",
                    help="with --speech: use the training part, the held-out part, or all recordings (default)")
     s.add_argument("--speaker", default="recorded", help="with --speech: a label for the recorded voice in meta.json")
+    s.add_argument("--credit", help="with --speech: who recorded the speech and its licence, for model cards")
     s.add_argument("--emotion", nargs="*", metavar="SPEC", help="none, random (default) or NAME=VALUE ...")
     s.add_argument("--workers", type=int, help="parallel processes (default: all cores)")
     s.add_argument("-q", "--quiet", action="store_true")
@@ -426,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hidden-size", type=int, default=256)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default="auto")
+    t.add_argument("--init-from", help="start from these speech2latent weights (a speech_to_latent folder or a "
+                                       "checkpoint's model.safetensors) instead of random ones")
     t.add_argument("--no-augment", dest="augment", action="store_false",
                    help="train on the clean audio only (default: noise, rooms, phone lines, codecs, gain, pitch, speed)")
     t.add_argument("--feature-normalization", choices=("window", "dataset"),

@@ -136,8 +136,15 @@ def write_model_card(folder: Path, *, speaker: dict, repo_id: str | None = None,
         dae_batch=dae.get("batch_size", "?"), dae_loss=_fmt(dae.get("loss_avg")), s2l_steps=s2l.get("steps", "?"),
         heldout_latent_mse=_fmt(s2l.get("heldout_latent_mse")), heldout_pose_mae=s2l.get("heldout_pose_mae_deg", "n/a"),
         distilled=_distilled_line(figures.get("distill")),
+        speech=_speech_lines(speaker.get("speech")),
     )
     card.save(folder / "README.md")
+
+
+def _speech_lines(rows: list[dict] | None) -> str:
+    if not rows:
+        return "- not recorded"
+    return "\n".join(f"- {r['voice']}: {r['minutes']:.1f} min ({r['credit']})" for r in rows)
 
 
 def _distilled_line(d: dict | None) -> str:
@@ -151,6 +158,32 @@ def _distilled_line(d: dict | None) -> str:
 
 def _fmt(x) -> str:
     return f"{x:.4f}" if isinstance(x, (int, float)) else "n/a"
+
+
+def speech_sources(index: dict) -> list[dict]:
+    """The voices a dataset's speech came from, with minutes and credit: read from the
+    ``meta.json`` that ``talker synth`` wrote next to each source video (videos of other
+    origins are counted under their folder's name)."""
+    metas: dict[Path, dict] = {}
+    voices: dict[str, dict] = {}
+    for clip in index["clips"]:
+        src = Path(clip["source"])
+        root = src.parent.parent
+        if root not in metas:
+            path = root / "meta.json"
+            metas[root] = json.loads(path.read_text()) if src.parent.name == "videos" and path.is_file() else {}
+        meta = metas[root]
+        entry = next((c for c in meta.get("clips", []) if c.get("id") == src.stem), None)
+        voice = entry["voice"] if entry else src.parent.name or str(src)
+        if entry and voice.startswith("recorded"):
+            credit = meta.get("speech_credit") or "recorded speech (no credit given)"
+        elif entry:
+            credit = "espeak-ng text-to-speech"
+        else:
+            credit = "the speaker's own video"
+        row = voices.setdefault(voice, {"voice": voice, "minutes": 0.0, "credit": credit})
+        row["minutes"] = round(row["minutes"] + clip["frames"] / 25 / 60, 2)
+    return sorted(voices.values(), key=lambda r: -r["minutes"])
 
 
 def export_speaker(dae_run: str | os.PathLike, s2l_run: str | os.PathLike, data_dir: str | os.PathLike,
@@ -214,6 +247,7 @@ def export_speaker(dae_run: str | os.PathLike, s2l_run: str | os.PathLike, data_
         "minutes": sum(c.n_frames for c in clips) / 25 / 60,
         "audio_frontend": s2l.config.audio_frontend,
         "training": figures,
+        "speech": speech_sources(index),
         "reference_pose": np.round(longest.pose, 2).tolist(),
     }
     pipe = DAETalkerPipeline(unet=unet, scheduler=scheduler, speech_to_latent=s2l, encoder=encoder,

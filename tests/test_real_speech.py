@@ -155,6 +155,18 @@ def test_augmentation_is_seeded_and_keeps_length_and_sync():
     assert spec(y)[f > 4200].sum() < 1e-3 * spec(x)[f > 4200].sum()
 
 
+def test_pause_windows_come_from_the_quiet_frames():
+    from talker.training.augment import pause_runs, ping_pong
+
+    spf = 640
+    speech = np.random.default_rng(0).standard_normal(40 * spf).astype(np.float32) * 0.3
+    speech[10 * spf : 25 * spf] *= 1e-3  # a 15-frame pause
+    assert pause_runs(speech, spf) == [(12, 23)]  # trimmed 2 frames away from the speech on each side
+    assert pause_runs(speech, spf, min_frames=12) == []
+    idx = ping_pong(12, 23, 30)
+    assert idx.min() == 12 and idx.max() == 22 and np.all(np.abs(np.diff(idx)) == 1)
+
+
 def test_window_normalised_features_ignore_loudness():
     from talker.audio import log_mel
     from talker.models import Speech2Latent
@@ -219,3 +231,13 @@ def test_synth_from_recorded_speech_end_to_end(tmp_path):
     assert speaking.any() and not speaking[t < lag / 16000].any() and not speaking[t > (lag + len(rec)) / 16000].any()
     assert truth["mouth_open"][speaking].max() > 0.3 and np.all(truth["mouth_open"][t < lag / 16000 - 0.1] == 0)
     assert len({VISEMES[v] for v in truth["viseme"][speaking]}) >= 3
+
+
+def test_mouth_readout_recovers_a_linear_mouth_code():
+    from talker.training.s2l import MouthReadout
+
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((2000, 32))
+    mouth = np.clip(z[:, 3] * 0.3 + 0.3, 0, 1)
+    readout = MouthReadout(z, mouth)
+    assert np.corrcoef(readout(z), mouth)[0, 1] > 0.95

@@ -71,6 +71,14 @@ def test_train_encode_export_generate(dataset, tmp_path):
            "--window-seconds", 2, "--eval-every", 3, "-q")
     figures = json.loads((s2l / "figures.json").read_text())
     assert len(figures["heldout_pose_mae_deg"]) == 3
+    # trained on augmented audio; held out clean and augmented; the best held-out step is kept
+    assert figures["augment"] and figures["feature_normalization"] == "window" and figures["best_step"] == 3
+    # the kept step is scored by the mouth (a linear read-out of z_sem, fitted on the training
+    # clips' synthetic truth), on clean, augmented and whole-pause windows
+    mouth = [figures[k] for k in ("heldout_mouth_mse", "heldout_augmented_mouth_mse", "heldout_pauses_mouth_mse")
+             if k in figures]
+    assert len(mouth) >= 2 and figures["heldout_score"] == pytest.approx(np.mean(mouth))
+    assert json.loads((s2l / "best.json").read_text())["step"] == 3
     talker("export", "--dae", dae, "--s2l", s2l, "--data", data, "--out", ckpt, "--speaker-name", "tiny-astro",
            "--consent", "Synthetic speaker from a public-domain photo; tests only.")
     from huggingface_hub import ModelCard
@@ -104,6 +112,10 @@ def test_train_encode_export_generate(dataset, tmp_path):
     fast_pipe = DAETalkerPipeline.from_pretrained(fast)
     assert fast_pipe.default_decoder == "distilled" and fast_pipe.distilled_unet.config.prediction_type == "sample"
     assert fast_pipe.speaker["training"]["distill"]["steps"] == 3
+    # the voices speech2latent learned from, with their minutes, in speaker.json and the card
+    [voice] = fast_pipe.speaker["speech"]
+    assert voice["credit"] == "espeak-ng text-to-speech" and voice["minutes"] > 0
+    assert f"{voice['voice']}: " in (fast / "README.md").read_text()
     talker("generate", "--model", fast, "--audio", wav, "--out", tmp_path / "fast.mp4", "-q")
     with av.open(str(tmp_path / "fast.mp4")) as c:
         assert sum(1 for _ in c.decode(c.streams.video[0])) > 25
@@ -122,6 +134,19 @@ def test_train_encode_export_generate(dataset, tmp_path):
     m = results["steps"]["2"]["mean"]
     assert np.isfinite(m["psnr"]) and np.isfinite(m["psnr_upper_bound"]) and m["frames"] == 25
     assert m["jitter_fresh_noise"] > m["jitter_fixed_noise"]  # fresh noise per frame flickers
+    assert "open_ratio" in m and "silent_closed" in m
+    assert set(results["noise_only"]) == {"pink", "brown", "hum", "babble", "mean"}
+    assert all(0 <= v <= 1 for v in results["noise_only"].values())
+    # the real-speech benchmark runs on held-out clips with truth and writes its JSON
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import real_speech
+
+    out = tmp_path / "real_speech.json"
+    assert real_speech.main(["--model", str(ckpt), "--real", str(data), "--espeak", str(data), "--out", str(out),
+                             "--clips", "1", "--seconds", "1", "--noise-seconds", "1"]) == 0
+    bench = json.loads(out.read_text())["sets"]
+    assert set(bench) == {"real", "real_noisy", "noise_only", "espeak"}
+    assert bench["real"]["mean"]["clips"] == 1 and bench["real_noisy"]["per_clip"][0]["noise"] == "pink"
 
 
 def _weights(folder):
@@ -202,3 +227,22 @@ def test_push_refuses_without_consent_or_card_and_uploads_otherwise(speaker_dir,
     push_speaker(ckpt, "me/tiny", private=True)
     assert calls[0][:2] == ("create", "me/tiny") and calls[0][2]["private"] is True
     assert calls[1] == ("upload", "me/tiny", str(ckpt))
+
+
+def test_s2l_resume_repeats_the_augmented_batches(dataset, tmp_path):
+    """The augmentation is drawn from the seed and the step: a resumed run ends where a straight one does."""
+    from safetensors.torch import load_file
+
+    data, dae = dataset / "data", tmp_path / "dae"
+    talker("train", "dae", "--data", data, "--output", dae, *TINY_DAE, "--max-steps", 1, "--checkpoint-every", 1, "-q")
+    talker("encode", "--data", data, "--dae", dae, "-q")
+    common = ("--data", data, "--dae", dae, "--hidden-size", 32, "--window-seconds", 2, "--checkpoint-every", 2,
+              "--eval-every", 2, "-q")
+    talker("train", "s2l", "--output", tmp_path / "straight", "--max-steps", 4, *common)
+    talker("train", "s2l", "--output", tmp_path / "split", "--max-steps", 2, *common)
+    talker("train", "s2l", "--output", tmp_path / "split", "--max-steps", 4, "--resume", *common)
+    a, b = (load_file(tmp_path / run / "checkpoints" / "step_0000004" / "model.safetensors") for run in ("straight", "split"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    logs = [[json.loads(x) for x in (tmp_path / run / "train_log.jsonl").read_text().splitlines()]
+            for run in ("straight", "split")]
+    assert [e["step"] for e in logs[1]] == [2, 4] and logs[0][-1]["loss"] == pytest.approx(logs[1][-1]["loss"], rel=1e-5)

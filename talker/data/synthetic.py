@@ -395,7 +395,7 @@ def synth_dataset(out_dir: str | Path, *, clips: int | None = None, seconds: flo
                   text_file: str | None = None, seed: int = 0, resolution: int = 256,
                   voices: Sequence[str] = DEFAULT_VOICES, emotion: str | Sequence[float] = "random",
                   speech: Sequence[str | Path] | None = None, transcripts: str | Path | None = None,
-                  held_out: float = 0.0, split: str = "all", speaker: str = "recorded",
+                  held_out: float = 0.0, split: str = "all", speaker: str = "recorded", credit: str | None = None,
                   workers: int | None = None, progress: bool = True) -> list[dict]:
     """Generate the synthetic speaker's clips into ``out_dir``; returns the meta entries.
 
@@ -404,7 +404,9 @@ def synth_dataset(out_dir: str | Path, *, clips: int | None = None, seconds: flo
     (``align.py``) and its phones drive the face; recordings that cannot be aligned are reported
     in ``meta.json`` ("skipped") and left out. ``held_out`` (a fraction of the recordings, by a
     stable hash of their names) and ``split`` ("train", "heldout" or "all") choose which
-    recordings are used, so a training and a held-out set never share a recording.
+    recordings are used, so a training and a held-out set never share a recording. ``speaker``
+    names the recorded voice and ``credit`` says whose recordings they are, under which licence
+    (kept in ``meta.json``; ``talker export`` puts it in the model card).
     """
     from tqdm.auto import tqdm
 
@@ -454,5 +456,7 @@ def synth_dataset(out_dir: str | Path, *, clips: int | None = None, seconds: flo
     index = {"speaker": "astronaut (scikit-image, public-domain NASA portrait)", "fps": FPS,
              "sampling_rate": SAMPLE_RATE, "resolution": resolution, "emotions": list(EMOTIONS),
              "visemes": list(VISEMES), "clips": metas, "skipped": skipped}
+    if speech is not None:
+        index["speech_credit"] = credit
     (out / "meta.json").write_text(json.dumps(index, indent=1) + "\n")
     return metas

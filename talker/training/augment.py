@@ -38,6 +38,7 @@ class AugmentConfig:
     p_telephone: float = 0.25
     p_codec: float = 0.2
     gain_db: tuple[float, float] = (-20.0, 20.0)
+    p_pause_window: float = 0.1  # a whole window of silence (noise alone after the chain): lips must stay shut
 
 
 NOISE_KINDS = ("white", "pink", "brown", "hum", "babble")
@@ -105,10 +106,12 @@ def make_noise(kind: str, n: int, rng: np.random.Generator, sources: list[np.nda
     raise ValueError(f"noise kind must be one of {', '.join(NOISE_KINDS)}; got {kind!r}")
 
 
-def add_noise(x: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+def add_noise(x: np.ndarray, noise: np.ndarray, snr_db: float, reference_power: float | None = None) -> np.ndarray:
     """``x`` plus ``noise`` scaled so that speech power / noise power = ``snr_db``; the noise runs
-    through the whole clip, pauses included."""
-    scale = np.sqrt(speech_power(x) / (np.mean(noise**2) + 1e-12) / 10 ** (snr_db / 10))
+    through the whole clip, pauses included. ``reference_power``: the speech power to use (for a
+    stretch of silence, the power of the speech around it)."""
+    power = speech_power(x) if reference_power is None else reference_power
+    scale = np.sqrt(power / (np.mean(noise**2) + 1e-12) / 10 ** (snr_db / 10))
     return (x + scale * noise[: len(x)]).astype(np.float32)
 
 
@@ -235,6 +238,36 @@ def pitch_shift(x: np.ndarray, semitones: float) -> np.ndarray:
     return np.pad(y, (0, max(0, len(x) - len(y))))[: len(x)].astype(np.float32)
 
 
+def pause_runs(audio: np.ndarray, samples_per_frame: int, min_frames: int = 8, below_db: float = 30.0,
+               trim: int = 2) -> list[tuple[int, int]]:
+    """Runs of frames (start, end) at least ``min_frames`` long (after trimming ``trim`` frames at
+    each end, away from speech) whose level stays ``below_db`` under the clip's loudest frame."""
+    n = len(audio) // samples_per_frame
+    rms = np.sqrt(np.mean(audio[: n * samples_per_frame].reshape(n, samples_per_frame) ** 2, axis=1))
+    quiet = rms <= rms.max() * 10 ** (-below_db / 20) if n else np.zeros(0, bool)
+    runs, k = [], 0
+    while k < n:
+        if quiet[k]:
+            j = k
+            while j < n and quiet[j]:
+                j += 1
+            a, b = k + trim, j - trim
+            if b - a >= min_frames:
+                runs.append((a, b))
+            k = j
+        else:
+            k += 1
+    return runs
+
+
+def ping_pong(start: int, end: int, count: int, offset: int = 0) -> np.ndarray:
+    """``count`` frame indices moving back and forth over [start, end) (continuous motion)."""
+    length = end - start
+    period = max(1, 2 * length - 2)
+    k = (np.arange(count) + offset) % period
+    return start + np.where(k < length, k, period - k)
+
+
 def speed_perturb(x: np.ndarray, factor: float) -> np.ndarray:
     """Play ``x`` ``factor`` times as fast (pitch and tempo together): len(x) / factor samples."""
     return resample(x, int(round(SAMPLE_RATE * factor)), SAMPLE_RATE)
@@ -255,7 +288,9 @@ class Augmenter:
         c = self.cfg
         return float(rng.uniform(*c.speed)) if rng.random() < c.p_speed else 1.0
 
-    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def __call__(self, x: np.ndarray, rng: np.random.Generator, reference_power: float | None = None) -> np.ndarray:
+        """Augment 16 kHz ``x``; ``reference_power`` sets the speech level that the SNR and the gain
+        refer to (for a window of silence, the power of the speech it was cut from)."""
         c = self.cfg
         y = x.astype(np.float32)
         if rng.random() < c.p_pitch:
@@ -265,12 +300,14 @@ class Augmenter:
         if rng.random() < c.p_noise:
             kinds = NOISE_KINDS if self.babble_sources else NOISE_KINDS[:-1]
             kind = str(rng.choice(kinds))
-            y = add_noise(y, make_noise(kind, len(y), rng, self.babble_sources), float(rng.uniform(*c.snr_db)))
+            y = add_noise(y, make_noise(kind, len(y), rng, self.babble_sources), float(rng.uniform(*c.snr_db)),
+                          reference_power)
         if rng.random() < c.p_telephone:
             y = telephone(y, rng)
         if rng.random() < c.p_codec:
             codec = str(rng.choice(list(_CODECS)))
             y = codec_round_trip(y, codec, int(rng.choice([24000, 32000, 64000])))
-        peak = np.abs(y).max() + 1e-9
-        y = y / peak * 0.3 * 10 ** (float(rng.uniform(*c.gain_db)) / 20)  # peak at -10 dBFS ± the gain
+        # speech peaks at -10 dBFS ± the gain (a window of silence keeps its level relative to its speech)
+        peak = np.abs(x).max() if reference_power is None else 4 * np.sqrt(reference_power)
+        y = y / (peak + 1e-9) * 0.3 * 10 ** (float(rng.uniform(*c.gain_db)) / 20)
         return np.clip(y, -1.0, 1.0).astype(np.float32)

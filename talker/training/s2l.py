@@ -27,7 +27,7 @@ import torch
 from ..audio import FPS, SAMPLE_RATE, log_mel, wav2vec2_features
 from ..errors import TalkerError
 from .dae import _latest_checkpoint, load_checkpoint, make_accelerator, resumed_config, save_checkpoint
-from .augment import Augmenter, speed_perturb
+from .augment import Augmenter, pause_runs, ping_pong, speech_power, speed_perturb
 from .data import load_dataset, split_clips
 
 
@@ -55,6 +55,7 @@ class S2LConfig:
     feature_normalization: str = "window"  # see Speech2Latent; "dataset" is the earlier behaviour
     mel_floor: float = 1e-10  # see Speech2Latent
     augment: bool = True
+    init_from: str | None = None  # weights to start from: a speech_to_latent folder or a checkpoint's model.safetensors
 
 
 def load_audio_encoder(name: str):
@@ -101,33 +102,70 @@ def build_s2l(cfg: S2LConfig, feature_dim: int, latent_dim: int):
                          dropout=cfg.dropout, latent_dim=latent_dim, feature_normalization=cfg.feature_normalization, mel_floor=cfg.mel_floor)
 
 
+class MouthReadout:
+    """A linear read-out of mouth opening from ``z_sem`` (ridge regression on the training clips'
+    latents and their synthetic truth ``mouth_open``): lets held-out scores measure the mouth,
+    which speech decides, apart from head motion and blinks, which it does not."""
+
+    def __init__(self, latents: np.ndarray, mouth_open: np.ndarray, ridge: float = 10.0):
+        self.mean = latents.mean(0)
+        x = latents - self.mean
+        self.bias = float(mouth_open.mean())
+        self.weight = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ (mouth_open - self.bias))
+
+    def __call__(self, z_sem: np.ndarray) -> np.ndarray:
+        return (z_sem - self.mean) @ self.weight + self.bias
+
+
+def clip_mouth_open(clip) -> np.ndarray | None:
+    """A prepared clip's synthetic truth ``mouth_open`` (N,), or None for real video."""
+    path = clip.path / "truth.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as truth:
+        return truth["mouth_open"][: clip.n_frames].astype(np.float32) if "mouth_open" in truth.files else None
+
+
 @torch.no_grad()
-def evaluate(model, items, device) -> dict:
-    """Held-out scores with the predicted pose: normalised latent MSE, pose MAE in degrees."""
+def evaluate(model, items, device, readout: MouthReadout | None = None) -> dict:
+    """Held-out scores with the predicted pose: normalised latent MSE (also given the true pose),
+    pose MAE in degrees, and with a mouth read-out and truth, the mouth-opening MSE."""
     if not items:
         return {}
     model.eval()
-    lat_err, pose_err, n = 0.0, np.zeros(3), 0
-    for feats, lat, pose, emo in items:  # features computed beforehand (clean or augmented audio)
-        out = model(feats[None].to(device), emotion=None if emo is None else emo[None].to(device))
+    lat_err, lat_err_pose, mouth_err, pose_err, n = 0.0, 0.0, 0.0, np.zeros(3), 0
+    for feats, lat, pose, emo, mouth in items:  # features computed beforehand (clean or augmented audio)
+        e = None if emo is None else emo[None].to(device)
+        out = model(feats[None].to(device), emotion=e)
         target = model.normalize_latents(lat.to(device))
         lat_err += torch.mean((out.latents[0].float() - target) ** 2, dim=1).sum().item()
+        given = model(feats[None].to(device), pose=pose[None].to(device), emotion=e)
+        lat_err_pose += torch.mean((given.latents[0].float() - target) ** 2, dim=1).sum().item()
+        if readout is not None and mouth is not None:
+            mouth_err += float(np.sum((readout(out.z_sem[0].float().cpu().numpy()) - mouth) ** 2))
         pose_err += (out.pose[0].float().cpu() - pose).abs().sum(0).numpy()
         n += len(lat)
     model.train()
     mae = pose_err / n
-    return {"heldout_latent_mse": lat_err / n, "heldout_pose_mae_deg": mae.round(3).tolist()}
+    scores = {"heldout_latent_mse": lat_err / n, "heldout_latent_mse_given_pose": lat_err_pose / n,
+              "heldout_pose_mae_deg": mae.round(3).tolist()}
+    if readout is not None and all(it[4] is not None for it in items):
+        scores["heldout_mouth_mse"] = mouth_err / n
+    return scores
 
 
-def evaluate_sets(model, sets: dict[str, list], device) -> dict:
-    """``evaluate`` on each held-out set ("clean", "augmented"); ``heldout_score`` is the mean
-    latent MSE over the sets (what picks the kept step). Keys of the clean set keep their names."""
+def evaluate_sets(model, sets: dict[str, list], device, readout: MouthReadout | None = None) -> dict:
+    """``evaluate`` on each held-out set ("clean", "augmented", "pauses"); ``heldout_score`` (what
+    picks the kept step) is the mean over the sets of the mouth-opening MSE where the data has
+    synthetic truth, else of the latent MSE given the true pose: head motion is not predictable
+    from speech and would drown what speech does decide, the mouth. Keys of the clean set keep
+    their names."""
     out, mses = {}, []
     for name, items in sets.items():
-        scores = evaluate(model, items, device)
+        scores = evaluate(model, items, device, readout)
         if not scores:
             continue
-        mses.append(scores["heldout_latent_mse"])
+        mses.append(scores.get("heldout_mouth_mse", scores["heldout_latent_mse_given_pose"]))
         out.update(scores if name == "clean" else {k.replace("heldout_", f"heldout_{name}_"): v for k, v in scores.items()})
     if mses:
         out["heldout_score"] = float(np.mean(mses))
@@ -162,22 +200,47 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
         emo = None if clip.emotion is None else torch.from_numpy(clip.emotion).float()
         return clip.audio, torch.from_numpy(clip.latents()).float(), torch.from_numpy(clip.pose).float(), emo
 
-    def featurize(items, augmenter=None, seed=0):
+    def featurize(items, mouths, augmenter=None, seed=0):
         out = []
-        for k, (audio, lat, pose, emo) in enumerate(items):
+        for k, ((audio, lat, pose, emo), mouth) in enumerate(zip(items, mouths, strict=True)):
             if augmenter is not None:
                 audio = augmenter(audio, np.random.default_rng([seed, k]))
-            out.append((audio_features(audio, len(lat), cfg, audio_encoder, feature_extractor), lat, pose, emo))
+            out.append((audio_features(audio, len(lat), cfg, audio_encoder, feature_extractor), lat, pose, emo, mouth))
+        return out
+
+    def pause_items(items, mouths, seed=0):
+        """Each held-out clip's longest pause as a whole window, with noise: the lips must stay shut."""
+        out = []
+        for k, ((audio, lat, pose, emo), mouth) in enumerate(zip(items, mouths, strict=True)):
+            runs = pause_runs(audio, SAMPLE_RATE // FPS)
+            if not runs or augmenter is None:
+                continue
+            a0, b0 = max(runs, key=lambda r: r[1] - r[0])
+            idx = ping_pong(a0, b0, window)
+            spf = SAMPLE_RATE // FPS
+            a = np.concatenate([audio[i * spf : (i + 1) * spf] for i in idx])
+            a = augmenter(a, np.random.default_rng([seed, k]), reference_power=speech_power(audio))
+            t = torch.from_numpy(idx)
+            out.append((audio_features(a, window, cfg, audio_encoder, feature_extractor), lat[t], pose[t],
+                        None if emo is None else emo[t], None if mouth is None else mouth[idx]))
         return out
 
     train_clips, held_clips = split_clips(clips, cfg.held_out)
     train_items = [item(c) for c in tqdm(train_clips, desc="reading clips", disable=not progress)]
     held_raw = [item(c) for c in held_clips]
+    held_mouths = [clip_mouth_open(c) for c in held_clips]
+    train_mouths = [clip_mouth_open(c) for c in train_clips]
+    readout = None
+    if all(m is not None for m in train_mouths + held_mouths):
+        readout = MouthReadout(np.concatenate([lat.numpy() for _, lat, _, _ in train_items]), np.concatenate(train_mouths))
     augmenter = Augmenter(babble_sources=[a for a, *_ in train_items]) if cfg.augment else None
-    # held-out scores: clean audio, and one fixed noisy/reverberant/band-limited copy of each clip
-    held_sets = {"clean": featurize(held_raw)}
+    window = int(round(cfg.window_seconds * FPS))
+    # held-out scores: clean audio, one fixed noisy/reverberant/band-limited copy of each clip, and
+    # each clip's longest pause as a whole window of noise
+    held_sets = {"clean": featurize(held_raw, held_mouths)}
     if augmenter is not None:
-        held_sets["augmented"] = featurize(held_raw, augmenter, seed=10_000 + cfg.seed)
+        held_sets["augmented"] = featurize(held_raw, held_mouths, augmenter, seed=10_000 + cfg.seed)
+        held_sets["pauses"] = pause_items(held_raw, held_mouths, seed=20_000 + cfg.seed)
     clean_feats = [audio_features(a, len(lat), cfg, audio_encoder, feature_extractor) for a, lat, _, _ in train_items]
     ratio = clean_feats[0].shape[0] // len(train_items[0][1])
     all_pose = torch.cat([p for _, _, p, _ in train_items])
@@ -189,6 +252,14 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
                          latent_mean=stats["mean"], latent_std=stats["std"],
                          pose_mean=all_pose.mean(0), pose_std=all_pose.std(0))
     del clean_feats, all_feats
+    if cfg.init_from and ckpt is None:
+        from safetensors.torch import load_file
+
+        path = Path(cfg.init_from)
+        files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
+        if not files:
+            raise TalkerError(f"--init-from {path}: no safetensors weights there")
+        model.load_state_dict(load_file(files[0]))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
@@ -202,8 +273,9 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
     best_path = run / "best.json"
     best = json.loads(best_path.read_text()) if ckpt is not None and best_path.is_file() else None
 
-    window = int(round(cfg.window_seconds * FPS))
     spf = SAMPLE_RATE // FPS
+    pauses = [pause_runs(a, spf) for a, *_ in train_items]
+    powers = [speech_power(a) for a, *_ in train_items]
     lengths = np.array([len(lat) for _, lat, _, _ in train_items], np.float64)
     has_emotion = train_items[0][3] is not None
     log = run / "train_log.jsonl"
@@ -217,6 +289,20 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
         for k in rng.choice(len(train_items), cfg.batch_size, p=lengths / lengths.sum()):
             audio, lat, pose, emo = train_items[k]
             n = len(lat)
+            if augmenter is not None and pauses[k] and rng.random() < augmenter.cfg.p_pause_window:
+                # a whole window of one of the clip's pauses (frames back and forth), noise added by
+                # the chain at the clip's speech level: silence and noise alone must keep lips shut
+                a0, b0 = pauses[k][int(rng.integers(len(pauses[k])))]
+                idx = torch.from_numpy(ping_pong(a0, b0, window, int(rng.integers(0, 2 * (b0 - a0)))))
+                a = np.concatenate([audio[i * spf : (i + 1) * spf] for i in idx.tolist()])
+                a = augmenter(a, rng, reference_power=powers[k])
+                feats.append(audio_features(a, window, cfg, audio_encoder, feature_extractor))
+                lats.append(lat[idx])
+                poses.append(pose[idx])
+                if has_emotion:
+                    emos.append(emo[idx])
+                masks.append(torch.ones(window, dtype=torch.bool))
+                continue
             # a speed change by `factor` squeezes window × factor frames of the clip into the window
             factor = augmenter.speed_factor(rng) if augmenter is not None else 1.0
             span = min(n, int(np.ceil(window * factor)))
@@ -257,7 +343,7 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
         bar.update()
         bar.set_postfix(loss=f"{loss_avg:.4f}")
         if accelerator.is_main_process and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-            scores = evaluate_sets(unwrapped, held_sets, dev)
+            scores = evaluate_sets(unwrapped, held_sets, dev, readout)
             with open(log, "a") as f:
                 f.write(json.dumps({"step": step, "loss": value, "latent_loss": lat_loss.item(),
                                     "pose_loss": pose_loss.item(), **scores}) + "\n")
@@ -269,7 +355,7 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
             save_checkpoint(accelerator, run, step)
     bar.close()
     if not scores and accelerator.is_main_process:
-        scores = evaluate_sets(unwrapped, held_sets, accelerator.device)
+        scores = evaluate_sets(unwrapped, held_sets, accelerator.device, readout)
     figures = {"steps": step, "loss_avg": loss_avg, "steps_per_s": steps_timed / train_time if train_time else math.nan,
                "train_clips": len(train_items), "heldout_clips": len(held_raw), "augment": cfg.augment,
                "feature_normalization": cfg.feature_normalization, "last": scores}
