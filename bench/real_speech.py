@@ -40,9 +40,11 @@ _TRUTH_GAPS: dict[str, np.ndarray] = {}  # the truth frames' lip gaps, read once
 
 
 def run_set(pipe, probe, clips, *, seconds: float, seed: int, decoder, snr: float | None = None,
-            babble_sources=None) -> dict:
+            babble_sources=None, desc: str = "clips") -> dict:
+    from tqdm.auto import tqdm
+
     rows = []
-    for k, clip in enumerate(clips):
+    for k, clip in enumerate(tqdm(clips, desc=desc, unit="clip")):
         n = min(clip.n_frames, int(seconds * 25))
         truth = dict(np.load(clip.path / "truth.npz"))
         audio = clip.audio[: n * 640]
@@ -90,10 +92,12 @@ def main(argv=None) -> int:
     if args.real:
         _, clips = load_dataset(args.real)
         clips = [c for c in clips if (c.path / "truth.npz").is_file()][: args.clips]
-        results["sets"]["real"] = run_set(pipe, probe, clips, seconds=args.seconds, seed=args.seed, decoder=args.decoder)
+        results["sets"]["real"] = run_set(pipe, probe, clips, seconds=args.seconds, seed=args.seed, decoder=args.decoder,
+                                          desc="recorded speech")
         sources = [c.audio for c in clips]
         results["sets"]["real_noisy"] = run_set(pipe, probe, clips, seconds=args.seconds, seed=args.seed,
-                                                decoder=args.decoder, snr=args.snr, babble_sources=sources)
+                                                decoder=args.decoder, snr=args.snr, babble_sources=sources,
+                                                desc=f"recorded speech + noise at {args.snr:g} dB")
         results["sets"]["real_noisy"]["snr_db"] = args.snr
         threshold = results["sets"]["real"]["mean"]["closed_threshold"]
         results["sets"]["noise_only"] = noise_only_scores(pipe, probe, threshold, seconds=args.noise_seconds,
@@ -101,7 +105,8 @@ def main(argv=None) -> int:
     if args.espeak:
         _, clips = load_dataset(args.espeak)
         clips = [c for c in clips if (c.path / "truth.npz").is_file()][: args.clips]
-        results["sets"]["espeak"] = run_set(pipe, probe, clips, seconds=args.seconds, seed=args.seed, decoder=args.decoder)
+        results["sets"]["espeak"] = run_set(pipe, probe, clips, seconds=args.seconds, seed=args.seed, decoder=args.decoder,
+                                            desc="espeak-ng, unseen voices")
     results["seconds"] = round(time.perf_counter() - tic, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
