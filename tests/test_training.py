@@ -113,9 +113,11 @@ def test_train_encode_export_generate(dataset, tmp_path):
     assert fast_pipe.default_decoder == "distilled" and fast_pipe.distilled_unet.config.prediction_type == "sample"
     assert fast_pipe.speaker["training"]["distill"]["steps"] == 3
     # the voices speech2latent learned from, with their minutes, in speaker.json and the card
-    [voice] = fast_pipe.speaker["speech"]
-    assert voice["credit"] == "espeak-ng text-to-speech" and voice["minutes"] > 0
-    assert f"{voice['voice']}: " in (fast / "README.md").read_text()
+    voices = fast_pipe.speaker["speech"]
+    assert voices and all(v["credit"] == "espeak-ng text-to-speech" and v["minutes"] > 0 for v in voices)
+    assert sum(v["minutes"] for v in voices) == pytest.approx(fast_pipe.speaker["minutes"], abs=0.02)
+    card = (fast / "README.md").read_text()
+    assert all(f"{v['voice']}: " in card for v in voices)
     talker("generate", "--model", fast, "--audio", wav, "--out", tmp_path / "fast.mp4", "-q")
     with av.open(str(tmp_path / "fast.mp4")) as c:
         assert sum(1 for _ in c.decode(c.streams.video[0])) > 25
