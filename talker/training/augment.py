@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..audio import SAMPLE_RATE, resample
+from ..audio import SAMPLE_RATE, SAMPLES_PER_FRAME, resample
 
 
 @dataclass
@@ -266,6 +266,13 @@ def ping_pong(start: int, end: int, count: int, offset: int = 0) -> np.ndarray:
     period = max(1, 2 * length - 2)
     k = (np.arange(count) + offset) % period
     return start + np.where(k < length, k, period - k)
+
+
+def pause_window(audio: np.ndarray, run: tuple[int, int], count: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` frames going back and forth over the pause ``run`` (``pause_runs``): their indices
+    and their 16 kHz audio, cut frame by frame."""
+    idx = ping_pong(run[0], run[1], count, offset)
+    return idx, np.concatenate([audio[i * SAMPLES_PER_FRAME : (i + 1) * SAMPLES_PER_FRAME] for i in idx])
 
 
 def speed_perturb(x: np.ndarray, factor: float) -> np.ndarray:

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..audio import FPS, SAMPLE_RATE, log_mel, wav2vec2_features
+from ..audio import FPS, SAMPLES_PER_FRAME, log_mel, wav2vec2_features
 from ..errors import TalkerError
 from .dae import _latest_checkpoint, load_checkpoint, make_accelerator, resumed_config, save_checkpoint
-from .augment import Augmenter, pause_runs, ping_pong, speech_power, speed_perturb
+from .augment import Augmenter, pause_runs, pause_window, speech_power, speed_perturb
 from .data import load_dataset, split_clips
 
 
@@ -212,13 +212,10 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
         """Each held-out clip's longest pause as a whole window, with noise: the lips must stay shut."""
         out = []
         for k, ((audio, lat, pose, emo), mouth) in enumerate(zip(items, mouths, strict=True)):
-            runs = pause_runs(audio, SAMPLE_RATE // FPS)
+            runs = pause_runs(audio, SAMPLES_PER_FRAME)
             if not runs or augmenter is None:
                 continue
-            a0, b0 = max(runs, key=lambda r: r[1] - r[0])
-            idx = ping_pong(a0, b0, window)
-            spf = SAMPLE_RATE // FPS
-            a = np.concatenate([audio[i * spf : (i + 1) * spf] for i in idx])
+            idx, a = pause_window(audio, max(runs, key=lambda r: r[1] - r[0]), window)
             a = augmenter(a, np.random.default_rng([seed, k]), reference_power=speech_power(audio))
             t = torch.from_numpy(idx)
             out.append((audio_features(a, window, cfg, audio_encoder, feature_extractor), lat[t], pose[t],
@@ -273,7 +270,7 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
     best_path = run / "best.json"
     best = json.loads(best_path.read_text()) if ckpt is not None and best_path.is_file() else None
 
-    spf = SAMPLE_RATE // FPS
+    spf = SAMPLES_PER_FRAME
     pauses = [pause_runs(a, spf) for a, *_ in train_items]
     powers = [speech_power(a) for a, *_ in train_items]
     lengths = np.array([len(lat) for _, lat, _, _ in train_items], np.float64)
@@ -293,8 +290,8 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
                 # a whole window of one of the clip's pauses (frames back and forth), noise added by
                 # the chain at the clip's speech level: silence and noise alone must keep lips shut
                 a0, b0 = pauses[k][int(rng.integers(len(pauses[k])))]
-                idx = torch.from_numpy(ping_pong(a0, b0, window, int(rng.integers(0, 2 * (b0 - a0)))))
-                a = np.concatenate([audio[i * spf : (i + 1) * spf] for i in idx.tolist()])
+                idx, a = pause_window(audio, (a0, b0), window, int(rng.integers(0, 2 * (b0 - a0))))
+                idx = torch.from_numpy(idx)
                 a = augmenter(a, rng, reference_power=powers[k])
                 feats.append(audio_features(a, window, cfg, audio_encoder, feature_extractor))
                 lats.append(lat[idx])
