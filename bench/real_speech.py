@@ -13,7 +13,10 @@ of the model), as are the truth frames:
 - ``real_noisy``: the same prompts with noise at ``--snr`` dB (pink, brown, hum or babble made
   from the other held-out clips; the noise also fills the pauses);
 - ``noise_only``: ``--noise-seconds`` of noise alone at a speech-like level, per kind;
-- ``espeak``: espeak-ng clips in voices the speaker did not train on.
+- ``espeak``: espeak-ng clips in voices the speaker did not train on;
+- ``real_autoencoded``: no speech at all: the truth frames of the real set encoded and decoded by
+  the same decoder and steps, the most its renderer can show of perfect latents (the ceiling of
+  the lip figures above that the decoder, not speech2latent, sets).
 
 Writes JSON (means per set, per-clip rows) and prints a summary.
 """
@@ -69,6 +72,28 @@ def run_set(pipe, probe, clips, *, seconds: float, seed: int, decoder, snr: floa
     return {"mean": mean, "per_clip": rows}
 
 
+def run_autoencoded(pipe, probe, clips, *, seconds: float, seed: int, decoder) -> dict:
+    """The lip figures of the clips' own frames after the speaker's encoder and decoder."""
+    from tqdm.auto import tqdm
+
+    ae = pipe.autoencoder_for(decoder)
+    steps = pipe.default_steps(decoder)
+    rows = []
+    for clip in tqdm(clips, desc="truth frames through the autoencoder", unit="clip"):
+        n = min(clip.n_frames, int(seconds * 25))
+        truth = dict(np.load(clip.path / "truth.npz"))
+        z = torch.cat([ae.encode(clip.frames[i : min(i + 32, n)]) for i in range(0, n, 32)])
+        x_T = pipe.prepare_fixed_noise(torch.Generator().manual_seed(seed))
+        frames = ae.decode(z, x_T, num_inference_steps=steps)
+        key = f"{clip.path}:{n}"
+        if key not in _TRUTH_GAPS:
+            _TRUTH_GAPS[key] = probe.features(clip.frames[:n])[:, 0]
+        rows.append({"clip": clip.id, "frames": n, **lipsync_scores(probe.features(frames)[:, 0], _TRUTH_GAPS[key], truth, n)})
+    keys = [k for k in rows[0] if isinstance(rows[0][k], float)]
+    mean = {k: round(float(np.nanmean([r[k] for r in rows])), 4) for k in keys}
+    return {"mean": {**mean, "clips": len(rows), "steps": steps}, "per_clip": rows}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="checkpoints/astronaut-64")
@@ -100,6 +125,8 @@ def main(argv=None) -> int:
                                                 desc=f"recorded speech + noise at {args.snr:g} dB")
         results["sets"]["real_noisy"]["snr_db"] = args.snr
         threshold = results["sets"]["real"]["mean"]["closed_threshold"]
+        results["sets"]["real_autoencoded"] = run_autoencoded(pipe, probe, clips, seconds=args.seconds, seed=args.seed,
+                                                              decoder=args.decoder)
         results["sets"]["noise_only"] = noise_only_scores(pipe, probe, threshold, seconds=args.noise_seconds,
                                                           babble_sources=sources, seed=args.seed, decoder=args.decoder)
     if args.espeak:

@@ -9,8 +9,10 @@
 # The shipped checkpoint: a DAE run of 2,750 steps continued (--init-from) for 6,000 steps with
 # normalize_z, on espeak-ng speech only; speech2latent then trained (with augmentation) on a mix of
 # espeak-ng voices and a real recorded voice (Asterisk's prompts by Allison Smith, CC-BY-SA-3.0),
-# keeping its best held-out step. S2L_FROM_DAE=checkpoints/astronaut-64 retrains only speech2latent
-# against the shipped DAE (what the current checkpoint did).
+# keeping its best held-out step: 500 steps, 1,500 more with --init-from, then 1,000 more with
+# voice activity as a new input (--init-from). S2L_FROM_DAE=checkpoints/astronaut-64 retrains only
+# speech2latent and continues the distilled decoder on the speaker's frames, against the shipped
+# DAE (what the current checkpoint did).
 set -euo pipefail
 WORK=${WORK:-runs/bundled}
 RES=${RES:-64}
@@ -19,6 +21,7 @@ S2L_STEPS=${S2L_STEPS:-3000}
 S2L_FROM_DAE=${S2L_FROM_DAE:-}
 DISTILL_PAIRS=${DISTILL_PAIRS:-10240}
 DISTILL_STEPS=${DISTILL_STEPS:-3000}
+FRAMES_STEPS=${FRAMES_STEPS:-500}
 DAE_LR=${DAE_LR:-2e-4}
 SNR_GAMMA=${SNR_GAMMA:-5}
 INIT_FROM=${INIT_FROM:-}
@@ -79,6 +82,13 @@ if [ -z "$S2L_FROM_DAE" ]; then
         --pairs "$DISTILL_PAIRS" --max-steps "$DISTILL_STEPS" --eval-every 1000 --checkpoint-every 1000 --resume
 fi
 DISTILLED=${S2L_FROM_DAE:-$WORK/distill}
+
+# 4b. the distilled decoder continued on the speaker's own frames (no teacher frames: a CPU can do
+#     it), the loss weighted where the frames move: the two-step student's lips meet again
+talker train distill --model "$S2L_DAE" --data "$WORK/voices" --output "$WORK/distill-frames" --pairs 0 \
+    --frames-share 1 --motion-weight 4 --init-student "$DISTILLED" --batch-size 16 --lr 3e-5 \
+    --max-steps "$FRAMES_STEPS" --eval-every 250 --checkpoint-every 250 --resume
+DISTILLED=$WORK/distill-frames
 
 # 5. the checkpoint folder (speaker.json and the model card list the voices speech2latent learned from)
 talker export --dae "$S2L_DAE" --s2l "$WORK/s2l" --distilled "$DISTILLED" --data "$WORK/voices" --out "$OUT" \

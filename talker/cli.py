@@ -255,6 +255,7 @@ def cmd_train_s2l(args: argparse.Namespace) -> int:
                     eval_every=min(args.eval_every, args.max_steps), lr=args.lr, seed=args.seed,
                     window_seconds=args.window_seconds, hidden_size=args.hidden_size,
                     mixed_precision=args.mixed_precision, augment=args.augment, init_from=args.init_from,
+                    voice_activity=args.voice_activity,
                     **({"feature_normalization": args.feature_normalization} if args.feature_normalization else {}))
     figures = train_s2l(args.data, args.dae, args.output, cfg, resume=args.resume, progress=not args.quiet)
     print(f"{args.output}: {figures['steps']} steps, loss {figures['loss_avg']:.4f}, held-out pose error "
@@ -268,11 +269,13 @@ def cmd_train_distill(args: argparse.Namespace) -> int:
     cfg = DistillConfig(teacher_steps=args.teacher_steps, pairs=args.pairs, batch_size=args.batch_size,
                         max_steps=args.max_steps, lr=args.lr, checkpoint_every=args.checkpoint_every,
                         eval_every=min(args.eval_every, args.max_steps), seed=args.seed,
-                        mixed_precision=args.mixed_precision)
+                        mixed_precision=args.mixed_precision, frames_share=args.frames_share,
+                        motion_weight=args.motion_weight, init_student=args.init_student)
     figures = distill_decoder(args.model, args.data, args.output, cfg, resume=args.resume, progress=not args.quiet)
     psnr = figures.get("val_psnr", {}).get("student", {})
-    print(f"{args.output}: {figures['steps']} steps, loss {figures['loss_avg']:.5f}; held-out PSNR against the "
-          f"teacher's {cfg.teacher_steps}-step frames by step count: {psnr}")
+    target = f"the teacher's {cfg.teacher_steps}-step frames" if cfg.pairs else "held-out frames"
+    print(f"{args.output}: {figures['steps']} steps, loss {figures['loss_avg']:.5f}; held-out PSNR against "
+          f"{target} by step count: {psnr}")
     return 0
 
 
@@ -434,6 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--feature-normalization", choices=("window", "dataset"),
                    help="window (default): each window's features are floored and mean-subtracted (loudness and "
                         "channel independent); dataset: the earlier global standardisation only")
+    t.add_argument("--no-voice-activity", dest="voice_activity", action="store_false",
+                   help="do not give the network Silero VAD's P(speech) as an input (default: give it)")
     t.add_argument("--resume", action="store_true")
     t.add_argument("-q", "--quiet", action="store_true")
     t.set_defaults(func=cmd_train_s2l)
@@ -484,7 +489,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--data", required=True, help="the encoded dataset the teacher was trained on")
     f.add_argument("--output", required=True, help="run folder (pairs, checkpoints, distilled_unet/)")
     f.add_argument("--teacher-steps", type=int, default=100, help="teacher DDIM steps (default 100, the paper's)")
-    f.add_argument("--pairs", type=int, default=16384, help="teacher frames rendered for training (default 16384)")
+    f.add_argument("--pairs", type=int, default=16384,
+                   help="teacher frames rendered for training (default 16384; 0 with --frames-share 1: none)")
+    f.add_argument("--frames-share", type=float, default=0.0,
+                   help="share of each batch that is the dataset's own frames (target: the frame; default 0)")
+    f.add_argument("--motion-weight", type=float, default=0.0,
+                   help="weight the loss by where the frames move over time: 1 + w * temporal std / mean (default 0)")
+    f.add_argument("--init-student", help="continue from this distilled decoder (a distill run or a speaker folder)")
     f.add_argument("--max-steps", type=int, default=4000)
     f.add_argument("--batch-size", type=int, default=128)
     f.add_argument("--lr", type=float, default=2e-4)

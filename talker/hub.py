@@ -132,7 +132,11 @@ def write_model_card(folder: Path, *, speaker: dict, repo_id: str | None = None,
         data, template_path=str(template), speaker_name=speaker["name"], consent=speaker["consent"],
         repo_id=repo_id or f"<owner>/{speaker['name']}", resolution=speaker.get("resolution", "?"),
         source=speaker.get("source", "not given"), minutes=f"{speaker.get('minutes', 0):.1f}",
-        audio_frontend=speaker.get("audio_frontend", "mel"), dae_steps=dae.get("steps", "?"),
+        audio_frontend=speaker.get("audio_frontend", "mel") + (
+            ", with voice activity (Silero VAD's P(speech), MIT) as one more input" if speaker.get("voice_activity") else "") + (
+            "; where nobody speaks, each frame's z_sem is moved along the learned mouth axis toward a shut mouth"
+            if speaker.get("shuts_silent_mouth") else ""),
+        dae_steps=dae.get("steps", "?"),
         dae_batch=dae.get("batch_size", "?"), dae_loss=_fmt(dae.get("loss_avg")), s2l_steps=s2l.get("steps", "?"),
         s2l_kept=s2l.get("best_step", s2l.get("steps", "?")),
         heldout_latent_mse=_fmt(s2l.get("heldout_latent_mse")), heldout_pose_mae=s2l.get("heldout_pose_mae_deg", "n/a"),
@@ -153,6 +157,10 @@ def _distilled_line(d: dict | None) -> str:
         return "none (frames are rendered by the DDIM decoder)"
     psnr = d.get("val_psnr", {}).get("student") or d.get("heldout_psnr_vs_teacher_db") or {}
     by_steps = ", ".join(f"{v} dB at {k}" for k, v in psnr.items())
+    if d.get("val_target") == "frames":  # trained on the person's own frames only
+        line = (f"{d.get('steps', '?')} steps on the speaker's own frames (loss weighted where they move, "
+                f"w = {d.get('motion_weight', 0):g}); held-out PSNR against the speaker's frames: {by_steps or 'n/a'}")
+        return f"{_distilled_line(d['continued_from'])}; then {line}" if d.get("continued_from") else line
     return (f"trained {d.get('steps', '?')} steps on the {d.get('teacher_steps', '?')}-step DDIM decoder's frames; "
             f"held-out PSNR against them: {by_steps or 'n/a'}")
 
@@ -237,6 +245,11 @@ def export_speaker(dae_run: str | os.PathLike, s2l_run: str | os.PathLike, data_
             figures[stage] = json.loads(card.read_text()).get("training", {}).get(stage, {})
         else:
             figures[stage] = {}
+    earlier = figures.get("distill", {}).get("init_student")
+    if earlier and (Path(earlier) / "speaker.json").is_file():  # continued from a shipped decoder: its record too
+        figures["distill"]["continued_from"] = json.loads((Path(earlier) / "speaker.json").read_text())["training"].get("distill", {})
+    elif earlier and (Path(earlier) / "figures.json").is_file():
+        figures["distill"]["continued_from"] = json.loads((Path(earlier) / "figures.json").read_text())
     dae_cfg = Path(dae_run) / "train_config.json"
     if dae_cfg.is_file():
         figures["dae"]["batch_size"] = json.loads(dae_cfg.read_text()).get("batch_size")
@@ -247,6 +260,8 @@ def export_speaker(dae_run: str | os.PathLike, s2l_run: str | os.PathLike, data_
         "resolution": unet.config.sample_size,
         "minutes": sum(c.n_frames for c in clips) / 25 / 60,
         "audio_frontend": s2l.config.audio_frontend,
+        "voice_activity": bool(s2l.config.get("voice_activity", False)),
+        "shuts_silent_mouth": bool(s2l.config.get("voice_activity", False) and s2l.config.get("mouth_readout", False)),
         "training": figures,
         "speech": speech_sources(index),
         "reference_pose": np.round(longest.pose, 2).tolist(),

@@ -321,3 +321,16 @@ def test_distillation_line_runs_from_the_noise_to_the_image():
     assert torch.allclose(line_point(x0, x_T, torch.tensor([0, 0]), alphas, 990), x0, atol=0.01 * x_T.abs().max() + 1e-3)
     # the timesteps that 1- and 2-step DDIM with trailing spacing visit
     assert timestep_grid(sched.config, (1, 2)).tolist() == [499, 999]
+
+
+def test_motion_weights_follow_what_moves_in_the_frames():
+    from talker.training.distill import frames_to_x0, motion_weights
+
+    frames = np.full((10, 8, 8, 3), 128, np.uint8)
+    frames[::2, 5:7, 2:6] = 40  # a "mouth" that opens and closes
+    w = motion_weights(frames, 4.0)
+    assert w.shape == (8, 8)
+    assert torch.allclose(w[:4], torch.ones(4, 8)) and (w[5:7, 2:6] > 10).all()
+    assert torch.allclose(motion_weights(frames, 0.0), torch.ones(8, 8))
+    x0 = frames_to_x0(frames[:2])
+    assert x0.shape == (2, 3, 8, 8) and x0.min() >= -1 and x0.max() <= 1

@@ -241,3 +241,78 @@ def test_mouth_readout_recovers_a_linear_mouth_code():
     mouth = np.clip(z[:, 3] * 0.3 + 0.3, 0, 1)
     readout = MouthReadout(z, mouth)
     assert np.corrcoef(readout(z), mouth)[0, 1] > 0.95
+    # the latents move along dimension 3 as the mouth opens
+    assert np.argmax(np.abs(readout.direction)) == 3 and readout.direction[3] > 0
+
+
+# --- voice activity -----------------------------------------------------------------------------
+
+
+def test_voice_activity_hears_the_recording_and_not_silence_or_noise():
+    from talker.training.augment import make_noise
+    from talker.vad import speech_probability
+
+    x = _speech()
+    quiet = np.zeros(16000, np.float32)
+    clip = np.concatenate([quiet, x, quiet])
+    n = len(clip) // 640
+    p = speech_probability(clip, n, 4 * n).numpy()
+    assert p.shape == (4 * n,) and p.dtype == np.float32 and 0 <= p.min() and p.max() <= 1
+    words = slice(4 * 25 + 20, 4 * (25 + len(x) // 640) - 20)  # the recording without its edges
+    assert np.mean(p[words] > 0.5) > 0.9
+    assert np.mean(p[: 4 * 20] < 0.1) > 0.9  # the second of silence before it
+    for k, kind in enumerate(("pink", "brown", "hum")):
+        noise = make_noise(kind, 48000, np.random.default_rng(k)) * 0.05
+        assert speech_probability(noise, 75, 75).numpy().mean() < 0.2, kind
+
+
+def test_voice_activity_is_an_input_of_speech2latent():
+    from talker.audio import log_mel
+    from talker.models import Speech2Latent
+    from talker.vad import append_voice_activity
+
+    x = _speech()[:32000]
+    feats = append_voice_activity(log_mel(x, 50, floor=1e-10), x, 50)
+    assert feats.shape == (200, 81)
+    kw = dict(feature_normalization="window", hidden_size=32, num_heads=2, ffn_size=64, num_encoder_layers=1,
+              num_decoder_layers=1, latent_dim=8, pose_predictor_channels=16)
+    torch.manual_seed(0)
+    plain = Speech2Latent(**kw).eval()
+    voiced = Speech2Latent(voice_activity=True, **kw).eval()
+    missing, unexpected = voiced.load_state_dict(plain.state_dict(), strict=False)
+    assert set(missing) == {k for k in voiced.state_dict() if k.startswith("voice_proj.")} and not unexpected
+    with torch.no_grad():
+        # a network without the input, extended by it, starts where it was
+        assert torch.allclose(voiced(feats[None]).latents, plain(feats[None, :, :80]).latents, atol=1e-5)
+        torch.nn.init.normal_(voiced.voice_proj[2].weight)
+        silenced = feats.clone()
+        silenced[:, -1] = 0
+        assert (voiced(feats[None]).latents - voiced(silenced[None]).latents).abs().max() > 1e-2
+    with pytest.raises(ValueError, match="voice activity"):
+        voiced(feats[None, :, :80])
+
+
+def test_mouths_shut_where_nobody_speaks_and_nothing_else_moves():
+    from talker.models import Speech2Latent
+
+    torch.manual_seed(0)
+    model = Speech2Latent(voice_activity=True, mouth_readout=True, feature_normalization="window", hidden_size=32,
+                          num_heads=2, ffn_size=64, num_encoder_layers=1, num_decoder_layers=1, latent_dim=8,
+                          pose_predictor_channels=16).eval()
+    weight = torch.tensor([0.5, 0.5, 0, 0, 0, 0, 0, 0])
+    model.set_mouth_readout(torch.zeros(8), weight, 0.2, torch.tensor([1.0, 0.5, 0, 0, 0, 0, 0, 0]))
+    torch.nn.init.normal_(model.out.weight)
+    feats = torch.randn(1, 80, 81)  # 20 video frames of 4 feature rows
+    with torch.no_grad():
+        feats[0, :40, -1], feats[0, 40:, -1] = 1.0, 0.0  # 10 frames of speech, then nobody
+        free = model(feats).z_sem[0]
+        shut = model(feats, close_silent_mouth=True).z_sem[0]
+    assert torch.equal(free[:10], shut[:10])  # while someone speaks, nothing changes
+    opened = model.mouth_open(free[10:]) > 0
+    assert opened.any()
+    assert torch.allclose(model.mouth_open(shut[10:])[opened], torch.zeros(int(opened.sum())), atol=1e-5)
+    moved = (shut[10:] - free[10:])[opened]
+    assert torch.allclose(moved[:, 1], moved[:, 0] * 0.5, atol=1e-5) and (moved[:, 2:] == 0).all()  # along the direction
+    with pytest.raises(ValueError, match="mouth_readout"):
+        Speech2Latent(hidden_size=32, num_heads=2, ffn_size=64, num_encoder_layers=1, num_decoder_layers=1,
+                      latent_dim=8, pose_predictor_channels=16).set_mouth_readout(torch.zeros(8), weight, 0.0, weight)

@@ -180,6 +180,17 @@ class Speech2Latent(ModelMixin, ConfigMixin):
         feature_floor: see ``feature_normalization``.
         mel_floor: the smallest mel power before the log (1e-5 in earlier checkpoints; new ones
             use 1e-10 so that quiet recordings are not clipped before the window floor).
+        voice_activity: the features carry one more, last channel: the probability that someone
+            is speaking (``talker.vad``, Silero VAD), which skips the per-window normalisation and
+            is added, averaged per video frame, after the subsampling. Lets the network keep the
+            lips shut on noise its training data never had.
+        mouth_readout: the network carries a linear read-out of mouth opening from ``z_sem``
+            (``mouth_mean``, ``mouth_weight``, ``mouth_bias``) and the direction in which the
+            data's ``z_sem`` moves as the mouth opens (``mouth_direction``), fitted by ``talker
+            train s2l`` where the data has per-frame mouth truth. With ``voice_activity``,
+            ``forward(..., close_silent_mouth=True)`` then moves each frame's ``z_sem`` along that
+            direction toward a shut mouth by the probability that nobody is speaking (a linear
+            edit of the semantic latent, as DiffAE edits attributes), leaving head pose and blinks.
     """
 
     @register_to_config
@@ -206,6 +217,8 @@ class Speech2Latent(ModelMixin, ConfigMixin):
         feature_normalization: str = "dataset",
         feature_floor: float = 9.2,
         mel_floor: float = 1e-5,
+        voice_activity: bool = False,
+        mouth_readout: bool = False,
     ):
         super().__init__()
         if feature_normalization not in ("dataset", "window"):
@@ -223,6 +236,11 @@ class Speech2Latent(ModelMixin, ConfigMixin):
             ch = hidden_size
         layers.append(nn.Conv1d(ch, hidden_size, 3, padding=1))
         self.subsample = nn.Sequential(*layers)
+        self.voice_proj = None
+        if voice_activity:
+            self.voice_proj = nn.Sequential(nn.Linear(1, 64), nn.SiLU(), nn.Linear(64, hidden_size))
+            nn.init.zeros_(self.voice_proj[2].weight)  # starts as a no-op (e.g. from weights without it)
+            nn.init.zeros_(self.voice_proj[2].bias)
         self.emotion_proj = nn.Linear(len(emotion_names), hidden_size, bias=False) if emotion_names else None
         block = lambda: ConformerBlock(hidden_size, num_heads, ffn_size, conv_kernel_size, dropout)  # noqa: E731
         self.encoder = nn.ModuleList(block() for _ in range(num_encoder_layers))
@@ -236,6 +254,11 @@ class Speech2Latent(ModelMixin, ConfigMixin):
         self.register_buffer("latent_std", torch.ones(latent_dim))
         self.register_buffer("pose_mean", torch.zeros(3))
         self.register_buffer("pose_std", torch.ones(3))
+        if mouth_readout:
+            self.register_buffer("mouth_mean", torch.zeros(latent_dim))
+            self.register_buffer("mouth_weight", torch.zeros(latent_dim))
+            self.register_buffer("mouth_bias", torch.zeros(()))
+            self.register_buffer("mouth_direction", torch.zeros(latent_dim))
 
     @property
     def frames_per_feature(self) -> int:
@@ -254,6 +277,37 @@ class Speech2Latent(ModelMixin, ConfigMixin):
                 if name.endswith("std"):
                     value = value.clamp_min(1e-6)
                 buf.copy_(value)
+
+    def set_mouth_readout(self, mean, weight, bias: float, direction) -> None:
+        """Store the read-out ``mouth_open ≈ (z_sem − mean) · weight + bias`` and the ``direction``
+        z_sem moves per unit of mouth opening (needs ``mouth_readout``)."""
+        if not self.config.mouth_readout:
+            raise ValueError("this network was built without mouth_readout")
+        for name, value in (("mouth_mean", mean), ("mouth_weight", weight), ("mouth_bias", bias),
+                            ("mouth_direction", direction)):
+            buf = getattr(self, name)
+            buf.copy_(torch.as_tensor(value, dtype=buf.dtype, device=buf.device).reshape(buf.shape))
+
+    def mouth_open(self, z_sem: torch.Tensor) -> torch.Tensor:
+        """(..., D) z_sem → (...) mouth opening by the stored read-out."""
+        return (z_sem - self.mouth_mean) @ self.mouth_weight + self.mouth_bias
+
+    def close_mouth(self, z_sem: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
+        """Move (..., D) ``z_sem`` along ``mouth_direction`` so that its read-out mouth opening
+        shrinks by ``amount`` (...) in [0, 1] of itself (1: shut, read-out 0); only openings above
+        0 move."""
+        gain = (self.mouth_direction @ self.mouth_weight).clamp_min(1e-6)  # read-out change per unit step
+        excess = self.mouth_open(z_sem).clamp_min(0) * amount
+        return z_sem - (excess / gain)[..., None] * self.mouth_direction
+
+    def split_features(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, T, F[+1]) features → (the audio features (B, T, feature_dim), P(speech) (B, T) or None)."""
+        if self.voice_proj is None:
+            return features, None
+        if features.shape[-1] != self.config.feature_dim + 1:
+            raise ValueError(f"features must have {self.config.feature_dim} + 1 (voice activity) channels; "
+                             f"got {features.shape[-1]}")
+        return features[..., :-1], features[..., -1]
 
     def normalize_window(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Per-window normalisation (``feature_normalization="window"``; identity otherwise).
@@ -297,19 +351,28 @@ class Speech2Latent(ModelMixin, ConfigMixin):
         emotion: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         return_dict: bool = True,
+        close_silent_mouth: bool = False,
     ) -> Speech2LatentOutput | tuple:
         """Predict latents and poses.
 
         Args:
-            features: (B, N × feature_rate / fps, feature_dim) raw (un-normalised) audio features.
+            features: (B, N × feature_rate / fps, feature_dim) raw (un-normalised) audio features,
+                with P(speech) as one more channel when ``voice_activity``.
             pose: optional (B, N, 3) yaw/pitch/roll in degrees fed to the pose projector instead of
                 the predicted pose (ground truth in training, a user's pose at inference).
             emotion: optional (B, E) or (B, N, E) intensities in [0, 1]; zeros (or None) = neutral.
             mask: optional (B, N) bool, True on real frames (for padded batches).
+            close_silent_mouth: with ``voice_activity`` and ``mouth_readout``, shut the mouth of
+                each frame by the probability that nobody is speaking (what the pipeline does).
         """
         dtype = self.out.weight.dtype
-        x = (self.normalize_window(features.to(dtype), mask) - self.feature_mean) / self.feature_std
+        features, voice = self.split_features(features.to(dtype))
+        x = (self.normalize_window(features, mask) - self.feature_mean) / self.feature_std
         x = self.subsample(x.transpose(1, 2)).transpose(1, 2)  # (B, N, hidden)
+        per_frame = None
+        if voice is not None:
+            per_frame = voice[:, : x.shape[1] * self.frames_per_feature].reshape(x.shape[0], x.shape[1], -1).mean(-1)
+            x = x + self.voice_proj(per_frame[..., None])
         if self.emotion_proj is not None and emotion is not None:
             e = emotion.to(dtype)
             x = x + self.emotion_proj(e if e.dim() == 3 else e[:, None, :])
@@ -320,10 +383,14 @@ class Speech2Latent(ModelMixin, ConfigMixin):
         for layer in self.decoder:
             x = layer(x, mask)
         latents = self.out(x)
+        z_sem = self.denormalize_latents(latents)
+        if close_silent_mouth and per_frame is not None and self.config.mouth_readout:
+            z_sem = self.close_mouth(z_sem, 1 - per_frame.clamp(0, 1))
+            latents = self.normalize_latents(z_sem)
         used = predicted if pose is None else pose_in
         out = Speech2LatentOutput(
             latents=latents,
-            z_sem=self.denormalize_latents(latents),
+            z_sem=z_sem,
             pose=self.pose_to_degrees(used),
             predicted_pose=predicted,
         )

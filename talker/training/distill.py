@@ -17,6 +17,15 @@ in the DDIM parameterisation of Song et al., ICLR 2021):
    timesteps that k-step DDIM (trailing spacing, k = 1…8) visits and half uniformly.
    DDIM with the student then reaches x̂0 in any of those step counts.
 
+**The person's own frames** (``frames_share``). Trained on the teacher alone, the student also
+learns its blur, and the last details of a 64-pixel mouth (lips that meet) are the first a
+two-step student loses. A share of every batch can instead be the dataset's own frames: x0 is
+the frame, z_sem its encoded latent, x_T fresh noise on the same line; ``motion_weight`` weights
+the loss by where the speaker's frames change over time (1 + w · per-pixel temporal std / its
+mean: mouth, eyes, the head's outline). ``init_student`` continues from an existing distilled
+decoder, and ``frames_share=1`` with ``pairs=0`` needs no teacher pairs at all (what a CPU can
+afford): the figures are then PSNR against held-out frames of the person.
+
 Pairs are cached in RUN/pairs.safetensors, so a resumed run skips them. x_T differs per pair (a
 video draws its own); z_sem comes from the dataset's latents (``talker encode``), half of the
 time mixed with another frame's (speech2latent's predictions lie between the frames' latents).
@@ -59,6 +68,9 @@ class DistillConfig:
     pair_batch: int = 256
     checkpoint_every: int = 500
     eval_every: int = 500
+    frames_share: float = 0.0
+    motion_weight: float = 0.0
+    init_student: str | None = None
     seed: int = 0
     mixed_precision: str = "auto"
     extra: dict = field(default_factory=dict)
@@ -80,6 +92,28 @@ def line_point(x0: torch.Tensor, x_T: torch.Tensor, t: torch.Tensor, alphas: tor
     eps = (x_T - a_T.sqrt() * x0) / (1 - a_T).sqrt()
     a = alphas[t].view(-1, 1, 1, 1)
     return a.sqrt() * x0 + (1 - a).sqrt() * eps
+
+
+def motion_weights(frames: np.ndarray, weight: float) -> torch.Tensor:
+    """(H, W) loss weights from (F, H, W, 3) uint8 frames: 1 + ``weight`` × the per-pixel
+    temporal standard deviation over its mean (where the person's face moves)."""
+    std = torch.from_numpy(frames).float().std(0).mean(-1)
+    return 1 + weight * std / std.mean().clamp_min(1e-6)
+
+
+def frames_to_x0(frames: np.ndarray) -> torch.Tensor:
+    """(B, H, W, 3) uint8 → (B, 3, H, W) in [-1, 1], the decoder's image range."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).float().permute(0, 3, 1, 2) / 127.5 - 1
+
+
+def frame_pairs(clips, n: int, channels: int, seed: int) -> dict[str, torch.Tensor]:
+    """n (x_T, z_sem, x0) triples from held-out clips' own frames and latents, evenly spread."""
+    frames = np.concatenate([c.frames for c in clips])
+    z = latent_bank(clips)
+    idx = np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int)
+    x0 = frames_to_x0(frames[idx])
+    x_T = torch.randn(x0.shape[0], channels, *x0.shape[2:], generator=torch.Generator().manual_seed(seed))
+    return {"x_T": x_T, "z_sem": z[idx], "x0": x0}
 
 
 def latent_bank(clips) -> torch.Tensor:
@@ -121,8 +155,9 @@ def teacher_pairs(unet, scheduler, z_bank: torch.Tensor, n: int, cfg: DistillCon
 
 @torch.no_grad()
 def evaluate_student(student, teacher, scheduler, val: dict[str, torch.Tensor], device, precision: str) -> dict:
-    """PSNR (dB, images in [0, 1]) against the teacher's frames of the validation pairs: the
-    student at each of ``EVAL_STEPS``, and teacher DDIM at the same step counts."""
+    """PSNR (dB, images in [0, 1]) against the validation targets (the teacher's 100-step frames,
+    or the person's held-out frames): the student at each of ``EVAL_STEPS``, and teacher DDIM at
+    the same step counts."""
     from ..pipelines.ddim import ddim_decode
 
     target = val["x0"].float().to(device)
@@ -159,6 +194,21 @@ def load_teacher(model_dir: str | Path):
     return unet, DDIMScheduler.from_pretrained(src / "scheduler")
 
 
+def load_student(path: str | Path):
+    """A distilled decoder to continue training: RUN/distilled_unet of a distill run, a speaker
+    checkpoint with distilled_unet/, or the folder itself."""
+    from ..models import DAEDecoderUNet
+
+    root = Path(path)
+    src = next((d for d in (root / "distilled_unet", root) if (d / "config.json").is_file()), None)
+    if src is None:
+        raise TalkerError(f"--init-student {path}: no distilled decoder there (distilled_unet/)")
+    unet = DAEDecoderUNet.from_pretrained(src, use_safetensors=True, dtype=torch.float32)
+    if unet.config.prediction_type != "sample":
+        raise TalkerError(f"--init-student {path}: not a distilled decoder (prediction_type {unet.config.prediction_type!r})")
+    return unet
+
+
 def distill_decoder(model_dir: str | Path, data_dir: str | Path, run_dir: str | Path, cfg: DistillConfig,
                     resume: bool = False, progress: bool = True) -> dict:
     """Distil (or resume distilling) the decoder of ``model_dir`` on the latents of the prepared,
@@ -174,9 +224,15 @@ def distill_decoder(model_dir: str | Path, data_dir: str | Path, run_dir: str | 
     ckpt = _latest_checkpoint(run) if resume else None
     if ckpt is not None:
         cfg = resumed_config(run, cfg)
-    for name in ("teacher_steps", "pairs", "batch_size", "max_steps", "pair_batch"):
+    for name in ("teacher_steps", "batch_size", "max_steps", "pair_batch"):
         if getattr(cfg, name) < 1:
             raise TalkerError(f"{name} must be at least 1; got {getattr(cfg, name)}")
+    if not 0.0 <= cfg.frames_share <= 1.0:
+        raise TalkerError(f"frames_share must be in [0, 1]; got {cfg.frames_share}")
+    if cfg.motion_weight < 0:
+        raise TalkerError(f"motion_weight must be at least 0; got {cfg.motion_weight}")
+    if cfg.pairs < (0 if cfg.frames_share == 1.0 else 1):
+        raise TalkerError(f"pairs must be at least 1 unless frames_share is 1 (frames only); got {cfg.pairs}")
     accelerator = make_accelerator(cfg.mixed_precision)
     device = accelerator.device
     set_seed(cfg.seed)
@@ -194,9 +250,17 @@ def distill_decoder(model_dir: str | Path, data_dir: str | Path, run_dir: str | 
         run.mkdir(parents=True, exist_ok=True)
         if ckpt is None:
             (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+    use_frames = cfg.frames_share > 0
+    if use_frames:
+        bank_frames = np.concatenate([c.frames for c in train_clips])
+        if len(bank_frames) != len(z_train):
+            raise TalkerError(f"{data_dir}: the clips' frames and latents differ in length; run `talker encode` again")
+        weights = motion_weights(bank_frames[:: max(1, len(bank_frames) // 4096)], cfg.motion_weight).to(device)
     pairs_file, val_file = run / "pairs.safetensors", run / "val_pairs.safetensors"
     pairs = load_file(pairs_file) if pairs_file.is_file() and val_file.is_file() else None
-    if pairs is not None and pairs["x0"].shape[0] == cfg.pairs:
+    if cfg.pairs == 0:  # the person's frames only: validated on held-out frames
+        pairs, val = None, frame_pairs(held or train_clips, 64, teacher.config.in_channels, cfg.seed + 1)
+    elif pairs is not None and pairs["x0"].shape[0] == cfg.pairs:
         val = load_file(val_file)
         accelerator.print(f"teacher pairs from {pairs_file}")
     else:
@@ -212,8 +276,11 @@ def distill_decoder(model_dir: str | Path, data_dir: str | Path, run_dir: str | 
             save_file(val, val_file)
             (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
 
-    student = copy.deepcopy(teacher).train().requires_grad_(True)
-    student.register_to_config(prediction_type="sample")
+    if cfg.init_student:
+        student = load_student(cfg.init_student).to(device).train().requires_grad_(True)
+    else:
+        student = copy.deepcopy(teacher).train().requires_grad_(True)
+        student.register_to_config(prediction_type="sample")
     optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr)
     ema = EMAModel(student.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=3 / 4)
     student, optimizer = accelerator.prepare(student, optimizer)
@@ -234,16 +301,26 @@ def distill_decoder(model_dir: str | Path, data_dir: str | Path, run_dir: str | 
     while step < cfg.max_steps:
         tic = time.perf_counter()
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + accelerator.process_index)
-        idx = torch.randint(len(pairs["x0"]), (cfg.batch_size,), generator=g)
-        x0, x_T = pairs["x0"][idx].float().to(device), pairs["x_T"][idx].float().to(device)
-        z = pairs["z_sem"][idx].to(device)
+        n_frames = round(cfg.batch_size * cfg.frames_share)
+        n_pairs = cfg.batch_size - n_frames
+        idx = torch.randint(len(pairs["x0"]), (n_pairs,), generator=g) if n_pairs else torch.zeros(0, dtype=torch.long)
+        x0 = pairs["x0"][idx].float() if n_pairs else torch.zeros(0)
+        x_T = pairs["x_T"][idx].float() if n_pairs else torch.zeros(0)
+        z = pairs["z_sem"][idx] if n_pairs else torch.zeros(0)
+        if n_frames:  # the person's own frames as targets, their latents, fresh noise
+            fi = torch.randint(len(bank_frames), (n_frames,), generator=g)
+            f0 = frames_to_x0(bank_frames[fi.numpy()])
+            fT = torch.randn(f0.shape, generator=g)
+            x0, x_T, z = (torch.cat([a, b]) if n_pairs else b for a, b in ((x0, f0), (x_T, fT), (z, z_train[fi])))
+        x0, x_T, z = x0.to(device), x_T.to(device), z.to(device)
         on_grid = torch.rand(cfg.batch_size, generator=g) < cfg.grid_share
         t = torch.where(on_grid, grid[torch.randint(len(grid), (cfg.batch_size,), generator=g)],
                         torch.randint(0, n_train, (cfg.batch_size,), generator=g)).to(device)
         x_t = line_point(x0, x_T, t, alphas, t_start)
         with accelerator.autocast():
             pred = student(x_t, t, z).sample
-        loss = (pred.float() - x0).pow(2).mean()
+        err = (pred.float() - x0).pow(2)
+        loss = (err * weights).mean() if use_frames and cfg.motion_weight else err.mean()
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(student.parameters(), 1.0)
         optimizer.step()
@@ -269,13 +346,16 @@ def distill_decoder(model_dir: str | Path, data_dir: str | Path, run_dir: str | 
             ema.restore(model.parameters())
             with open(log, "a") as f:
                 f.write(json.dumps({"step": step, "val_psnr": figures}) + "\n")
-            bar.write(f"step {step}: student PSNR vs teacher {figures['student']} (teacher DDIM {figures['teacher_ddim']})")
+            target = "the teacher" if cfg.pairs else "held-out frames"
+            bar.write(f"step {step}: student PSNR vs {target} {figures['student']} (teacher DDIM {figures['teacher_ddim']})")
     bar.close()
 
     accelerator.wait_for_everyone()
     figures = {"steps": step, "loss_avg": loss_avg, "steps_per_s": steps_timed / train_time if train_time else math.nan,
                "device": str(device), "teacher_steps": cfg.teacher_steps, "pairs": cfg.pairs,
-               "pair_frames_per_s": cfg.extra.get("pair_frames_per_s")}
+               "pair_frames_per_s": cfg.extra.get("pair_frames_per_s"), "frames_share": cfg.frames_share,
+               "motion_weight": cfg.motion_weight, "init_student": cfg.init_student,
+               "val_target": "teacher" if cfg.pairs else "frames"}
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(student)
         ema.copy_to(model.parameters())

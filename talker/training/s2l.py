@@ -26,6 +26,7 @@ import torch
 
 from ..audio import FPS, SAMPLES_PER_FRAME, log_mel, wav2vec2_features
 from ..errors import TalkerError
+from ..vad import append_voice_activity
 from .dae import _latest_checkpoint, load_checkpoint, make_accelerator, resumed_config, save_checkpoint
 from .augment import Augmenter, pause_runs, pause_window, speech_power, speed_perturb
 from .data import load_dataset, split_clips
@@ -54,6 +55,7 @@ class S2LConfig:
     mixed_precision: str = "auto"
     feature_normalization: str = "window"  # see Speech2Latent; "dataset" is the earlier behaviour
     mel_floor: float = 1e-10  # see Speech2Latent
+    voice_activity: bool = True  # see Speech2Latent: P(speech) from Silero VAD as one more input
     augment: bool = True
     init_from: str | None = None  # weights to start from: a speech_to_latent folder or a checkpoint's model.safetensors
 
@@ -76,10 +78,13 @@ def load_audio_encoder(name: str):
 
 def audio_features(audio: np.ndarray, n_frames: int, cfg: S2LConfig, audio_encoder=None,
                    feature_extractor=None) -> torch.Tensor:
-    """Features of 16 kHz ``audio`` covering ``n_frames`` video frames (the pipeline's front end)."""
+    """Features of 16 kHz ``audio`` covering ``n_frames`` video frames (the pipeline's front end),
+    with P(speech) as the last channel when ``cfg.voice_activity``."""
     if cfg.audio_frontend == "mel":
-        return log_mel(audio, n_frames, floor=cfg.mel_floor)
-    return wav2vec2_features(audio, n_frames, audio_encoder, feature_extractor, feature_rate=50)
+        feats = log_mel(audio, n_frames, floor=cfg.mel_floor)
+    else:
+        feats = wav2vec2_features(audio, n_frames, audio_encoder, feature_extractor, feature_rate=50)
+    return append_voice_activity(feats, audio, n_frames) if cfg.voice_activity else feats
 
 
 def stretch(x: torch.Tensor, start: int, count: int, factor: float) -> torch.Tensor:
@@ -92,26 +97,31 @@ def stretch(x: torch.Tensor, start: int, count: int, factor: float) -> torch.Ten
     return x[lo] * (1 - w) + x[hi] * w
 
 
-def build_s2l(cfg: S2LConfig, feature_dim: int, latent_dim: int):
+def build_s2l(cfg: S2LConfig, feature_dim: int, latent_dim: int, mouth_readout: bool = False):
     from ..models import Speech2Latent
 
     return Speech2Latent(audio_frontend=cfg.audio_frontend, feature_dim=feature_dim,
                          feature_rate=100 if cfg.audio_frontend == "mel" else 50, hidden_size=cfg.hidden_size,
                          num_heads=cfg.num_heads, ffn_size=cfg.ffn_size, conv_kernel_size=cfg.conv_kernel_size,
                          num_encoder_layers=cfg.num_encoder_layers, num_decoder_layers=cfg.num_decoder_layers,
-                         dropout=cfg.dropout, latent_dim=latent_dim, feature_normalization=cfg.feature_normalization, mel_floor=cfg.mel_floor)
+                         dropout=cfg.dropout, latent_dim=latent_dim, feature_normalization=cfg.feature_normalization, mel_floor=cfg.mel_floor,
+                         voice_activity=cfg.voice_activity, mouth_readout=mouth_readout)
 
 
 class MouthReadout:
     """A linear read-out of mouth opening from ``z_sem`` (ridge regression on the training clips'
     latents and their synthetic truth ``mouth_open``): lets held-out scores measure the mouth,
-    which speech decides, apart from head motion and blinks, which it does not."""
+    which speech decides, apart from head motion and blinks, which it does not. ``direction`` is
+    the regression the other way (z_sem on mouth opening): where the latents move as the mouth
+    opens, the axis along which the pipeline shuts mouths where nobody speaks."""
 
     def __init__(self, latents: np.ndarray, mouth_open: np.ndarray, ridge: float = 10.0):
         self.mean = latents.mean(0)
         x = latents - self.mean
         self.bias = float(mouth_open.mean())
-        self.weight = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ (mouth_open - self.bias))
+        m = mouth_open - self.bias
+        self.weight = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ m)
+        self.direction = x.T @ m / max(float(m @ m), 1e-12)  # how z_sem moves per unit of opening
 
     def __call__(self, z_sem: np.ndarray) -> np.ndarray:
         return (z_sem - self.mean) @ self.weight + self.bias
@@ -242,9 +252,9 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
     ratio = clean_feats[0].shape[0] // len(train_items[0][1])
     all_pose = torch.cat([p for _, _, p, _ in train_items])
 
-    model = build_s2l(cfg, clean_feats[0].shape[1], stats["z_dim"])
+    model = build_s2l(cfg, clean_feats[0].shape[1] - cfg.voice_activity, stats["z_dim"], mouth_readout=readout is not None)
     with torch.no_grad():  # statistics of the features after the per-window normalisation
-        all_feats = torch.cat([model.normalize_window(f[None])[0] for f in clean_feats])
+        all_feats = torch.cat([model.normalize_window(model.split_features(f[None])[0])[0] for f in clean_feats])
     model.set_statistics(feature_mean=all_feats.mean(0), feature_std=all_feats.std(0),
                          latent_mean=stats["mean"], latent_std=stats["std"],
                          pose_mean=all_pose.mean(0), pose_std=all_pose.std(0))
@@ -256,7 +266,15 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
         files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
         if not files:
             raise TalkerError(f"--init-from {path}: no safetensors weights there")
-        model.load_state_dict(load_file(files[0]))
+        missing, unexpected = model.load_state_dict(load_file(files[0]), strict=False)
+        # a new voice input starts as a no-op; the mouth read-out is set from this data below
+        missing = [k for k in missing if not k.startswith(("voice_proj.", "mouth_"))]
+        unexpected = [k for k in unexpected if not k.startswith("mouth_")]
+        if missing or unexpected:
+            raise TalkerError(f"--init-from {files[0]}: not this network's weights (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]})")
+    if readout is not None:  # saved with the weights: the pipeline shuts mouths where nobody speaks
+        model.set_mouth_readout(readout.mean, readout.weight, readout.bias, readout.direction)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)

@@ -21,6 +21,7 @@ from ...audio import DEFAULT_MAX_DURATION, SAMPLE_RATE, load_audio, log_mel, wav
 from ...defaults import DECODERS, DEFAULT_DISTILLED_STEPS, DEFAULT_STEPS
 from ...errors import AudioError, CheckpointError, InputError
 from ...models import DAEDecoderUNet, SemanticEncoder, Speech2Latent
+from ...vad import append_voice_activity
 from ..ddim import check_precision, ddim_decode, distilled_scheduler
 from ..diffusion_autoencoder.pipeline_diffusion_autoencoder import DiffusionAutoencoderPipeline, _check_steps
 from ..images import check_output_type, postprocess_frames
@@ -160,7 +161,8 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         check_output_type(output_type)
 
     def encode_audio(self, wave: np.ndarray, n_frames: int) -> torch.Tensor:
-        """16 kHz samples → (1, n_frames × feature_rate / fps, feature_dim) features."""
+        """16 kHz samples → (1, n_frames × feature_rate / fps, feature_dim [+ 1]) features (with
+        P(speech) last where speech2latent takes voice activity)."""
         cfg = self.speech_to_latent.config
         if cfg.audio_frontend == "mel":
             feats = log_mel(wave, n_frames, n_mels=cfg.n_mels, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
@@ -171,6 +173,8 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
             feats = wav2vec2_features(
                 wave, n_frames, self.audio_encoder, self.feature_extractor, feature_rate=cfg.feature_rate
             )
+        if cfg.voice_activity:
+            feats = append_voice_activity(feats, wave, n_frames)
         return feats[None].to(self.speech_to_latent.device)
 
     def prepare_pose(self, pose_mode: str, pose: Any, n_frames: int) -> torch.Tensor | None:
@@ -257,9 +261,10 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
 
     def predict_latents(self, wave: np.ndarray, n_frames: int, pose_t, emotion_t) -> dict[str, torch.Tensor]:
         """speech2latent on one window: ``n_frames`` frames of 16 kHz ``wave`` (pose_t: that
-        window's (1, n, 3) pose or None) → {"z_sem": (n, D), "pose": (n, 3)}."""
+        window's (1, n, 3) pose or None) → {"z_sem": (n, D), "pose": (n, 3)}; where the speaker
+        has voice activity and a mouth read-out, mouths shut where nobody speaks."""
         features = self.encode_audio(wave[: n_frames * (SAMPLE_RATE // self.fps)], n_frames)
-        out = self.speech_to_latent(features, pose=pose_t, emotion=emotion_t)
+        out = self.speech_to_latent(features, pose=pose_t, emotion=emotion_t, close_silent_mouth=True)
         return {"z_sem": out.z_sem[0], "pose": out.pose[0]}
 
     def _frames(self, chunks: Iterable, sampling_rate: int, num_inference_steps: int, pose_mode: str, pose: Any,

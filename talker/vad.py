@@ -1,0 +1,121 @@
+"""Voice activity: the probability that someone is speaking, from Silero VAD.
+
+Silero VAD (https://github.com/snakers4/silero-vad, MIT) is a small STFT + CNN + LSTM network
+trained on thousands of hours of speech, noise and music in many languages. Its PyPI wheel ships
+the 16 kHz weights as safetensors (``silero_vad/data/silero_vad_16k.safetensors``); this module
+runs them in torch with the same layers as the wheel's reference port (``tinygrad_model.py``):
+every 512-sample chunk (32 ms at 16 kHz) is read with the 64 samples before it and carries the LSTM state
+forward. The package itself is not imported (its ``__init__`` sets torch to one thread).
+
+speech2latent uses the probability as one more input channel (``voice_activity=True``): a signal
+learned from far more voices and noises than a speaker's training data, so that room noise,
+hum or a codec's hiss alone do not open the lips.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .audio import SAMPLES_PER_FRAME
+from .errors import CheckpointError
+
+CHUNK = 512
+"""Samples per VAD decision at 16 kHz (32 ms)."""
+CONTEXT = 64
+"""Samples of the previous chunk read with each chunk."""
+WEIGHTS = "silero_vad_16k.safetensors"
+
+
+class SileroVAD(nn.Module):
+    """Silero VAD v6 at 16 kHz: (B, CONTEXT + CHUNK) samples and an LSTM state → P(speech)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stft_conv = nn.Conv1d(1, 258, kernel_size=256, stride=128, bias=False)  # real and imaginary parts
+        self.conv1 = nn.Conv1d(129, 128, 3, padding=1)
+        self.conv2 = nn.Conv1d(128, 64, 3, stride=2, padding=1)
+        self.conv3 = nn.Conv1d(64, 64, 3, stride=2, padding=1)
+        self.conv4 = nn.Conv1d(64, 128, 3, padding=1)
+        self.lstm_cell = nn.LSTMCell(128, 128)
+        self.final_conv = nn.Conv1d(128, 1, 1)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, CONTEXT + CHUNK) samples → (B, 128) chunk features (independent per chunk)."""
+        x = nn.functional.pad(x[:, None], (0, 64), mode="reflect")
+        x = self.stft_conv(x)
+        magnitude = (x[:, :129] ** 2 + x[:, 129:] ** 2).sqrt()
+        h = torch.relu(self.conv1(magnitude))
+        h = torch.relu(self.conv2(h))
+        h = torch.relu(self.conv3(h))
+        return torch.relu(self.conv4(h)).squeeze(-1)
+
+    def step(self, features: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None):
+        """One chunk's features (B, 128) and the state → (P(speech) (B,), new state)."""
+        h, c = self.lstm_cell(features, state)
+        p = torch.sigmoid(self.final_conv(torch.relu(h)[..., None]))
+        return p[:, 0, 0], (h, c)
+
+    @torch.no_grad()
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        """(B, T) 16 kHz samples → (B, ceil(T / CHUNK)) speech probabilities, one per chunk,
+        the state starting empty at sample 0."""
+        n = -(-wave.shape[1] // CHUNK)
+        x = nn.functional.pad(wave.float(), (CONTEXT, n * CHUNK - wave.shape[1]))
+        chunks = x.unfold(1, CONTEXT + CHUNK, CHUNK)  # (B, n, CONTEXT + CHUNK)
+        feats = self.encode(chunks.reshape(-1, CONTEXT + CHUNK)).reshape(wave.shape[0], n, -1)
+        state, probs = None, []
+        for t in range(n):
+            p, state = self.step(feats[:, t], state)
+            probs.append(p)
+        return torch.stack(probs, 1)
+
+
+def weights_path() -> Path:
+    """The safetensors weights inside the installed ``silero-vad`` wheel."""
+    spec = importlib.util.find_spec("silero_vad")  # finds the package without running its __init__
+    if spec is None or not spec.submodule_search_locations:
+        raise CheckpointError("voice activity needs the silero-vad package: pip install silero-vad")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / WEIGHTS
+    if not path.is_file():
+        raise CheckpointError(f"the installed silero-vad has no {WEIGHTS}; install silero-vad>=6")
+    return path
+
+
+@functools.cache
+def load_vad() -> SileroVAD:
+    """The Silero VAD network, loaded once per process (float32, CPU, eval)."""
+    from safetensors.torch import load_file
+
+    model = SileroVAD()
+    model.load_state_dict(load_file(weights_path()))
+    return model.eval().requires_grad_(False)
+
+
+def speech_probability(wave: np.ndarray | torch.Tensor, n_frames: int, length: int) -> torch.Tensor:
+    """P(speech) of 16 kHz mono ``wave`` over ``n_frames`` video frames (cut or zero-padded to
+    them, as the speech features are), at ``length`` evenly spaced times (e.g. ``4 × n_frames``
+    for 100 Hz features): (length,) float32 in [0, 1], the 32-ms chunks' probabilities linearly
+    interpolated between chunk centres."""
+    n = n_frames * SAMPLES_PER_FRAME
+    x = torch.as_tensor(np.asarray(wave, dtype=np.float32)).flatten()[:n]
+    x = nn.functional.pad(x, (0, n - x.numel()))
+    probs = load_vad()(x[None])[0]
+    centres = (np.arange(len(probs)) + 0.5) * CHUNK
+    times = (np.arange(length) + 0.5) * (n / length)
+    return torch.from_numpy(np.interp(times, centres, probs.numpy()).astype(np.float32))
+
+
+def append_voice_activity(features: torch.Tensor, wave: np.ndarray | torch.Tensor, n_frames: int) -> torch.Tensor:
+    """(T, F) speech features of ``wave`` over ``n_frames`` frames → (T, F + 1): P(speech) as
+    the last channel (speech2latent's ``voice_activity`` input)."""
+    p = speech_probability(wave, n_frames, features.shape[0]).to(features.device, features.dtype)
+    return torch.cat([features, p[:, None]], dim=1)
+
+
+__all__ = ["CHUNK", "CONTEXT", "SileroVAD", "append_voice_activity", "load_vad", "speech_probability", "weights_path"]
