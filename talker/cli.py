@@ -274,7 +274,8 @@ def cmd_train_distill(args: argparse.Namespace) -> int:
     figures = distill_decoder(args.model, args.data, args.output, cfg, resume=args.resume, progress=not args.quiet)
     psnr = figures.get("val_psnr", {}).get("student", {})
     target = f"the teacher's {cfg.teacher_steps}-step frames" if cfg.pairs else "held-out frames"
-    print(f"{args.output}: {figures['steps']} steps, loss {figures['loss_avg']:.5f}; held-out PSNR against "
+    loss = "n/a" if figures.get("loss_avg") is None else f"{figures['loss_avg']:.5f}"  # none when resumed at the end
+    print(f"{args.output}: {figures['steps']} steps, loss {loss}; held-out PSNR against "
           f"{target} by step count: {psnr}")
     return 0
 
