@@ -149,9 +149,12 @@ def build_demo(pipes: dict[str, DAETalkerPipeline]) -> gr.Blocks:
                 live = gr.Video(label="Live", streaming=True, autoplay=True, visible=False)
                 video = gr.Video(label="Talking face", format="mp4", buttons=["download"])
                 with gr.Accordion("About", open=False):
+                    size = first.output_resolution()
                     gr.Markdown(
-                        f"**Speaker:** {first.speaker.get('name', names[0])} · {first.resolution}×{first.resolution} px, "
-                        f"25 fps.\n\n**Consent:** {consent}\n\n"
+                        f"**Speaker:** {first.speaker.get('name', names[0])} · {size}×{size} px"
+                        + (f" (the decoder's {first.resolution}×{first.resolution} frames through the speaker's refiner)"
+                           if size != first.resolution else "")
+                        + f", 25 fps.\n\n**Consent:** {consent}\n\n"
                         "The model: a semantic encoder and a DDIM decoder (DiffAE) learnt from this speaker's video, "
                         "and a decoder distilled from it that renders the same frames in a few steps; "
                         "speech2latent predicts one latent and one head pose per frame from the audio; all frames "

@@ -22,6 +22,7 @@ S2L_FROM_DAE=${S2L_FROM_DAE:-}
 DISTILL_PAIRS=${DISTILL_PAIRS:-10240}
 DISTILL_STEPS=${DISTILL_STEPS:-3000}
 FRAMES_STEPS=${FRAMES_STEPS:-500}
+REFINER_STEPS=${REFINER_STEPS:-2000}
 DAE_LR=${DAE_LR:-2e-4}
 SNR_GAMMA=${SNR_GAMMA:-5}
 INIT_FROM=${INIT_FROM:-}
@@ -90,8 +91,32 @@ talker train distill --model "$S2L_DAE" --data "$WORK/voices" --output "$WORK/di
     --max-steps "$FRAMES_STEPS" --eval-every 250 --checkpoint-every 250 --resume
 DISTILLED=$WORK/distill-frames
 
-# 5. the checkpoint folder (speaker.json and the model card list the voices speech2latent learned from)
-talker export --dae "$S2L_DAE" --s2l "$WORK/s2l" --distilled "$DISTILLED" --data "$WORK/voices" --out "$OUT" \
-    --speaker-name "astronaut-$RES" --dtype float16 \
-    --source "talker synth: scikit-image's astronaut photo (Eileen Collins, NASA, public domain) driven by espeak-ng speech and by recorded prompts (Allison Smith, Asterisk core sounds, CC-BY-SA-3.0) through forced alignment" \
-    --consent "This is a synthetic speaker made by the talker project from a public-domain NASA portrait (scikit-image's 'astronaut', Eileen Collins) animated by text-to-speech and by openly licensed recorded prompts of a professional voice artist (Allison Smith, CC-BY-SA-3.0). No recording of Eileen Collins' voice or face in motion was used. Do not use it to impersonate her or anyone else."
+# 5. the checkpoint folder (speaker.json and the model card list the voices speech2latent learned
+#    from; with the refiner once it is trained)
+export_speaker() {
+    talker export --dae "$S2L_DAE" --s2l "$WORK/s2l" --distilled "$DISTILLED" --data "$WORK/voices" --out "$OUT" \
+        ${REFINER:+--refiner "$REFINER"} \
+        --speaker-name "astronaut-$RES" --dtype float16 \
+        --source "talker synth: scikit-image's astronaut photo (Eileen Collins, NASA, public domain) driven by espeak-ng speech and by recorded prompts (Allison Smith, Asterisk core sounds, CC-BY-SA-3.0) through forced alignment" \
+        --consent "This is a synthetic speaker made by the talker project from a public-domain NASA portrait (scikit-image's 'astronaut', Eileen Collins) animated by text-to-speech and by openly licensed recorded prompts of a professional voice artist (Allison Smith, CC-BY-SA-3.0). No recording of Eileen Collins' voice or face in motion was used. Do not use it to impersonate her or anyone else."
+}
+export_speaker
+
+# 6. the refiner: the speaker at 4× the decoder's resolution, trained on its own crops at 256²
+#    (rendered at 384² so that the 256² crops hold all the photo's detail) with what the exported
+#    speaker's decoder makes of them as inputs; then the checkpoint again, with it
+REFINE_RES=$((RES * 4))
+[ -f "$WORK/synth-refine/meta.json" ] || talker synth --out "$WORK/synth-refine" --clips 24 --seconds 8 --seed 700 \
+    --emotion random --resolution 384
+[ -f "$WORK/synth-refine-heldout/meta.json" ] || talker synth --out "$WORK/synth-refine-heldout" --clips 6 --seconds 8 \
+    --seed 701 --emotion none --resolution 384
+[ -f "$WORK/refine/dataset.json" ] || talker prepare "$WORK/synth-refine/videos" --out "$WORK/refine" \
+    --resolution "$RES" --refiner-resolution "$REFINE_RES"
+[ -f "$WORK/refine-heldout/dataset.json" ] || talker prepare "$WORK/synth-refine-heldout/videos" \
+    --out "$WORK/refine-heldout" --resolution "$RES" --refiner-resolution "$REFINE_RES"
+if [ -z "${REFINER:-}" ]; then
+    talker train refiner --model "$OUT" --data "$WORK/refine" --output "$WORK/refiner" --max-steps "$REFINER_STEPS" \
+        --checkpoint-every 250 --eval-every 250 --resume
+    REFINER=$WORK/refiner
+    export_speaker
+fi

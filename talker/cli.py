@@ -144,6 +144,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                     max_duration=args.max_seconds,
                     watermark=not args.no_watermark,
                     output_size=args.output_size,
+                    refine=args.refine,
                 )
             except TalkerError as e:
                 if len(jobs) == 1:
@@ -152,7 +153,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 failed += 1
                 continue
             if not args.quiet:
-                print(f"wrote {out_path}: {out.frames} frames at {out.fps} fps, {pipe.resolution}×{pipe.resolution}")
+                made = pipe.output_resolution(args.refine)
+                print(f"wrote {out_path}: {out.frames} frames at {out.fps} fps, made at {made}×{made}"
+                      + (" (refiner)" if made != pipe.resolution else ""))
     return 2 if failed else 0
 
 
@@ -216,7 +219,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     from .data.prepare import prepare_dataset
 
-    index = prepare_dataset(args.videos, args.out, resolution=args.resolution, fps=args.fps, progress=not args.quiet)
+    index = prepare_dataset(args.videos, args.out, resolution=args.resolution, fps=args.fps, progress=not args.quiet,
+                            refiner_resolution=args.refiner_resolution)
     minutes = sum(c["duration"] for c in index["clips"]) / 60
     print(f"{args.out}: {len(index['clips'])} clips ({minutes:.1f} min), {len(index['skipped'])} skipped")
     return 0
@@ -256,7 +260,8 @@ def cmd_train_s2l(args: argparse.Namespace) -> int:
                     window_seconds=args.window_seconds, hidden_size=args.hidden_size,
                     mixed_precision=args.mixed_precision, augment=args.augment, init_from=args.init_from,
                     voice_activity=args.voice_activity,
-                    **({"feature_normalization": args.feature_normalization} if args.feature_normalization else {}))
+                    **({"feature_normalization": args.feature_normalization} if args.feature_normalization else {}),
+                    **({"mouth_weight": args.mouth_weight} if args.mouth_weight is not None else {}))
     figures = train_s2l(args.data, args.dae, args.output, cfg, resume=args.resume, progress=not args.quiet)
     print(f"{args.output}: {figures['steps']} steps, loss {figures['loss_avg']:.4f}, held-out pose error "
           f"{figures.get('heldout_pose_mae_deg', 'n/a')} degrees")
@@ -280,11 +285,27 @@ def cmd_train_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_refiner(args: argparse.Namespace) -> int:
+    from .training.refiner import RefinerConfig, train_refiner
+
+    given = {k: getattr(args, k) for k in ("frames", "patch", "channels", "grad_weight", "decoder", "max_steps",
+                                           "batch_size", "lr", "checkpoint_every", "eval_every", "seed", "mixed_precision")
+             if getattr(args, k) is not None}
+    figures = train_refiner(args.model, args.data, args.output, RefinerConfig(**given), resume=args.resume,
+                            progress=not args.quiet)
+    print(f"{args.output}: {figures['steps']} steps; held-out PSNR {figures.get('psnr_refined', float('nan')):.2f} dB "
+          f"(bicubic {figures.get('psnr_bicubic', float('nan')):.2f} dB), sharpness "
+          f"{figures.get('sharpness_refined', float('nan')):.2f}× the truth's (bicubic "
+          f"{figures.get('sharpness_bicubic', float('nan')):.2f}×)")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .hub import export_speaker
 
     out = export_speaker(args.dae, args.s2l, args.data, args.out, speaker_name=args.speaker_name,
-                         consent=args.consent, source=args.source, dtype=args.dtype, distilled_run=args.distilled)
+                         consent=args.consent, source=args.source, dtype=args.dtype, distilled_run=args.distilled,
+                         refiner_run=args.refiner)
     print(f"wrote {out}")
     return 0
 
@@ -344,7 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", choices=DTYPES, default="float32")
     g.add_argument("--frame-batch-size", type=int, help="frames denoised together")
     g.add_argument("--max-seconds", type=float, default=600.0, help="longest audio accepted (default 600)")
-    g.add_argument("--output-size", type=int, help="frame side written (default: 256 or the speaker's own, if larger)")
+    g.add_argument("--output-size", type=int,
+                   help="frame side written (default: 256 or the speaker's own (its refiner's), if larger)")
+    g.add_argument("--no-refine", dest="refine", action="store_false",
+                   help="the decoder's own frames, without the speaker's refiner (where it has one)")
     g.add_argument("--no-watermark", action="store_true",
                    help="leave the frames unmarked (the file still says it is synthetic); `talker detect` finds "
                         "the default invisible watermark")
@@ -388,6 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("videos", nargs="+", help="video files or folders of videos")
     p.add_argument("--out", required=True, help="dataset folder (re-running adds new videos)")
     p.add_argument("--resolution", type=int, default=128, help="side of the face crops (default 128)")
+    p.add_argument("--refiner-resolution", type=int,
+                   help="also keep the crops at this side (--resolution × 2, 4, 8, …), the truth of `train refiner`")
     p.add_argument("--fps", type=int, default=25)
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_prepare)
@@ -433,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default="auto")
     t.add_argument("--init-from", help="start from these speech2latent weights (a speech_to_latent folder or a "
                                        "checkpoint's model.safetensors) instead of random ones")
+    t.add_argument("--mouth-weight", type=float,
+                   help="where the data has mouth truth, weight of the loss on the read-out mouth opening, in units of "
+                        "its variance (default 1; 0: none)")
     t.add_argument("--no-augment", dest="augment", action="store_false",
                    help="train on the clean audio only (default: noise, rooms, phone lines, codecs, gain, pitch, speed)")
     t.add_argument("--feature-normalization", choices=("window", "dataset"),
@@ -453,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--consent", required=True, help="who agreed to this model being made and shared, and for what")
     x.add_argument("--source", help="where the training video came from (default: from the dataset)")
     x.add_argument("--distilled", help="a `train distill` run of this DAE: its few-step decoder goes in too")
+    x.add_argument("--refiner", help="a `train refiner` run for this decoder: the speaker renders at its size")
     x.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                    help="storage precision of the weights (float16 halves the files; loading casts back)")
     x.set_defaults(func=cmd_export)
@@ -507,6 +537,26 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--resume", action="store_true")
     f.add_argument("-q", "--quiet", action="store_true")
     f.set_defaults(func=cmd_train_distill)
+
+    r = tsub.add_parser("refiner", help="a refiner: the speaker at 4× (8×) the decoder's resolution",
+                        description="Train a network that renders the decoder's frames at the resolution of the "
+                                    "dataset's refiner crops (`talker prepare --refiner-resolution`), on the speaker's "
+                                    "own frames, with the speaker's decoder's renderings as inputs.")
+    r.add_argument("--model", required=True, help="the speaker checkpoint whose decoder it refines")
+    r.add_argument("--data", required=True, help="a dataset prepared with --refiner-resolution")
+    r.add_argument("--output", required=True, help="run folder (cached inputs, checkpoints, samples/, refiner/)")
+    r.add_argument("--frames", type=int, help="training frames rendered by the decoder (default 2048)")
+    r.add_argument("--patch", type=int, help="low-resolution side of the training patches (default 32; 0: whole frames)")
+    r.add_argument("--channels", type=int, help="width of the network (default 48)")
+    r.add_argument("--grad-weight", type=float, help="weight of the image-gradient loss against over-smoothing (default 1)")
+    r.add_argument("--decoder", choices=DECODERS, help="the decoder that makes the inputs (default: the speaker's default)")
+    for flag, kind, what in (("--max-steps", int, 2000), ("--batch-size", int, 16), ("--lr", float, 2e-4),
+                             ("--checkpoint-every", int, 500), ("--eval-every", int, 250), ("--seed", int, 0)):
+        r.add_argument(flag, type=kind, help=f"(default {what})")
+    r.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"))
+    r.add_argument("--resume", action="store_true")
+    r.add_argument("-q", "--quiet", action="store_true")
+    r.set_defaults(func=cmd_train_refiner)
     return parser
 
 

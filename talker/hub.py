@@ -135,12 +135,18 @@ def write_model_card(folder: Path, *, speaker: dict, repo_id: str | None = None,
         audio_frontend=speaker.get("audio_frontend", "mel") + (
             ", with voice activity (Silero VAD's P(speech), MIT) as one more input" if speaker.get("voice_activity") else "") + (
             "; where nobody speaks, each frame's z_sem is moved along the learned mouth axis toward a shut mouth"
+            + (f", and where someone does, its mouth opening is scaled by {speaker['mouth_gain']:.2f} (as much spread as "
+               "the held-out openings)" if speaker.get("mouth_gain", 1.0) != 1.0 else "")
             if speaker.get("shuts_silent_mouth") else ""),
         dae_steps=dae.get("steps", "?"),
-        dae_batch=dae.get("batch_size", "?"), dae_loss=_fmt(dae.get("loss_avg")), s2l_steps=s2l.get("steps", "?"),
+        dae_batch=dae.get("batch_size", "?"), dae_loss=_fmt(dae.get("loss_avg")),
+        s2l_steps=f"{s2l.get('steps', '?')}" + (" (continued from earlier weights)" if s2l.get("init_from") else ""),
         s2l_kept=s2l.get("best_step", s2l.get("steps", "?")),
         heldout_latent_mse=_fmt(s2l.get("heldout_latent_mse")), heldout_pose_mae=s2l.get("heldout_pose_mae_deg", "n/a"),
         distilled=_distilled_line(figures.get("distill")),
+        output_resolution=speaker.get("output_resolution", speaker.get("resolution", "?")),
+        refined_by=" refined" if figures.get("refiner") else "",
+        refiner=_refiner_line(figures.get("refiner")),
         speech=_speech_lines(speaker.get("speech")),
     )
     card.save(folder / "README.md")
@@ -150,6 +156,16 @@ def _speech_lines(rows: list[dict] | None) -> str:
     if not rows:
         return "- not recorded"
     return "\n".join(f"- {r['voice']}: {r['minutes']:.1f} min ({r['credit']})" for r in rows)
+
+
+def _refiner_line(r: dict | None) -> str:
+    if not r:
+        return "none (frames are the decoder's)"
+    lo, hi = r.get("resolution", ["?", "?"])
+    f = lambda k: f"{r[k]:.2f}" if isinstance(r.get(k), (int, float)) else "n/a"  # noqa: E731
+    return (f"{lo}² → {hi}², {r.get('steps', '?')} steps on {r.get('train_frames', '?')} frames the decoder made of the "
+            f"speaker's own; held-out PSNR {f('psnr_refined')} dB (bicubic {f('psnr_bicubic')} dB), "
+            f"sharpness {f('sharpness_refined')}× the truth's (bicubic {f('sharpness_bicubic')}×)")
 
 
 def _distilled_line(d: dict | None) -> str:
@@ -197,10 +213,12 @@ def speech_sources(index: dict) -> list[dict]:
 
 def export_speaker(dae_run: str | os.PathLike, s2l_run: str | os.PathLike, data_dir: str | os.PathLike,
                    out: str | os.PathLike, *, speaker_name: str, consent: str, source: str | None = None,
-                   dtype: str = "float32", distilled_run: str | os.PathLike | None = None) -> Path:
+                   dtype: str = "float32", distilled_run: str | os.PathLike | None = None,
+                   refiner_run: str | os.PathLike | None = None) -> Path:
     """A trained DAE and speech2latent (and optionally the decoder distilled from that DAE,
-    ``talker train distill``) → a ``save_pretrained`` speaker folder with speaker.json and a
-    model card. ``dtype="float16"`` halves the files; loading casts back to float32."""
+    ``talker train distill``, and a refiner, ``talker train refiner``) → a ``save_pretrained``
+    speaker folder with speaker.json and a model card. ``dtype="float16"`` halves the files;
+    loading casts back to float32."""
     import numpy as np
 
     from .models import Speech2Latent
@@ -233,10 +251,22 @@ def export_speaker(dae_run: str | os.PathLike, s2l_run: str | os.PathLike, data_
         distilled_unet = DAEDecoderUNet.from_pretrained(path, use_safetensors=True)
         if distilled_unet.config.prediction_type != "sample" or distilled_unet.config.sample_size != unet.config.sample_size:
             raise CheckpointError(f"{path} is not a distilled decoder of this {unet.config.sample_size}px DAE")
+    refiner = None
+    if refiner_run is not None:
+        from .models import Refiner
+
+        path = next((d for d in (Path(refiner_run) / "refiner", Path(refiner_run)) if (d / "config.json").is_file()), None)
+        if path is None:
+            raise CheckpointError(f"{refiner_run} has no refiner (refiner/); run `talker train refiner` first")
+        refiner = Refiner.from_pretrained(path, use_safetensors=True)
+        if refiner.config.in_resolution != unet.config.sample_size:
+            raise CheckpointError(f"{path} refines {refiner.config.in_resolution}px frames, not this "
+                                  f"{unet.config.sample_size}px decoder's")
     index, clips = load_dataset(data_dir)
     longest = max(clips, key=lambda c: c.n_frames)
     figures = {}
     stages = (("dae", dae_run), ("s2l", s2l_run)) + ((("distill", distilled_run),) if distilled_run else ())
+    stages += (("refiner", refiner_run),) if refiner_run else ()
     for stage, run in stages:
         f, card = Path(run) / "figures.json", Path(run) / "speaker.json"
         if f.is_file():
@@ -245,8 +275,9 @@ def export_speaker(dae_run: str | os.PathLike, s2l_run: str | os.PathLike, data_
             figures[stage] = json.loads(card.read_text()).get("training", {}).get(stage, {})
         else:
             figures[stage] = {}
-    earlier = figures.get("distill", {}).get("init_student")
-    if earlier and (Path(earlier) / "speaker.json").is_file():  # continued from a shipped decoder: its record too
+    # a run continued from a shipped decoder: its record too (a speaker's record already holds it)
+    earlier = None if "continued_from" in figures.get("distill", {}) else figures.get("distill", {}).get("init_student")
+    if earlier and (Path(earlier) / "speaker.json").is_file():
         figures["distill"]["continued_from"] = json.loads((Path(earlier) / "speaker.json").read_text())["training"].get("distill", {})
     elif earlier and (Path(earlier) / "figures.json").is_file():
         figures["distill"]["continued_from"] = json.loads((Path(earlier) / "figures.json").read_text())
@@ -258,17 +289,19 @@ def export_speaker(dae_run: str | os.PathLike, s2l_run: str | os.PathLike, data_
         "consent": consent.strip(),
         "source": source or ", ".join(sorted({Path(c["source"]).parent.name or c["source"] for c in index["clips"]})),
         "resolution": unet.config.sample_size,
+        "output_resolution": refiner.out_resolution if refiner is not None else unet.config.sample_size,
         "minutes": sum(c.n_frames for c in clips) / 25 / 60,
         "audio_frontend": s2l.config.audio_frontend,
         "voice_activity": bool(s2l.config.get("voice_activity", False)),
         "shuts_silent_mouth": bool(s2l.config.get("voice_activity", False) and s2l.config.get("mouth_readout", False)),
+        "mouth_gain": float(s2l.config.get("mouth_gain", 1.0)),
         "training": figures,
         "speech": speech_sources(index),
         "reference_pose": np.round(longest.pose, 2).tolist(),
     }
     pipe = DAETalkerPipeline(unet=unet, scheduler=scheduler, speech_to_latent=s2l, encoder=encoder,
                              audio_encoder=audio_encoder, feature_extractor=feature_extractor,
-                             distilled_unet=distilled_unet)
+                             distilled_unet=distilled_unet, refiner=refiner)
     pipe.speaker = speaker
     if dtype != "float32":
         import torch

@@ -296,23 +296,31 @@ def test_mouths_shut_where_nobody_speaks_and_nothing_else_moves():
     from talker.models import Speech2Latent
 
     torch.manual_seed(0)
-    model = Speech2Latent(voice_activity=True, mouth_readout=True, feature_normalization="window", hidden_size=32,
-                          num_heads=2, ffn_size=64, num_encoder_layers=1, num_decoder_layers=1, latent_dim=8,
-                          pose_predictor_channels=16).eval()
     weight = torch.tensor([0.5, 0.5, 0, 0, 0, 0, 0, 0])
-    model.set_mouth_readout(torch.zeros(8), weight, 0.2, torch.tensor([1.0, 0.5, 0, 0, 0, 0, 0, 0]))
-    torch.nn.init.normal_(model.out.weight)
-    feats = torch.randn(1, 80, 81)  # 20 video frames of 4 feature rows
-    with torch.no_grad():
-        feats[0, :40, -1], feats[0, 40:, -1] = 1.0, 0.0  # 10 frames of speech, then nobody
-        free = model(feats).z_sem[0]
-        shut = model(feats, close_silent_mouth=True).z_sem[0]
-    assert torch.equal(free[:10], shut[:10])  # while someone speaks, nothing changes
-    opened = model.mouth_open(free[10:]) > 0
-    assert opened.any()
-    assert torch.allclose(model.mouth_open(shut[10:])[opened], torch.zeros(int(opened.sum())), atol=1e-5)
-    moved = (shut[10:] - free[10:])[opened]
-    assert torch.allclose(moved[:, 1], moved[:, 0] * 0.5, atol=1e-5) and (moved[:, 2:] == 0).all()  # along the direction
+    for gain in (1.0, 1.5):
+        torch.manual_seed(0)
+        model = Speech2Latent(voice_activity=True, mouth_readout=True, mouth_gain=gain, feature_normalization="window",
+                              hidden_size=32, num_heads=2, ffn_size=64, num_encoder_layers=1, num_decoder_layers=1,
+                              latent_dim=8, pose_predictor_channels=16).eval()
+        model.set_mouth_readout(torch.zeros(8), weight, 0.2, torch.tensor([1.0, 0.5, 0, 0, 0, 0, 0, 0]))
+        torch.nn.init.normal_(model.out.weight)
+        feats = torch.randn(1, 80, 81)  # 20 video frames of 4 feature rows
+        with torch.no_grad():
+            feats[0, :40, -1], feats[0, 40:, -1] = 1.0, 0.0  # 10 frames of speech, then nobody
+            free = model(feats).z_sem[0]
+            shaped = model(feats, shape_mouth=True).z_sem[0]
+        opening = model.mouth_open(free)
+        assert (opening[:10] > 0).any() and (opening[10:] > 0).any()
+        # while someone speaks the opening is scaled by the gain (closed mouths stay as they are) ...
+        expected = torch.where(opening[:10] > 0, gain * opening[:10], opening[:10])
+        assert torch.allclose(model.mouth_open(shaped[:10]), expected, atol=1e-5)
+        # ... and where nobody speaks it is shut
+        opened = opening[10:] > 0
+        assert torch.allclose(model.mouth_open(shaped[10:])[opened], torch.zeros(int(opened.sum())), atol=1e-5)
+        moved = shaped - free
+        assert torch.allclose(moved[:, 1], moved[:, 0] * 0.5, atol=1e-5) and (moved[:, 2:] == 0).all()  # along the direction
+        if gain == 1.0:
+            assert torch.equal(free[:10], shaped[:10])
     with pytest.raises(ValueError, match="mouth_readout"):
         Speech2Latent(hidden_size=32, num_heads=2, ffn_size=64, num_encoder_layers=1, num_decoder_layers=1,
                       latent_dim=8, pose_predictor_channels=16).set_mouth_readout(torch.zeros(8), weight, 0.0, weight)

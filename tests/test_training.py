@@ -90,6 +90,9 @@ def test_train_encode_export_generate(dataset, tmp_path):
     assert "voice activity (Silero VAD" in card.text and json.loads((ckpt / "speaker.json").read_text())["voice_activity"]
     s2l_config = json.loads((ckpt / "speech_to_latent" / "config.json").read_text())
     assert s2l_config["voice_activity"] and s2l_config["mouth_readout"]  # the synthetic truth gives a read-out
+    # trained with a loss on the read-out opening; the openings' gain measured on the held-out clips
+    log = [json.loads(x) for x in (s2l / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["mouth_loss"] > 0 and s2l_config["mouth_gain"] == round(log[-1]["heldout_mouth_gain"], 4) > 0
     assert "toward a shut mouth" in card.text
     from talker import DAETalkerPipeline
 
@@ -172,6 +175,52 @@ def test_train_encode_export_generate(dataset, tmp_path):
     # this speaker has no distilled decoder: its frames go through DDIM at the default steps
     assert bench["real_autoencoded"]["mean"]["steps"] == DEFAULT_STEPS and "silent_closed" in bench["real_autoencoded"]["mean"]
     assert bench["real"]["mean"]["clips"] == 1 and bench["real_noisy"]["per_clip"][0]["noise"] == "pink"
+
+
+def test_train_refiner_on_the_speakers_own_frames_and_resume(dataset, speaker_dir, tmp_path):
+    """`prepare --refiner-resolution` keeps the crops at 4×; `train refiner` learns them from what
+    the speaker's decoder makes of its frames; resumable; the speaker then renders at 4×."""
+    data = tmp_path / "data"
+    talker("prepare", dataset / "synth" / "videos", "--out", data, "--resolution", 16, "--refiner-resolution", 64, "-q")
+    index = json.loads((data / "dataset.json").read_text())
+    assert index["refiner_resolution"] == 64
+    for clip in index["clips"]:
+        with av.open(str(data / "clips" / clip["id"] / "frames_64.mp4")) as c:
+            frames = [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
+        assert len(frames) == clip["frames"] and frames[0].shape == (64, 64, 3)
+    r = talker("prepare", dataset / "synth" / "videos", "--out", tmp_path / "bad", "--resolution", 16,
+               "--refiner-resolution", 40, check=False)
+    assert r.returncode != 0 and "--refiner-resolution must be 16 × 2, 4, 8" in r.stderr
+    run = tmp_path / "refiner"
+    tiny = ("--frames", 12, "--patch", 8, "--channels", 8, "--batch-size", 2, "--eval-every", 2, "--checkpoint-every", 2)
+    talker("train", "refiner", "--model", speaker_dir, "--data", data, "--output", run, *tiny, "--max-steps", 2, "-q")
+    log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [2]
+    assert {"psnr_refined", "psnr_bicubic", "sharpness_refined", "sharpness_bicubic"} <= set(log[0])
+    assert (run / "samples" / "step_0000002.png").is_file()
+    from safetensors.torch import load_file
+
+    cached = load_file(run / "inputs.safetensors")
+    assert cached["lo"].shape == (12, 3, 16, 16) and cached["hi"].shape == (12, 3, 64, 64)
+    first = load_file(run / "refiner" / "diffusion_pytorch_model.safetensors")
+    r = talker("train", "refiner", "--model", speaker_dir, "--data", data, "--output", run, *tiny, "--max-steps", 4,
+               "--resume")
+    assert "resumed from" in r.stdout + r.stderr and "held-out PSNR" in r.stdout
+    assert json.loads((run / "figures.json").read_text())["steps"] == 4
+    after = load_file(run / "refiner" / "diffusion_pytorch_model.safetensors")
+    assert any(not torch.equal(first[k], after[k]) for k in first)
+    from talker import DAETalkerPipeline
+    from talker.models import Refiner
+
+    pipe = DAETalkerPipeline.from_pretrained(speaker_dir)
+    pipe.register_modules(refiner=Refiner.from_pretrained(run / "refiner"))
+    pipe.set_progress_bar_config(disable=True)
+    wav = next((data / "clips").glob("*/audio.wav"))
+    assert pipe(str(wav), num_inference_steps=1).frames.shape[1:] == (64, 64, 3)
+    # a dataset without refiner crops is refused before any work
+    r = talker("train", "refiner", "--model", speaker_dir, "--data", dataset / "data", "--output", tmp_path / "no",
+               check=False)
+    assert r.returncode != 0 and "prepare it with --refiner-resolution" in r.stderr
 
 
 def _weights(folder):

@@ -12,6 +12,7 @@ Dataset layout (the same for real and synthetic speakers)::
     DATA/dataset.json                 fps, resolution, clips (id, source, frames, crop), skipped
     DATA/face_model.npy               (468, 3) the speaker's 3-D face, for PnP
     DATA/clips/<id>/frames.mp4        lossless RGB H.264 of the crops (compact, exact)
+    DATA/clips/<id>/frames_<R>.mp4    the same crops at the refiner's resolution R (--refiner-resolution)
     DATA/clips/<id>/audio.wav         16 kHz mono, exactly frames × 640 samples
     DATA/clips/<id>/pose.npy          (N, 3) yaw, pitch, roll in degrees
     DATA/clips/<id>/emotion.npy       (N, 4) intensities, when the source has them (talker synth)
@@ -21,7 +22,9 @@ Dataset layout (the same for real and synthetic speakers)::
 from __future__ import annotations
 
 import json
+import math
 import os
+from contextlib import ExitStack
 from pathlib import Path
 
 import cv2
@@ -169,8 +172,10 @@ def _truth_for(video: Path) -> dict | None:
     return None
 
 
-def prepare_video(video: Path, out_dir: Path, clip_id: str, resolution: int, fps: int = FPS) -> dict:
-    """Prepare one video; returns its dataset entry. Raises TalkerError when it must be skipped."""
+def prepare_video(video: Path, out_dir: Path, clip_id: str, resolution: int, fps: int = FPS,
+                  refiner_resolution: int | None = None) -> dict:
+    """Prepare one video; returns its dataset entry. Raises TalkerError when it must be skipped.
+    With ``refiner_resolution``, the same crops are also kept at that size (``frames_<R>.mp4``)."""
     # two passes over the video, so that a long high-resolution video never sits in memory
     try:
         audio = read_audio_track(video)
@@ -198,9 +203,15 @@ def prepare_video(video: Path, out_dir: Path, clip_id: str, resolution: int, fps
 
     clip_dir = out_dir / "clips" / clip_id
     clip_dir.mkdir(parents=True, exist_ok=True)
-    with VideoWriter(clip_dir / "frames.mp4", fps, codec="libx264rgb", pix_fmt="rgb24", crf=0) as writer:
+    sizes = {"frames.mp4": resolution}
+    if refiner_resolution:
+        sizes[f"frames_{refiner_resolution}.mp4"] = refiner_resolution
+    with ExitStack() as stack:
+        writers = {name: stack.enter_context(VideoWriter(clip_dir / name, fps, codec="libx264rgb", pix_fmt="rgb24", crf=0))
+                   for name in sizes}
         for frame in iter_frames(video, fps):
-            writer.write(crop_frame(frame, crop, resolution))
+            for name, size in sizes.items():
+                writers[name].write(crop_frame(frame, crop, size))
     sf.write(clip_dir / "audio.wav", audio, SAMPLE_RATE, subtype="FLOAT")
     np.save(clip_dir / "pose.npy", pose.astype(np.float32))
     entry = {"id": clip_id, "source": str(video), "frames": n, "duration": n / fps, "crop": list(crop),
@@ -216,12 +227,18 @@ def prepare_video(video: Path, out_dir: Path, clip_id: str, resolution: int, fps
 
 
 def prepare_dataset(videos: list[str | Path], out_dir: str | Path, resolution: int = 128, fps: int = FPS,
-                    progress: bool = True) -> dict:
-    """Prepare every video into ``out_dir``; clips that cannot be used are reported and skipped."""
+                    progress: bool = True, refiner_resolution: int | None = None) -> dict:
+    """Prepare every video into ``out_dir``; clips that cannot be used are reported and skipped.
+    ``refiner_resolution`` (a power-of-two multiple of ``resolution``) keeps the crops at that
+    size too, the truth of ``talker train refiner``."""
     from tqdm.auto import tqdm
 
     if resolution < 16 or resolution % 2:
         raise TalkerError(f"--resolution must be an even number ≥ 16; got {resolution}")
+    if refiner_resolution is not None:
+        ratio = refiner_resolution / resolution
+        if ratio < 2 or ratio != 2 ** round(math.log2(ratio)):
+            raise TalkerError(f"--refiner-resolution must be {resolution} × 2, 4, 8, …; got {refiner_resolution}")
     files: list[Path] = []
     for v in videos:
         p = Path(v)
@@ -237,7 +254,10 @@ def prepare_dataset(videos: list[str | Path], out_dir: str | Path, resolution: i
     index = json.loads(index_path.read_text()) if index_path.is_file() else {"clips": [], "skipped": []}
     if index.get("resolution", resolution) != resolution:
         raise TalkerError(f"{out} holds a {index['resolution']}px dataset; use another --out for {resolution}px")
-    index.update(fps=fps, resolution=resolution, sampling_rate=SAMPLE_RATE)
+    if index["clips"] and index.get("refiner_resolution") != refiner_resolution:
+        raise TalkerError(f"{out} was prepared with refiner resolution {index.get('refiner_resolution')}; "
+                          f"use another --out for {refiner_resolution}")
+    index.update(fps=fps, resolution=resolution, sampling_rate=SAMPLE_RATE, refiner_resolution=refiner_resolution)
     done = {c["source"] for c in index["clips"]}
     new_model = not (out / "face_model.npy").is_file()
     for video in tqdm(files, desc="preparing videos", unit="video", disable=not progress):
@@ -247,7 +267,7 @@ def prepare_dataset(videos: list[str | Path], out_dir: str | Path, resolution: i
         try:
             if not video.is_file():
                 raise TalkerError("file not found")
-            index["clips"].append(prepare_video(video, out, clip_id, resolution, fps))
+            index["clips"].append(prepare_video(video, out, clip_id, resolution, fps, refiner_resolution))
         except TalkerError as e:
             index["skipped"].append({"source": str(video), "reason": str(e)})
             print(f"skipped {video}: {e}")

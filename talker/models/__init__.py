@@ -1,11 +1,13 @@
-"""Models of DAE-Talker: the diffusion autoencoder (encoder + decoder UNet) and speech2latent."""
+"""Models of DAE-Talker: the diffusion autoencoder (encoder + decoder UNet), speech2latent and the refiner."""
 
 from .encoder import SemanticEncoder
+from .refiner import Refiner
 from .speech2latent import EMOTIONS, PoseAdaptor, Speech2Latent, Speech2LatentOutput
 from .unet import DAEDecoderOutput, DAEDecoderUNet
 
 __all__ = [
     "SemanticEncoder",
+    "Refiner",
     "DAEDecoderUNet",
     "DAEDecoderOutput",
     "Speech2Latent",

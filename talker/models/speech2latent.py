@@ -188,9 +188,14 @@ class Speech2Latent(ModelMixin, ConfigMixin):
             (``mouth_mean``, ``mouth_weight``, ``mouth_bias``) and the direction in which the
             data's ``z_sem`` moves as the mouth opens (``mouth_direction``), fitted by ``talker
             train s2l`` where the data has per-frame mouth truth. With ``voice_activity``,
-            ``forward(..., close_silent_mouth=True)`` then moves each frame's ``z_sem`` along that
-            direction toward a shut mouth by the probability that nobody is speaking (a linear
-            edit of the semantic latent, as DiffAE edits attributes), leaving head pose and blinks.
+            ``forward(..., shape_mouth=True)`` then moves each frame's ``z_sem`` along that
+            direction (a linear edit of the semantic latent, as DiffAE edits attributes, leaving
+            head pose and blinks): its read-out opening becomes ``mouth_gain`` × itself × the
+            probability that someone is speaking, so lips shut where nobody speaks.
+        mouth_gain: how much the edit scales predicted openings: a regression to the mean
+            predicts openings smaller than the speaker makes; ``talker train s2l`` sets it so that
+            on held-out clips the predicted openings spread as much as the true ones (1: as
+            predicted).
     """
 
     @register_to_config
@@ -219,6 +224,7 @@ class Speech2Latent(ModelMixin, ConfigMixin):
         mel_floor: float = 1e-5,
         voice_activity: bool = False,
         mouth_readout: bool = False,
+        mouth_gain: float = 1.0,
     ):
         super().__init__()
         if feature_normalization not in ("dataset", "window"):
@@ -292,13 +298,13 @@ class Speech2Latent(ModelMixin, ConfigMixin):
         """(..., D) z_sem → (...) mouth opening by the stored read-out."""
         return (z_sem - self.mouth_mean) @ self.mouth_weight + self.mouth_bias
 
-    def close_mouth(self, z_sem: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
+    def scale_mouth(self, z_sem: torch.Tensor, factor: torch.Tensor | float) -> torch.Tensor:
         """Move (..., D) ``z_sem`` along ``mouth_direction`` so that its read-out mouth opening
-        shrinks by ``amount`` (...) in [0, 1] of itself (1: shut, read-out 0); only openings above
-        0 move."""
-        gain = (self.mouth_direction @ self.mouth_weight).clamp_min(1e-6)  # read-out change per unit step
-        excess = self.mouth_open(z_sem).clamp_min(0) * amount
-        return z_sem - (excess / gain)[..., None] * self.mouth_direction
+        becomes ``factor`` (... or a number, ≥ 0) times itself (0: shut, read-out 0); only
+        openings above 0 move."""
+        unit = (self.mouth_direction @ self.mouth_weight).clamp_min(1e-6)  # read-out change per unit step
+        opening = self.mouth_open(z_sem).clamp_min(0)
+        return z_sem + ((factor - 1) * opening / unit)[..., None] * self.mouth_direction
 
     def split_features(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, T, F[+1]) features → (the audio features (B, T, feature_dim), P(speech) (B, T) or None)."""
@@ -351,7 +357,7 @@ class Speech2Latent(ModelMixin, ConfigMixin):
         emotion: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         return_dict: bool = True,
-        close_silent_mouth: bool = False,
+        shape_mouth: bool = False,
     ) -> Speech2LatentOutput | tuple:
         """Predict latents and poses.
 
@@ -362,8 +368,9 @@ class Speech2Latent(ModelMixin, ConfigMixin):
                 the predicted pose (ground truth in training, a user's pose at inference).
             emotion: optional (B, E) or (B, N, E) intensities in [0, 1]; zeros (or None) = neutral.
             mask: optional (B, N) bool, True on real frames (for padded batches).
-            close_silent_mouth: with ``voice_activity`` and ``mouth_readout``, shut the mouth of
-                each frame by the probability that nobody is speaking (what the pipeline does).
+            shape_mouth: with ``voice_activity`` and ``mouth_readout``, scale each frame's mouth
+                opening by ``mouth_gain`` × P(speech): shut where nobody speaks (what the
+                pipeline does).
         """
         dtype = self.out.weight.dtype
         features, voice = self.split_features(features.to(dtype))
@@ -384,8 +391,8 @@ class Speech2Latent(ModelMixin, ConfigMixin):
             x = layer(x, mask)
         latents = self.out(x)
         z_sem = self.denormalize_latents(latents)
-        if close_silent_mouth and per_frame is not None and self.config.mouth_readout:
-            z_sem = self.close_mouth(z_sem, 1 - per_frame.clamp(0, 1))
+        if shape_mouth and per_frame is not None and self.config.mouth_readout:
+            z_sem = self.scale_mouth(z_sem, self.config.mouth_gain * per_frame.clamp(0, 1))
             latents = self.normalize_latents(z_sem)
         used = predicted if pose is None else pose_in
         out = Speech2LatentOutput(

@@ -35,6 +35,13 @@ class Clip:
     def audio(self) -> np.ndarray:
         return sf.read(self.path / "audio.wav", dtype="float32")[0]
 
+    def frames_at(self, resolution: int) -> np.ndarray:
+        """The clip's crops at ``resolution`` (``talker prepare --refiner-resolution``), (N, R, R, 3) uint8."""
+        path = self.path / f"frames_{resolution}.mp4"
+        if not path.is_file():
+            raise TalkerError(f"{path} is missing: prepare the videos with --refiner-resolution {resolution}")
+        return np.stack(list(iter_frames(path)))[: self.n_frames]
+
     def latents(self, name: str = "latents.npy") -> np.ndarray:
         path = self.path / name
         if not path.is_file():

@@ -43,6 +43,7 @@ class S2LConfig:
     checkpoint_every: int = 500
     eval_every: int = 250
     pose_weight: float = 0.5
+    mouth_weight: float = 1.0  # where the data has mouth truth: loss on the read-out opening, in units of its variance
     hidden_size: int = 256
     num_heads: int = 4
     ffn_size: int = 1024
@@ -122,6 +123,7 @@ class MouthReadout:
         m = mouth_open - self.bias
         self.weight = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ m)
         self.direction = x.T @ m / max(float(m @ m), 1e-12)  # how z_sem moves per unit of opening
+        self.variance = max(float(np.var(self(latents))), 1e-8)  # of the read-out on the training latents
 
     def __call__(self, z_sem: np.ndarray) -> np.ndarray:
         return (z_sem - self.mean) @ self.weight + self.bias
@@ -137,13 +139,18 @@ def clip_mouth_open(clip) -> np.ndarray | None:
 
 
 @torch.no_grad()
-def evaluate(model, items, device, readout: MouthReadout | None = None) -> dict:
+def evaluate(model, items, device, readout: MouthReadout | None = None, window: int | None = None) -> dict:
     """Held-out scores with the predicted pose: normalised latent MSE (also given the true pose),
-    pose MAE in degrees, and with a mouth read-out and truth, the mouth-opening MSE."""
+    pose MAE in degrees, and with a mouth read-out and truth, the mouth-opening MSE and, for a
+    network with voice activity, the mouth gain: std of the read-out openings of the encoded
+    latents ÷ that of the predicted ones as the pipeline shapes them (shut where nobody speaks)
+    at gain 1, on ``window``-frame windows and with no emotion given, as the pipeline runs by
+    default (``window`` None: whole clips)."""
     if not items:
         return {}
     model.eval()
     lat_err, lat_err_pose, mouth_err, pose_err, n = 0.0, 0.0, 0.0, np.zeros(3), 0
+    opening_pred, opening_true = [], []  # read-out openings of the predicted and the encoded latents
     for feats, lat, pose, emo, mouth in items:  # features computed beforehand (clean or augmented audio)
         e = None if emo is None else emo[None].to(device)
         out = model(feats[None].to(device), emotion=e)
@@ -153,6 +160,15 @@ def evaluate(model, items, device, readout: MouthReadout | None = None) -> dict:
         lat_err_pose += torch.mean((given.latents[0].float() - target) ** 2, dim=1).sum().item()
         if readout is not None and mouth is not None:
             mouth_err += float(np.sum((readout(out.z_sem[0].float().cpu().numpy()) - mouth) ** 2))
+            if model.config.mouth_readout and model.config.voice_activity:  # as the pipeline shapes it, gain 1
+                gain = model.config.mouth_gain
+                model.register_to_config(mouth_gain=1.0)
+                w, r = window or len(lat), model.frames_per_feature  # on windows of the pipeline's length
+                shaped = torch.cat([model(feats[None, s * r : (s + w) * r].to(device), shape_mouth=True).z_sem[0]
+                                    for s in range(0, len(lat), w)])
+                model.register_to_config(mouth_gain=gain)
+                opening_pred.append(readout(shaped.float().cpu().numpy()))
+                opening_true.append(readout(lat.numpy()))
         pose_err += (out.pose[0].float().cpu() - pose).abs().sum(0).numpy()
         n += len(lat)
     model.train()
@@ -161,10 +177,14 @@ def evaluate(model, items, device, readout: MouthReadout | None = None) -> dict:
               "heldout_pose_mae_deg": mae.round(3).tolist()}
     if readout is not None and all(it[4] is not None for it in items):
         scores["heldout_mouth_mse"] = mouth_err / n
+    if opening_pred:  # the amplitude the shaped openings lack (a regression shrinks toward the mean)
+        spread = float(np.std(np.concatenate(opening_pred)))
+        scores["heldout_mouth_gain"] = float(np.std(np.concatenate(opening_true)) / max(spread, 1e-8))
     return scores
 
 
-def evaluate_sets(model, sets: dict[str, list], device, readout: MouthReadout | None = None) -> dict:
+def evaluate_sets(model, sets: dict[str, list], device, readout: MouthReadout | None = None,
+                  window: int | None = None) -> dict:
     """``evaluate`` on each held-out set ("clean", "augmented", "pauses"); ``heldout_score`` (what
     picks the kept step) is the mean over the sets of the mouth-opening MSE where the data has
     synthetic truth, else of the latent MSE given the true pose: head motion is not predictable
@@ -172,7 +192,7 @@ def evaluate_sets(model, sets: dict[str, list], device, readout: MouthReadout | 
     their names."""
     out, mses = {}, []
     for name, items in sets.items():
-        scores = evaluate(model, items, device, readout)
+        scores = evaluate(model, items, device, readout, window)
         if not scores:
             continue
         mses.append(scores.get("heldout_mouth_mse", scores["heldout_latent_mse_given_pose"]))
@@ -346,6 +366,11 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
             lat_loss = (((out.latents.float() - unwrapped.normalize_latents(lats)) ** 2) * m).sum() / (m.sum() * lats.shape[-1])
             pose_loss = (((out.predicted_pose.float() - unwrapped.normalize_pose(poses)) ** 2) * m).sum() / (m.sum() * 3)
             loss = lat_loss + cfg.pose_weight * pose_loss
+            mouth_loss = torch.zeros(())
+            if readout is not None and cfg.mouth_weight > 0:  # the mouth is a few of z_sem's dimensions: weigh it
+                opening = unwrapped.mouth_open(out.z_sem.float()) - unwrapped.mouth_open(lats)
+                mouth_loss = (opening**2 * masks).sum() / (masks.sum() * readout.variance)
+                loss = loss + cfg.mouth_weight * mouth_loss
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -358,22 +383,24 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
         bar.update()
         bar.set_postfix(loss=f"{loss_avg:.4f}")
         if accelerator.is_main_process and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-            scores = evaluate_sets(unwrapped, held_sets, dev, readout)
+            scores = evaluate_sets(unwrapped, held_sets, dev, readout, window)
             with open(log, "a") as f:
                 f.write(json.dumps({"step": step, "loss": value, "latent_loss": lat_loss.item(),
-                                    "pose_loss": pose_loss.item(), **scores}) + "\n")
+                                    "pose_loss": pose_loss.item(), "mouth_loss": mouth_loss.item(), **scores}) + "\n")
             if held_raw and (best is None or scores["heldout_score"] < best["heldout_score"]):
                 best = {"step": step, **scores}
+                if "heldout_mouth_gain" in scores:  # predicted openings spread as much as the true ones
+                    unwrapped.register_to_config(mouth_gain=round(scores["heldout_mouth_gain"], 4))
                 unwrapped.save_pretrained(run / "speech_to_latent")
                 best_path.write_text(json.dumps(best, indent=1) + "\n")
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
             save_checkpoint(accelerator, run, step)
     bar.close()
     if not scores and accelerator.is_main_process:
-        scores = evaluate_sets(unwrapped, held_sets, accelerator.device, readout)
+        scores = evaluate_sets(unwrapped, held_sets, accelerator.device, readout, window)
     figures = {"steps": step, "loss_avg": loss_avg, "steps_per_s": steps_timed / train_time if train_time else math.nan,
                "train_clips": len(train_items), "heldout_clips": len(held_raw), "augment": cfg.augment,
-               "feature_normalization": cfg.feature_normalization, "last": scores}
+               "feature_normalization": cfg.feature_normalization, "init_from": cfg.init_from, "last": scores}
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if best is None:  # nothing held out: the last step is the model

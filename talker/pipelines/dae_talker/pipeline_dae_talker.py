@@ -20,9 +20,9 @@ from diffusers.utils.torch_utils import randn_tensor
 from ...audio import DEFAULT_MAX_DURATION, SAMPLE_RATE, load_audio, log_mel, wav2vec2_features
 from ...defaults import DECODERS, DEFAULT_DISTILLED_STEPS, DEFAULT_STEPS
 from ...errors import AudioError, CheckpointError, InputError
-from ...models import DAEDecoderUNet, SemanticEncoder, Speech2Latent
+from ...models import DAEDecoderUNet, Refiner, SemanticEncoder, Speech2Latent
 from ...vad import append_voice_activity
-from ..ddim import check_precision, ddim_decode, distilled_scheduler
+from ..ddim import check_precision, ddim_decode, decoder_autocast, distilled_scheduler
 from ..diffusion_autoencoder.pipeline_diffusion_autoencoder import DiffusionAutoencoderPipeline, _check_steps
 from ..images import check_output_type, postprocess_frames
 from ..loading import SpeakerCheckpointMixin
@@ -55,13 +55,14 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
     Components: ``unet`` (conditional DDIM decoder), ``scheduler`` (DDIM), ``speech_to_latent``
     (Conformer with pose adaptor), optional ``encoder`` (semantic encoder, for encoding and
     inverting real frames), optional ``distilled_unet`` (a decoder distilled from ``unet`` that
-    renders its 100-step frames in 1 to 8 steps, :mod:`talker.training.distill`) and, for the
-    wav2vec2 front end, ``audio_encoder`` and ``feature_extractor``. ``pipe.speaker`` holds the
-    checkpoint's ``speaker.json``.
+    renders its 100-step frames in 1 to 8 steps, :mod:`talker.training.distill`), optional
+    ``refiner`` (renders the decoder's frames at 4× or 8× their size, trained on the speaker's
+    own frames; used unless ``refine=False``) and, for the wav2vec2 front end, ``audio_encoder``
+    and ``feature_extractor``. ``pipe.speaker`` holds the checkpoint's ``speaker.json``.
     """
 
-    model_cpu_offload_seq = "audio_encoder->speech_to_latent->unet->distilled_unet"
-    _optional_components = ["encoder", "audio_encoder", "feature_extractor", "distilled_unet"]
+    model_cpu_offload_seq = "audio_encoder->speech_to_latent->unet->distilled_unet->refiner"
+    _optional_components = ["encoder", "audio_encoder", "feature_extractor", "distilled_unet", "refiner"]
     _required_components = ("unet", "scheduler", "speech_to_latent")
     #: the decoder's compute type: "auto" (a float32 decoder runs under bfloat16 autocast on a CPU
     #: with native bfloat16, about 2× faster), "float32" or "bfloat16"; see :mod:`talker.pipelines.ddim`
@@ -76,6 +77,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         audio_encoder: Any = None,
         feature_extractor: Any = None,
         distilled_unet: DAEDecoderUNet | None = None,
+        refiner: Refiner | None = None,
     ):
         super().__init__()
         self.register_modules(
@@ -86,6 +88,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
             audio_encoder=audio_encoder,
             feature_extractor=feature_extractor,
             distilled_unet=distilled_unet,
+            refiner=refiner,
         )
         self.speaker: dict = {}
 
@@ -97,7 +100,13 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
 
     @property
     def resolution(self) -> int:
+        """The side of the decoder's frames."""
         return self.unet.config.sample_size
+
+    def output_resolution(self, refine: bool = True) -> int:
+        """The side of the frames the pipeline returns: the refiner's where the speaker has one
+        and ``refine``, else the decoder's."""
+        return self.refiner.out_resolution if refine and self.refiner is not None else self.resolution
 
     @property
     def emotion_names(self) -> tuple[str, ...]:
@@ -149,8 +158,10 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
 
     # --- steps of __call__ --------------------------------------------------------------------
 
-    def check_inputs(self, num_inference_steps, pose_mode, frame_batch_size, output_type):
+    def check_inputs(self, num_inference_steps, pose_mode, frame_batch_size, output_type, refine=True):
         _check_steps(num_inference_steps)
+        if not isinstance(refine, bool):
+            raise InputError(f"refine must be True or False; got {refine!r}")
         check_precision(self.precision)
         if pose_mode not in POSE_MODES:
             raise InputError(f"pose_mode must be one of {', '.join(POSE_MODES)}; got {pose_mode!r}")
@@ -264,12 +275,19 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         window's (1, n, 3) pose or None) → {"z_sem": (n, D), "pose": (n, 3)}; where the speaker
         has voice activity and a mouth read-out, mouths shut where nobody speaks."""
         features = self.encode_audio(wave[: n_frames * (SAMPLE_RATE // self.fps)], n_frames)
-        out = self.speech_to_latent(features, pose=pose_t, emotion=emotion_t, close_silent_mouth=True)
+        out = self.speech_to_latent(features, pose=pose_t, emotion=emotion_t, shape_mouth=True)
         return {"z_sem": out.z_sem[0], "pose": out.pose[0]}
+
+    def refine_frames(self, images: torch.Tensor) -> torch.Tensor:
+        """The refiner on (B, 3, r, r) decoder frames in [-1, 1] → (B, 3, R, R), under the
+        decoder's precision (bfloat16 autocast on a CPU that has it)."""
+        device = self.refiner.device
+        with decoder_autocast(device, self.refiner.dtype, self.precision):
+            return self.refiner(images.to(device, self.refiner.dtype)).float()
 
     def _frames(self, chunks: Iterable, sampling_rate: int, num_inference_steps: int, pose_mode: str, pose: Any,
                 emotion_t, x_T, batch: int, window: int, overlap: int, bar=None, first_batch: int | None = None,
-                max_duration: float | None = None, decoder: str | None = None,
+                max_duration: float | None = None, decoder: str | None = None, refine: bool = True,
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """The generation loop shared by ``__call__``, ``generate_video`` and ``stream``: audio
         chunks → (images (B, 3, H, W) in [-1, 1], z_sem (B, D), poses (B, 3)) batches, in order,
@@ -316,6 +334,8 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
                 zb = z[done : done + size].to(x_T.device)
                 images = ddim_decode(unet, scheduler, zb, x_T, num_inference_steps, zb.shape[0],
                                      None if bar is None else bar.update, precision=self.precision)
+                if refine and self.refiner is not None:
+                    images = self.refine_frames(images)
                 emitted += zb.shape[0]
                 yield images, zb, p[done : done + size]
                 done += zb.shape[0]
@@ -385,6 +405,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         window_frames: int = DEFAULT_WINDOW,
         overlap_frames: int = DEFAULT_OVERLAP,
         decoder: str | None = None,
+        refine: bool = True,
     ) -> DAETalkerOutput | tuple:
         """Generate the talking-face frames for ``audio``.
 
@@ -409,6 +430,8 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
                 (default 4 s, the training windows) joined by cross-fades of ``overlap_frames``.
             decoder: "distilled" (the speaker's few-step decoder, the default where it has one) or
                 "ddim" (the paper's decoder, ``unet`` with ``scheduler``).
+            refine: where the speaker has a refiner, return its frames (e.g. 256² from a 64²
+                decoder; :meth:`output_resolution`); False: the decoder's own frames.
 
         Returns:
             :class:`DAETalkerOutput` (or a tuple when ``return_dict=False``); N = round(duration × fps).
@@ -416,7 +439,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         frames, poses, latents, x_T = [], [], [], None
         for images, z, p, x_T in self._generate(audio, sampling_rate, num_inference_steps, pose_mode, pose, emotion,
                                                 generator, frame_batch_size, output_type, fixed_noise, max_duration,
-                                                window_frames, overlap_frames, decoder):
+                                                window_frames, overlap_frames, decoder, refine):
             frames.append(images.cpu())
             latents.append(z)
             poses.append(p)
@@ -430,12 +453,12 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
     def _generate(self, audio, sampling_rate=None, num_inference_steps=None, pose_mode="predicted", pose=None,
                   emotion=None, generator=None, frame_batch_size=None, output_type="np", fixed_noise=None,
                   max_duration=DEFAULT_MAX_DURATION, window_frames=DEFAULT_WINDOW, overlap_frames=DEFAULT_OVERLAP,
-                  decoder=None):
+                  decoder=None, refine=True):
         """check inputs → load audio → windowed speech2latent → fixed x_T → batched DDIM decoding;
         yields (images, z_sem, poses, x_T) per decoded batch."""
         # 1. check inputs
         num_inference_steps = self._steps_for(decoder, num_inference_steps)
-        self.check_inputs(num_inference_steps, pose_mode, frame_batch_size, output_type)
+        self.check_inputs(num_inference_steps, pose_mode, frame_batch_size, output_type, refine)
         check_windows(window_frames, overlap_frames)
         emotion_t = self.prepare_emotion(emotion)
 
@@ -452,7 +475,8 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         # one tick per denoising step of a batch: frames are decoded in full batches, the rest at the end
         with torch.inference_mode(), self.progress_bar(total=-(-n_frames // batch) * num_inference_steps) as bar:
             for images, z, p in self._frames([wave], SAMPLE_RATE, num_inference_steps, pose_mode, pose, emotion_t,
-                                             x_T, batch, window_frames, overlap_frames, bar, decoder=decoder):
+                                             x_T, batch, window_frames, overlap_frames, bar, decoder=decoder,
+                                             refine=refine):
                 yield images, z, p, x_T
         self.maybe_free_model_hooks()
 
@@ -473,6 +497,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         first_batch: int = 2,
         max_duration: float | None = None,
         decoder: str | None = None,
+        refine: bool = True,
     ) -> Iterator[np.ndarray]:
         """Streaming generation: audio chunks in, (H, W, 3) uint8 frames out as soon as they are final.
 
@@ -488,7 +513,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
             Other arguments as in ``__call__``.
         """
         num_inference_steps = self._steps_for(decoder, num_inference_steps)
-        self.check_inputs(num_inference_steps, pose_mode, frame_batch_size, "np")
+        self.check_inputs(num_inference_steps, pose_mode, frame_batch_size, "np", refine)
         check_windows(window_frames, overlap_frames)
         if isinstance(first_batch, bool) or not isinstance(first_batch, int) or first_batch < 1:
             raise InputError(f"first_batch must be a positive integer; got {first_batch!r}")
@@ -502,7 +527,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         with torch.inference_mode():
             for images, _, _ in self._frames(audio_chunks, rate, num_inference_steps, pose_mode, pose, emotion_t, x_T,
                                              batch, window_frames, overlap_frames, first_batch=first_batch,
-                                             max_duration=max_duration, decoder=decoder):
+                                             max_duration=max_duration, decoder=decoder, refine=refine):
                 yield from postprocess_frames(images, "np")
 
     # --- provenance and video files -----------------------------------------------------------
@@ -516,18 +541,21 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         if getattr(self, "_watermark_payload", None) is None:
             items = [(f"unet.{k}", v) for k, v in self.unet.state_dict().items()]
             items += [(f"speech_to_latent.{k}", v) for k, v in self.speech_to_latent.state_dict().items()]
+            if self.refiner is not None:
+                items += [(f"refiner.{k}", v) for k, v in self.refiner.state_dict().items()]
             self._watermark_payload = Payload(model_id(items))
         return self._watermark_payload
 
     def video_writer(self, path, audio: Any = None, sampling_rate: int | None = None, crf: int = 18,
                      watermark: bool = True, output_size: int | None = None):
         """A :class:`talker.video.VideoWriter` for this speaker's frames: the invisible watermark in
-        every frame (unless ``watermark=False``), frames upscaled to ``output_size`` (default: at
-        least the 256 px the watermark needs), and container tags saying the video is synthetic."""
+        every frame (unless ``watermark=False``), frames upscaled to ``output_size`` (default: the
+        refiner's size where the speaker has one, and at least the 256 px the watermark needs),
+        and container tags saying the video is synthetic."""
         from ...video import VideoWriter
         from ...watermark import MIN_SIDE
 
-        size = output_size or (max(MIN_SIDE, self.resolution) if watermark else None)
+        size = output_size or (max(MIN_SIDE, self.output_resolution()) if watermark else None)
         if watermark and size < MIN_SIDE:
             raise InputError(f"the watermark needs output_size of at least {MIN_SIDE} px; got {size} "
                              "(or pass watermark=False)")
@@ -557,8 +585,9 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         Frames go to the file as they are decoded, so memory does not grow with the audio's
         length; a failure leaves no partial file. Every frame carries the invisible watermark and
         the file says it is synthetic (``watermark=False`` leaves the frames unmarked; the tags
-        stay); ``output_size`` is the frame side written (default: 256 px or the speaker's own,
-        whichever is larger). ``kwargs`` are those of ``__call__`` (not ``output_type``).
+        stay); ``output_size`` is the frame side written (default: 256 px or the speaker's own
+        (the refiner's, where it has one), whichever is larger). ``kwargs`` are those of
+        ``__call__`` (not ``output_type``).
         Returns its output without the frames (``frames`` is the frame count)."""
         if "output_type" in kwargs:
             raise InputError("generate_video writes the frames to the file; output_type does not apply")

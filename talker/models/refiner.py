@@ -1,0 +1,105 @@
+"""The refiner: the speaker at ``scale`` × the decoder's resolution (256² from 64²).
+
+A person-specific super-resolution network in the manner of EDSR (Lim et al., CVPRW 2017): a
+residual trunk at the low resolution, then ×2 sub-pixel upsamplings (ESPCN, Shi et al., CVPR
+2016), predicting what bicubic upscaling misses. It also sees a fixed high-resolution reference
+frame of the speaker, folded to the low resolution by pixel-unshuffle (``scale``² pixels per
+low-resolution position become channels), so that detail that does not move with speech (hair,
+background, the eyes' shape) can be copied rather than invented. It is trained on the speaker's
+own frames with the decoder's outputs as inputs (``talker train refiner``), so that training and
+use see the same blur. Deterministic: no noise, one frame in, one frame out (no flicker of its own).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv2(F.silu(self.conv1(x)))
+
+
+class Refiner(ModelMixin, ConfigMixin):
+    """(B, 3, r, r) frames in [-1, 1] → (B, 3, r·scale, r·scale) in [-1, 1].
+
+    Args:
+        in_resolution: the decoder's frame size r.
+        scale: the upscaling factor, a power of two (4: 64² → 256²; 8: 64² → 512²).
+        channels: width of the low-resolution trunk.
+        num_blocks: residual blocks in the trunk.
+        up_channels: width after the first ×2 (halved at each further ×2, at least 16).
+        use_reference: the network takes a fixed reference frame of the speaker at the output size
+            (the ``reference`` buffer, set by :meth:`set_reference`).
+    """
+
+    @register_to_config
+    def __init__(self, in_resolution: int = 64, scale: int = 4, channels: int = 48, num_blocks: int = 6,
+                 up_channels: int = 32, use_reference: bool = True):
+        super().__init__()
+        n_up = round(math.log2(scale))
+        if scale < 2 or 2**n_up != scale:
+            raise ValueError(f"scale must be a power of two ≥ 2, got {scale}")
+        ref_channels = 3 * scale * scale if use_reference else 0
+        self.head = nn.Conv2d(3 + ref_channels, channels, 3, padding=1)
+        self.trunk = nn.Sequential(*(_ResBlock(channels) for _ in range(num_blocks)))
+        self.trunk_out = nn.Conv2d(channels, channels, 3, padding=1)
+        ups: list[nn.Module] = []
+        ch = channels
+        for k in range(n_up):
+            out = max(16, up_channels >> k)
+            ups += [nn.Conv2d(ch, out * 4, 3, padding=1), nn.PixelShuffle(2), nn.SiLU()]
+            ch = out
+        self.up = nn.Sequential(*ups)
+        self.tail = nn.Conv2d(ch, 3, 3, padding=1)
+        nn.init.zeros_(self.tail.weight)  # starts as bicubic upscaling
+        nn.init.zeros_(self.tail.bias)
+        if use_reference:
+            size = in_resolution * scale
+            self.register_buffer("reference", torch.zeros(3, size, size))
+
+    @property
+    def out_resolution(self) -> int:
+        return self.config.in_resolution * self.config.scale
+
+    def set_reference(self, frame: torch.Tensor) -> None:
+        """Store (3, R, R) ``frame`` in [-1, 1] (R = the output size) as the reference."""
+        if not self.config.use_reference:
+            raise ValueError("this refiner was built without a reference")
+        if tuple(frame.shape) != tuple(self.reference.shape):
+            raise ValueError(f"the reference must be {tuple(self.reference.shape)}, got {tuple(frame.shape)}")
+        self.reference.copy_(frame.to(self.reference))
+
+    def forward(self, frames: torch.Tensor, region: tuple[int, int] | None = None) -> torch.Tensor:
+        """Refine (B, 3, r, r) frames; in training, (B, 3, h, w) patches whose top-left corner is
+        at low-resolution pixel ``region`` = (y, x) of the frame (the reference is cut to match)."""
+        r = self.config.in_resolution
+        if frames.dim() != 4 or frames.shape[1] != 3:
+            raise ValueError(f"the refiner takes (B, 3, {r}, {r}) frames, got {tuple(frames.shape)}")
+        y, x0 = region or (0, 0)
+        h, w = frames.shape[-2:]
+        if (region is None and (h, w) != (r, r)) or y < 0 or x0 < 0 or y + h > r or x0 + w > r:
+            raise ValueError(f"the refiner takes (B, 3, {r}, {r}) frames (or patches of them), got "
+                             f"{tuple(frames.shape)} at {region}")
+        dtype = self.head.weight.dtype
+        x = frames.to(dtype)
+        base = F.interpolate(x.float(), scale_factor=self.config.scale, mode="bicubic", align_corners=False)
+        feats = x
+        if self.config.use_reference:
+            ref = F.pixel_unshuffle(self.reference.to(dtype)[None], self.config.scale)[..., y : y + h, x0 : x0 + w]
+            feats = torch.cat([x, ref.expand(x.shape[0], -1, -1, -1)], 1)
+        feats = self.head(feats)
+        feats = feats + self.trunk_out(self.trunk(feats))
+        residual = self.tail(self.up(feats))
+        return (base + residual.float()).clamp(-1, 1)

@@ -1,0 +1,284 @@
+"""``talker train refiner``: the speaker at 4× (or 8×) the decoder's resolution.
+
+The truth is the dataset's crops at the refiner's resolution (``talker prepare
+--refiner-resolution``); the inputs are what the speaker's own decoder makes of those frames
+(encoded by its semantic encoder, decoded by its default decoder and steps from a fresh noise
+image each), so that the refiner learns the blur and the errors it will see in use, not a
+bicubic downscale. They are rendered once and cached (``RUN/inputs.safetensors``).
+
+Training is on random patches (``patch`` low-resolution pixels square; the reference frame is
+cut at the same place): an L1 loss plus an L1 loss on image gradients (finite differences), which
+pulls edges (lips, teeth, eyes, hair) against the over-smoothing of a pixel loss alone. EMA
+weights, checkpoints and ``--resume`` as for the other stages. Held-out clips score PSNR against
+their truth and sharpness (mean gradient magnitude ÷ the truth's), for the refiner and for
+bicubic upscaling of the same decoder frames (``RUN/train_log.jsonl``); ``RUN/samples/`` holds
+grids of truth, bicubic and refined frames; ``RUN/refiner`` the EMA weights of the last step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import TalkerError
+from .dae import _latest_checkpoint, _to_model, load_checkpoint, make_accelerator, resumed_config, save_checkpoint, save_grid
+from .data import load_dataset, split_clips
+
+
+@dataclass
+class RefinerConfig:
+    channels: int = 48
+    num_blocks: int = 6
+    up_channels: int = 32
+    use_reference: bool = True
+    frames: int = 2048  # training frames rendered by the decoder (spread over the training clips)
+    heldout_frames: int = 64
+    patch: int = 32  # low-resolution side of the training patches (0: whole frames)
+    batch_size: int = 16
+    lr: float = 2e-4
+    max_steps: int = 2000
+    checkpoint_every: int = 500
+    eval_every: int = 250
+    grad_weight: float = 1.0
+    ema_decay: float = 0.995
+    decoder: str | None = None  # the speaker's decoder that makes the inputs (default: its default)
+    held_out: float = 0.1
+    seed: int = 0
+    mixed_precision: str = "auto"
+
+
+def gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Horizontal and vertical finite differences of (B, C, H, W) images."""
+    return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+
+
+def sharpness(x: torch.Tensor) -> float:
+    """Mean gradient magnitude of (B, 3, H, W) images in [-1, 1]."""
+    gx, gy = gradients(x.float())
+    return float(torch.sqrt(gx[..., :-1, :] ** 2 + gy[..., :, :-1] ** 2).mean())
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR (dB) of images in [-1, 1], averaged over frames."""
+    mse = ((a.float() - b.float()) / 2).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+    return float((-10 * torch.log10(mse)).mean())
+
+
+def refiner_loss(out: torch.Tensor, truth: torch.Tensor, grad_weight: float) -> torch.Tensor:
+    loss = (out - truth).abs().mean()
+    if grad_weight:
+        (ox, oy), (tx, ty) = gradients(out), gradients(truth)
+        loss = loss + grad_weight * ((ox - tx).abs().mean() + (oy - ty).abs().mean())
+    return loss
+
+
+def pick_frames(clips, n: int, seed: int) -> list[tuple[int, int]]:
+    """``n`` (clip, frame) pairs spread over ``clips`` (all frames where they are fewer)."""
+    every = [(c, f) for c, clip in enumerate(clips) for f in range(clip.n_frames)]
+    if len(every) <= n:
+        return every
+    rng = np.random.default_rng(seed)
+    return sorted(map(tuple, np.array(every)[rng.choice(len(every), n, replace=False)].tolist()))
+
+
+@torch.no_grad()
+def decoder_inputs(pipe, clips, picks, decoder: str | None, seed: int, progress: bool = True) -> torch.Tensor:
+    """What ``pipe``'s decoder makes of the picked frames: each encoded, then decoded from its
+    own noise image; (N, 3, r, r) uint8."""
+    from tqdm.auto import tqdm
+
+    ae = pipe.autoencoder_for(decoder)
+    steps = pipe.default_steps(decoder)
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    by_clip: dict[int, list[int]] = {}
+    for c, f in picks:
+        by_clip.setdefault(c, []).append(f)
+    bar = tqdm(total=len(picks), desc="decoder frames", unit="frame", disable=not progress)
+    for c, frames in by_clip.items():
+        lo = clips[c].frames
+        for i in range(0, len(frames), 32):
+            idx = frames[i : i + 32]
+            z = ae.encode(lo[idx])
+            noise = torch.randn(len(idx), 3, pipe.resolution, pipe.resolution, generator=g)
+            images = ae.decode(z, noise, num_inference_steps=steps, batch_size=len(idx))
+            out.append(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2))
+            bar.update(len(idx))
+    bar.close()
+    return torch.cat(out)
+
+
+def truth_frames(clips, picks, resolution: int) -> torch.Tensor:
+    """The picked frames at ``resolution``, (N, 3, R, R) uint8."""
+    out = []
+    by_clip: dict[int, list[int]] = {}
+    for c, f in picks:
+        by_clip.setdefault(c, []).append(f)
+    for c, frames in by_clip.items():
+        out.append(torch.from_numpy(clips[c].frames_at(resolution)[frames]).permute(0, 3, 1, 2))
+    return torch.cat(out)
+
+
+def reference_frame(clips, resolution: int) -> torch.Tensor:
+    """The training frame whose head pose is nearest the speaker's average, (3, R, R) in [-1, 1]."""
+    best = min(((np.abs(clip.pose).sum(1).min(), c, int(np.abs(clip.pose).sum(1).argmin())) for c, clip in enumerate(clips)))
+    _, c, f = best
+    return _to_model(torch.from_numpy(clips[c].frames_at(resolution)[f]).permute(2, 0, 1))
+
+
+def _cached(path: Path, make) -> dict[str, torch.Tensor]:
+    """The tensors saved at ``path``, or ``make()``'s, saved there first."""
+    from safetensors.torch import load_file, save_file
+
+    if path.is_file():
+        return load_file(path)
+    tensors = make()
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
+    tmp.replace(path)
+    return tensors
+
+
+@torch.no_grad()
+def evaluate_refiner(model, lo: torch.Tensor, hi: torch.Tensor, device, batch: int = 16) -> dict:
+    """PSNR and sharpness ratio of the refined and of bicubic-upscaled decoder frames against the truth."""
+    model.eval()
+    refined, bicubic = [], []
+    for i in range(0, len(lo), batch):
+        x = _to_model(lo[i : i + batch]).to(device)
+        refined.append(model(x).float().cpu())
+        bicubic.append(F.interpolate(x.float(), size=hi.shape[-1], mode="bicubic", align_corners=False).clamp(-1, 1).cpu())
+    model.train()
+    refined, bicubic, truth = torch.cat(refined), torch.cat(bicubic), _to_model(hi)
+    s_truth = sharpness(truth)
+    return {"psnr_refined": psnr(refined, truth), "psnr_bicubic": psnr(bicubic, truth),
+            "sharpness_refined": sharpness(refined) / s_truth, "sharpness_bicubic": sharpness(bicubic) / s_truth}
+
+
+def train_refiner(model_dir: str | Path, data_dir: str | Path, run_dir: str | Path, cfg: RefinerConfig,
+                  resume: bool = False, progress: bool = True) -> dict:
+    """Train (or resume) a refiner for the speaker at ``model_dir`` on ``data_dir`` (prepared with
+    ``--refiner-resolution``); returns its figures."""
+    from accelerate.utils import set_seed
+    from diffusers.training_utils import EMAModel
+    from tqdm.auto import tqdm
+
+    from ..models import Refiner
+    from ..pipelines import DAETalkerPipeline
+
+    run = Path(run_dir)
+    ckpt = _latest_checkpoint(run) if resume else None
+    if ckpt is not None:
+        cfg = resumed_config(run, cfg)
+    index, clips = load_dataset(data_dir)
+    hi_res = index.get("refiner_resolution")
+    if not hi_res:
+        raise TalkerError(f"{data_dir} has no frames at a refiner resolution; prepare it with --refiner-resolution")
+    pipe = DAETalkerPipeline.from_pretrained(model_dir)
+    pipe.set_progress_bar_config(disable=True)
+    lo_res = pipe.resolution
+    if index["resolution"] != lo_res:
+        raise TalkerError(f"{data_dir} is {index['resolution']}px but the speaker's decoder makes {lo_res}px frames")
+    if pipe.encoder is None:
+        raise TalkerError(f"{model_dir} has no semantic encoder (encoder/) to make the refiner's inputs")
+    decoder = cfg.decoder or pipe.default_decoder
+    accelerator = make_accelerator(cfg.mixed_precision)
+    set_seed(cfg.seed)
+    run.mkdir(parents=True, exist_ok=True)
+
+    train_clips, held_clips = split_clips(clips, cfg.held_out)
+    held_clips = held_clips or train_clips[-1:]
+
+    def make(which, clip_list, n, seed):
+        def go():
+            picks = pick_frames(clip_list, n, seed)
+            return {"lo": decoder_inputs(pipe, clip_list, picks, decoder, seed, progress),
+                    "hi": truth_frames(clip_list, picks, hi_res)}
+        return _cached(run / f"{which}.safetensors", go)
+
+    train = make("inputs", train_clips, cfg.frames, cfg.seed)
+    held = make("heldout", held_clips, cfg.heldout_frames, cfg.seed + 1)
+
+    model = Refiner(in_resolution=lo_res, scale=hi_res // lo_res, channels=cfg.channels, num_blocks=cfg.num_blocks,
+                    up_channels=cfg.up_channels, use_reference=cfg.use_reference)
+    if cfg.use_reference:
+        model.set_reference(reference_frame(train_clips, hi_res))
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    ema = EMAModel(model.parameters(), decay=cfg.ema_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+    ema.to(accelerator.device)
+    step = 0
+    if ckpt is not None:
+        step = load_checkpoint(accelerator, ckpt, ema)
+    elif accelerator.is_main_process:
+        (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+
+    scale = hi_res // lo_res
+    patch = cfg.patch if 0 < cfg.patch < lo_res else lo_res
+    log = run / "train_log.jsonl"
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="train refiner", disable=not (progress and accelerator.is_main_process))
+    train_time, steps_timed, loss_avg, scores = 0.0, 0, None, {}
+    model.train()
+    dev = accelerator.device
+    while step < cfg.max_steps:
+        tic = time.perf_counter()
+        # this step's frames and patches depend only on (seed, step, process)
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + accelerator.process_index)
+        idx = torch.randint(len(train["lo"]), (cfg.batch_size,), generator=g)
+        y0, x0 = (int(v) for v in torch.randint(0, lo_res - patch + 1, (2,), generator=g))
+        lo = _to_model(train["lo"][idx, :, y0 : y0 + patch, x0 : x0 + patch]).to(dev)
+        hi = _to_model(train["hi"][idx, :, y0 * scale : (y0 + patch) * scale, x0 * scale : (x0 + patch) * scale]).to(dev)
+        with accelerator.autocast():
+            out = model(lo, region=(y0, x0))
+            loss = refiner_loss(out.float(), hi, cfg.grad_weight)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.step(unwrapped.parameters())
+        step += 1
+        steps_timed += 1
+        train_time += time.perf_counter() - tic
+        value = accelerator.gather(loss.detach()[None]).mean().item()
+        loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value
+        bar.update()
+        bar.set_postfix(loss=f"{loss_avg:.4f}")
+        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+            save_checkpoint(accelerator, run, step, ema)
+        if accelerator.is_main_process and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+            ema.store(unwrapped.parameters())
+            ema.copy_to(unwrapped.parameters())
+            scores = evaluate_refiner(unwrapped, held["lo"], held["hi"], dev)
+            show = held["lo"][:: max(1, len(held["lo"]) // 6)][:6]
+            with torch.no_grad():
+                x = _to_model(show).to(dev)
+                unwrapped.eval()
+                rows = [_to_model(held["hi"][:: max(1, len(held["lo"]) // 6)][:6]),
+                        F.interpolate(x, size=hi_res, mode="bicubic", align_corners=False).cpu(), unwrapped(x).float().cpu()]
+                unwrapped.train()
+            save_grid(run / "samples" / f"step_{step:07d}.png", rows)
+            ema.restore(unwrapped.parameters())
+            with open(log, "a") as f:
+                f.write(json.dumps({"step": step, "loss": value, "loss_avg": loss_avg, **scores}) + "\n")
+    bar.close()
+    figures = {"steps": step, "loss_avg": loss_avg, "steps_per_s": steps_timed / train_time if train_time else math.nan,
+               "train_frames": len(train["lo"]), "heldout_frames": len(held["lo"]), "resolution": [lo_res, hi_res],
+               "decoder": decoder, **scores}
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        ema.copy_to(unwrapped.parameters())
+        unwrapped.save_pretrained(run / "refiner")
+        if steps_timed or not (run / "figures.json").is_file():
+            (run / "figures.json").write_text(json.dumps(figures, indent=1) + "\n")
+        else:
+            figures = json.loads((run / "figures.json").read_text())
+    accelerator.end_training()
+    return figures
