@@ -9,10 +9,12 @@
 # The shipped checkpoint: a DAE run of 2,750 steps continued (--init-from) for 6,000 steps with
 # normalize_z, on espeak-ng speech only; speech2latent then trained (with augmentation) on a mix of
 # espeak-ng voices and a real recorded voice (Asterisk's prompts by Allison Smith, CC-BY-SA-3.0),
-# keeping its best held-out step: 500 steps, 1,500 more with --init-from, then 1,000 more with
-# voice activity as a new input (--init-from). S2L_FROM_DAE=checkpoints/astronaut-64 retrains only
+# keeping its best held-out step: 500 steps, 1,500 more with --init-from, 1,000 more with voice
+# activity as a new input (--init-from), then 750 more with the loss on the mouth opening
+# (--init-from; the default since). S2L_FROM_DAE=checkpoints/astronaut-64 retrains only
 # speech2latent and continues the distilled decoder on the speaker's frames, against the shipped
-# DAE (what the current checkpoint did).
+# DAE (what the current checkpoint did); the refiner (stage 6) was trained 3,500 steps on the
+# exported speaker (1,500, then --resume to 3,500).
 set -euo pipefail
 WORK=${WORK:-runs/bundled}
 RES=${RES:-64}
@@ -22,7 +24,7 @@ S2L_FROM_DAE=${S2L_FROM_DAE:-}
 DISTILL_PAIRS=${DISTILL_PAIRS:-10240}
 DISTILL_STEPS=${DISTILL_STEPS:-3000}
 FRAMES_STEPS=${FRAMES_STEPS:-500}
-REFINER_STEPS=${REFINER_STEPS:-2000}
+REFINER_STEPS=${REFINER_STEPS:-3500}
 DAE_LR=${DAE_LR:-2e-4}
 SNR_GAMMA=${SNR_GAMMA:-5}
 INIT_FROM=${INIT_FROM:-}

@@ -288,7 +288,7 @@ def cmd_train_distill(args: argparse.Namespace) -> int:
 def cmd_train_refiner(args: argparse.Namespace) -> int:
     from .training.refiner import RefinerConfig, train_refiner
 
-    given = {k: getattr(args, k) for k in ("frames", "patch", "channels", "grad_weight", "decoder", "max_steps",
+    given = {k: getattr(args, k) for k in ("frames", "patch", "channels", "grad_weight", "aligned_share", "decoder", "max_steps",
                                            "batch_size", "lr", "checkpoint_every", "eval_every", "seed", "mixed_precision")
              if getattr(args, k) is not None}
     figures = train_refiner(args.model, args.data, args.output, RefinerConfig(**given), resume=args.resume,
@@ -547,8 +547,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--output", required=True, help="run folder (cached inputs, checkpoints, samples/, refiner/)")
     r.add_argument("--frames", type=int, help="training frames rendered by the decoder (default 2048)")
     r.add_argument("--patch", type=int, help="low-resolution side of the training patches (default 32; 0: whole frames)")
-    r.add_argument("--channels", type=int, help="width of the network (default 48)")
+    r.add_argument("--channels", type=int, help="width of the network (default 32)")
     r.add_argument("--grad-weight", type=float, help="weight of the image-gradient loss against over-smoothing (default 1)")
+    r.add_argument("--aligned-share", type=float,
+                   help="share of each batch whose input is the truth degraded, not the decoder's rendering (default 0.5)")
     r.add_argument("--decoder", choices=DECODERS, help="the decoder that makes the inputs (default: the speaker's default)")
     for flag, kind, what in (("--max-steps", int, 2000), ("--batch-size", int, 16), ("--lr", float, 2e-4),
                              ("--checkpoint-every", int, 500), ("--eval-every", int, 250), ("--seed", int, 0)):

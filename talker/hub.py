@@ -140,7 +140,7 @@ def write_model_card(folder: Path, *, speaker: dict, repo_id: str | None = None,
             if speaker.get("shuts_silent_mouth") else ""),
         dae_steps=dae.get("steps", "?"),
         dae_batch=dae.get("batch_size", "?"), dae_loss=_fmt(dae.get("loss_avg")),
-        s2l_steps=f"{s2l.get('steps', '?')}" + (" (continued from earlier weights)" if s2l.get("init_from") else ""),
+        s2l_steps=f"{s2l.get('steps', '?')} steps" + (" (continued from earlier weights)" if s2l.get("init_from") else ""),
         s2l_kept=s2l.get("best_step", s2l.get("steps", "?")),
         heldout_latent_mse=_fmt(s2l.get("heldout_latent_mse")), heldout_pose_mae=s2l.get("heldout_pose_mae_deg", "n/a"),
         distilled=_distilled_line(figures.get("distill")),
@@ -164,8 +164,10 @@ def _refiner_line(r: dict | None) -> str:
     lo, hi = r.get("resolution", ["?", "?"])
     f = lambda k: f"{r[k]:.2f}" if isinstance(r.get(k), (int, float)) else "n/a"  # noqa: E731
     return (f"{lo}² → {hi}², {r.get('steps', '?')} steps on {r.get('train_frames', '?')} frames the decoder made of the "
-            f"speaker's own; held-out PSNR {f('psnr_refined')} dB (bicubic {f('psnr_bicubic')} dB), "
-            f"sharpness {f('sharpness_refined')}× the truth's (bicubic {f('sharpness_bicubic')}×)")
+            f"speaker's own; held-out PSNR on the decoder's renderings {f('psnr_refined')} dB (bicubic "
+            f"{f('psnr_bicubic')} dB), sharpness {f('sharpness_refined')}× the truth's (bicubic {f('sharpness_bicubic')}×)"
+            + (f"; on the truth downscaled and blurred {f('psnr_refined_aligned')} dB (bicubic {f('psnr_bicubic_aligned')} dB)"
+               if "psnr_refined_aligned" in r else ""))
 
 
 def _distilled_line(d: dict | None) -> str:

@@ -39,13 +39,14 @@ class Refiner(ModelMixin, ConfigMixin):
         scale: the upscaling factor, a power of two (4: 64² → 256²; 8: 64² → 512²).
         channels: width of the low-resolution trunk.
         num_blocks: residual blocks in the trunk.
-        up_channels: width after the first ×2 (halved at each further ×2, at least 16).
+        up_channels: width after the first ×2 (halved at each further ×2, at least 16); the last
+            ×2 goes straight to RGB.
         use_reference: the network takes a fixed reference frame of the speaker at the output size
             (the ``reference`` buffer, set by :meth:`set_reference`).
     """
 
     @register_to_config
-    def __init__(self, in_resolution: int = 64, scale: int = 4, channels: int = 48, num_blocks: int = 6,
+    def __init__(self, in_resolution: int = 64, scale: int = 4, channels: int = 32, num_blocks: int = 6,
                  up_channels: int = 32, use_reference: bool = True):
         super().__init__()
         n_up = round(math.log2(scale))
@@ -57,12 +58,13 @@ class Refiner(ModelMixin, ConfigMixin):
         self.trunk_out = nn.Conv2d(channels, channels, 3, padding=1)
         ups: list[nn.Module] = []
         ch = channels
-        for k in range(n_up):
+        for k in range(n_up - 1):
             out = max(16, up_channels >> k)
             ups += [nn.Conv2d(ch, out * 4, 3, padding=1), nn.PixelShuffle(2), nn.SiLU()]
             ch = out
         self.up = nn.Sequential(*ups)
-        self.tail = nn.Conv2d(ch, 3, 3, padding=1)
+        # the last ×2 straight to RGB (ESPCN): no convolution runs at the output size
+        self.tail = nn.Conv2d(ch, 3 * 4, 3, padding=1)
         nn.init.zeros_(self.tail.weight)  # starts as bicubic upscaling
         nn.init.zeros_(self.tail.bias)
         if use_reference:
@@ -101,5 +103,5 @@ class Refiner(ModelMixin, ConfigMixin):
             feats = torch.cat([x, ref.expand(x.shape[0], -1, -1, -1)], 1)
         feats = self.head(feats)
         feats = feats + self.trunk_out(self.trunk(feats))
-        residual = self.tail(self.up(feats))
+        residual = F.pixel_shuffle(self.tail(self.up(feats)), 2)
         return (base + residual.float()).clamp(-1, 1)

@@ -6,9 +6,14 @@ The truth is the dataset's crops at the refiner's resolution (``talker prepare
 image each), so that the refiner learns the blur and the errors it will see in use, not a
 bicubic downscale. They are rendered once and cached (``RUN/inputs.safetensors``).
 
-Training is on random patches (``patch`` low-resolution pixels square; the reference frame is
-cut at the same place): an L1 loss plus an L1 loss on image gradients (finite differences), which
-pulls edges (lips, teeth, eyes, hair) against the over-smoothing of a pixel loss alone. EMA
+A decoder's rendering differs from its truth in more than blur (a few pixels of pose, the
+expression's details), and against misaligned targets a pixel loss learns to blur; so a share of
+each batch (``aligned_share``) takes as input the truth itself, downscaled, blurred by a random
+amount and with a little noise (matched degradations, aligned with their targets): those teach
+the detail. Training is on random patches (``patch`` low-resolution pixels square; the reference
+frame is cut at the same place): an L1 loss plus an L1 loss on image gradients (finite
+differences), which pulls edges (lips, teeth, eyes, hair) against the over-smoothing of a pixel
+loss alone. EMA
 weights, checkpoints and ``--resume`` as for the other stages. Held-out clips score PSNR against
 their truth and sharpness (mean gradient magnitude ÷ the truth's), for the refiner and for
 bicubic upscaling of the same decoder frames (``RUN/train_log.jsonl``); ``RUN/samples/`` holds
@@ -34,7 +39,7 @@ from .data import load_dataset, split_clips
 
 @dataclass
 class RefinerConfig:
-    channels: int = 48
+    channels: int = 32
     num_blocks: int = 6
     up_channels: int = 32
     use_reference: bool = True
@@ -47,6 +52,7 @@ class RefinerConfig:
     checkpoint_every: int = 500
     eval_every: int = 250
     grad_weight: float = 1.0
+    aligned_share: float = 0.5  # share of each batch whose input is its truth degraded (see degrade)
     ema_decay: float = 0.995
     decoder: str | None = None  # the speaker's decoder that makes the inputs (default: its default)
     held_out: float = 0.1
@@ -69,6 +75,25 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR (dB) of images in [-1, 1], averaged over frames."""
     mse = ((a.float() - b.float()) / 2).pow(2).flatten(1).mean(1).clamp_min(1e-10)
     return float((-10 * torch.log10(mse)).mean())
+
+
+def degrade(hi: torch.Tensor, scale: int, g: torch.Generator, max_sigma: float = 1.2, max_noise: float = 0.02) -> torch.Tensor:
+    """(B, 3, H, W) truth in [-1, 1] → (B, 3, H/scale, W/scale) inputs aligned with it: area
+    downscaling, a Gaussian blur of a random width (up to ``max_sigma`` low-resolution pixels,
+    the decoder's softness and more) and a little noise, per image."""
+    lo = F.avg_pool2d(hi, scale)
+    b = lo.shape[0]
+    sigma = torch.rand(b, generator=g) * max_sigma + 1e-3
+    x = torch.arange(-3, 4, dtype=torch.float32)
+    kernel = torch.exp(-(x[None] ** 2) / (2 * sigma[:, None] ** 2))
+    kernel = (kernel / kernel.sum(1, keepdim=True)).to(lo)  # (B, 7)
+    c = lo.shape[1]
+    flat = lo.reshape(1, b * c, *lo.shape[-2:])
+    kx = kernel.repeat_interleave(c, 0)[:, None, None, :]
+    flat = F.conv2d(F.pad(flat, (3, 3, 0, 0), mode="replicate"), kx, groups=b * c)
+    flat = F.conv2d(F.pad(flat, (0, 0, 3, 3), mode="replicate"), kx.transpose(-1, -2), groups=b * c)
+    noise = torch.randn(lo.shape, generator=g) * (torch.rand(b, 1, 1, 1, generator=g) * max_noise)
+    return (flat.reshape(lo.shape) + noise.to(lo)).clamp(-1, 1)
 
 
 def refiner_loss(out: torch.Tensor, truth: torch.Tensor, grad_weight: float) -> torch.Tensor:
@@ -148,18 +173,25 @@ def _cached(path: Path, make) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def evaluate_refiner(model, lo: torch.Tensor, hi: torch.Tensor, device, batch: int = 16) -> dict:
-    """PSNR and sharpness ratio of the refined and of bicubic-upscaled decoder frames against the truth."""
+    """PSNR and sharpness ratio of the refined and of bicubic-upscaled decoder frames against the
+    truth; the same (``*_aligned``) for the truth degraded (:func:`degrade`, a fixed draw)."""
     model.eval()
-    refined, bicubic = [], []
-    for i in range(0, len(lo), batch):
-        x = _to_model(lo[i : i + batch]).to(device)
-        refined.append(model(x).float().cpu())
-        bicubic.append(F.interpolate(x.float(), size=hi.shape[-1], mode="bicubic", align_corners=False).clamp(-1, 1).cpu())
-    model.train()
-    refined, bicubic, truth = torch.cat(refined), torch.cat(bicubic), _to_model(hi)
+    truth = _to_model(hi)
+    aligned = degrade(truth, hi.shape[-1] // lo.shape[-1], torch.Generator().manual_seed(0))
     s_truth = sharpness(truth)
-    return {"psnr_refined": psnr(refined, truth), "psnr_bicubic": psnr(bicubic, truth),
-            "sharpness_refined": sharpness(refined) / s_truth, "sharpness_bicubic": sharpness(bicubic) / s_truth}
+    scores = {}
+    for suffix, inputs in (("", _to_model(lo)), ("_aligned", aligned)):
+        refined, bicubic = [], []
+        for i in range(0, len(inputs), batch):
+            x = inputs[i : i + batch].to(device)
+            refined.append(model(x).float().cpu())
+            bicubic.append(F.interpolate(x.float(), size=hi.shape[-1], mode="bicubic", align_corners=False).clamp(-1, 1).cpu())
+        refined, bicubic = torch.cat(refined), torch.cat(bicubic)
+        scores.update({f"psnr_refined{suffix}": psnr(refined, truth), f"psnr_bicubic{suffix}": psnr(bicubic, truth),
+                       f"sharpness_refined{suffix}": sharpness(refined) / s_truth,
+                       f"sharpness_bicubic{suffix}": sharpness(bicubic) / s_truth})
+    model.train()
+    return scores
 
 
 def train_refiner(model_dir: str | Path, data_dir: str | Path, run_dir: str | Path, cfg: RefinerConfig,
@@ -234,8 +266,14 @@ def train_refiner(model_dir: str | Path, data_dir: str | Path, run_dir: str | Pa
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + accelerator.process_index)
         idx = torch.randint(len(train["lo"]), (cfg.batch_size,), generator=g)
         y0, x0 = (int(v) for v in torch.randint(0, lo_res - patch + 1, (2,), generator=g))
-        lo = _to_model(train["lo"][idx, :, y0 : y0 + patch, x0 : x0 + patch]).to(dev)
-        hi = _to_model(train["hi"][idx, :, y0 * scale : (y0 + patch) * scale, x0 * scale : (x0 + patch) * scale]).to(dev)
+        lo = _to_model(train["lo"][idx, :, y0 : y0 + patch, x0 : x0 + patch])
+        hi = _to_model(train["hi"][idx, :, y0 * scale : (y0 + patch) * scale, x0 * scale : (x0 + patch) * scale])
+        # some inputs are the truth itself degraded: aligned with their target, they teach the
+        # detail that the decoder's renderings (which differ from the truth in more than blur) cannot
+        aligned = torch.rand(cfg.batch_size, generator=g) < cfg.aligned_share
+        if aligned.any():
+            lo[aligned] = degrade(hi[aligned], scale, g)
+        lo, hi = lo.to(dev), hi.to(dev)
         with accelerator.autocast():
             out = model(lo, region=(y0, x0))
             loss = refiner_loss(out.float(), hi, cfg.grad_weight)
