@@ -217,6 +217,20 @@ def test_train_refiner_on_the_speakers_own_frames_and_resume(dataset, speaker_di
     pipe.set_progress_bar_config(disable=True)
     wav = next((data / "clips").glob("*/audio.wav"))
     assert pipe(str(wav), num_inference_steps=1).frames.shape[1:] == (64, 64, 3)
+    # the refiner benchmark runs on held-out clips with truth and writes its JSON and contact sheet
+    pipe.speaker = {"name": "tiny-refined", "consent": "random weights for tests"}
+    pipe.save_pretrained(tmp_path / "refined-speaker")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import refiner as refiner_bench
+
+    out = tmp_path / "refiner.json"
+    assert refiner_bench.main(["--model", str(tmp_path / "refined-speaker"), "--data", str(data), "--out", str(out),
+                               "--clips", "1", "--seconds", "1", "--no-speed"]) == 0
+    results = json.loads(out.read_text())
+    assert results["size"] == [16, 64] and results["frames"]["mean"]["clips"] == 1
+    assert {"psnr_refined", "psnr_bicubic", "sharpness_refined"} <= set(results["frames"]["mean"])
+    assert {"jitter_ratio_refined", "jitter_ratio_decoder", "mouth_corr_refined"} <= set(results["speech"]["mean"])
+    assert out.with_suffix(".png").is_file()
     # a dataset without refiner crops is refused before any work
     r = talker("train", "refiner", "--model", speaker_dir, "--data", dataset / "data", "--output", tmp_path / "no",
                check=False)
