@@ -113,6 +113,14 @@ def pick_frames(clips, n: int, seed: int) -> list[tuple[int, int]]:
     return sorted(map(tuple, np.array(every)[rng.choice(len(every), n, replace=False)].tolist()))
 
 
+def by_clip(picks) -> dict[int, list[int]]:
+    """(clip, frame) pairs → {clip: its frames}, in the pairs' order (one decode of each clip)."""
+    out: dict[int, list[int]] = {}
+    for c, f in picks:
+        out.setdefault(c, []).append(f)
+    return out
+
+
 @torch.no_grad()
 def decoder_inputs(pipe, clips, picks, decoder: str | None, seed: int, progress: bool = True) -> torch.Tensor:
     """What ``pipe``'s decoder makes of the picked frames: each encoded, then decoded from its
@@ -123,11 +131,8 @@ def decoder_inputs(pipe, clips, picks, decoder: str | None, seed: int, progress:
     steps = pipe.default_steps(decoder)
     g = torch.Generator().manual_seed(seed)
     out = []
-    by_clip: dict[int, list[int]] = {}
-    for c, f in picks:
-        by_clip.setdefault(c, []).append(f)
     bar = tqdm(total=len(picks), desc="decoder frames", unit="frame", disable=not progress)
-    for c, frames in by_clip.items():
+    for c, frames in by_clip(picks).items():
         lo = clips[c].frames
         for i in range(0, len(frames), 32):
             idx = frames[i : i + 32]
@@ -143,10 +148,7 @@ def decoder_inputs(pipe, clips, picks, decoder: str | None, seed: int, progress:
 def truth_frames(clips, picks, resolution: int) -> torch.Tensor:
     """The picked frames at ``resolution``, (N, 3, R, R) uint8."""
     out = []
-    by_clip: dict[int, list[int]] = {}
-    for c, f in picks:
-        by_clip.setdefault(c, []).append(f)
-    for c, frames in by_clip.items():
+    for c, frames in by_clip(picks).items():
         out.append(torch.from_numpy(clips[c].frames_at(resolution)[frames]).permute(0, 3, 1, 2))
     return torch.cat(out)
 
