@@ -28,6 +28,9 @@ MIN_SAMPLING_RATE = 4_000
 MAX_SAMPLING_RATE = 384_000
 DEFAULT_MAX_DURATION = 600.0
 """Longest audio (seconds) accepted unless the caller says otherwise."""
+MAX_PEAK = 2.0
+"""Float samples are in [-1, 1]: overs up to this peak (float files, processed audio) are scaled
+back into range; beyond it the numbers are not audio at that scale (e.g. int16 values as floats)."""
 
 
 def num_frames(num_samples: int, sampling_rate: int, fps: int = FPS) -> int:
@@ -188,6 +191,18 @@ def _check_sampling_rate(sampling_rate: Any) -> int:
     return int(sampling_rate)
 
 
+def _within_full_scale(samples: np.ndarray, name: str) -> np.ndarray:
+    """Float samples scaled into [-1, 1] when they go a little over; an error when far over."""
+    peak = float(np.abs(samples).max()) if samples.size else 0.0
+    if peak <= 1.0:
+        return samples
+    if peak > MAX_PEAK:
+        hint = " (integer PCM given as floats? divide by 32768, or pass the int16 array)" if peak > 100 else ""
+        raise AudioError(f"{name}: samples reach {peak:.4g}; float audio is in [-1, 1] "
+                         f"(up to {MAX_PEAK:g} is scaled down){hint}")
+    return samples / peak
+
+
 def load_audio(
     audio: str | os.PathLike | np.ndarray | torch.Tensor,
     sampling_rate: int | None = None,
@@ -208,8 +223,9 @@ def load_audio(
         ``(num_frames × 640,)`` float32 at 16 kHz (at 25 fps).
 
     Raises:
-        AudioError: unreadable/corrupt/empty input, non-finite samples, a bad sampling rate,
-            audio shorter than one frame or longer than ``max_duration``. Silence is accepted.
+        AudioError: unreadable/corrupt/empty input, non-finite samples, float samples beyond
+            ±``MAX_PEAK`` (a little over ±1 is scaled into range), a bad sampling rate, audio
+            shorter than one frame or longer than ``max_duration``. Silence is accepted.
     """
     if isinstance(audio, (str, os.PathLike)):
         samples, rate = decode_audio_file(audio)
@@ -229,6 +245,7 @@ def load_audio(
         raise AudioError(f"{name}: contains no samples")
     if not np.isfinite(samples).all():
         raise AudioError(f"{name}: contains NaN or infinite samples")
+    samples = _within_full_scale(samples, name)
     duration = samples.shape[0] / rate
     if duration < 1.0 / fps:
         raise AudioError(

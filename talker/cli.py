@@ -38,6 +38,8 @@ def _device_and_dtype(device: str | None, dtype: str):
         raise TalkerError("--device cuda was asked for, but CUDA is not available here; use --device cpu")
     if device not in ("cpu",) and not device.startswith("cuda"):
         raise TalkerError(f"--device must be cpu or cuda[:N]; got {device!r}")
+    if dtype == "float16" and device == "cpu":
+        raise TalkerError("--dtype float16 runs on a GPU only; on the CPU use float32 (the default) or bfloat16")
     return device, getattr(torch, dtype)
 
 
@@ -67,13 +69,15 @@ def use_scheduler(pipe, name: str) -> None:
 
 
 def generation_jobs(audio: list[str], out: str) -> list[tuple[str, str]]:
-    """(audio file, output mp4) pairs: files and folders of audio in, one mp4 each.
+    """(audio file, output mp4) pairs: files and folders of audio in, one mp4 each, every path
+    checked before any work.
 
-    One file with ``--out x.mp4`` writes that file; otherwise ``--out`` is a folder of
-    ``<audio name>.mp4``."""
+    One file with ``--out x.mp4`` writes that file; otherwise ``--out`` is a folder (existing, or
+    a new name without a file extension) of ``<audio name>.mp4``."""
     from pathlib import Path
 
     from .audio import AUDIO_FILE_TYPES
+    from .video import check_output_path
 
     files: list[Path] = []
     for item in audio:
@@ -87,15 +91,19 @@ def generation_jobs(audio: list[str], out: str) -> list[tuple[str, str]]:
             files.append(path)
         else:
             raise TalkerError(f"{item}: not found (no such audio file or folder)")
-    if len(files) == 1 and Path(out).suffix.lower() == ".mp4":
-        return [(str(files[0]), out)]
-    if Path(out).suffix.lower() == ".mp4":
-        raise TalkerError(f"{len(files)} audio files need --out to be a folder, not {out}")
+    target = Path(out)
+    as_file = target.suffix and not target.is_dir()  # a name with an extension is a file, unless a folder has it
+    if len(files) == 1 and (as_file or target.suffix.lower() == ".mp4"):
+        return [(str(files[0]), str(check_output_path(target, (".mp4",))))]
+    if as_file:
+        raise TalkerError(f"{len(files)} audio files need --out to be a folder (one <name>.mp4 each), not {out}")
+    if target.exists() and not target.is_dir():
+        raise TalkerError(f"--out {out} is a file; {len(files)} audio files need a folder")
     stems = [f.stem for f in files]
     clashes = sorted({s for s in stems if stems.count(s) > 1})
     if clashes:
         raise TalkerError(f"several inputs are called {', '.join(clashes)}; outputs would overwrite each other")
-    return [(str(f), str(Path(out) / f"{f.stem}.mp4")) for f in files]
+    return [(str(f), str(check_output_path(target / f"{f.stem}.mp4", (".mp4",)))) for f in files]
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -121,7 +129,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise TalkerError("no --model given and no bundled speaker in checkpoints/; pass a folder or Hub repo id")
     pipe = DAETalkerPipeline.from_pretrained(model, dtype=dtype).to(device)
     decoder = args.decoder or pipe.default_decoder
-    pipe.decoder_for(decoder)  # a speaker without a distilled decoder fails here, before any work
+    # a speaker without a distilled decoder, too many steps or a size it cannot write fail here, before any work
+    pipe._steps_for(decoder, args.steps)
+    pipe.written_size(args.output_size, not args.no_watermark)
     if args.scheduler != "ddim" and decoder != "ddim":
         raise TalkerError(f"--scheduler {args.scheduler} applies to --decoder ddim; the distilled decoder runs its own DDIM")
     use_scheduler(pipe, args.scheduler)
@@ -149,14 +159,29 @@ def cmd_generate(args: argparse.Namespace) -> int:
             except TalkerError as e:
                 if len(jobs) == 1:
                     raise
-                print(f"talker: {audio}: {e}", file=sys.stderr)  # one bad file does not stop the others
+                message = str(e).removeprefix(f"{audio}: ")  # audio errors start with the file's name
+                print(f"talker generate: {audio}: {message}", file=sys.stderr)  # the others go on
                 failed += 1
                 continue
             if not args.quiet:
-                made = pipe.output_resolution(args.refine)
-                print(f"wrote {out_path}: {out.frames} frames at {out.fps} fps, made at {made}×{made}"
-                      + (" (refiner)" if made != pipe.resolution else ""))
+                print(f"wrote {out_path}: {describe_video(out_path)}, "
+                      f"{made_at(pipe, args.refine)}")
     return 2 if failed else 0
+
+
+def describe_video(path) -> str:
+    """"119 frames at 25 fps, 256×256, with sound", read back from the file."""
+    from .video import probe_video
+
+    info = probe_video(path)
+    return (f"{info.frames} frames at {info.fps:g} fps, {info.width}×{info.height}"
+            + (", with sound" if info.has_audio else ""))
+
+
+def made_at(pipe, refine: bool) -> str:
+    """How the frames were made: "decoded at 64×64, refined to 256×256"."""
+    r, out = pipe.resolution, pipe.output_resolution(refine)
+    return f"decoded at {r}×{r}" + (f", refined to {out}×{out}" if out != r else "")
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
@@ -320,13 +345,16 @@ def cmd_push(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation.metrics import evaluate_speaker, write_report
 
-    steps = [int(s) for s in args.steps.split(",")]
+    try:
+        steps = [int(s) for s in args.steps.split(",")] if args.steps else None
+    except ValueError:
+        raise TalkerError(f"--steps takes step counts separated by commas, e.g. 2 or 10,20; got {args.steps!r}") from None
     results = evaluate_speaker(args.model, args.data, steps_list=steps, max_clips=args.clips,
                                max_seconds=args.seconds, emotions=not args.no_emotion, progress=not args.quiet,
                                decoder=args.decoder, noise_test=not args.no_noise_test)
     png = args.out.rsplit(".", 1)[0] + ".png"
     write_report(results, args.out, png)
-    for s in steps:
+    for s in results["steps"]:
         m = results["steps"][str(s)]["mean"]
         print(f"{results['decoder']} {s:>3} steps: PSNR {m['psnr']:.2f} dB (upper bound {m['psnr_upper_bound']:.2f}), "
               f"mouth corr {m['mouth_corr']:.3f}, silent closed {m['silent_closed']:.2f}, "
@@ -498,7 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--data", required=True, help="held-out dataset: `talker prepare` of `talker synth` videos "
                                                            "(espeak-ng or recorded speech, --speech)")
     v.add_argument("--out", default="bench/results/quality.json")
-    v.add_argument("--steps", default="10,20,50", help="step counts, comma-separated")
+    v.add_argument("--steps", help="step counts, comma-separated (default: the decoder's default, "
+                                   f"{DEFAULT_DISTILLED_STEPS} distilled or {DEFAULT_STEPS} DDIM)")
     v.add_argument("--decoder", choices=DECODERS, help="distilled or ddim (default: the speaker's default)")
     v.add_argument("--clips", type=int, default=4)
     v.add_argument("--seconds", type=float, default=8.0, help="seconds of each clip that are generated")
@@ -566,9 +595,24 @@ def _command(args: argparse.Namespace) -> str:
     return " ".join(x for x in (args.command, getattr(args, "stage", None)) if x)
 
 
+class Terminated(BaseException):
+    """SIGTERM (a container or job scheduler stopping the process), raised like Ctrl-C so that
+    what is being written is removed, not left half-written."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    import threading
+
+    in_main = threading.current_thread() is threading.main_thread()  # only the main thread takes signals
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
     try:
         return args.func(args)
     except TalkerError as e:
@@ -577,6 +621,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"talker {_command(args)}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"talker {_command(args)}: terminated", file=sys.stderr)
+        return 143
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

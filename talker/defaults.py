@@ -6,4 +6,6 @@ DEFAULT_STEPS = 10
 PRECISIONS = ("auto", "float32", "bfloat16")  # the decoder's compute type (talker.pipelines.ddim)
 # a speaker's distilled decoder (talker train distill) renders the 100-step frames in 1-8 steps
 DEFAULT_DISTILLED_STEPS = 2
+MAX_DISTILLED_STEPS = 8  # it is trained for 1-8; more steps cost time and change nothing
+MAX_STEPS = 1000  # the DDIM decoder's training schedule; the paper used 100
 DECODERS = ("distilled", "ddim")  # which decoder renders the frames; default: distilled when the speaker has one

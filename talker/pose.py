@@ -9,6 +9,18 @@ import numpy as np
 from .errors import InputError
 
 POSE_FILE_TYPES = (".csv", ".npy")
+MAX_POSE_DEG = 90.0
+"""Largest accepted |yaw|, |pitch| or |roll| (degrees): beyond it the face turns away."""
+
+
+def check_pose_range(pose: np.ndarray, what: str = "pose") -> None:
+    """Raise :class:`InputError` unless every angle is finite and within ±``MAX_POSE_DEG``."""
+    pose = np.asarray(pose, dtype=np.float64)
+    if not np.isfinite(pose).all():
+        raise InputError(f"{what} contains NaN or infinite values")
+    if pose.size and np.abs(pose).max() > MAX_POSE_DEG:
+        worst = pose.flat[np.abs(pose).argmax()]
+        raise InputError(f"{what}: angles are degrees within ±{MAX_POSE_DEG:g} (yaw, pitch, roll); got {worst:g}")
 
 
 def load_pose_file(path: str | os.PathLike) -> np.ndarray:
@@ -34,8 +46,7 @@ def load_pose_file(path: str | os.PathLike) -> np.ndarray:
     pose = np.asarray(pose, dtype=np.float32)
     if pose.ndim != 2 or pose.shape[1] != 3 or pose.shape[0] < 1:
         raise InputError(f"{path}: a pose sequence is (frames, 3) yaw, pitch, roll in degrees; got shape {pose.shape}")
-    if not np.isfinite(pose).all():
-        raise InputError(f"{path}: pose contains NaN or infinite values")
+    check_pose_range(pose, path)
     return pose
 
 

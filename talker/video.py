@@ -1,13 +1,16 @@
 """Video out and in: frames + audio ↔ mp4 (H.264 yuv420p + AAC), through PyAV's bundled FFmpeg.
 
 ``VideoWriter`` takes frames as they are made (constant memory) and interleaves the audio with
-them; the file appears at its path only once it is complete (written to a temporary name, then
-renamed), so a failed run never leaves a half-written video behind.
+them; the file appears at its path only once it is complete (written to a hidden ``.part`` file
+next to it, then renamed), so a failed or interrupted run never leaves a half-written video at the
+path. A process killed outright (SIGKILL) cannot remove its ``.part`` file; the next writer in that
+folder does, once the process that wrote it is gone.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from fractions import Fraction
 from pathlib import Path
@@ -17,6 +20,60 @@ import numpy as np
 
 from .audio import SAMPLE_RATE, decode_audio_file, resample, to_mono
 from .errors import AudioError, VideoError
+
+VIDEO_SUFFIXES = (".mp4", ".ts")  # what VideoWriter writes: mp4 files, MPEG-TS stream segments
+_PART = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[^.]+\.part\.(mp4|ts)$")
+
+
+def check_output_path(path, suffixes: tuple[str, ...] = VIDEO_SUFFIXES) -> Path:
+    """Check that a video can be written at ``path`` before any work is done: a name ending in
+    one of ``suffixes``, not a folder, and a parent that is (or can become) a writable folder.
+    Raises :class:`VideoError` saying what is wrong and what is accepted."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise VideoError(f"{path}: videos are written as {' or '.join(suffixes)} files; "
+                         f"give a path ending in {suffixes[0]}")
+    if path.is_dir():
+        raise VideoError(f"{path} is a folder; give the video's file path (e.g. {path / ('video' + suffixes[0])})")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:  # the first part of the path that exists
+        parent = parent.parent
+    if not parent.is_dir():
+        raise VideoError(f"cannot write {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise VideoError(f"cannot write {path}: the folder {parent} is not writable")
+    return path
+
+
+def remove_stale_parts(folder) -> list[Path]:
+    """Remove the hidden ``.part`` files that killed writers left in ``folder`` (those whose
+    process no longer runs). Returns what was removed."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _PART.match(entry.name)
+        if m is None or _process_alive(int(m["pid"])):
+            continue
+        try:
+            entry.unlink()
+            removed.append(entry)
+        except OSError:
+            pass
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
 
 AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
 
@@ -68,13 +125,15 @@ class VideoWriter:
         if output_size is not None and (isinstance(output_size, bool) or not isinstance(output_size, int) or output_size < 2):
             raise VideoError(f"output_size must be a frame side in pixels (at least 2); got {output_size!r}")
         self.output_size, self.watermark = output_size, watermark
-        self.path = Path(path)
+        self.path = check_output_path(path)
         self.fps = int(fps)
         self._audio = None if audio is None else _prepare_audio(audio, sampling_rate)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            suffix = ".ts" if self.path.suffix.lower() == ".ts" else ".mp4"
-            fd, tmp = tempfile.mkstemp(suffix=suffix, prefix=f".{self.path.stem}-", dir=self.path.parent)
+            remove_stale_parts(self.path.parent)
+            suffix = self.path.suffix.lower()
+            fd, tmp = tempfile.mkstemp(suffix=f".part{suffix}", prefix=f".{self.path.stem}.{os.getpid()}-",
+                                       dir=self.path.parent)
         except OSError as e:
             raise VideoError(f"cannot write {self.path}: {e.strerror or e}") from None
         os.close(fd)
@@ -172,8 +231,12 @@ class VideoWriter:
             raise
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(self._tmp, 0o666 & ~umask)  # mkstemp makes it private; a video is an ordinary file
-        os.replace(self._tmp, self.path)
+        try:
+            os.chmod(self._tmp, 0o666 & ~umask)  # mkstemp makes it private; a video is an ordinary file
+            os.replace(self._tmp, self.path)
+        except OSError as e:  # e.g. a folder was made at the path meanwhile
+            self._tmp.unlink(missing_ok=True)
+            raise VideoError(f"cannot write {self.path}: {e.strerror or e}") from None
         return self.path
 
     def abort(self) -> None:
@@ -214,6 +277,35 @@ def write_video(path, frames, audio: Any = None, fps: int = 25, sampling_rate: i
     with VideoWriter(path, fps, audio, sampling_rate, crf=crf, metadata=metadata) as writer:
         writer.write(frames)
     return Path(path)
+
+
+class VideoInfo(NamedTuple):
+    """What a video file holds: frame count, frame rate, frame size and whether it has sound."""
+
+    frames: int
+    fps: float
+    width: int
+    height: int
+    has_audio: bool
+
+
+def probe_video(path) -> VideoInfo:
+    """Read a video's frame count, rate and size from the file itself (frames are counted by
+    demuxing, not trusted from the header)."""
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.video:
+                raise VideoError(f"{path}: the file has no video stream")
+            v = c.streams.video[0]
+            width, height = v.codec_context.width, v.codec_context.height
+            fps = float(v.average_rate or v.guessed_rate or 0)
+            has_audio = bool(c.streams.audio)
+            frames = sum(1 for packet in c.demux(v) if packet.size)
+    except av.error.FFmpegError as e:
+        raise VideoError(f"{path}: not a readable video ({e})") from None
+    return VideoInfo(frames, fps, width, height, has_audio)
 
 
 class VideoData(NamedTuple):

@@ -19,17 +19,30 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def client(speaker_dir, tmp_path_factory):
+def served(speaker_dir, tmp_path_factory):
+    """The app on a real port, with work folders swept as soon as a request has ended."""
     import app
     from gradio_client import Client
 
     app.MAX_SECONDS = 3.0
-    demo = app.build_demo(app.load_speakers([str(speaker_dir)]))
+    folders = app.WorkFolders(grace=0)
+    demo = app.build_demo(app.load_speakers([str(speaker_dir)]), folders)
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
     try:
-        yield Client(url, download_files=str(tmp_path_factory.mktemp("downloads")), verbose=False)
+        yield Client(url, download_files=str(tmp_path_factory.mktemp("downloads")), verbose=False), folders, url
     finally:
         demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    return served[0]
+
+
+def handle(path):
+    from gradio_client import handle_file
+
+    return handle_file(str(path))
 
 
 def call(client, audio, **kw):
@@ -51,27 +64,77 @@ def test_generate_returns_an_mp4_with_video_and_audio(client, tmp_path):
         assert n == 50 and abs(float(a.duration * a.time_base) - 2.0) <= 0.04
 
 
-def test_api_names_the_endpoint_and_its_inputs(client):
+def test_api_names_the_endpoint_and_its_inputs(client, tmp_path):
+    from gradio_client import handle_file
+
     api = client.view_api(print_info=False, return_format="dict")
-    params = [p["parameter_name"] for p in api["named_endpoints"]["/generate"]["parameters"]]
-    assert params[:4] == ["audio", "pose_mode", "pose_file", "steps"]
+    params = api["named_endpoints"]["/generate"]["parameters"]
+    assert [p["parameter_name"] for p in params][:4] == ["audio", "pose_mode", "pose_file", "steps"]
+    # only the speech is required: a script need not pass a pose file it does not use
+    assert [p["parameter_name"] for p in params if not p["parameter_has_default"]] == ["audio"]
+    path = client.predict(handle_file(str(write_audio(tmp_path / "a.wav", 1.0))), api_name="/generate")
+    with av.open(path) as c:
+        assert sum(1 for _ in c.decode(c.streams.video[0])) == 25
 
 
-def test_bad_inputs_are_readable_errors_and_the_server_keeps_serving(client, tmp_path):
+def test_bad_inputs_are_readable_errors_and_the_server_keeps_serving(served, tmp_path, capfd):
     from gradio_client.exceptions import AppError
 
+    client, folders, _ = served
     text = tmp_path / "notes.wav"
     text.write_text("not audio\n" * 50)
     long = write_audio(tmp_path / "long.wav", 4.0)
-    for audio, message in ((None, "upload or record some speech"), (text, "not a readable audio file"),
-                           (long, "too long; at most 3 s")):
+    far = tmp_path / "far.csv"
+    far.write_text("yaw,pitch,roll\n400,0,0\n")
+    ok = write_audio(tmp_path / "ok.wav", 1.0)
+    # the message names the uploaded file by its own name, not by the server's path to it
+    for audio, kw, message in ((None, {}, "upload or record some speech"),
+                               (text, {}, "^notes.wav: not a readable audio file"),
+                               (long, {}, "^long.wav: 4.0 s is too long; at most 3 s"),
+                               (ok, dict(pose_mode="Still (speaker's average pose)", pose_file=handle(far)),
+                                "^far.csv: angles are degrees within ±90"),
+                               (ok, dict(steps=0), "Value 0 is less than minimum value 1")):
         with pytest.raises(AppError, match=message):
-            call(client, audio)
+            call(client, audio, **kw)
     with pytest.raises(AppError, match="not in the list of choices"):
-        call(client, write_audio(tmp_path / "ok.wav", 1.0), speaker="nobody")
-    ok = call(client, write_audio(tmp_path / "ok2.wav", 1.0), pose_mode="Still (speaker's average pose)")
-    with av.open(ok) as c:
+        call(client, ok, speaker="nobody")
+    out = call(client, write_audio(tmp_path / "ok2.wav", 1.0), pose_mode="Still (speaker's average pose)")
+    with av.open(out) as c:
         assert sum(1 for _ in c.decode(c.streams.video[0])) == 25
+    # a user's mistake is not the server's: no traceback in its log
+    log = capfd.readouterr()
+    assert "Traceback" not in log.out + log.err, (log.out + log.err)[-3000:]
+    # work folders of failed requests are gone at once, those of finished ones by the next request
+    assert len(list(folders.root.iterdir())) <= 1
+
+
+def test_requests_leave_no_folders_behind(served, tmp_path):
+    client, folders, _ = served
+    wav = write_audio(tmp_path / "speech.wav", 0.5)
+    for seed in range(4):
+        call(client, wav, seed=seed)
+    assert len(list(folders.root.iterdir())) <= 1  # the last request's, until the next one starts
+
+
+def test_many_concurrent_requests_are_answered_or_told_to_retry(served, tmp_path):
+    """24 requests at once: each gets its video, or the queue-full message to retry later."""
+    import app
+    from gradio_client import handle_file
+
+    client = served[0]
+    wav = handle_file(str(write_audio(tmp_path / "speech.wav", 0.5)))
+    jobs = [client.submit(wav, "Predicted from speech", None, 1, 0, 0, 0, 0, i, "tiny", "DDIM (paper)",
+                          api_name="/generate") for i in range(24)]
+    done, busy = 0, 0
+    for job in jobs:
+        try:
+            with av.open(job.result(timeout=300)) as c:
+                done += sum(1 for _ in c.decode(c.streams.video[0])) == 13
+        except Exception as e:  # the client raises the server's message
+            assert "queue is full" in str(e).lower(), repr(e)
+            busy += 1
+    assert done + busy == 24 and done >= app.QUEUE_SIZE
+    assert call(client, tmp_path / "speech.wav")  # and it keeps serving
 
 
 @pytest.mark.skipif(not __import__("shutil").which("ffprobe"), reason="Gradio's streaming video needs ffmpeg/ffprobe")

@@ -22,7 +22,8 @@ def probe(path):
     with av.open(str(path)) as c:
         v, a = c.streams.video[0], c.streams.audio[0]
         n = sum(1 for _ in c.decode(v))
-        return dict(vcodec=v.codec_context.name, fps=v.average_rate, frames=n,
+        return dict(vcodec=v.codec_context.name, fps=v.average_rate, frames=n, width=v.codec_context.width,
+                    height=v.codec_context.height,
                     acodec=a.codec_context.name, adur=float(a.duration * a.time_base))
 
 
@@ -35,6 +36,9 @@ def test_generate_writes_an_mp4_with_the_right_streams(speaker_dir, tmp_path):
     assert "generating" in r.stderr  # the progress bar
     info = probe(out)
     assert info["vcodec"] == "h264" and info["fps"] == 25 and info["frames"] == 65
+    # what it says it wrote is what the file holds (the frames are upscaled to carry the watermark)
+    assert f"wrote {out}: 65 frames at 25 fps, {info['width']}×{info['height']}, with sound" in r.stdout, r.stdout
+    assert info["width"] == 256 and "decoded at 16×16" in r.stdout
     assert info["acodec"] == "aac" and abs(info["adur"] - 2.6) <= 0.04
 
 
@@ -62,11 +66,15 @@ def test_generate_by_repo_id_with_a_reference_pose_file(hub_cache, tmp_path):
         (lambda d, t: ["--audio", t / "ok.wav", "--steps", "0"], "num_inference_steps"),
         (lambda d, t: ["--audio", t / "ok.wav", "--pose-mode", "reference", "--pose-file", t / "p.json"], ".csv or .npy"),
         (lambda d, t: ["--audio", t / "ok.wav", "--device", "cuda"], "CUDA is not available"),
+        (lambda d, t: ["--audio", t / "ok.wav", "--dtype", "float16", "--device", "cpu"], "runs on a GPU only"),
+        (lambda d, t: ["--audio", t / "ok.wav", "--output-size", "0"], "output_size must be a frame side of 16–4096"),
+        (lambda d, t: ["--audio", t / "ok.wav", "--pose-mode", "static", "--pose-file", t / "far.csv"], "within ±90"),
     ],
 )
 def test_bad_input_is_one_clear_line(speaker_dir, tmp_path, make_args, message):
     (tmp_path / "empty.wav").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "far.csv").write_text("yaw,pitch,roll\n1000000,0,0\n")
     write_audio(tmp_path / "long.wav", 1.5)
     write_audio(tmp_path / "ok.wav", 0.5)
     out = tmp_path / "out.mp4"
@@ -79,6 +87,19 @@ def test_bad_input_is_one_clear_line(speaker_dir, tmp_path, make_args, message):
     lines = [line for line in r.stderr.splitlines() if line.startswith("talker generate: error:")]
     assert len(lines) == 1 and message in lines[0], r.stderr
     assert not out.exists()
+
+
+def test_output_paths_are_checked_before_any_work(speaker_dir, tmp_path):
+    audio = write_audio(tmp_path / "speech.wav", 1.0)
+    (tmp_path / "existing.mp4").mkdir()
+    for out, message in ((tmp_path / "existing.mp4", "is a folder"), (audio / "out.mp4", "is a file, not a folder"),
+                         (tmp_path / "out.avi", "videos are written as .mp4 files")):
+        r = talker("generate", "--model", speaker_dir, "--audio", audio, "--out", out)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert message in r.stderr and "generating" not in r.stderr  # refused before any frame was made
+    # nothing was written: no hidden temporary file, no folder called out.avi
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.mp4", "speech.wav"]
+    assert not any((tmp_path / "existing.mp4").iterdir())
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
@@ -105,7 +126,11 @@ def test_generate_many_files_into_a_folder_and_a_bad_one_does_not_stop_the_rest(
     r = talker("generate", "--model", speaker_dir, "--audio", inputs, extra, "--out", tmp_path / "videos", "--steps", 1,
                "--scheduler", "dpmsolver++")
     assert r.returncode == 2
-    assert "broken.wav" in r.stderr and "Traceback" not in r.stderr
+    assert "Traceback" not in r.stderr
+    # one line for the bad file, naming it once
+    assert [line for line in r.stderr.splitlines() if "broken.wav" in line] == [
+        f"talker generate: {inputs / 'broken.wav'}: not a readable audio file (corrupt or unsupported; accepted: "
+        "wav, flac, ogg, mp3, m4a, webm)"], r.stderr
     assert {p.name for p in (tmp_path / "videos").iterdir()} == {"a.mp4", "b.mp4", "c.mp4"}
     assert probe(tmp_path / "videos" / "b.mp4")["frames"] == 15
     r = talker("generate", "--model", speaker_dir, "--audio", inputs / "a.wav", extra, "--out", tmp_path / "x.mp4")

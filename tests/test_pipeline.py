@@ -116,6 +116,8 @@ def test_reference_pose_defaults_to_the_speakers(speaker_dir):
         (dict(emotion=[0.5, 0.5]), "has 4 intensities"),
         (dict(emotion="happy"), "must be a dict"),
         (dict(fixed_noise=torch.zeros(1, 3, 8, 8)), "fixed_noise must have shape"),
+        (dict(pose_mode="static", pose=[1e6, 0, 0]), "within ±90"),
+        (dict(pose_mode="reference", pose=np.full((5, 3), -91.0)), "within ±90"),
     ],
 )
 def test_bad_arguments_raise_input_error(pipe, kwargs, message):
@@ -160,11 +162,33 @@ def test_silent_audio_gives_a_video(pipe):
         (np.full(16000, np.nan, np.float32), dict(sampling_rate=16000), "NaN"),
         (np.zeros(16000 * 5, np.float32), dict(sampling_rate=16000, max_duration=4.0), "too long"),
         (np.zeros(16000, np.float32), dict(), "sampling_rate is required"),
+        (speech_like(1.0) * 32768, dict(sampling_rate=16000), r"samples reach .*float audio is in \[-1, 1\].*divide by 32768"),
     ],
 )
 def test_bad_audio_raises_audio_error(pipe, audio, kwargs, message):
     with pytest.raises(AudioError, match=message):
         pipe(audio, num_inference_steps=1, **kwargs)
+
+
+def test_audio_a_little_over_full_scale_is_scaled_into_range(pipe):
+    quiet = speech_like(1.0)
+    loud = quiet * (1.5 / np.abs(quiet).max())  # float audio with overs, as processed audio has
+    a = run(pipe, loud, sampling_rate=16000)
+    b = run(pipe, quiet / np.abs(quiet).max(), sampling_rate=16000)
+    np.testing.assert_allclose(a.latents, b.latents, atol=1e-4)
+
+
+def test_generate_video_checks_its_output_before_any_work(pipe, tmp_path, monkeypatch):
+    decoded = []
+    monkeypatch.setattr(type(pipe), "_generate", lambda *a, **k: decoded.append(1) or iter(()))
+    (tmp_path / "folder.mp4").mkdir()
+    for path, kwargs, message in ((tmp_path / "out.mp4", dict(output_size=0), "output_size must be a frame side"),
+                                  (tmp_path / "out.mp4", dict(output_size=128), "watermark needs output_size"),
+                                  (tmp_path / "folder.mp4", {}, "is a folder"),
+                                  (tmp_path / "out.avi", {}, "written as .mp4")):
+        with pytest.raises(TalkerError, match=message):
+            pipe.generate_video(speech_like(1.0), path, sampling_rate=16000, **kwargs)
+    assert not decoded and sorted(p.name for p in tmp_path.iterdir()) == ["folder.mp4"]
 
 
 def test_save_and_load_from_a_folder(pipe, tmp_path):
@@ -302,6 +326,13 @@ def test_distilled_decoder_is_the_default_and_renders_its_image(pipe, tmp_path):
     assert np.array_equal(run(pipe, decoder="ddim").frames, ddim.frames)  # the paper's decoder stays available
     streamed = np.stack(list(pipe.stream([speech_like(1.0)], 16000, generator=gen())))
     assert np.abs(streamed.astype(int) - round(1.3 * 127.5)).max() <= 1
+    # it is trained for 1-8 steps: more are refused before any work, not run for minutes
+    assert run(pipe, num_inference_steps=8).frames.shape[0] == 25 and pipe.max_steps() == 8
+    with pytest.raises(InputError, match="renders in 1–8 steps"):
+        run(pipe, num_inference_steps=20)
+    with pytest.raises(InputError, match="renders in 1–8 steps"):
+        next(pipe.stream([speech_like(1.0)], 16000, num_inference_steps=1000))
+    assert run(pipe, decoder="ddim", num_inference_steps=20).frames.shape[0] == 25 and pipe.max_steps("ddim") == 1000
     pipe.save_pretrained(tmp_path / "fast")
     loaded = DAETalkerPipeline.from_pretrained(tmp_path / "fast")
     assert loaded.default_decoder == "distilled" and loaded.distilled_unet.config.prediction_type == "sample"

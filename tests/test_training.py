@@ -143,9 +143,14 @@ def test_train_encode_export_generate(dataset, tmp_path):
     talker("generate", "--model", fast, "--audio", wav, "--out", tmp_path / "fast.mp4", "-q")
     with av.open(str(tmp_path / "fast.mp4")) as c:
         assert sum(1 for _ in c.decode(c.streams.video[0])) > 25
-    talker("evaluate", "--model", fast, "--data", data, "--out", tmp_path / "q2" / "quality.json", "--steps", "1",
-           "--clips", 1, "--seconds", 1, "--no-emotion", "-q")
-    assert json.loads((tmp_path / "q2" / "quality.json").read_text())["decoder"] == "distilled"
+    # without --steps, evaluate runs the speaker's default decoder at its default steps, under one progress bar
+    r = talker("evaluate", "--model", fast, "--data", data, "--out", tmp_path / "q2" / "quality.json",
+               "--clips", 1, "--seconds", 1, "--no-emotion", "--no-noise-test")
+    fast_results = json.loads((tmp_path / "q2" / "quality.json").read_text())
+    assert fast_results["decoder"] == "distilled" and list(fast_results["steps"]) == ["2"]
+    assert r.stderr.count("evaluating (distilled, 2 steps)") >= 1 and "75/75" in r.stderr, r.stderr[-2000:]
+    r = talker("evaluate", "--model", fast, "--data", data, "--out", tmp_path / "q3.json", "--steps", "9", check=False)
+    assert r.returncode == 2 and "renders in 1–8 steps" in r.stderr
     # a new run can start from an exported speaker (fine-tuning, or carrying training over)
     talker("train", "dae", "--data", data, "--output", tmp_path / "again", *TINY_DAE, "--max-steps", 1,
            "--checkpoint-every", 1, "--sample-every", 100, "--init-from", ckpt, "-q")

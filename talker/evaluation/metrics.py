@@ -159,20 +159,25 @@ def noise_only_scores(pipe, probe: FaceProbe, threshold: float, *, seconds: floa
 
 
 @torch.no_grad()
-def evaluate_speaker(model: str, data_dir: str, steps_list=(10, 20, 50), max_clips: int = 4,
+def evaluate_speaker(model: str, data_dir: str, steps_list=None, max_clips: int = 4,
                      max_seconds: float = 8.0, seed: int = 0, emotions: bool = True, progress: bool = True,
                      decoder: str | None = None, noise_test: bool = True) -> dict:
     """Run every measurement with ``decoder`` ("distilled" or "ddim"; default: the speaker's
-    default); returns a JSON-able dict (per step count, averaged over clips). ``noise_test``
-    adds ``noise_only``: lips closed on 10 s of noise alone (room noise, hum, babble)."""
+    default) at each step count of ``steps_list`` (default: that decoder's default); returns a
+    JSON-able dict (per step count, averaged over clips). ``noise_test`` adds ``noise_only``:
+    lips closed on 10 s of noise alone (room noise, hum, babble). One progress bar counts the
+    frames of the whole evaluation, with the time left."""
+    from tqdm.auto import tqdm
+
     from ..pipelines import DAETalkerPipeline
     from ..training.data import load_dataset
 
     pipe = DAETalkerPipeline.from_pretrained(model)
-    pipe.set_progress_bar_config(disable=not progress, leave=False)
+    pipe.set_progress_bar_config(disable=True)
     if pipe.encoder is None:
         raise TalkerError("the upper bound needs the speaker's semantic encoder (encoder/)")
     decoder = decoder or pipe.default_decoder
+    steps_list = [pipe._steps_for(decoder, s) for s in (steps_list or [None])]  # bad counts fail before any work
     ae = pipe.autoencoder_for(decoder)
     _, clips = load_dataset(data_dir)
     clips = [c for c in clips if (c.path / "truth.npz").is_file()][:max_clips]
@@ -182,6 +187,12 @@ def evaluate_speaker(model: str, data_dir: str, steps_list=(10, 20, 50), max_cli
     res = pipe.resolution
     results = {"model": str(model), "data": str(data_dir), "clips": [c.id for c in clips], "seconds_per_clip": max_seconds,
                "resolution": res, "decoder": decoder, "steps": {}}
+    lengths = [min(c.n_frames, int(max_seconds * 25)) for c in clips]
+    noise_kinds = 4 if noise_test else 0  # pink, brown, hum, babble: 10 s each
+    total = (3 * sum(lengths) * len(steps_list)  # generated, upper bound, fresh noise
+             + noise_kinds * 250 + (5 * lengths[0] if emotions else 0))
+    bar = tqdm(total=total, unit="frame", desc=f"evaluating ({decoder}, {','.join(map(str, steps_list))} steps)",
+               disable=not progress)
     for steps in steps_list:
         rows = []
         for clip in clips:
@@ -216,6 +227,7 @@ def evaluate_speaker(model: str, data_dir: str, steps_list=(10, 20, 50), max_cli
                 "jitter_fixed_noise": jitter(gen), "jitter_fresh_noise": jitter(fresh), "jitter_truth": jitter(truth_frames),
                 "frames": n, "generation_s": gen_time,
             })
+            bar.update(3 * n)
         summary = {k: (np.nanmean([r[k] for r in rows], axis=0).round(4).tolist()) for k in rows[0]}
         summary["psnr_gap_db"] = round(summary["psnr_upper_bound"] - summary["psnr"], 3)
         summary["jitter_ratio_to_truth"] = round(summary["jitter_fixed_noise"] / summary["jitter_truth"], 3)
@@ -225,12 +237,14 @@ def evaluate_speaker(model: str, data_dir: str, steps_list=(10, 20, 50), max_cli
         results["noise_only"] = noise_only_scores(
             pipe, probe, first["closed_threshold"], decoder=decoder, steps=steps_list[0], seed=seed,
             babble_sources=[c.audio for c in clips])
+        bar.update(noise_kinds * 250)
     if emotions:
         clip = clips[0]
         n = min(clip.n_frames, int(max_seconds * 25))
         audio = clip.audio[: n * 640]
         base = probe.features(pipe(audio, sampling_rate=16000, num_inference_steps=steps_list[0], decoder=decoder,
                                    generator=torch.Generator().manual_seed(seed), emotion=[0, 0, 0, 0]).frames)
+        bar.update(n)
         change = {}
         for i, name in enumerate(EMOTIONS):
             e = [0.0] * 4
@@ -238,8 +252,10 @@ def evaluate_speaker(model: str, data_dir: str, steps_list=(10, 20, 50), max_cli
             f = probe.features(pipe(audio, sampling_rate=16000, num_inference_steps=steps_list[0], decoder=decoder,
                                     generator=torch.Generator().manual_seed(seed), emotion=e).frames)
             change[name] = np.nanmean(f - base, axis=0).round(4).tolist()
+            bar.update(n)
         results["emotion"] = {"features": ["lip_gap", "corner_lift", "mouth_width", "brow_height", "eye_opening"],
                               "generated_change": change, "truth_change": _emotion_truth_change(probe, res)}
+    bar.close()
     return results
 
 

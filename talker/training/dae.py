@@ -118,7 +118,9 @@ def _mixed_precision(choice: str) -> str:
 
 
 def _latest_checkpoint(run: Path) -> Path | None:
-    ckpts = sorted((run / CHECKPOINTS).glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+    """The newest complete checkpoint (one a killed run was still writing is never picked)."""
+    ckpts = sorted((p for p in (run / CHECKPOINTS).glob("step_*") if (p / "trainer_state.json").is_file()),
+                   key=lambda p: int(p.name.split("_")[1]))
     return ckpts[-1] if ckpts else None
 
 
@@ -155,25 +157,38 @@ def resumed_config(run: Path, cfg, print_fn=print):
 
 def prune_checkpoints(run: Path, keep: int = 3) -> None:
     """Delete all but the newest ``keep`` checkpoints of a run."""
-    for old in sorted((run / CHECKPOINTS).glob("step_*"))[:-keep]:
+    for old in sorted((run / CHECKPOINTS).glob("step_*"), key=lambda p: int(p.name.split("_")[1]))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
 
 
 def save_checkpoint(accelerator, run: Path, step: int, ema=None) -> None:
     """RUN/checkpoints/step_N: ``accelerator.save_state`` (weights as safetensors, optimizer and RNG
     states), the EMA weights as safetensors (when ``ema`` is given) and the step; older checkpoints
-    beyond the newest three are deleted."""
+    beyond the newest three are deleted. It is written as ``.partial-step_N`` and renamed once
+    complete, so a run killed while saving resumes from the checkpoint before."""
     from safetensors.torch import save_file
 
-    out = run / CHECKPOINTS / f"step_{step:07d}"
-    accelerator.save_state(str(out), safe_serialization=True)
+    folder = run / CHECKPOINTS
+    out = folder / f"step_{step:07d}"
+    staging = folder / f".partial-step_{step:07d}"
+    if accelerator.is_main_process:
+        for stale in folder.glob(".partial-step_*"):  # left by a killed run
+            shutil.rmtree(stale, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(staging), safe_serialization=True)
     if accelerator.is_main_process:
         if ema is not None:
             state = ema.state_dict()
             shadow = state.pop("shadow_params")
-            save_file({f"{i:05d}": p.detach().contiguous().cpu() for i, p in enumerate(shadow)}, out / "ema.safetensors")
-            (out / "ema.json").write_text(json.dumps(state))
-        (out / "trainer_state.json").write_text(json.dumps({"step": step}))
+            save_file({f"{i:05d}": p.detach().contiguous().cpu() for i, p in enumerate(shadow)},
+                      staging / "ema.safetensors")
+            (staging / "ema.json").write_text(json.dumps(state))
+        (staging / "trainer_state.json").write_text(json.dumps({"step": step}))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
         prune_checkpoints(run)
 
 
@@ -186,8 +201,29 @@ def load_checkpoint(accelerator, ckpt: Path, ema=None) -> int:
         ema.load_state_dict({**json.loads((ckpt / "ema.json").read_text()),
                              "shadow_params": list(load_file(ckpt / "ema.safetensors").values())})
     step = json.loads((ckpt / "trainer_state.json").read_text())["step"]
+    if accelerator.is_main_process:
+        _forget_log_after(ckpt.parent.parent / "train_log.jsonl", step)
     accelerator.print(f"resumed from {ckpt} at step {step}")
     return step
+
+
+def _forget_log_after(log: Path, step: int) -> None:
+    """Drop the log entries of steps after ``step`` (and a last line cut short): a killed run
+    logged steps its resumed run trains again, and the log keeps one entry per step."""
+    if not log.is_file():
+        return
+    def keep(line: str) -> bool:
+        try:
+            return json.loads(line).get("step", 0) <= step
+        except json.JSONDecodeError:  # a line cut short by the kill
+            return False
+
+    lines = log.read_text().splitlines()
+    kept = [line for line in lines if keep(line)]
+    if len(kept) != len(lines):
+        tmp = log.with_name(log.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(log)
 
 
 def _load_frames(clips, resolution: int) -> torch.Tensor:

@@ -18,9 +18,10 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ...audio import DEFAULT_MAX_DURATION, SAMPLE_RATE, load_audio, log_mel, wav2vec2_features
-from ...defaults import DECODERS, DEFAULT_DISTILLED_STEPS, DEFAULT_STEPS
+from ...defaults import DECODERS, DEFAULT_DISTILLED_STEPS, DEFAULT_STEPS, MAX_DISTILLED_STEPS, MAX_STEPS
 from ...errors import AudioError, CheckpointError, InputError
 from ...models import DAEDecoderUNet, Refiner, SemanticEncoder, Speech2Latent
+from ...pose import check_pose_range
 from ...vad import append_voice_activity
 from ..ddim import check_precision, ddim_decode, decoder_autocast, distilled_scheduler
 from ..diffusion_autoencoder.pipeline_diffusion_autoencoder import DiffusionAutoencoderPipeline, _check_steps
@@ -150,11 +151,22 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
                              "or make one with `talker train distill`")
         return self.distilled_unet, distilled_scheduler(self.scheduler.config)
 
+    def max_steps(self, decoder: str | None = None) -> int:
+        """The most denoising steps ``decoder`` takes: 8 for the distilled decoder (trained for
+        1-8), 1000 for DDIM (its training schedule)."""
+        return MAX_DISTILLED_STEPS if (decoder or self.default_decoder) == "distilled" else MAX_STEPS
+
     def _steps_for(self, decoder: str | None, num_inference_steps: int | None) -> int:
         """``num_inference_steps``, or ``decoder``'s default when None; an unknown or missing
-        decoder fails here, before any work."""
+        decoder, or more steps than the decoder takes, fails here, before any work."""
         self.decoder_for(decoder)
-        return self.default_steps(decoder) if num_inference_steps is None else num_inference_steps
+        if num_inference_steps is None:
+            return self.default_steps(decoder)
+        _check_steps(num_inference_steps)
+        if num_inference_steps > self.max_steps(decoder):
+            raise InputError(f"the distilled decoder renders in 1–{MAX_DISTILLED_STEPS} steps (default "
+                             f"{DEFAULT_DISTILLED_STEPS}); got {num_inference_steps}. More steps are for decoder='ddim'")
+        return num_inference_steps
 
     # --- steps of __call__ --------------------------------------------------------------------
 
@@ -553,12 +565,8 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         refiner's size where the speaker has one, and at least the 256 px the watermark needs),
         and container tags saying the video is synthetic."""
         from ...video import VideoWriter
-        from ...watermark import MIN_SIDE
 
-        size = output_size or (max(MIN_SIDE, self.output_resolution()) if watermark else None)
-        if watermark and size < MIN_SIDE:
-            raise InputError(f"the watermark needs output_size of at least {MIN_SIDE} px; got {size} "
-                             "(or pass watermark=False)")
+        size = self.written_size(output_size, watermark)
         payload = self.watermark_payload
         name = self.speaker.get("name", "unnamed speaker")
         note = (f"Synthetic video made by talker (speech-driven talking face, DAE-Talker method) with speaker "
@@ -567,6 +575,21 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         metadata = {"comment": note, "description": note, "title": f"talker synthetic video: {name}"}
         return VideoWriter(path, fps=self.fps, audio=audio, sampling_rate=sampling_rate, crf=crf, metadata=metadata,
                            output_size=size, watermark=payload if watermark else None)
+
+    def written_size(self, output_size: int | None = None, watermark: bool = True) -> int | None:
+        """The frame side :meth:`video_writer` writes: ``output_size``, or by default the speaker's
+        own (the refiner's, where it has one) and at least the 256 px the watermark needs (None:
+        unmarked frames as they come). Raises :class:`InputError` for a size it cannot write."""
+        from ...watermark import MIN_SIDE
+
+        if output_size is None:
+            return max(MIN_SIDE, self.output_resolution()) if watermark else None
+        if isinstance(output_size, bool) or not isinstance(output_size, int) or not 16 <= output_size <= 4096:
+            raise InputError(f"output_size must be a frame side of 16–4096 px; got {output_size!r}")
+        if watermark and output_size < MIN_SIDE:
+            raise InputError(f"the watermark needs output_size of at least {MIN_SIDE} px; got {output_size} "
+                             "(or pass watermark=False)")
+        return output_size
 
     def write_video(self, path, frames, audio: Any = None, sampling_rate: int | None = None, crf: int = 18,
                     watermark: bool = True, output_size: int | None = None):
@@ -591,6 +614,10 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         Returns its output without the frames (``frames`` is the frame count)."""
         if "output_type" in kwargs:
             raise InputError("generate_video writes the frames to the file; output_type does not apply")
+        from ...video import check_output_path
+
+        check_output_path(path)  # a path it cannot write fails before any work,
+        self.written_size(output_size, watermark)  # as does a size it cannot write
         track = audio if isinstance(audio, (str, os.PathLike)) else np.asarray(load_audio(audio, sampling_rate, max_duration=None))
         rate = None if isinstance(track, (str, os.PathLike)) else SAMPLE_RATE
         poses, latents, x_T, n = [], [], None, 0
@@ -620,10 +647,14 @@ def _stream_chunk(chunk: Any) -> np.ndarray:
 
     if not isinstance(chunk, (np.ndarray, torch.Tensor, list, tuple)):
         raise AudioError(f"audio chunks must be numpy arrays or tensors of samples; got {type(chunk).__name__}")
+    from ...audio import MAX_PEAK
+
     samples = to_mono(_as_float_array(chunk))
     if not np.isfinite(samples).all():
         raise AudioError("an audio chunk contains NaN or infinite samples")
-    return np.ascontiguousarray(samples, dtype=np.float32)
+    if samples.size and np.abs(samples).max() > MAX_PEAK:
+        raise AudioError(f"an audio chunk reaches {np.abs(samples).max():.4g}; float audio is in [-1, 1]")
+    return np.ascontiguousarray(np.clip(samples, -1, 1), dtype=np.float32)
 
 
 def _as_pose_array(pose: Any, what: str) -> torch.Tensor:
@@ -631,8 +662,7 @@ def _as_pose_array(pose: Any, what: str) -> torch.Tensor:
         value = torch.as_tensor(np.asarray(pose.cpu() if isinstance(pose, torch.Tensor) else pose, dtype=np.float32))
     except (TypeError, ValueError) as e:
         raise InputError(f"{what} must be numbers (degrees): {e}") from None
-    if not torch.isfinite(value).all():
-        raise InputError(f"{what} contains NaN or infinite values")
+    check_pose_range(value.numpy(), what)
     return value
 
 
