@@ -84,24 +84,19 @@ class WorkFolders:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def quiet(component: type) -> type:
+def quiet(component):
     """``component`` whose own input checks (a slider's bounds, a radio's choices) answer an API
-    caller with their message but, being the caller's mistake, print no traceback in the log."""
+    caller with their message but, the mistake being the caller's, print no traceback in the log."""
+    check = component.preprocess
 
-    class Quiet(component):
-        is_template = True  # the browser draws it as ``component``
+    def preprocess(payload):
+        try:
+            return check(payload)
+        except gr.Error as e:
+            raise gr.Error(e.message, print_exception=False) from None
 
-        def preprocess(self, payload):
-            try:
-                return super().preprocess(payload)
-            except gr.Error as e:
-                raise gr.Error(e.message, print_exception=False) from None
-
-    Quiet.__name__ = Quiet.__qualname__ = component.__name__
-    return Quiet
-
-
-Slider, Radio, Dropdown, Number = (quiet(c) for c in (gr.Slider, gr.Radio, gr.Dropdown, gr.Number))
+    component.preprocess = preprocess
+    return component
 
 
 def user_error(error: Exception, uploads=()) -> gr.Error:
@@ -219,24 +214,24 @@ def build_demo(pipes: dict[str, DAETalkerPipeline], folders: WorkFolders | None 
         with gr.Row():
             with gr.Column():
                 audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Speech")
-                speaker = Dropdown(names, value=names[0], label="Speaker", visible=len(names) > 1)
-                pose_mode = Radio(list(POSE_MODES), value=DEFAULT_POSE_MODE, label="Head motion")
+                speaker = gr.Dropdown(names, value=names[0], label="Speaker", visible=len(names) > 1)
+                pose_mode = gr.Radio(list(POSE_MODES), value=DEFAULT_POSE_MODE, label="Head motion")
                 pose_file = gr.File(label="Pose file (.csv yaw,pitch,roll or .npy, degrees; optional)",
                                     file_types=[".csv", ".npy"], type="filepath", height=120, visible=False)
                 pose_mode.change(lambda m: gr.update(visible=POSE_MODES.get(m) != "predicted"), pose_mode, pose_file,
                                  queue=False, api_visibility="private")
                 fast = first.distilled_unet is not None
-                decoder = Radio(list(DECODER_CHOICES), value=next(iter(DECODER_CHOICES)) if fast else "DDIM (paper)",
+                decoder = gr.Radio(list(DECODER_CHOICES), value=next(iter(DECODER_CHOICES)) if fast else "DDIM (paper)",
                                    label="Decoder", visible=fast)
-                steps = Slider(1, slider_top(first.default_decoder), value=first.default_steps(), step=1,
+                steps = gr.Slider(1, slider_top(first.default_decoder), value=first.default_steps(), step=1,
                                   label=f"Denoising steps (distilled: {DEFAULT_DISTILLED_STEPS}, up to {MAX_DISTILLED_STEPS}; "
                                         f"DDIM: {DEFAULT_STEPS}, the paper used {MAX_DDIM_STEPS})")
                 decoder.change(lambda d: gr.update(maximum=slider_top(DECODER_CHOICES.get(d)),
                                                    value=first.default_steps(DECODER_CHOICES.get(d))),
                                decoder, steps, queue=False, api_visibility="private")
                 with gr.Accordion("Emotion", open=False):
-                    sliders = [Slider(0, 1, value=0, step=0.05, label=name.capitalize()) for name in EMOTIONS]
-                seed = Number(value=0, precision=0, label="Seed (the fixed noise image)")
+                    sliders = [gr.Slider(0, 1, value=0, step=0.05, label=name.capitalize()) for name in EMOTIONS]
+                seed = gr.Number(value=0, precision=0, label="Seed (the fixed noise image)")
                 with gr.Row():
                     button = gr.Button("Generate", variant="primary")
                     stream_button = gr.Button("Stream (watch while it is made)", visible=CAN_STREAM)
@@ -255,7 +250,7 @@ def build_demo(pipes: dict[str, DAETalkerPipeline], folders: WorkFolders | None 
                         "speech2latent predicts one latent and one head pose per frame from the audio; all frames "
                         f"are decoded from one shared noise image. Audio up to {MAX_SECONDS:g} s."
                     )
-        inputs = [audio, pose_mode, pose_file, steps, *sliders, seed, speaker, decoder]
+        inputs = [quiet(c) for c in (audio, pose_mode, pose_file, steps, *sliders, seed, speaker, decoder)]
         button.click(lambda: gr.update(visible=False), None, live, queue=False, api_visibility="private").then(
             generate, inputs, video, api_name="generate", concurrency_limit=1, concurrency_id="gpu")
         stream_button.click(lambda: (gr.update(visible=True), None), None, [live, video], queue=False, api_visibility="private").then(
