@@ -156,3 +156,33 @@ def test_generate_splits_files_between_processes(speaker_dir, tmp_path):
     wrote = [line for line in r.stdout.splitlines() if line.startswith("wrote ")]
     assert sorted(Path(line.split()[1].rstrip(":")).name for line in wrote) == ["s0.mp4", "s1.mp4", "s2.mp4"]
     assert all(probe(tmp_path / "out" / f"s{i}.mp4")["frames"] == 10 for i in range(3))
+
+
+def test_a_generation_stopped_midway_leaves_no_video(speaker_dir, tmp_path):
+    """SIGTERM (what a container or scheduler sends) removes the unfinished file at once; SIGKILL
+    cannot be caught, so the next writer in that folder removes what the killed one left."""
+    import signal
+    import time
+
+    audio = write_audio(tmp_path / "long.wav", 30.0)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        out = tmp_path / f"talk-{sig.name}.mp4"
+        with open(tmp_path / "log.txt", "w") as log:
+            proc = subprocess.Popen([TALKER, "generate", "--model", str(speaker_dir), "--audio", str(audio), "--out",
+                                     str(out), "--steps", "20", "--frame-batch-size", "4"], stdout=log, stderr=log,
+                                    env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            while not list(tmp_path.glob(f".{out.stem}.*.part.mp4")) and proc.poll() is None:
+                time.sleep(0.02)  # until frames are being written
+            proc.send_signal(sig)
+            proc.wait()
+        assert not out.exists()
+        parts = list(tmp_path.glob(".*.part.mp4"))
+        if sig == signal.SIGTERM:
+            assert proc.returncode == 143 and not parts
+            assert "talker generate: terminated" in (tmp_path / "log.txt").read_text()
+        else:
+            assert proc.returncode == -signal.SIGKILL and len(parts) == 1
+    r = talker("generate", "--model", speaker_dir, "--audio", write_audio(tmp_path / "short.wav", 0.4),
+               "--out", tmp_path / "next.mp4", "--steps", 1, "-q")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.glob("*.mp4")) == ["next.mp4"] and not list(tmp_path.glob(".*part*"))

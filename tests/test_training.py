@@ -339,3 +339,99 @@ def test_s2l_resume_repeats_the_augmented_batches(dataset, tmp_path):
     logs = [[json.loads(x) for x in (tmp_path / run / "train_log.jsonl").read_text().splitlines()]
             for run in ("straight", "split")]
     assert [e["step"] for e in logs[1]] == [2, 4] and logs[0][-1]["loss"] == pytest.approx(logs[1][-1]["loss"], rel=1e-5)
+
+
+FFMPEG = __import__("shutil").which("ffmpeg")
+# what phones and cameras record, made from a synth clip with the ffmpeg program
+PHONE_VIDEOS = {
+    "30fps": ["-vf", "fps=30"],
+    "29.97fps": ["-vf", "fps=30000/1001"],
+    "60fps": ["-vf", "fps=60"],
+    "variable-rate": ["-vf", r"fps=30,select='not(eq(mod(n\,4)\,1))'", "-vsync", "vfr"],
+    "hevc-1080p": ["-vf", "scale=1080:1080,pad=1920:1080:420:0", "-c:v", "libx265", "-x265-params", "log-level=error",
+                   "-tag:v", "hvc1"],
+    "portrait-rotated": ["-vf", "scale=1080:1080,pad=1080:1920:0:420,transpose=1", "-metadata:s:v:0", "rotate=90"],
+    "sound-first": ["-vf", "trim=start=0.4", "-vsync", "passthrough"],  # the picture starts 0.4 s after the sound
+    "picture-first": ["-af", "atrim=start=0.4"],  # the sound starts 0.4 s after the picture
+}
+
+
+def _sync_signals(clip_dir):
+    """(per-frame motion of the face crops, 400 Hz loudness envelope) of a prepared clip."""
+    import soundfile as sf
+
+    from talker.video import read_video
+
+    frames = read_video(clip_dir / "frames.mp4").frames.astype(np.float32)
+    motion = np.abs(np.diff(frames, axis=0)).mean(axis=(1, 2, 3))
+    audio, _ = sf.read(clip_dir / "audio.wav", dtype="float32")
+    return motion, np.convolve(np.abs(audio), np.ones(160) / 160, "same")[::40], len(frames), len(audio)
+
+
+def _lag(a, b, max_lag):
+    """The shift of ``a`` against ``b`` (a[t + lag] ≈ b[t]) with the highest correlation."""
+    a, b = (a - a.mean()) / (a.std() + 1e-9), (b - b.mean()) / (b.std() + 1e-9)
+    n = min(len(a), len(b)) - 2 * max_lag
+    scores = {lag: float(np.dot(a[max_lag + lag : max_lag + lag + n], b[max_lag : max_lag + n])) for lag in
+              range(-max_lag, max_lag + 1)}
+    return max(scores, key=scores.get)
+
+
+@pytest.mark.skipif(FFMPEG is None, reason="the variants are made with the ffmpeg program")
+def test_prepare_takes_the_videos_phones_record_and_keeps_lip_sync(dataset, tmp_path):
+    """30, 29.97, 60 fps and variable rate, HEVC at 1080p, portrait with a display rotation, and
+    sound that starts before or after the picture: prepared in sync with the picture, to one frame."""
+    source = sorted((dataset / "synth" / "videos").glob("*.mp4"))[0]
+    paths = []
+    for name, args in PHONE_VIDEOS.items():
+        path = tmp_path / "phone" / f"{name}.mp4"
+        path.parent.mkdir(exist_ok=True)
+        codec = [] if "-c:v" in args else ["-c:v", "libx264"]
+        subprocess.run([FFMPEG, "-v", "error", "-y", "-i", str(source), *args, *codec, "-c:a", "aac", str(path)],
+                       check=True)
+        paths.append(path)
+    talker("prepare", source, *paths, "--out", tmp_path / "data", "--resolution", 32, "-q")
+    index = json.loads((tmp_path / "data" / "dataset.json").read_text())
+    assert not index["skipped"], index["skipped"]
+    clips = {Path(c["source"]).stem: tmp_path / "data" / "clips" / c["id"] for c in index["clips"]}
+    motion, sound, n, samples = _sync_signals(clips[source.stem])
+    for name in PHONE_VIDEOS:
+        m, s, frames, audio_samples = _sync_signals(clips[name])
+        assert audio_samples == frames * 640 and abs(frames - n) <= 11, name  # 25 fps, 0.4 s less where trimmed
+        video_lag = _lag(m, motion, 15)  # in frames
+        sound_lag = _lag(s, sound, 240) / 16  # 400 Hz envelope → frames
+        expected = -10 if name == "sound-first" else 0  # the picture starts 10 frames in
+        assert video_lag == expected and abs(sound_lag - video_lag) <= 1, (name, video_lag, sound_lag)
+    # the rotated portrait video was turned upright: its face was found in every frame like the others'
+    assert all(c["face_found"] == 1.0 for c in index["clips"])
+
+
+def test_training_killed_at_a_random_step_resumes_to_the_same_weights(dataset, tmp_path):
+    """SIGKILL at a random moment (mid-step or mid-checkpoint): the resumed run loses at most one
+    checkpoint interval and ends with the weights of a run that was never interrupted."""
+    import random
+    import signal
+    import time
+
+    data, every, total = dataset / "data", 4, 24
+    args = ("train", "dae", "--data", data, *TINY_DAE, "--max-steps", total, "--checkpoint-every", every,
+            "--sample-every", 1000, "-q")
+    talker(*args, "--output", tmp_path / "straight")
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([TALKER, *map(str, args), "--output", str(killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    first = killed / "checkpoints" / f"step_{every:07d}"
+    while not first.is_dir() and proc.poll() is None:
+        time.sleep(0.01)
+    time.sleep(random.uniform(0, 0.5))  # somewhere in the next steps or checkpoints
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    last_logged = max((json.loads(x)["step"] for x in (killed / "train_log.jsonl").read_text().splitlines()
+                       if x.strip().endswith("}")), default=0) if (killed / "train_log.jsonl").is_file() else 0
+    r = talker(*args[:-1], "--output", killed, "--resume")
+    resumed = int(r.stdout.split(" at step ")[1].split()[0]) if " at step " in r.stdout else 0
+    assert resumed >= every and resumed >= last_logged - every, r.stdout  # at most one interval lost
+    a, b = _weights(tmp_path / "straight"), _weights(killed)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert not list((killed / "checkpoints").glob(".partial-*"))

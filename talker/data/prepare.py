@@ -142,15 +142,31 @@ def estimate_pose(landmarks: np.ndarray, model: np.ndarray, width: int, height: 
         if not np.isfinite(lm).all():
             continue
         img = lm[RIGID, :2].astype(np.float64)
-        if rvec is None:
-            ok, rvec, tvec = cv2.solvePnP(obj, img, cam, None, flags=cv2.SOLVEPNP_SQPNP)
-        else:
-            ok, rvec, tvec = cv2.solvePnP(obj, img, cam, None, rvec, tvec, useExtrinsicGuess=True,
-                                          flags=cv2.SOLVEPNP_ITERATIVE)
+        ok = False
+        try:
+            if rvec is None:
+                ok, rvec, tvec = _first_pnp(obj, img, cam)
+            else:
+                ok, rvec, tvec = cv2.solvePnP(obj, img, cam, None, rvec, tvec, useExtrinsicGuess=True,
+                                              flags=cv2.SOLVEPNP_ITERATIVE)
+        except cv2.error:  # a degenerate frame: its pose is filled in from its neighbours
+            rvec = tvec = None
         if ok:
             roll, pitch, yaw = Rotation.from_matrix(cv2.Rodrigues(rvec)[0]).as_euler("ZXY", degrees=True)
             poses[k] = (yaw, pitch, roll)
     return poses
+
+
+def _first_pnp(obj: np.ndarray, img: np.ndarray, cam: np.ndarray):
+    """PnP without a previous pose: SQPnP (global), or where it refuses the points (a face small
+    against the long focal length: too little spread once normalised) EPnP refined iteratively."""
+    try:
+        return cv2.solvePnP(obj, img, cam, None, flags=cv2.SOLVEPNP_SQPNP)
+    except cv2.error:
+        ok, rvec, tvec = cv2.solvePnP(obj, img, cam, None, flags=cv2.SOLVEPNP_EPNP)
+        if not ok:
+            return ok, rvec, tvec
+        return cv2.solvePnP(obj, img, cam, None, rvec, tvec, useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
 
 
 def _fill_gaps(x: np.ndarray) -> np.ndarray:
