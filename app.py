@@ -56,7 +56,7 @@ class WorkFolders:
     cache (``grace`` seconds after the request ended, swept when the next request starts), so a
     Space that runs for weeks keeps only the folders of requests in flight."""
 
-    def __init__(self, grace: float = 60.0):
+    def __init__(self, grace: float = 10.0):
         self.root = Path(tempfile.mkdtemp(prefix="talker-app-"))
         self.grace = grace
         self._finished: dict[Path, float] = {}

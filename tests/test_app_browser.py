@@ -35,6 +35,13 @@ def test_upload_generate_and_see_the_video(speaker_dir, tmp_path):
                 "--disable-component-update", "--disable-sync"])
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(url, wait_until="networkidle")
+            # the pose file is asked for only where it is used: not for poses predicted from speech
+            pose_file = page.get_by_text("Pose file (.csv")
+            assert pose_file.count() == 0 or not pose_file.first.is_visible()
+            page.get_by_text("Reference (pose file or the speaker's own)").click()
+            pose_file.first.wait_for(state="visible", timeout=10_000)
+            page.get_by_text("Predicted from speech").click()
+            pose_file.first.wait_for(state="hidden", timeout=10_000)
             page.locator("input[type=file]").first.set_input_files(str(wav))
             page.get_by_role("button", name="Generate").click()
             video = page.locator("video[src]")

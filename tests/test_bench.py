@@ -36,3 +36,18 @@ def test_speed_benchmark_writes_its_figures(speaker_dir, tmp_path, monkeypatch):
     assert set(after["memory"]) == {"steps", "1s", "2s", "ratio_longest_to_shortest"}
     m = after["memory"]["2s"]
     assert m["peak_rss_mib"] >= m["rss_before_mib"] > 0 and m["load_peak_rss_mib"] > 0
+
+
+def test_app_soak_benchmark_serves_the_app_and_writes_its_figures(speaker_dir, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import app_soak
+
+    out = tmp_path / "soak.json"
+    assert app_soak.main(["--model", str(speaker_dir), "--out", str(out), "--requests", "6", "--every", "2",
+                          "--seconds", "0.5"]) == 0
+    results = json.loads(out.read_text())
+    assert results["answered"] == 6 and not results["failures"] and results["tracebacks_in_server_log"] == 0
+    assert [r["requests"] for r in results["series"]] == [1, 2, 4, 6]
+    assert results["server_rss_mib"]["max"] > 0 and results["gradio_cache_mib_max"] > 0
+    assert results["work_folders_max"] <= 5  # a failed request's folder goes at once
