@@ -149,7 +149,7 @@ def build_demo(pipes: dict[str, DAETalkerPipeline], folders: WorkFolders | None 
         emotion = dict(zip(EMOTIONS, (happy, sad, angry, surprised), strict=True))
         decoder = DECODER_CHOICES.get(decoder, decoder) or None
         steps = None if steps is None else int(steps)
-        return pipe, dict(num_inference_steps=pipe._steps_for(decoder, steps), decoder=decoder,
+        return pipe, dict(num_inference_steps=pipe.steps_for(decoder, steps), decoder=decoder,
                           pose_mode=mode, pose=pose,
                           emotion={k: float(v or 0) for k, v in emotion.items() if k in pipe.emotion_names},
                           generator=torch.Generator().manual_seed(int(seed or 0)))
@@ -250,6 +250,9 @@ def build_demo(pipes: dict[str, DAETalkerPipeline], folders: WorkFolders | None 
                         "speech2latent predicts one latent and one head pose per frame from the audio; all frames "
                         f"are decoded from one shared noise image. Audio up to {MAX_SECONDS:g} s."
                     )
+        # the step count is checked against the decoder chosen with it (1-8 distilled, 1-1000 DDIM) by
+        # the pipeline, not against the slider's top, which follows the decoder only in the browser
+        steps.preprocess = lambda payload: payload
         inputs = [quiet(c) for c in (audio, pose_mode, pose_file, steps, *sliders, seed, speaker, decoder)]
         button.click(lambda: gr.update(visible=False), None, live, queue=False, api_visibility="private").then(
             generate, inputs, video, api_name="generate", concurrency_limit=1, concurrency_id="gpu")

@@ -130,7 +130,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     pipe = DAETalkerPipeline.from_pretrained(model, dtype=dtype).to(device)
     decoder = args.decoder or pipe.default_decoder
     # a speaker without a distilled decoder, too many steps or a size it cannot write fail here, before any work
-    pipe._steps_for(decoder, args.steps)
+    pipe.steps_for(decoder, args.steps)
     pipe.written_size(args.output_size, not args.no_watermark)
     if args.scheduler != "ddim" and decoder != "ddim":
         raise TalkerError(f"--scheduler {args.scheduler} applies to --decoder ddim; the distilled decoder runs its own DDIM")

@@ -93,7 +93,9 @@ def test_bad_inputs_are_readable_errors_and_the_server_keeps_serving(served, tmp
                                (long, {}, "^long.wav: 4.0 s is too long; at most 3 s"),
                                (ok, dict(pose_mode="Still (speaker's average pose)", pose_file=handle(far)),
                                 "^far.csv: angles are degrees within ±90"),
-                               (ok, dict(steps=0), "Value 0 is less than minimum value 1")):
+                               (ok, dict(steps=0), "num_inference_steps must be an integer in 1–1000"),
+                               (ok, dict(steps=1001), "num_inference_steps must be an integer in 1–1000"),
+                               (ok, dict(happy=1.5), "greater than maximum value 1")):
         with pytest.raises(AppError, match=message):
             call(client, audio, **kw)
     with pytest.raises(AppError, match="not in the list of choices"):

@@ -78,3 +78,26 @@ def test_unwritable_and_unreadable_paths(tmp_path):
     blocker.write_bytes(b"\x00" * 1000)
     with pytest.raises(VideoError):
         read_video(blocker)
+
+
+def test_a_folder_made_at_the_path_while_writing_leaves_no_temporary_file(tmp_path):
+    out = tmp_path / "clip.mp4"
+    w = VideoWriter(out, 25)
+    w.write(np.zeros((3, 16, 16, 3), np.uint8))
+    out.mkdir()  # someone else took the name meanwhile
+    with pytest.raises(VideoError, match="cannot write"):
+        w.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"] and out.is_dir()
+
+
+def test_parts_left_by_killed_writers_are_removed_by_the_next_writer(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".talk.{int(dead.stdout)}-abc123.part.mp4"
+    mine = tmp_path / f".other.{__import__('os').getpid()}-xyz789.part.mp4"  # a live writer's: kept
+    stale.write_bytes(b"half a video")
+    mine.write_bytes(b"being written")
+    write_video(tmp_path / "next.mp4", np.zeros((2, 16, 16, 3), np.uint8))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, "next.mp4"])

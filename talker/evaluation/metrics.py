@@ -177,7 +177,7 @@ def evaluate_speaker(model: str, data_dir: str, steps_list=None, max_clips: int 
     if pipe.encoder is None:
         raise TalkerError("the upper bound needs the speaker's semantic encoder (encoder/)")
     decoder = decoder or pipe.default_decoder
-    steps_list = [pipe._steps_for(decoder, s) for s in (steps_list or [None])]  # bad counts fail before any work
+    steps_list = [pipe.steps_for(decoder, s) for s in (steps_list or [None])]  # bad counts fail before any work
     ae = pipe.autoencoder_for(decoder)
     _, clips = load_dataset(data_dir)
     clips = [c for c in clips if (c.path / "truth.npz").is_file()][:max_clips]

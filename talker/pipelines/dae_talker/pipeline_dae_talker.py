@@ -156,7 +156,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         1-8), 1000 for DDIM (its training schedule)."""
         return MAX_DISTILLED_STEPS if (decoder or self.default_decoder) == "distilled" else MAX_STEPS
 
-    def _steps_for(self, decoder: str | None, num_inference_steps: int | None) -> int:
+    def steps_for(self, decoder: str | None, num_inference_steps: int | None) -> int:
         """``num_inference_steps``, or ``decoder``'s default when None; an unknown or missing
         decoder, or more steps than the decoder takes, fails here, before any work."""
         self.decoder_for(decoder)
@@ -469,7 +469,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         """check inputs → load audio → windowed speech2latent → fixed x_T → batched DDIM decoding;
         yields (images, z_sem, poses, x_T) per decoded batch."""
         # 1. check inputs
-        num_inference_steps = self._steps_for(decoder, num_inference_steps)
+        num_inference_steps = self.steps_for(decoder, num_inference_steps)
         self.check_inputs(num_inference_steps, pose_mode, frame_batch_size, output_type, refine)
         check_windows(window_frames, overlap_frames)
         emotion_t = self.prepare_emotion(emotion)
@@ -524,7 +524,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
                 and live latency at least ``window_frames`` of audio for the first frame.
             Other arguments as in ``__call__``.
         """
-        num_inference_steps = self._steps_for(decoder, num_inference_steps)
+        num_inference_steps = self.steps_for(decoder, num_inference_steps)
         self.check_inputs(num_inference_steps, pose_mode, frame_batch_size, "np", refine)
         check_windows(window_frames, overlap_frames)
         if isinstance(first_batch, bool) or not isinstance(first_batch, int) or first_batch < 1:
