@@ -16,6 +16,8 @@ Settings (environment, e.g. the Space's variables):
 from __future__ import annotations
 
 import atexit
+import ctypes
+import ctypes.util
 import os
 import shutil
 import tempfile
@@ -84,6 +86,28 @@ class WorkFolders:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def _libc():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None  # glibc only
+    except OSError:
+        return None
+
+
+LIBC = _libc()
+if LIBC is not None:
+    # glibc gives every thread that allocates its own memory arena and keeps what is freed there;
+    # Gradio runs requests on a pool of threads, so a server's memory climbed request by request
+    # (bench/app_soak.py). Two arenas, and freed memory handed back after each request, keep it flat.
+    LIBC.mallopt(-8, 2)  # M_ARENA_MAX
+
+
+def release_memory() -> None:
+    """Hand the memory a finished request freed back to the system (glibc; elsewhere a no-op)."""
+    if LIBC is not None:
+        LIBC.malloc_trim(0)
+
+
 def quiet(component):
     """``component`` whose own input checks (a slider's bounds, a radio's choices) answer an API
     caller with their message but, the mistake being the caller's, print no traceback in the log."""
@@ -135,6 +159,11 @@ def build_demo(pipes: dict[str, DAETalkerPipeline], folders: WorkFolders | None 
     names = list(pipes)
     folders = folders or WorkFolders()
 
+    def finish(folder: Path, failed: bool = False) -> None:
+        """A request has ended: its work folder goes (at once if it failed), its memory back."""
+        folders.done(folder, failed)
+        release_memory()
+
     def request(audio, pose_mode, pose_file, steps, happy, sad, angry, surprised, seed, speaker, decoder):
         """The form → (pipeline, keyword arguments); a TalkerError for what is wrong with it."""
         if not audio:
@@ -164,12 +193,12 @@ def build_demo(pipes: dict[str, DAETalkerPipeline], folders: WorkFolders | None 
             out = folder / "talking-face.mp4"
             pipe.generate_video(audio, out, max_duration=MAX_SECONDS, **kwargs)
         except TalkerError as e:
-            folders.done(folder, failed=True)
+            finish(folder, failed=True)
             raise user_error(e, (audio, pose_file)) from None
         except BaseException:
-            folders.done(folder, failed=True)
+            finish(folder, failed=True)
             raise
-        folders.done(folder)
+        finish(folder)
         return str(out)
 
     @spaces.GPU(duration=120)
@@ -194,12 +223,12 @@ def build_demo(pipes: dict[str, DAETalkerPipeline], folders: WorkFolders | None 
                 if frames:
                     yield write_segment(pipe, folder, done, frames, wave, spf), None
         except TalkerError as e:
-            folders.done(folder, failed=True)
+            finish(folder, failed=True)
             raise user_error(e, (audio, pose_file)) from None
         except BaseException:  # an error, or the browser went away (the generator is closed)
-            folders.done(folder, failed=True)
+            finish(folder, failed=True)
             raise
-        folders.done(folder)
+        finish(folder)
         yield gr.skip(), str(folder / "talking-face.mp4")
 
     first = pipes[names[0]]
