@@ -285,6 +285,7 @@ def cmd_train_s2l(args: argparse.Namespace) -> int:
                     window_seconds=args.window_seconds, hidden_size=args.hidden_size,
                     mixed_precision=args.mixed_precision, augment=args.augment, init_from=args.init_from,
                     voice_activity=args.voice_activity,
+                    **({"chunk_frames": args.chunk_frames} if args.chunk_frames is not None else {}),
                     **({"feature_normalization": args.feature_normalization} if args.feature_normalization else {}),
                     **({"mouth_weight": args.mouth_weight} if args.mouth_weight is not None else {}))
     figures = train_s2l(args.data, args.dae, args.output, cfg, resume=args.resume, progress=not args.quiet)
@@ -330,8 +331,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     out = export_speaker(args.dae, args.s2l, args.data, args.out, speaker_name=args.speaker_name,
                          consent=args.consent, source=args.source, dtype=args.dtype, distilled_run=args.distilled,
-                         refiner_run=args.refiner)
+                         refiner_run=args.refiner, live_s2l_run=args.live_s2l)
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_add_live(args: argparse.Namespace) -> int:
+    from .hub import add_live_s2l
+
+    folder = add_live_s2l(args.speaker, args.s2l)
+    print(f"{folder}: live_speech_to_latent/ from {args.s2l}; `stream(..., live=True)` uses it")
     return 0
 
 
@@ -497,6 +506,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "channel independent); dataset: the earlier global standardisation only")
     t.add_argument("--no-voice-activity", dest="voice_activity", action="store_false",
                    help="do not give the network Silero VAD's P(speech) as an input (default: give it)")
+    t.add_argument("--chunk-frames", type=int,
+                   help="0 (default): the paper's bidirectional network (needs 4-s windows); C > 0: a streaming one "
+                        "whose frames hear audio up to the end of their chunk of C frames only, for live input "
+                        "(`stream(..., live=True)`; e.g. 3: at most 80 ms look-ahead)")
     t.add_argument("--resume", action="store_true")
     t.add_argument("-q", "--quiet", action="store_true")
     t.set_defaults(func=cmd_train_s2l)
@@ -511,9 +524,18 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--source", help="where the training video came from (default: from the dataset)")
     x.add_argument("--distilled", help="a `train distill` run of this DAE: its few-step decoder goes in too")
     x.add_argument("--refiner", help="a `train refiner` run for this decoder: the speaker renders at its size")
+    x.add_argument("--live-s2l", help="a `train s2l --chunk-frames C` run: the streaming speech2latent of live input")
     x.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                    help="storage precision of the weights (float16 halves the files; loading casts back)")
     x.set_defaults(func=cmd_export)
+
+    a = sub.add_parser("add-live", help="add a streaming speech2latent (live input) to a speaker checkpoint",
+                       description="Store a `talker train s2l --chunk-frames C` run's network as the speaker's "
+                                   "live_speech_to_latent (what `stream(..., live=True)` uses), with its record in "
+                                   "speaker.json and the model card.")
+    a.add_argument("speaker", help="speaker checkpoint folder")
+    a.add_argument("--s2l", required=True, help="the streaming speech2latent's training run")
+    a.set_defaults(func=cmd_add_live)
 
     u = sub.add_parser("push", help="upload a speaker checkpoint to the Hugging Face Hub")
     u.add_argument("checkpoint")

@@ -147,6 +147,7 @@ def write_model_card(folder: Path, *, speaker: dict, repo_id: str | None = None,
         output_resolution=speaker.get("output_resolution", speaker.get("resolution", "?")),
         refined_by=" refined" if figures.get("refiner") else "",
         refiner=_refiner_line(figures.get("refiner")),
+        live=_live_line(speaker.get("live"), figures.get("live_s2l")),
         speech=_speech_lines(speaker.get("speech")),
     )
     card.save(folder / "README.md")
@@ -168,6 +169,15 @@ def _refiner_line(r: dict | None) -> str:
             f"{f('psnr_bicubic')} dB), sharpness {f('sharpness_refined')}× the truth's (bicubic {f('sharpness_bicubic')}×)"
             + (f"; on the truth downscaled and blurred {f('psnr_refined_aligned')} dB (bicubic {f('psnr_bicubic_aligned')} dB)"
                if "psnr_refined_aligned" in r else ""))
+
+
+def _live_line(live: dict | None, run: dict | None) -> str:
+    if not live:
+        return "none (`stream(..., live=True)` needs one)"
+    run = run or {}
+    return (f"a streaming speech2latent for `stream(..., live=True)`: chunks of {live['chunk_frames']} frames, "
+            f"at most {live['lookahead_ms']} ms of audio after a frame heard; {run.get('steps', '?')} steps"
+            + (" (continued from the offline network's weights)" if run.get("init_from") else ""))
 
 
 def _distilled_line(d: dict | None) -> str:
@@ -216,10 +226,12 @@ def speech_sources(index: dict) -> list[dict]:
 def export_speaker(dae_run: str | os.PathLike, s2l_run: str | os.PathLike, data_dir: str | os.PathLike,
                    out: str | os.PathLike, *, speaker_name: str, consent: str, source: str | None = None,
                    dtype: str = "float32", distilled_run: str | os.PathLike | None = None,
-                   refiner_run: str | os.PathLike | None = None) -> Path:
+                   refiner_run: str | os.PathLike | None = None,
+                   live_s2l_run: str | os.PathLike | None = None) -> Path:
     """A trained DAE and speech2latent (and optionally the decoder distilled from that DAE,
-    ``talker train distill``, and a refiner, ``talker train refiner``) → a ``save_pretrained``
-    speaker folder with speaker.json and a model card. ``dtype="float16"`` halves the files;
+    ``talker train distill``, a refiner, ``talker train refiner``, and a streaming speech2latent
+    for live input, ``talker train s2l --chunk-frames``) → a ``save_pretrained`` speaker folder
+    with speaker.json and a model card. ``dtype="float16"`` halves the files;
     loading casts back to float32."""
     import numpy as np
 
@@ -264,11 +276,13 @@ def export_speaker(dae_run: str | os.PathLike, s2l_run: str | os.PathLike, data_
         if refiner.config.in_resolution != unet.config.sample_size:
             raise CheckpointError(f"{path} refines {refiner.config.in_resolution}px frames, not this "
                                   f"{unet.config.sample_size}px decoder's")
+    live = None if live_s2l_run is None else load_live_s2l(live_s2l_run, s2l)
     index, clips = load_dataset(data_dir)
     longest = max(clips, key=lambda c: c.n_frames)
     figures = {}
     stages = (("dae", dae_run), ("s2l", s2l_run)) + ((("distill", distilled_run),) if distilled_run else ())
     stages += (("refiner", refiner_run),) if refiner_run else ()
+    stages += (("live_s2l", live_s2l_run),) if live_s2l_run else ()
     for stage, run in stages:
         f, card = Path(run) / "figures.json", Path(run) / "speaker.json"
         if f.is_file():
@@ -301,9 +315,11 @@ def export_speaker(dae_run: str | os.PathLike, s2l_run: str | os.PathLike, data_
         "speech": speech_sources(index),
         "reference_pose": np.round(longest.pose, 2).tolist(),
     }
+    if live is not None:
+        speaker["live"] = live_record(live)
     pipe = DAETalkerPipeline(unet=unet, scheduler=scheduler, speech_to_latent=s2l, encoder=encoder,
                              audio_encoder=audio_encoder, feature_extractor=feature_extractor,
-                             distilled_unet=distilled_unet, refiner=refiner)
+                             distilled_unet=distilled_unet, refiner=refiner, live_speech_to_latent=live)
     pipe.speaker = speaker
     if dtype != "float32":
         import torch
@@ -314,6 +330,59 @@ def export_speaker(dae_run: str | os.PathLike, s2l_run: str | os.PathLike, data_
     pipe.save_pretrained(out)
     write_model_card(out, speaker=speaker)
     return out
+
+
+def load_live_s2l(run: str | os.PathLike, s2l):
+    """The streaming speech2latent of a ``talker train s2l --chunk-frames`` run, checked against
+    the speaker's own ``s2l`` (same front end, latents and statistics' sizes)."""
+    from .models import Speech2Latent
+
+    path = Path(run) / "speech_to_latent"
+    if not path.is_dir():
+        raise CheckpointError(f"{run} has no trained speech2latent ({path}); run `talker train s2l --chunk-frames C`")
+    live = Speech2Latent.from_pretrained(path, use_safetensors=True)
+    if not live.config.get("chunk_frames", 0):
+        raise CheckpointError(f"{path} is not a streaming speech2latent; train one with `talker train s2l --chunk-frames C`")
+    for key in ("audio_frontend", "feature_dim", "latent_dim", "fps", "voice_activity"):
+        if live.config.get(key) != s2l.config.get(key):
+            raise CheckpointError(f"{path} has {key} {live.config.get(key)!r}; the speaker's speech2latent has "
+                                  f"{s2l.config.get(key)!r}")
+    return live
+
+
+def live_record(live) -> dict:
+    """What speaker.json says of a streaming speech2latent."""
+    c = live.config.chunk_frames
+    return {"chunk_frames": c, "lookahead_ms": (c - 1) * 1000 // live.config.fps}
+
+
+def add_live_s2l(folder: str | os.PathLike, run: str | os.PathLike) -> Path:
+    """Add (or replace) the streaming speech2latent of a speaker folder (``talker export
+    --add-live``): ``live_speech_to_latent/`` stored in the precision of its other weights, the
+    component in model_index.json, its training record in speaker.json, and the model card."""
+    import torch
+    from safetensors import safe_open
+
+    from .pipelines import DAETalkerPipeline
+
+    folder = Path(folder)
+    pipe = DAETalkerPipeline.from_pretrained(folder)
+    live = load_live_s2l(run, pipe.speech_to_latent)
+    weights = next((folder / "speech_to_latent").glob("*.safetensors"))
+    with safe_open(str(weights), framework="pt") as f:
+        stored = f.get_slice(next(iter(f.keys()))).get_dtype()
+    live = live.to(torch.float16 if stored == "F16" else torch.float32)
+    live.save_pretrained(folder / "live_speech_to_latent")
+    index = json.loads((folder / "model_index.json").read_text())
+    index["live_speech_to_latent"] = ["talker.models.speech2latent", "Speech2Latent"]
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    speaker = read_speaker(folder)
+    figures = Path(run) / "figures.json"
+    speaker.setdefault("training", {})["live_s2l"] = json.loads(figures.read_text()) if figures.is_file() else {}
+    speaker["live"] = live_record(live)
+    write_speaker(folder, speaker)
+    write_model_card(folder, speaker=speaker)
+    return folder
 
 
 def check_pushable(folder: str | os.PathLike) -> dict:

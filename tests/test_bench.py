@@ -51,3 +51,25 @@ def test_app_soak_benchmark_serves_the_app_and_writes_its_figures(speaker_dir, t
     assert [r["requests"] for r in results["series"]] == [1, 2, 4, 6]
     assert results["server_rss_mib"]["max"] > 0 and results["gradio_cache_mib_max"] > 0
     assert results["work_folders_max"] <= 5  # a failed request's folder goes at once
+
+
+def test_live_benchmark_paces_the_audio_and_writes_its_figures(tmp_path, monkeypatch):
+    from conftest import tiny_pipeline
+
+    from talker import Speech2Latent
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import live
+
+    pipe = tiny_pipeline()
+    config = {k: v for k, v in pipe.speech_to_latent.config.items() if not k.startswith("_")}
+    pipe.register_modules(live_speech_to_latent=Speech2Latent(**{**config, "chunk_frames": 2}).eval())
+    pipe.save_pretrained(tmp_path / "speaker")
+    out = tmp_path / "live.json"
+    assert live.main(["--model", str(tmp_path / "speaker"), "--out", str(out), "--seconds", "2", "--steps", "1",
+                      "--sizes", "decoder"]) == 0
+    results = json.loads(out.read_text())
+    row = results["settings"][f"{pipe.resolution}px_1step"]
+    assert results["chunk_frames"] == 2 and results["lookahead_ms"] == 40 and row["frames"] == 50
+    # paced like a microphone: 2 s of audio take about 2 s, and no frame comes before its audio
+    assert 1.9 <= row["wall_s"] and row["latency_ms"]["median"] > 0 and 0 < row["real_time_factor"] < row["wall_s"] / 2

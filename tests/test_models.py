@@ -146,3 +146,29 @@ def test_min_snr_loss_weights_match_diffusers_snr():
     snr = compute_snr(sched, t)
     assert torch.allclose(w, torch.minimum(snr, torch.tensor(5.0)) / snr)
     assert w[0] < 0.01 and w[-1] == 1.0  # nearly clean steps weighed down, noisy ones kept
+
+
+@pytest.mark.parametrize("voice_activity", [False, True])
+def test_streaming_speech2latent_sees_no_audio_beyond_its_chunk(voice_activity):
+    """With chunk_frames C, a frame's latent and pose depend on audio up to the end of its chunk
+    only; the bidirectional network's frames all depend on the whole window."""
+    torch.manual_seed(0)
+    kw = dict(hidden_size=32, num_heads=2, ffn_size=64, conv_kernel_size=5, num_encoder_layers=2,
+              num_decoder_layers=2, latent_dim=Z_DIM, pose_predictor_channels=16, pose_predictor_kernel_size=3,
+              dropout=0.0, feature_normalization="window", voice_activity=voice_activity)
+    feats = torch.randn(1, 4 * 20, 80 + voice_activity)
+    later = feats.clone()
+    later[:, 4 * 9 :] += torch.randn_like(later[:, 4 * 9 :])  # the audio from frame 9 on changes
+    streaming = Speech2Latent(chunk_frames=3, **kw).eval()
+    if voice_activity:  # its projection starts at zero: give it weights so that it matters
+        torch.nn.init.normal_(streaming.voice_proj[2].weight)
+    a, b = streaming(feats), streaming(later)
+    same = (a.z_sem - b.z_sem).abs().amax(-1)[0]
+    assert same[:9].max() < 1e-5 and same[9:12].min() > 1e-3  # chunks of 3: frames 9-11 hear it
+    assert torch.allclose(a.pose[:, :9], b.pose[:, :9], atol=1e-5)
+    bidirectional = Speech2Latent(**kw).eval()
+    assert (bidirectional(feats).z_sem - bidirectional(later).z_sem).abs().amax(-1)[0, :9].min() > 1e-3
+    # its weights load into a bidirectional network of the same sizes and back (same parameter names)
+    bidirectional.load_state_dict(streaming.state_dict())
+    with pytest.raises(ValueError, match="chunk_frames"):
+        Speech2Latent(chunk_frames=-1, **kw)

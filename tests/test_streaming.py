@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import RES, speech_like
+from conftest import RES, speech_like, tiny_pipeline
 
 from talker.errors import AudioError, InputError
 from talker.pipelines.dae_talker.windows import CrossFader, window_starts, window_weights
@@ -127,3 +127,48 @@ def test_generate_video_writes_frames_as_they_are_decoded(pipe, tmp_path, monkey
     with pytest.raises(AudioError):
         pipe.generate_video(np.zeros(0), tmp_path / "c.mp4", sampling_rate=16000)
     assert not (tmp_path / "c.mp4").exists() and not (tmp_path / "b.mp4").exists()
+
+
+def streaming_pipeline(chunk_frames=3):
+    """The tiny pipeline with a streaming speech2latent (the same weights, chunked)."""
+    from talker import Speech2Latent
+
+    pipe = tiny_pipeline()
+    config = {k: v for k, v in pipe.speech_to_latent.config.items() if not k.startswith("_")}
+    s2l = Speech2Latent(**{**config, "chunk_frames": chunk_frames})
+    s2l.load_state_dict(pipe.speech_to_latent.state_dict())
+    pipe.register_modules(speech_to_latent=s2l.eval())
+    return pipe
+
+
+def test_live_emits_each_frame_once_its_chunk_of_audio_is_in():
+    pipe = streaming_pipeline(3)
+    audio = speech_like(2.0)
+    pulled = []  # samples handed over when each frame came out
+
+    def microphone():
+        for i in range(0, len(audio), 320):  # 20-ms blocks
+            pulled.append(min(i + 320, len(audio)))
+            yield audio[i : i + 320]
+
+    frames, out_at = [], []
+    for frame in pipe.stream(microphone(), 16000, num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+                             live=True):
+        frames.append(frame)
+        out_at.append(pulled[-1])
+    assert len(frames) == 50
+    # frame k needs the audio to the end of its chunk of 3 frames (640 samples each), and no more
+    # than the 20-ms block that completes it
+    need = [min((k // 3 + 1) * 3, 50) * 640 for k in range(50)]
+    assert all(n <= got < n + 320 or got == len(audio) for n, got in zip(need, out_at, strict=True)), (need, out_at)
+    # where its audio context covers the whole input, it makes the offline frames up to the
+    # chunk edges of the features
+    offline = pipe(audio, sampling_rate=16000, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).frames
+    assert np.abs(offline.astype(int) - np.stack(frames).astype(int)).mean() < 0.5
+
+
+def test_live_needs_a_streaming_speech2latent(pipe):
+    with pytest.raises(InputError, match="--chunk-frames"):
+        next(pipe.stream([speech_like(1.0)], 16000, live=True))
+    with pytest.raises(InputError, match="live must be True or False"):
+        next(pipe.stream([speech_like(1.0)], 16000, live="yes"))

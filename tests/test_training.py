@@ -103,6 +103,22 @@ def test_train_encode_export_generate(dataset, tmp_path):
     talker("generate", "--model", ckpt, "--audio", wav, "--out", out, "--steps", 2, "--pose-mode", "reference", "-q")
     with av.open(str(out)) as c:
         assert c.streams.video[0].codec_context.width == 256  # upscaled to carry the watermark
+    # a streaming speech2latent, continued from the offline one, added to the speaker for live input
+    live = tmp_path / "s2l-live"
+    talker("train", "s2l", "--data", data, "--dae", dae, "--output", live, "--max-steps", 2, "--hidden-size", 32,
+           "--window-seconds", 2, "--eval-every", 2, "--chunk-frames", 3, "--init-from", s2l / "speech_to_latent", "-q")
+    r = talker("add-live", ckpt, "--s2l", s2l, check=False)
+    assert r.returncode == 2 and "not a streaming speech2latent" in r.stderr
+    talker("add-live", ckpt, "--s2l", live)
+    with_live = DAETalkerPipeline.from_pretrained(ckpt)
+    assert with_live.live_speech_to_latent.config.chunk_frames == 3 and with_live.speech_to_latent.config.chunk_frames == 0
+    assert with_live.speaker["live"] == {"chunk_frames": 3, "lookahead_ms": 80}
+    assert "chunks of 3 frames, at most 80 ms" in (ckpt / "README.md").read_text()
+    audio, _ = __import__("soundfile").read(wav, dtype="float32")
+    frames = list(with_live.stream([audio[i : i + 320] for i in range(0, 16000, 320)], 16000, live=True))
+    assert len(frames) == 25
+    with pytest.raises(Exception, match="chunk-frames"):
+        next(pipe.stream([audio[:16000]], 16000, live=True))  # the speaker without it
     # a few-step decoder distilled from the DAE: resumable, exported beside the DDIM decoder, the default
     dist = tmp_path / "distill"
     tiny_distill = ("--teacher-steps", 2, "--pairs", 8, "--batch-size", 4, "--eval-every", 2, "--checkpoint-every", 2)

@@ -11,6 +11,13 @@ DAE-Talker's second stage (Du et al., ACM MM 2023)::
       → Linear                              normalised z_sem
 
 Feature, latent and pose statistics are buffers, so they are saved with the weights.
+
+With ``chunk_frames`` = C > 0 the network streams (for live input): frames are taken in chunks
+of C, and a frame's output depends on the audio only up to the end of its chunk (a look-ahead of
+at most C − 1 frames): attention sees the past and its own chunk (chunk-wise attention, as
+streaming Conformer recognisers do), convolutions are causal, the normalisations are per frame
+(the window normalisation uses running statistics of the past). C = 0 is the paper's
+bidirectional network, which needs the whole window.
 """
 
 from __future__ import annotations
@@ -62,23 +69,51 @@ class SelfAttention(nn.Module):
         self.num_heads, self.dropout = num_heads, dropout
 
     def forward(self, x, mask):
+        """``mask``: None, (B, N) True on real frames, or (B, 1, N, N) True where a query frame may
+        attend to a key frame."""
         b, t, h = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(b, t, 3, self.num_heads, h // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k = _rotary(q), _rotary(k)
-        attn_mask = None if mask is None else mask[:, None, None, :]
+        attn_mask = None if mask is None else (mask if mask.dim() == 4 else mask[:, None, None, :])
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
         return F.dropout(self.out(y.transpose(1, 2).reshape(b, t, h)), self.dropout, self.training)
 
 
-class ConvModule(nn.Module):
-    """Conformer convolution module: pointwise → GLU → depthwise → norm → SiLU → pointwise."""
+class CausalConv1d(nn.Conv1d):
+    """Conv1d whose output at t sees inputs up to t only (padded on the left)."""
 
-    def __init__(self, hidden, kernel_size, dropout):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, padding=0, **kwargs)
+
+    def forward(self, x):
+        return super().forward(F.pad(x, ((self.kernel_size[0] - 1) * self.dilation[0], 0)))
+
+
+class FrameNorm(nn.LayerNorm):
+    """LayerNorm over the channels of every frame of (B, C, T): no statistics across time."""
+
+    def forward(self, x):
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+def conv1d(causal: bool, in_ch: int, out_ch: int, kernel_size: int, **kwargs) -> nn.Conv1d:
+    """A same-length Conv1d: centred, or causal (for the streaming network)."""
+    if causal:
+        return CausalConv1d(in_ch, out_ch, kernel_size, **kwargs)
+    return nn.Conv1d(in_ch, out_ch, kernel_size, padding=kernel_size // 2, **kwargs)
+
+
+class ConvModule(nn.Module):
+    """Conformer convolution module: pointwise → GLU → depthwise → norm → SiLU → pointwise
+    (causal depthwise convolution and a per-frame norm when ``causal``)."""
+
+    def __init__(self, hidden, kernel_size, dropout, causal=False):
         super().__init__()
         self.norm = nn.LayerNorm(hidden)
         self.pointwise_in = nn.Conv1d(hidden, 2 * hidden, 1)
-        self.depthwise = nn.Conv1d(hidden, hidden, kernel_size, padding=kernel_size // 2, groups=hidden)
-        self.mid_norm = nn.GroupNorm(1, hidden)  # batch-size independent, unlike BatchNorm
+        self.depthwise = conv1d(causal, hidden, hidden, kernel_size, groups=hidden)
+        # batch-size independent, unlike BatchNorm; the streaming network's looks at one frame only
+        self.mid_norm = FrameNorm(hidden) if causal else nn.GroupNorm(1, hidden)
         self.pointwise_out = nn.Conv1d(hidden, hidden, 1)
         self.dropout = nn.Dropout(dropout)
 
@@ -94,17 +129,19 @@ class ConvModule(nn.Module):
 class ConformerBlock(nn.Module):
     """Macaron Conformer block: ½FFN → MHSA → Conv → ½FFN → LayerNorm (Gulati et al., 2020)."""
 
-    def __init__(self, hidden, num_heads, ffn, kernel_size, dropout):
+    def __init__(self, hidden, num_heads, ffn, kernel_size, dropout, causal=False):
         super().__init__()
         self.ffn1 = FeedForward(hidden, ffn, dropout)
         self.attn = SelfAttention(hidden, num_heads, dropout)
-        self.conv = ConvModule(hidden, kernel_size, dropout)
+        self.conv = ConvModule(hidden, kernel_size, dropout, causal)
         self.ffn2 = FeedForward(hidden, ffn, dropout)
         self.norm = nn.LayerNorm(hidden)
 
-    def forward(self, x, mask=None):
+    def forward(self, x, mask=None, attn_mask=None):
+        """``mask``: (B, N) True on real frames; ``attn_mask``: (B, 1, N, N) frames each frame may
+        attend to (default: the real ones)."""
         x = x + 0.5 * self.ffn1(x)
-        x = x + self.attn(x, mask)
+        x = x + self.attn(x, mask if attn_mask is None else attn_mask)
         x = x + self.conv(x, mask)
         x = x + 0.5 * self.ffn2(x)
         return self.norm(x)
@@ -119,11 +156,11 @@ class PoseAdaptor(nn.Module):
     inference the predicted pose, or a pose the user gives.
     """
 
-    def __init__(self, hidden, channels, kernel_size, dropout, pose_dim=3):
+    def __init__(self, hidden, channels, kernel_size, dropout, pose_dim=3, causal=False):
         super().__init__()
-        self.conv1 = nn.Conv1d(hidden, channels, kernel_size, padding=kernel_size // 2)
+        self.conv1 = conv1d(causal, hidden, channels, kernel_size)
         self.norm1 = nn.LayerNorm(channels)
-        self.conv2 = nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2)
+        self.conv2 = conv1d(causal, channels, channels, kernel_size)
         self.norm2 = nn.LayerNorm(channels)
         self.dropout = nn.Dropout(dropout)
         self.predictor_out = nn.Linear(channels, pose_dim)
@@ -196,6 +233,9 @@ class Speech2Latent(ModelMixin, ConfigMixin):
             predicts openings smaller than the speaker makes; ``talker train s2l`` sets it so that
             on held-out clips the predicted openings spread as much as the true ones (1: as
             predicted).
+        chunk_frames: 0 (the paper's bidirectional network) or C > 0: the streaming network,
+            whose frames depend on the audio up to the end of their chunk of C frames only (see
+            the module's docstring); ``DAETalkerPipeline.stream(..., live=True)`` needs one.
     """
 
     @register_to_config
@@ -225,8 +265,12 @@ class Speech2Latent(ModelMixin, ConfigMixin):
         voice_activity: bool = False,
         mouth_readout: bool = False,
         mouth_gain: float = 1.0,
+        chunk_frames: int = 0,
     ):
         super().__init__()
+        if chunk_frames < 0:
+            raise ValueError(f"chunk_frames must be 0 (bidirectional) or a positive number of frames, got {chunk_frames}")
+        causal = chunk_frames > 0
         if feature_normalization not in ("dataset", "window"):
             raise ValueError(f"feature_normalization must be 'dataset' or 'window', got {feature_normalization!r}")
         if audio_frontend not in ("mel", "wav2vec2"):
@@ -240,7 +284,9 @@ class Speech2Latent(ModelMixin, ConfigMixin):
         for _ in range(n_down):
             layers += [nn.Conv1d(ch, hidden_size, 3, stride=2, padding=1), nn.SiLU()]
             ch = hidden_size
-        layers.append(nn.Conv1d(ch, hidden_size, 3, padding=1))
+        # the strided convolutions see the features of their own frame only; the last one is causal
+        # in the streaming network
+        layers.append(conv1d(causal, ch, hidden_size, 3))
         self.subsample = nn.Sequential(*layers)
         self.voice_proj = None
         if voice_activity:
@@ -248,9 +294,10 @@ class Speech2Latent(ModelMixin, ConfigMixin):
             nn.init.zeros_(self.voice_proj[2].weight)  # starts as a no-op (e.g. from weights without it)
             nn.init.zeros_(self.voice_proj[2].bias)
         self.emotion_proj = nn.Linear(len(emotion_names), hidden_size, bias=False) if emotion_names else None
-        block = lambda: ConformerBlock(hidden_size, num_heads, ffn_size, conv_kernel_size, dropout)  # noqa: E731
+        block = lambda: ConformerBlock(hidden_size, num_heads, ffn_size, conv_kernel_size, dropout, causal)  # noqa: E731
         self.encoder = nn.ModuleList(block() for _ in range(num_encoder_layers))
-        self.pose_adaptor = PoseAdaptor(hidden_size, pose_predictor_channels, pose_predictor_kernel_size, dropout)
+        self.pose_adaptor = PoseAdaptor(hidden_size, pose_predictor_channels, pose_predictor_kernel_size, dropout,
+                                        causal=causal)
         self.decoder = nn.ModuleList(block() for _ in range(num_decoder_layers))
         self.out = nn.Linear(hidden_size, latent_dim)
 
@@ -330,10 +377,15 @@ class Speech2Latent(ModelMixin, ConfigMixin):
             valid = mask.repeat_interleave(self.frames_per_feature, dim=1)[:, : features.shape[1]]
         m = valid[..., None].to(features.dtype)
         x = features
+        streaming = self.config.chunk_frames > 0  # statistics of the window so far: running ones
         if self.config.audio_frontend == "mel":
-            peak = x.masked_fill(~valid[..., None], float("-inf")).amax(dim=(1, 2), keepdim=True)
+            peak = x.masked_fill(~valid[..., None], float("-inf")).amax(dim=2, keepdim=True)
+            peak = peak.cummax(dim=1).values if streaming else peak.amax(dim=1, keepdim=True)
             x = torch.maximum(x, peak - self.config.feature_floor)
-        mean = (x * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp_min(1.0)
+        if streaming:
+            mean = (x * m).cumsum(1) / m.cumsum(1).clamp_min(1.0)
+        else:
+            mean = (x * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp_min(1.0)
         return (x - mean) * m
 
     def normalize_pose(self, pose_degrees: torch.Tensor) -> torch.Tensor:
@@ -349,6 +401,16 @@ class Speech2Latent(ModelMixin, ConfigMixin):
         return latents * self.latent_std + self.latent_mean
 
     # --- forward ------------------------------------------------------------------------------
+
+    def chunk_mask(self, n: int, mask: torch.Tensor | None, device) -> torch.Tensor | None:
+        """(B or 1, 1, n, n) True where frame i may attend to frame j: the streaming network's
+        frames see their own chunk and the ones before; None for the bidirectional network."""
+        c = self.config.chunk_frames
+        if c <= 0:
+            return None
+        chunk = torch.arange(n, device=device) // c
+        allowed = (chunk[None, :] <= chunk[:, None])[None, None]
+        return allowed if mask is None else allowed & mask[:, None, None, :]
 
     def forward(
         self,
@@ -383,12 +445,13 @@ class Speech2Latent(ModelMixin, ConfigMixin):
         if self.emotion_proj is not None and emotion is not None:
             e = emotion.to(dtype)
             x = x + self.emotion_proj(e if e.dim() == 3 else e[:, None, :])
+        attn_mask = self.chunk_mask(x.shape[1], mask, x.device)
         for layer in self.encoder:
-            x = layer(x, mask)
+            x = layer(x, mask, attn_mask)
         pose_in = None if pose is None else self.normalize_pose(pose.to(dtype))
         x, predicted = self.pose_adaptor(x, pose_in)
         for layer in self.decoder:
-            x = layer(x, mask)
+            x = layer(x, mask, attn_mask)
         latents = self.out(x)
         z_sem = self.denormalize_latents(latents)
         if shape_mouth and per_frame is not None and self.config.mouth_readout:

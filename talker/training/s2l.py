@@ -58,6 +58,7 @@ class S2LConfig:
     mel_floor: float = 1e-10  # see Speech2Latent
     voice_activity: bool = True  # see Speech2Latent: P(speech) from Silero VAD as one more input
     augment: bool = True
+    chunk_frames: int = 0  # see Speech2Latent: 0 bidirectional; C > 0 the streaming network (live input)
     init_from: str | None = None  # weights to start from: a speech_to_latent folder or a checkpoint's model.safetensors
 
 
@@ -106,7 +107,8 @@ def build_s2l(cfg: S2LConfig, feature_dim: int, latent_dim: int, mouth_readout: 
                          num_heads=cfg.num_heads, ffn_size=cfg.ffn_size, conv_kernel_size=cfg.conv_kernel_size,
                          num_encoder_layers=cfg.num_encoder_layers, num_decoder_layers=cfg.num_decoder_layers,
                          dropout=cfg.dropout, latent_dim=latent_dim, feature_normalization=cfg.feature_normalization, mel_floor=cfg.mel_floor,
-                         voice_activity=cfg.voice_activity, mouth_readout=mouth_readout)
+                         voice_activity=cfg.voice_activity, mouth_readout=mouth_readout,
+                         chunk_frames=cfg.chunk_frames)
 
 
 class MouthReadout:

@@ -27,6 +27,7 @@ from ..ddim import check_precision, ddim_decode, decoder_autocast, distilled_sch
 from ..diffusion_autoencoder.pipeline_diffusion_autoencoder import DiffusionAutoencoderPipeline, _check_steps
 from ..images import check_output_type, postprocess_frames
 from ..loading import SpeakerCheckpointMixin
+from .live import check_live, live_frames
 from .windows import DEFAULT_OVERLAP, DEFAULT_WINDOW, CrossFader, check_windows
 
 POSE_MODES = ("predicted", "static", "reference")
@@ -58,12 +59,14 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
     inverting real frames), optional ``distilled_unet`` (a decoder distilled from ``unet`` that
     renders its 100-step frames in 1 to 8 steps, :mod:`talker.training.distill`), optional
     ``refiner`` (renders the decoder's frames at 4× or 8× their size, trained on the speaker's
-    own frames; used unless ``refine=False``) and, for the wav2vec2 front end, ``audio_encoder``
-    and ``feature_extractor``. ``pipe.speaker`` holds the checkpoint's ``speaker.json``.
+    own frames; used unless ``refine=False``), optional ``live_speech_to_latent`` (a streaming
+    speech2latent, ``chunk_frames`` > 0, for ``stream(..., live=True)``) and, for the wav2vec2
+    front end, ``audio_encoder`` and ``feature_extractor``. ``pipe.speaker`` holds the checkpoint's ``speaker.json``.
     """
 
-    model_cpu_offload_seq = "audio_encoder->speech_to_latent->unet->distilled_unet->refiner"
-    _optional_components = ["encoder", "audio_encoder", "feature_extractor", "distilled_unet", "refiner"]
+    model_cpu_offload_seq = "audio_encoder->speech_to_latent->live_speech_to_latent->unet->distilled_unet->refiner"
+    _optional_components = ["encoder", "audio_encoder", "feature_extractor", "distilled_unet", "refiner",
+                            "live_speech_to_latent"]
     _required_components = ("unet", "scheduler", "speech_to_latent")
     #: the decoder's compute type: "auto" (a float32 decoder runs under bfloat16 autocast on a CPU
     #: with native bfloat16, about 2× faster), "float32" or "bfloat16"; see :mod:`talker.pipelines.ddim`
@@ -79,6 +82,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         feature_extractor: Any = None,
         distilled_unet: DAEDecoderUNet | None = None,
         refiner: Refiner | None = None,
+        live_speech_to_latent: Speech2Latent | None = None,
     ):
         super().__init__()
         self.register_modules(
@@ -90,6 +94,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
             feature_extractor=feature_extractor,
             distilled_unet=distilled_unet,
             refiner=refiner,
+            live_speech_to_latent=live_speech_to_latent,
         )
         self.speaker: dict = {}
 
@@ -108,6 +113,12 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         """The side of the frames the pipeline returns: the refiner's where the speaker has one
         and ``refine``, else the decoder's."""
         return self.refiner.out_resolution if refine and self.refiner is not None else self.resolution
+
+    @property
+    def streaming_speech_to_latent(self) -> Speech2Latent:
+        """The speech2latent of live generation: ``live_speech_to_latent`` where the speaker has
+        one, else ``speech_to_latent`` (which streams only if trained with ``chunk_frames``)."""
+        return self.live_speech_to_latent if self.live_speech_to_latent is not None else self.speech_to_latent
 
     @property
     def emotion_names(self) -> tuple[str, ...]:
@@ -183,10 +194,11 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
             raise InputError(f"frame_batch_size must be a positive integer; got {frame_batch_size!r}")
         check_output_type(output_type)
 
-    def encode_audio(self, wave: np.ndarray, n_frames: int) -> torch.Tensor:
-        """16 kHz samples → (1, n_frames × feature_rate / fps, feature_dim [+ 1]) features (with
-        P(speech) last where speech2latent takes voice activity)."""
-        cfg = self.speech_to_latent.config
+    def encode_audio(self, wave: np.ndarray, n_frames: int, s2l: Speech2Latent | None = None) -> torch.Tensor:
+        """16 kHz samples → (1, n_frames × feature_rate / fps, feature_dim [+ 1]) features for
+        ``s2l`` (default ``speech_to_latent``; with P(speech) last where it takes voice activity)."""
+        s2l = s2l if s2l is not None else self.speech_to_latent
+        cfg = s2l.config
         if cfg.audio_frontend == "mel":
             feats = log_mel(wave, n_frames, n_mels=cfg.n_mels, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
                             floor=cfg.mel_floor)
@@ -198,7 +210,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
             )
         if cfg.voice_activity:
             feats = append_voice_activity(feats, wave, n_frames)
-        return feats[None].to(self.speech_to_latent.device)
+        return feats[None].to(s2l.device)
 
     def prepare_pose(self, pose_mode: str, pose: Any, n_frames: int) -> torch.Tensor | None:
         """The pose fed to the pose projector: None (predicted) or (1, N, 3) degrees."""
@@ -282,12 +294,15 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         per_frame = 40 * self.unet.config.base_channels * self.resolution**2 * 4
         return int(min(256, max(8, free // 4 // per_frame)))
 
-    def predict_latents(self, wave: np.ndarray, n_frames: int, pose_t, emotion_t) -> dict[str, torch.Tensor]:
-        """speech2latent on one window: ``n_frames`` frames of 16 kHz ``wave`` (pose_t: that
-        window's (1, n, 3) pose or None) → {"z_sem": (n, D), "pose": (n, 3)}; where the speaker
-        has voice activity and a mouth read-out, mouths shut where nobody speaks."""
-        features = self.encode_audio(wave[: n_frames * (SAMPLE_RATE // self.fps)], n_frames)
-        out = self.speech_to_latent(features, pose=pose_t, emotion=emotion_t, shape_mouth=True)
+    def predict_latents(self, wave: np.ndarray, n_frames: int, pose_t, emotion_t,
+                        s2l: Speech2Latent | None = None) -> dict[str, torch.Tensor]:
+        """speech2latent (``s2l``, default ``speech_to_latent``) on one window: ``n_frames`` frames
+        of 16 kHz ``wave`` (pose_t: that window's (1, n, 3) pose or None) → {"z_sem": (n, D),
+        "pose": (n, 3)}; where the speaker has voice activity and a mouth read-out, mouths shut
+        where nobody speaks."""
+        s2l = s2l if s2l is not None else self.speech_to_latent
+        features = self.encode_audio(wave[: n_frames * (SAMPLE_RATE // self.fps)], n_frames, s2l)
+        out = s2l(features, pose=pose_t, emotion=emotion_t, shape_mouth=True)
         return {"z_sem": out.z_sem[0], "pose": out.pose[0]}
 
     def refine_frames(self, images: torch.Tensor) -> torch.Tensor:
@@ -510,6 +525,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         max_duration: float | None = None,
         decoder: str | None = None,
         refine: bool = True,
+        live: bool = False,
     ) -> Iterator[np.ndarray]:
         """Streaming generation: audio chunks in, (H, W, 3) uint8 frames out as soon as they are final.
 
@@ -522,6 +538,10 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
                 e.g. microphone blocks; any chunk size.
             window_frames / overlap_frames: as in ``__call__``; the look-ahead is ``overlap_frames``
                 and live latency at least ``window_frames`` of audio for the first frame.
+            live: for a speaker with a streaming speech2latent (``chunk_frames`` C > 0): each
+                frame comes out as soon as the audio of its chunk of C frames is in, decoded C at
+                a time (:mod:`.live`); ``window_frames`` is then the audio context it hears.
+                Its frames equal ``__call__``'s only where the context covers the whole audio.
             Other arguments as in ``__call__``.
         """
         num_inference_steps = self.steps_for(decoder, num_inference_steps)
@@ -531,10 +551,21 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
             raise InputError(f"first_batch must be a positive integer; got {first_batch!r}")
         from ...audio import _check_sampling_rate
 
+        if not isinstance(live, bool):
+            raise InputError(f"live must be True or False; got {live!r}")
+        if live:
+            check_live(self.streaming_speech_to_latent)
         rate = _check_sampling_rate(sampling_rate)
         emotion_t = self.prepare_emotion(emotion)
         self.prepare_pose(pose_mode, pose, 1)
         x_T = self.prepare_fixed_noise(generator, fixed_noise)
+        if live:
+            with torch.inference_mode():
+                for images, _, _ in live_frames(self, audio_chunks, rate, num_inference_steps, pose_mode, pose,
+                                                emotion_t, x_T, window_frames, decoder, refine, max_duration,
+                                                _stream_chunk):
+                    yield from postprocess_frames(images, "np")
+            return
         batch = frame_batch_size or self.default_frame_batch_size()
         with torch.inference_mode():
             for images, _, _ in self._frames(audio_chunks, rate, num_inference_steps, pose_mode, pose, emotion_t, x_T,

@@ -1,0 +1,126 @@
+"""Live generation as a microphone would drive it: latency from audio to frame, and whether it keeps up.
+
+    python bench/live.py --out bench/results/live.json [--model checkpoints/astronaut-64] \
+        [--seconds 60] [--block-ms 20] [--steps 1,2] [--sizes decoder,refined]
+
+Speech (the example recordings, repeated to ``--seconds``) is handed to ``pipe.stream(...,
+live=True)`` in ``--block-ms`` blocks paced by the wall clock, as a microphone delivers them: block
+k is not given before its last sample would have been spoken, and is given at once when the
+generator asks for it late (a backlog). A frame's latency is the time from the moment the last
+audio sample of that frame (its 40 ms) was spoken to the moment the frame comes out. Reported per
+setting (decoder steps, with or without the refiner): median, 95th percentile and worst latency,
+the latency's drift over the run (ms per second of input: above 0, a growing backlog), frames per
+second over the run and the real-time factor (time not spent waiting for audio ÷ audio time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def speech(seconds: float) -> np.ndarray:
+    """``seconds`` of 16 kHz speech: the example recordings one after another, repeated."""
+    parts = []
+    for wav in sorted((ROOT / "examples").glob("*.wav")):
+        audio, rate = sf.read(wav, dtype="float32")
+        if rate != 16000:
+            from talker.audio import resample
+
+            audio = resample(audio, rate, 16000)
+        parts.append(audio if audio.ndim == 1 else audio.mean(1))
+    one = np.concatenate(parts)
+    return np.tile(one, int(np.ceil(seconds * 16000 / len(one))))[: int(seconds * 16000)]
+
+
+def run_live(pipe, audio: np.ndarray, block: int, **kwargs) -> dict:
+    """Feed ``audio`` in real time; the latency of every frame, and the compute time."""
+    clock = {"t0": None, "waited": 0.0}
+
+    def microphone():
+        for start in range(0, len(audio), block):
+            end = min(start + block, len(audio))
+            due = clock["t0"] + end / 16000  # when its last sample has been spoken
+            wait = due - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+                clock["waited"] += wait
+            yield audio[start:end]
+
+    out_times = []
+    clock["t0"] = time.perf_counter()
+    for _ in pipe.stream(microphone(), 16000, live=True, **kwargs):
+        out_times.append(time.perf_counter() - clock["t0"])
+    spoken = (np.arange(1, len(out_times) + 1) * 640) / 16000  # when each frame's last sample was spoken
+    latency = np.asarray(out_times) - spoken
+    duration = len(audio) / 16000
+    drift = float(np.polyfit(spoken, latency, 1)[0])  # seconds of latency gained per second of input
+    return {
+        "frames": len(out_times),
+        "latency_ms": {"median": round(float(np.median(latency)) * 1000, 1),
+                       "p95": round(float(np.percentile(latency, 95)) * 1000, 1),
+                       "max": round(float(latency.max()) * 1000, 1),
+                       "first_frame": round(float(latency[0]) * 1000, 1),
+                       "last_second_median": round(float(np.median(latency[-25:])) * 1000, 1)},
+        "drift_ms_per_s": round(drift * 1000, 2),
+        "frames_per_s": round(len(out_times) / out_times[-1], 2),
+        "wall_s": round(out_times[-1], 2),
+        "audio_s": round(duration, 2),
+        # the time spent computing (not waiting for the microphone) per second of audio
+        "real_time_factor": round((out_times[-1] - clock["waited"]) / duration, 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="speaker with a streaming speech2latent (default: the bundled speaker)")
+    parser.add_argument("--out", default="bench/results/live.json")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--block-ms", type=float, default=20.0, help="microphone block length")
+    parser.add_argument("--steps", default="1,2", help="decoder step counts to measure")
+    parser.add_argument("--sizes", default="decoder,refined",
+                        help="decoder: the decoder's own frames; refined: through the speaker's refiner (if any)")
+    args = parser.parse_args(argv)
+
+    from talker import DAETalkerPipeline
+    from talker.cli import bundled_speaker
+
+    model = args.model or bundled_speaker()
+    pipe = DAETalkerPipeline.from_pretrained(model)
+    pipe.set_progress_bar_config(disable=True)
+    s2l = pipe.streaming_speech_to_latent
+    audio = speech(args.seconds)
+    block = int(args.block_ms * 16)
+    results = {"command": "python bench/live.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "model": str(model), "device": "cpu", "threads": torch.get_num_threads(),
+               "chunk_frames": s2l.config.chunk_frames, "lookahead_ms": (s2l.config.chunk_frames - 1) * 40,
+               "block_ms": args.block_ms, "settings": {}}
+    for size in args.sizes.split(","):
+        refine = size == "refined"
+        if refine and pipe.refiner is None:
+            continue
+        for steps in (int(s) for s in args.steps.split(",")):
+            kwargs = dict(num_inference_steps=steps, refine=refine, generator=torch.Generator().manual_seed(0))
+            run_live(pipe, audio[: 16000 * 2], block, **kwargs)  # warm-up
+            row = run_live(pipe, audio, block, **kwargs)
+            row["resolution"] = pipe.output_resolution(refine)
+            name = f"{row['resolution']}px_{steps}step"
+            results["settings"][name] = row
+            print(name, json.dumps(row))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
