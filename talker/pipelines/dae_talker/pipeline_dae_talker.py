@@ -19,7 +19,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ...audio import DEFAULT_MAX_DURATION, SAMPLE_RATE, load_audio, log_mel, wav2vec2_features
 from ...defaults import DECODERS, DEFAULT_DISTILLED_STEPS, DEFAULT_STEPS, MAX_DISTILLED_STEPS, MAX_STEPS
-from ...errors import AudioError, CheckpointError, InputError
+from ...errors import CheckpointError, InputError
 from ...models import DAEDecoderUNet, Refiner, SemanticEncoder, Speech2Latent
 from ...pose import check_pose_range
 from ...vad import append_voice_activity
@@ -27,6 +27,7 @@ from ..ddim import check_precision, ddim_decode, decoder_autocast, distilled_sch
 from ..diffusion_autoencoder.pipeline_diffusion_autoencoder import DiffusionAutoencoderPipeline, _check_steps
 from ..images import check_output_type, postprocess_frames
 from ..loading import SpeakerCheckpointMixin
+from .incoming import FrameAudio, incoming_audio
 from .live import check_live, live_frames
 from .windows import DEFAULT_OVERLAP, DEFAULT_WINDOW, CrossFader, check_windows
 
@@ -319,18 +320,11 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         """The generation loop shared by ``__call__``, ``generate_video`` and ``stream``: audio
         chunks → (images (B, 3, H, W) in [-1, 1], z_sem (B, D), poses (B, 3)) batches, in order,
         holding only the frames not yet final plus one batch."""
-        spf = SAMPLE_RATE // self.fps
         unet, scheduler = self.decoder_for(decoder)
-        resampler = None
-        if sampling_rate != SAMPLE_RATE:
-            import soxr
-
-            resampler = soxr.ResampleStream(sampling_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
         hop = window - overlap
         fader = CrossFader(overlap)
-        wave = np.zeros(0, dtype=np.float32)  # 16 kHz samples from frame `wave_start` on
-        wave_start = 0  # frame index of wave[0]
-        next_start, heard, total_in = 0, 0, 0  # next window's first frame, frames of audio so far, input samples
+        audio = FrameAudio(self.fps)
+        next_start = 0  # the next window's first frame
         ready_z, ready_p = [], []
         pose_cache: dict[int, torch.Tensor | None] = {}
 
@@ -342,8 +336,8 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
 
         def run_window(start, end, last):
             pose_t = pose_until(end)
-            feats_wave = wave[(start - wave_start) * spf : (end - wave_start) * spf]
-            out = self.predict_latents(feats_wave, end - start, None if pose_t is None else pose_t[:, start:end], emotion_t)
+            out = self.predict_latents(audio.frames(start, end), end - start,
+                                       None if pose_t is None else pose_t[:, start:end], emotion_t)
             fader.add(start, out, first=start == 0, last=last)
             final = fader.pop(end if last else start + hop)
             ready_z.append(final["z_sem"])
@@ -369,31 +363,9 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
             ready_z, ready_p = ([z[done:]], [p[done:]]) if done < z.shape[0] else ([], [])
 
         emitted = 0  # frames decoded so far
-        ended = False
-        chunks = iter(chunks)
-        while not ended:
-            try:
-                chunk = next(chunks)
-                samples = _stream_chunk(chunk)
-                total_in += samples.shape[0]
-                if max_duration is not None and total_in / sampling_rate > max_duration:
-                    raise AudioError(f"the audio is longer than the {max_duration:g} s accepted")
-                if resampler is not None:
-                    samples = resampler.resample_chunk(samples)
-            except StopIteration:
-                ended = True
-                samples = resampler.resample_chunk(np.zeros(0, np.float32), last=True) if resampler is not None else None
-            if samples is not None and samples.size:
-                wave = np.concatenate([wave, samples.astype(np.float32, copy=False)])
-            heard = wave_start + wave.shape[0] // spf  # whole frames of audio so far
-            if ended:
-                n_frames = total_in * self.fps // sampling_rate
-                if n_frames < 1:
-                    raise AudioError("the audio is shorter than one video frame" if total_in else "the audio stream was empty")
-                heard = n_frames
-                need = n_frames - wave_start
-                if wave.shape[0] < need * spf:
-                    wave = np.pad(wave, (0, need * spf - wave.shape[0]))
+        for samples, n_frames in incoming_audio(chunks, sampling_rate, self.fps, max_duration):
+            audio.extend(samples, n_frames)
+            heard, ended = audio.heard, audio.ended
             while next_start < heard and (next_start + window <= heard or ended):
                 if next_start > 0 and ended and next_start + overlap >= heard:
                     break  # the previous window already reached the end
@@ -401,10 +373,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
                 last = ended and end >= heard
                 run_window(next_start, end, last)
                 next_start += hop
-                drop = min(next_start, heard) - wave_start  # audio before the next window is no longer needed
-                if drop > 0:
-                    wave = wave[drop * spf :]
-                    wave_start += drop
+                audio.forget_before(min(next_start, heard))  # the next window starts there
                 if last:
                     break
             if ended:  # frames the last window ended on, if it was run before the end was known
@@ -562,8 +531,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         if live:
             with torch.inference_mode():
                 for images, _, _ in live_frames(self, audio_chunks, rate, num_inference_steps, pose_mode, pose,
-                                                emotion_t, x_T, window_frames, decoder, refine, max_duration,
-                                                _stream_chunk):
+                                                emotion_t, x_T, window_frames, decoder, refine, max_duration):
                     yield from postprocess_frames(images, "np")
             return
         batch = frame_batch_size or self.default_frame_batch_size()
@@ -670,22 +638,6 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
 def _chain_first(first, rest):
     yield first
     yield from rest
-
-
-def _stream_chunk(chunk: Any) -> np.ndarray:
-    """One streamed audio chunk → mono float32 samples."""
-    from ...audio import _as_float_array, to_mono
-
-    if not isinstance(chunk, (np.ndarray, torch.Tensor, list, tuple)):
-        raise AudioError(f"audio chunks must be numpy arrays or tensors of samples; got {type(chunk).__name__}")
-    from ...audio import MAX_PEAK
-
-    samples = to_mono(_as_float_array(chunk))
-    if not np.isfinite(samples).all():
-        raise AudioError("an audio chunk contains NaN or infinite samples")
-    if samples.size and np.abs(samples).max() > MAX_PEAK:
-        raise AudioError(f"an audio chunk reaches {np.abs(samples).max():.4g}; float audio is in [-1, 1]")
-    return np.ascontiguousarray(np.clip(samples, -1, 1), dtype=np.float32)
 
 
 def _as_pose_array(pose: Any, what: str) -> torch.Tensor:
