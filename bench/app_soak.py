@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                     answered += 1
                 else:
                     failures.append(f"request {i}: {e}")
-            if i % args.every == 0 or i == 1:
+            if i % args.every == 0 or i in (1, args.requests):
                 work_bytes, work_files = folder_size(tmp)
                 cache_bytes, cache_files = folder_size(cache)
                 rows.append({"requests": i, "seconds": round(time.perf_counter() - start, 1),

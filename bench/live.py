@@ -10,7 +10,8 @@ generator asks for it late (a backlog). A frame's latency is the time from the m
 audio sample of that frame (its 40 ms) was spoken to the moment the frame comes out. Reported per
 setting (decoder steps, with or without the refiner): median, 95th percentile and worst latency,
 the latency's drift over the run (ms per second of input: above 0, a growing backlog), frames per
-second over the run and the real-time factor (time not spent waiting for audio ÷ audio time).
+second over the run, the real-time factor (time not spent waiting for audio ÷ audio time), and
+what one chunk of frames costs, stage by stage.
 """
 
 from __future__ import annotations
@@ -80,6 +81,34 @@ def run_live(pipe, audio: np.ndarray, block: int, **kwargs) -> dict:
     }
 
 
+def chunk_costs(pipe, audio: np.ndarray, steps: int, refine: bool, repeats: int = 5) -> dict:
+    """Milliseconds of each stage for one chunk of frames, as live generation runs it: the audio
+    front end with voice activity, speech2latent on the 4-s context, the decoder and the refiner."""
+    from talker.pipelines.ddim import ddim_decode
+
+    s2l = pipe.streaming_speech_to_latent
+    c, n = s2l.config.chunk_frames, 100 // s2l.config.chunk_frames * s2l.config.chunk_frames
+    wave = audio[: n * 640]
+    unet, scheduler = pipe.decoder_for(None)
+    x_T = pipe.prepare_fixed_noise(torch.Generator().manual_seed(0))
+
+    def timed(fn):
+        fn()
+        tic = time.perf_counter()
+        for _ in range(repeats):
+            out = fn()
+        return out, round((time.perf_counter() - tic) / repeats * 1000, 1)
+
+    with torch.inference_mode():
+        features, front = timed(lambda: pipe.encode_audio(wave, n, s2l))
+        out, network = timed(lambda: s2l(features, shape_mouth=True))
+        z = out.z_sem[0, -c:]
+        images, decode = timed(lambda: ddim_decode(unet, scheduler, z, x_T, steps, c, precision=pipe.precision))
+        _, refiner = timed(lambda: pipe.refine_frames(images)) if refine and pipe.refiner is not None else (None, 0.0)
+    return {"frames": c, "front_end_and_voice_activity": front, "speech2latent": network, "decoder": decode,
+            "refiner": refiner, "total": round(front + network + decode + refiner, 1), "audio_ms": c * 40}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="speaker with a streaming speech2latent (default: the bundled speaker)")
@@ -112,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             kwargs = dict(num_inference_steps=steps, refine=refine, generator=torch.Generator().manual_seed(0))
             run_live(pipe, audio[: 16000 * 2], block, **kwargs)  # warm-up
             row = run_live(pipe, audio, block, **kwargs)
+            row["per_chunk_ms"] = chunk_costs(pipe, audio, steps, refine)
             row["resolution"] = pipe.output_resolution(refine)
             name = f"{row['resolution']}px_{steps}step"
             results["settings"][name] = row

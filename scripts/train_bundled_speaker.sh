@@ -25,6 +25,7 @@ DISTILL_PAIRS=${DISTILL_PAIRS:-10240}
 DISTILL_STEPS=${DISTILL_STEPS:-3000}
 FRAMES_STEPS=${FRAMES_STEPS:-500}
 REFINER_STEPS=${REFINER_STEPS:-3500}
+LIVE_STEPS=${LIVE_STEPS:-600}
 DAE_LR=${DAE_LR:-2e-4}
 SNR_GAMMA=${SNR_GAMMA:-5}
 INIT_FROM=${INIT_FROM:-}
@@ -122,3 +123,9 @@ if [ -z "${REFINER:-}" ]; then
     REFINER=$WORK/refiner
     export_speaker
 fi
+
+# 7. live input: a streaming speech2latent (chunks of 3 frames: at most 80 ms of audio after a
+#    frame heard), continued from the offline one on the same data, added to the checkpoint
+talker train s2l --data "$WORK/voices" --dae "$S2L_DAE" --output "$WORK/s2l-live" --max-steps "$LIVE_STEPS" \
+    --checkpoint-every 200 --eval-every 200 --chunk-frames 3 --init-from "$OUT/speech_to_latent" --resume
+talker add-live "$OUT" --s2l "$WORK/s2l-live"

@@ -177,7 +177,9 @@ def _live_line(live: dict | None, run: dict | None) -> str:
     run = run or {}
     return (f"a streaming speech2latent for `stream(..., live=True)`: chunks of {live['chunk_frames']} frames, "
             f"at most {live['lookahead_ms']} ms of audio after a frame heard; {run.get('steps', '?')} steps"
-            + (" (continued from the offline network's weights)" if run.get("init_from") else ""))
+            + (" (continued from the offline network's weights)" if run.get("init_from") else "")
+            + (f", step {run['best_step']} kept (held-out latent MSE {_fmt(run.get('heldout_latent_mse'))}, mouth "
+               f"{_fmt(run.get('heldout_mouth_mse'))})" if run.get("best_step") else ""))
 
 
 def _distilled_line(d: dict | None) -> str:
@@ -371,7 +373,7 @@ def add_live_s2l(folder: str | os.PathLike, run: str | os.PathLike) -> Path:
     weights = next((folder / "speech_to_latent").glob("*.safetensors"))
     with safe_open(str(weights), framework="pt") as f:
         stored = f.get_slice(next(iter(f.keys()))).get_dtype()
-    live = live.to(torch.float16 if stored == "F16" else torch.float32)
+    torch.nn.Module.to(live, torch.float16 if stored == "F16" else torch.float32)  # (ModelMixin.to warns here)
     live.save_pretrained(folder / "live_speech_to_latent")
     index = json.loads((folder / "model_index.json").read_text())
     index["live_speech_to_latent"] = ["talker.models.speech2latent", "Speech2Latent"]
