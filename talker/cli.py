@@ -107,16 +107,9 @@ def generation_jobs(audio: list[str], out: str) -> list[tuple[str, str]]:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    import torch
-    from accelerate import PartialState
-
-    from .pipelines import DAETalkerPipeline
     from .pose import load_pose_file
 
-    state = PartialState(cpu=not torch.cuda.is_available())  # with no GPU, torchrun/accelerate give MULTI_CPU
-    device, dtype = _device_and_dtype(args.device, args.dtype)
-    if state.num_processes > 1:  # under `accelerate launch`: one process per GPU (or CPU slice)
-        device = str(state.device)
+    # what the command line gets wrong fails first, before the models are imported and loaded
     emotion = _emotion_arg(args.emotion)
     pose = load_pose_file(args.pose_file) if args.pose_file else None
     if pose is not None and args.pose_mode == "predicted":
@@ -124,6 +117,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if pose is not None and args.pose_mode == "static":
         pose = pose[0]
     jobs = generation_jobs(args.audio, args.out)
+    device, dtype = _device_and_dtype(args.device, args.dtype)
+
+    import torch
+    from accelerate import PartialState
+
+    from .pipelines import DAETalkerPipeline
+
+    state = PartialState(cpu=not torch.cuda.is_available())  # with no GPU, torchrun/accelerate give MULTI_CPU
+    if state.num_processes > 1:  # under `accelerate launch`: one process per GPU (or CPU slice)
+        device = str(state.device)
     model = args.model or bundled_speaker()
     if model is None:
         raise TalkerError("no --model given and no bundled speaker in checkpoints/; pass a folder or Hub repo id")

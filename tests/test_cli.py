@@ -182,7 +182,7 @@ def test_a_generation_stopped_midway_leaves_no_video(speaker_dir, tmp_path):
             assert "talker generate: terminated" in (tmp_path / "log.txt").read_text()
         else:
             assert proc.returncode == -signal.SIGKILL and len(parts) == 1
-    r = talker("generate", "--model", speaker_dir, "--audio", write_audio(tmp_path / "short.wav", 0.4),
-               "--out", tmp_path / "next.mp4", "--steps", 1, "-q")
-    assert r.returncode == 0, r.stderr
+    from talker.video import write_video
+
+    write_video(tmp_path / "next.mp4", np.zeros((2, 16, 16, 3), np.uint8))  # the next writer in the folder
     assert sorted(p.name for p in tmp_path.glob("*.mp4")) == ["next.mp4"] and not list(tmp_path.glob(".*part*"))

@@ -62,7 +62,8 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
     ``refiner`` (renders the decoder's frames at 4× or 8× their size, trained on the speaker's
     own frames; used unless ``refine=False``), optional ``live_speech_to_latent`` (a streaming
     speech2latent, ``chunk_frames`` > 0, for ``stream(..., live=True)``) and, for the wav2vec2
-    front end, ``audio_encoder`` and ``feature_extractor``. ``pipe.speaker`` holds the checkpoint's ``speaker.json``.
+    front end, ``audio_encoder`` and ``feature_extractor``. ``pipe.speaker`` holds the
+    checkpoint's ``speaker.json``.
     """
 
     model_cpu_offload_seq = "audio_encoder->speech_to_latent->live_speech_to_latent->unet->distilled_unet->refiner"
