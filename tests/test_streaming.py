@@ -172,3 +172,43 @@ def test_live_needs_a_streaming_speech2latent(pipe):
         next(pipe.stream([speech_like(1.0)], 16000, live=True))
     with pytest.raises(InputError, match="live must be True or False"):
         next(pipe.stream([speech_like(1.0)], 16000, live="yes"))
+
+
+def test_a_newest_only_session_shows_the_newest_frame_of_each_push_and_skips_the_rest():
+    """A display's session: each push of 0.3 s gives one frame, the newest whose audio is all in,
+    the same frame a full live run makes there; the frames in between are skipped, not owed."""
+    pipe = streaming_pipeline(3)
+    audio = speech_like(2.0)
+    full = dict(live_frames(pipe, [audio]))
+    session = pipe.live_session(16000, num_inference_steps=2, generator=gen(), newest_only=True)
+    shown = []
+    for start in range(0, len(audio), 4800):  # 0.3-s pushes: 7.5 frames each
+        out = session.push(audio[start : start + 4800])
+        heard = min(start + 4800, len(audio)) // 640
+        assert [i for i, _ in out] == ([heard // 3 * 3 - 1] if heard >= 3 else [])
+        shown += out
+    shown += session.end()
+    assert shown[-1][0] == 49 and session.skipped == 50 - len(shown)
+    for i, frame in shown:
+        assert np.abs(frame.astype(int) - full[i].astype(int)).max() <= 1, i
+    with pytest.raises(InputError, match="ended"):
+        session.push(audio[:640])
+
+
+def live_frames(pipe, chunks, **kwargs):
+    session = pipe.live_session(16000, num_inference_steps=2, generator=gen(), **kwargs)
+    out = [pair for chunk in chunks for pair in session.push(chunk)]
+    return out + session.end()
+
+
+def test_live_frames_beyond_the_context_hear_their_own_window():
+    """With a 6-frame context the last, partial chunk (frames 48-49 of 50) is computed from frames
+    45-49 only: the same frames as a session given just that stretch of audio."""
+    pipe = streaming_pipeline(3)
+    audio = speech_like(2.0)
+    long = dict(live_frames(pipe, [audio[i : i + 320] for i in range(0, len(audio), 320)], window_frames=6))
+    tail = dict(live_frames(pipe, [audio[45 * 640 :]], window_frames=6))
+    assert sorted(long) == list(range(50)) and sorted(tail) == list(range(5))
+    for k in (3, 4):
+        assert np.abs(long[45 + k].astype(int) - tail[k].astype(int)).max() <= 1
+    assert np.abs(long[30].astype(int) - long[49].astype(int)).max() > 0

@@ -13,29 +13,43 @@ from ...audio import MAX_PEAK, SAMPLE_RATE, _as_float_array, to_mono
 from ...errors import AudioError
 
 
+class AudioIntake:
+    """Streamed audio pushed in a chunk at a time: each chunk → its samples at 16 kHz (resampled as
+    they come, so a few may arrive with the next chunk); :meth:`end` → what the resampler still held
+    and the stream's frame count. Raises :class:`AudioError` for chunks that are not audio, input
+    longer than ``max_duration`` seconds, or shorter than a frame."""
+
+    def __init__(self, sampling_rate: int, fps: int, max_duration: float | None = None):
+        self.sampling_rate, self.fps, self.max_duration = sampling_rate, fps, max_duration
+        self.resampler = None
+        if sampling_rate != SAMPLE_RATE:
+            import soxr
+
+            self.resampler = soxr.ResampleStream(sampling_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+        self.total_in = 0
+
+    def push(self, chunk: Any) -> np.ndarray:
+        samples = stream_chunk(chunk)
+        self.total_in += samples.shape[0]
+        if self.max_duration is not None and self.total_in / self.sampling_rate > self.max_duration:
+            raise AudioError(f"the audio is longer than the {self.max_duration:g} s accepted")
+        return self.resampler.resample_chunk(samples) if self.resampler is not None else samples
+
+    def end(self) -> tuple[np.ndarray, int]:
+        n_frames = self.total_in * self.fps // self.sampling_rate
+        if n_frames < 1:
+            raise AudioError("the audio is shorter than one video frame" if self.total_in else "the audio stream was empty")
+        empty = np.zeros(0, np.float32)
+        return (self.resampler.resample_chunk(empty, last=True) if self.resampler is not None else empty), n_frames
+
+
 def incoming_audio(chunks: Iterable[Any], sampling_rate: int, fps: int,
                    max_duration: float | None = None) -> Iterator[tuple[np.ndarray, int | None]]:
-    """Yields ``(samples, n_frames)`` per chunk: its samples at 16 kHz (resampled as they come,
-    so a few may arrive with the next chunk) and None; after the last chunk, what the resampler
-    still held and the video's frame count for the whole input. Raises :class:`AudioError` for
-    chunks that are not audio, input longer than ``max_duration`` seconds, or shorter than a frame."""
-    resampler = None
-    if sampling_rate != SAMPLE_RATE:
-        import soxr
-
-        resampler = soxr.ResampleStream(sampling_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
-    total_in = 0
+    """:class:`AudioIntake` over an iterable: ``(samples, None)`` per chunk, then ``(tail, n_frames)``."""
+    intake = AudioIntake(sampling_rate, fps, max_duration)
     for chunk in chunks:
-        samples = stream_chunk(chunk)
-        total_in += samples.shape[0]
-        if max_duration is not None and total_in / sampling_rate > max_duration:
-            raise AudioError(f"the audio is longer than the {max_duration:g} s accepted")
-        yield (resampler.resample_chunk(samples) if resampler is not None else samples), None
-    n_frames = total_in * fps // sampling_rate
-    if n_frames < 1:
-        raise AudioError("the audio is shorter than one video frame" if total_in else "the audio stream was empty")
-    tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True) if resampler is not None else np.zeros(0, np.float32)
-    yield tail, n_frames
+        yield intake.push(chunk), None
+    yield intake.end()
 
 
 def stream_chunk(chunk: Any) -> np.ndarray:

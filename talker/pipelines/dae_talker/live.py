@@ -1,4 +1,4 @@
-"""Live generation: audio chunks in, each frame out as soon as its audio has arrived.
+"""Live generation: audio pushed in as it arrives, each frame out as soon as its audio is in.
 
 A streaming speech2latent (``chunk_frames`` = C > 0) hears the audio of a frame's chunk of C
 frames and before, never after. So as soon as the audio of frames [t, t + C) is in, they are
@@ -7,11 +7,15 @@ the network's frames see their own chunk and the past, so the newest C frames ar
 it computes for them), then the C latents are decoded together from the video's one fixed noise
 image. A frame therefore waits at most C − 1 frames of audio (the look-ahead) plus the time to
 compute its chunk.
+
+A :class:`LiveSession` is pushed to (a server's microphone handler, a WebRTC track);
+``pipe.stream(..., live=True)`` drives one from an iterable. A display that shows one picture at a
+time asks for ``newest_only``: each push then computes only the newest finished frame, skipping
+the frames in between, so the picture never falls behind the voice however slow the machine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -19,7 +23,8 @@ import torch
 
 from ...errors import InputError
 from ..ddim import ddim_decode
-from .incoming import FrameAudio, incoming_audio
+from ..images import postprocess_frames
+from .incoming import AudioIntake, FrameAudio
 
 
 def check_live(s2l) -> int:
@@ -31,29 +36,69 @@ def check_live(s2l) -> int:
     return c
 
 
-def live_frames(pipe, chunks: Iterable[Any], sampling_rate: int, num_inference_steps: int, pose_mode: str, pose: Any,
-                emotion_t, x_T: torch.Tensor, context_frames: int, decoder: str | None, refine: bool,
-                max_duration: float | None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(images (B, 3, H, W) in [-1, 1], z_sem (B, D), poses (B, 3)) for each chunk of frames, as
-    soon as its audio is in."""
-    s2l = pipe.streaming_speech_to_latent
-    c = check_live(s2l)
-    context = max(c, context_frames // c * c)  # whole chunks, so the newest frames form one chunk
-    unet, scheduler = pipe.decoder_for(decoder)
-    audio, done = FrameAudio(pipe.fps), 0
-    for samples, n_frames in incoming_audio(chunks, sampling_rate, pipe.fps, max_duration):
-        audio.extend(samples, n_frames)
-        while done + c <= audio.heard or (audio.ended and done < audio.heard):
-            end = min(done + c, audio.heard)
-            start = max(0, end - context)
-            pose_t = pipe.prepare_pose(pose_mode, pose, end)
-            out = pipe.predict_latents(audio.frames(start, end), end - start,
-                                       None if pose_t is None else pose_t[:, start:end], emotion_t, s2l)
-            z, p = out["z_sem"][done - start :], out["pose"][done - start :]
-            images = ddim_decode(unet, scheduler, z.to(x_T.device), x_T, num_inference_steps, z.shape[0],
-                                 precision=pipe.precision)
-            if refine and pipe.refiner is not None:
-                images = pipe.refine_frames(images)
-            yield images, z, p
-            done = end
-            audio.forget_before(done + c - context)  # the next window starts there
+class LiveSession:
+    """One live generation: :meth:`push` audio chunks (any size, at ``sampling_rate``) as they
+    arrive and get back the frames they complete, :meth:`end` when the audio stops. Frames come as
+    ``(index, frame)``: the frame's place in the video (its time is index / fps) and (H, W, 3) uint8.
+    Made by ``pipe.live_session(...)``, which checks the arguments."""
+
+    def __init__(self, pipe, sampling_rate: int, num_inference_steps: int, pose_mode: str, pose: Any, emotion_t,
+                 x_T: torch.Tensor, context_frames: int, decoder: str | None, refine: bool,
+                 max_duration: float | None, newest_only: bool = False):
+        self.pipe, self.steps, self.pose_mode, self.pose, self.emotion_t, self.x_T = (
+            pipe, num_inference_steps, pose_mode, pose, emotion_t, x_T)
+        self.s2l = pipe.streaming_speech_to_latent
+        self.chunk = check_live(self.s2l)
+        self.context = max(self.chunk, context_frames // self.chunk * self.chunk)  # whole chunks
+        self.unet, self.scheduler = pipe.decoder_for(decoder)
+        self.refine = refine and pipe.refiner is not None
+        self.newest_only = newest_only
+        self.intake = AudioIntake(sampling_rate, pipe.fps, max_duration)
+        self.audio = FrameAudio(pipe.fps)
+        self.done = 0  # frames computed or skipped
+        self.skipped = 0  # frames not shown (newest_only)
+        self.ended = False
+
+    def push(self, chunk: Any) -> list[tuple[int, np.ndarray]]:
+        """Add the next audio chunk; the frames it completes (with ``newest_only``, at most one)."""
+        if self.ended:
+            raise InputError("this live session has ended; start a new one")
+        self.audio.extend(self.intake.push(chunk), None)
+        return self._run()
+
+    def end(self) -> list[tuple[int, np.ndarray]]:
+        """The audio has stopped: the frames still owed (the last partial chunk)."""
+        if self.ended:
+            return []
+        self.ended = True
+        self.audio.extend(*self.intake.end())
+        return self._run()
+
+    def _run(self) -> list[tuple[int, np.ndarray]]:
+        c, audio, out = self.chunk, self.audio, []
+        with torch.inference_mode():
+            while self.done + c <= audio.heard or (audio.ended and self.done < audio.heard):
+                end = min(self.done + c, audio.heard)
+                if self.newest_only:  # jump to the newest chunk whose audio is all in
+                    end = audio.heard if audio.ended else audio.heard // c * c
+                    newest_start = max(self.done, (end - 1) // c * c)
+                    self.skipped += end - self.done - 1  # all but the newest frame
+                    self.done = newest_start
+                images = self._chunk(self.done, end, 1 if self.newest_only else end - self.done)
+                out += list(zip(range(end - images.shape[0], end), postprocess_frames(images, "np"), strict=True))
+                self.done = end
+                audio.forget_before(self.done + c - self.context)  # the next window starts there
+        return out
+
+    def _chunk(self, first: int, end: int, n_images: int) -> torch.Tensor:
+        """speech2latent on the context of the chunk ending at ``end``; the last ``n_images`` of
+        frames [first, end) decoded → (n_images, 3, H, W) in [-1, 1]."""
+        pipe, c = self.pipe, self.chunk
+        start = max(0, (end - 1) // c * c + c - self.context)  # the context of the chunk's whole C frames
+        pose_t = pipe.prepare_pose(self.pose_mode, self.pose, end)
+        out = pipe.predict_latents(self.audio.frames(start, end), end - start,
+                                   None if pose_t is None else pose_t[:, start:end], self.emotion_t, self.s2l)
+        z = out["z_sem"][end - start - n_images :]
+        images = ddim_decode(self.unet, self.scheduler, z.to(self.x_T.device), self.x_T, self.steps, z.shape[0],
+                             precision=pipe.precision)
+        return pipe.refine_frames(images) if self.refine else images

@@ -28,7 +28,7 @@ from ..diffusion_autoencoder.pipeline_diffusion_autoencoder import DiffusionAuto
 from ..images import check_output_type, postprocess_frames
 from ..loading import SpeakerCheckpointMixin
 from .incoming import FrameAudio, incoming_audio
-from .live import check_live, live_frames
+from .live import LiveSession, check_live
 from .windows import DEFAULT_OVERLAP, DEFAULT_WINDOW, CrossFader, check_windows
 
 POSE_MODES = ("predicted", "static", "reference")
@@ -514,6 +514,17 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
                 Its frames equal ``__call__``'s only where the context covers the whole audio.
             Other arguments as in ``__call__``.
         """
+        if not isinstance(live, bool):
+            raise InputError(f"live must be True or False; got {live!r}")
+        if live:
+            session = self.live_session(sampling_rate, num_inference_steps, pose_mode, pose, emotion, generator,
+                                        fixed_noise, window_frames, max_duration, decoder, refine)
+            for chunk in audio_chunks:
+                for _, frame in session.push(chunk):
+                    yield frame
+            for _, frame in session.end():
+                yield frame
+            return
         num_inference_steps = self.steps_for(decoder, num_inference_steps)
         self.check_inputs(num_inference_steps, pose_mode, frame_batch_size, "np", refine)
         check_windows(window_frames, overlap_frames)
@@ -521,26 +532,56 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
             raise InputError(f"first_batch must be a positive integer; got {first_batch!r}")
         from ...audio import _check_sampling_rate
 
-        if not isinstance(live, bool):
-            raise InputError(f"live must be True or False; got {live!r}")
-        if live:
-            check_live(self.streaming_speech_to_latent)
         rate = _check_sampling_rate(sampling_rate)
         emotion_t = self.prepare_emotion(emotion)
         self.prepare_pose(pose_mode, pose, 1)
         x_T = self.prepare_fixed_noise(generator, fixed_noise)
-        if live:
-            with torch.inference_mode():
-                for images, _, _ in live_frames(self, audio_chunks, rate, num_inference_steps, pose_mode, pose,
-                                                emotion_t, x_T, window_frames, decoder, refine, max_duration):
-                    yield from postprocess_frames(images, "np")
-            return
         batch = frame_batch_size or self.default_frame_batch_size()
         with torch.inference_mode():
             for images, _, _ in self._frames(audio_chunks, rate, num_inference_steps, pose_mode, pose, emotion_t, x_T,
                                              batch, window_frames, overlap_frames, first_batch=first_batch,
                                              max_duration=max_duration, decoder=decoder, refine=refine):
                 yield from postprocess_frames(images, "np")
+
+    def live_session(
+        self,
+        sampling_rate: int = SAMPLE_RATE,
+        num_inference_steps: int | None = None,
+        pose_mode: str = "predicted",
+        pose: Any = None,
+        emotion: Mapping[str, float] | Sequence[float] | np.ndarray | torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        fixed_noise: torch.Tensor | None = None,
+        window_frames: int = DEFAULT_WINDOW,
+        max_duration: float | None = None,
+        decoder: str | None = None,
+        refine: bool = True,
+        newest_only: bool = False,
+    ) -> LiveSession:
+        """A live generation to push audio into as it arrives (a microphone handler, a WebRTC
+        track): ``session.push(chunk)`` returns the ``(index, frame)`` pairs the chunk completes,
+        ``session.end()`` the rest (see :mod:`.live`). Needs a streaming speech2latent.
+
+        Args:
+            newest_only: for a display that shows one picture at a time: each push computes only
+                the newest finished frame and skips those in between (``session.skipped`` counts
+                them), so the picture keeps up with the voice on any machine.
+            window_frames: the audio context speech2latent hears. Other arguments as in ``stream``.
+        """
+        check_live(self.streaming_speech_to_latent)
+        num_inference_steps = self.steps_for(decoder, num_inference_steps)
+        self.check_inputs(num_inference_steps, pose_mode, None, "np", refine)
+        check_windows(window_frames, 0)
+        if not isinstance(newest_only, bool):
+            raise InputError(f"newest_only must be True or False; got {newest_only!r}")
+        from ...audio import _check_sampling_rate
+
+        rate = _check_sampling_rate(sampling_rate)
+        emotion_t = self.prepare_emotion(emotion)
+        self.prepare_pose(pose_mode, pose, 1)
+        x_T = self.prepare_fixed_noise(generator, fixed_noise)
+        return LiveSession(self, rate, num_inference_steps, pose_mode, pose, emotion_t, x_T, window_frames, decoder,
+                           refine, max_duration, newest_only)
 
     # --- provenance and video files -----------------------------------------------------------
 
