@@ -43,6 +43,7 @@ QUEUE_SIZE = int(os.environ.get("TALKER_QUEUE_SIZE", "16"))
 KEEP_MINUTES = float(os.environ.get("TALKER_KEEP_MINUTES", "60"))
 MAX_DDIM_STEPS = 100  # the slider's top for the DDIM decoder: the paper's count
 SEGMENT_FRAMES = 25  # one second of video per streamed segment
+LIVE_BLOCK_S = 0.1  # microphone audio the browser sends per live step: one picture each
 # Gradio's streaming video output needs the ffmpeg and ffprobe programs (a Space gets them from
 # packages.txt); without them the demo offers the whole-video button only
 CAN_STREAM = bool(shutil.which("ffmpeg") and shutil.which("ffprobe"))
@@ -168,6 +169,10 @@ def build_demo(pipes: dict[str, DAETalkerPipeline], folders: WorkFolders | None 
         """The form → (pipeline, keyword arguments); a TalkerError for what is wrong with it."""
         if not audio:
             raise InputError("Please upload or record some speech first.")
+        return settings(pose_mode, pose_file, steps, happy, sad, angry, surprised, seed, speaker, decoder)
+
+    def settings(pose_mode, pose_file, steps, happy, sad, angry, surprised, seed, speaker, decoder):
+        """The form's settings → (pipeline, keyword arguments of its generation methods)."""
         pipe = pipes.get(speaker or names[0])
         if pipe is None:
             raise InputError(f"Unknown speaker {speaker!r}; available: {', '.join(names)}")
@@ -231,6 +236,25 @@ def build_demo(pipes: dict[str, DAETalkerPipeline], folders: WorkFolders | None 
         finish(folder)
         yield gr.skip(), str(folder / "talking-face.mp4")
 
+    def live_step(block, session, pose_mode=DEFAULT_POSE_MODE, steps=None, happy=0, sad=0, angry=0, surprised=0,
+                  seed=0, speaker=None, decoder=None):
+        """One block of microphone audio from the browser → the newest frame whose audio is in
+        (watermarked, at the size videos are written) and the live session, kept per browser tab.
+        Each block computes one frame, so the picture keeps up with the voice on any machine."""
+        if block is None:
+            return gr.skip(), session
+        rate, samples = block
+        try:
+            if session is None or session.intake.sampling_rate != rate:
+                pipe, kwargs = settings(pose_mode, None, steps, happy, sad, angry, surprised, seed, speaker, decoder)
+                session = pipe.live_session(rate, newest_only=True, **kwargs)
+            frames = session.push(samples)
+        except TalkerError as e:
+            raise user_error(e) from None
+        if not frames:
+            return gr.skip(), session
+        return session.pipe.mark_frames(frames[-1][1]), session
+
     first = pipes[names[0]]
     consent = first.speaker.get("consent", "(this checkpoint has no consent statement)")
     keep = int(KEEP_MINUTES * 60)
@@ -267,6 +291,13 @@ def build_demo(pipes: dict[str, DAETalkerPipeline], folders: WorkFolders | None 
             with gr.Column():
                 live = gr.Video(label="Live", streaming=True, autoplay=True, visible=False)
                 video = gr.Video(label="Talking face", format="mp4", buttons=["download"])
+                with gr.Accordion("Live from your microphone", open=False, visible=can_go_live(first)):
+                    gr.Markdown("Record and the face follows your voice as you speak: each picture is the newest "
+                                f"frame whose audio is in ({live_lookahead_ms(first)} ms look-ahead). "
+                                "Uses the settings on the left; the picture is a preview, not a video file.")
+                    mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Microphone")
+                    live_face = gr.Image(label="Live face", format="jpeg", interactive=False, buttons=[], elem_id="live-face")
+                    live_session = gr.State(None)
                 with gr.Accordion("About", open=False):
                     size = first.output_resolution()
                     gr.Markdown(
@@ -287,10 +318,27 @@ def build_demo(pipes: dict[str, DAETalkerPipeline], folders: WorkFolders | None 
             generate, inputs, video, api_name="generate", concurrency_limit=1, concurrency_id="gpu")
         stream_button.click(lambda: (gr.update(visible=True), None), None, [live, video], queue=False, api_visibility="private").then(
             stream, inputs, [live, video], api_name="stream", concurrency_limit=1, concurrency_id="gpu")
+        live_inputs = [quiet(c) for c in (pose_mode, steps, *sliders, seed, speaker, decoder)]
+        mic.stream(live_step, [mic, live_session, *live_inputs], [live_face, live_session], api_name="live",
+                   stream_every=LIVE_BLOCK_S, time_limit=int(MAX_SECONDS), concurrency_limit=1, concurrency_id="gpu")
+        # a new recording starts a new session (a fresh audio clock) and releases the old one's memory
+        mic.start_recording(lambda: None, None, live_session, queue=False, api_visibility="private")
+        mic.stop_recording(lambda: None, None, live_session, queue=False, api_visibility="private").then(
+            release_memory, None, None, queue=False, api_visibility="private")
         if EXAMPLES:
             gr.Examples([[str(p)] for p in EXAMPLES], inputs=[audio], label="Example speech")
     demo.queue(max_size=QUEUE_SIZE)
     return demo
+
+
+def can_go_live(pipe: DAETalkerPipeline) -> bool:
+    """Whether the speaker has a streaming speech2latent (the live panel needs one)."""
+    return bool(getattr(pipe.streaming_speech_to_latent.config, "chunk_frames", 0))
+
+
+def live_lookahead_ms(pipe: DAETalkerPipeline) -> int:
+    """How far past a frame live generation listens: the rest of its chunk of frames."""
+    return (max(1, pipe.streaming_speech_to_latent.config.chunk_frames) - 1) * 1000 // pipe.fps
 
 
 def slider_top(decoder: str) -> int:

@@ -190,12 +190,7 @@ class VideoWriter:
             frames = frames[None]
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise VideoError(f"frames must be uint8 RGB (N, H, W, 3); got {frames.dtype} {frames.shape}")
-        if self.output_size is not None and frames.shape[1:3] != (self.output_size, self.output_size):
-            frames = resize_frames(frames, self.output_size)
-        if self.watermark is not None:
-            from .watermark import embed
-
-            frames = embed(frames, self.watermark)
+        frames = mark_frames(frames, self.output_size, self.watermark)
         h, w = frames.shape[1:3]
         if h % 2 or w % 2:  # yuv420p needs even sides
             frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
@@ -256,6 +251,18 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
+
+
+def mark_frames(frames: np.ndarray, output_size: int | None = None, watermark=None) -> np.ndarray:
+    """(N, H, W, 3) uint8 frames as a video carries them: resized to ``output_size`` (bicubic),
+    then the :class:`talker.watermark.Payload` ``watermark`` embedded (None: either left out)."""
+    if output_size is not None and frames.shape[1:3] != (output_size, output_size):
+        frames = resize_frames(frames, output_size)
+    if watermark is not None:
+        from .watermark import embed
+
+        frames = embed(frames, watermark)
+    return frames
 
 
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:

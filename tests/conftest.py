@@ -117,6 +117,20 @@ def speaker_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def live_speaker_dir(tmp_path_factory) -> Path:
+    """The tiny speaker with a streaming speech2latent (chunks of 3 frames) for live input."""
+    from talker import Speech2Latent
+
+    path = tmp_path_factory.mktemp("speaker") / "tiny-live-speaker"
+    p = tiny_pipeline()
+    config = {k: v for k, v in p.speech_to_latent.config.items() if not k.startswith("_")}
+    p.register_modules(live_speech_to_latent=Speech2Latent(**{**config, "chunk_frames": 3}).eval())
+    p.speaker = {"name": "tiny live", "consent": "random weights for tests"}
+    p.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def hub_cache(tmp_path_factory, speaker_dir) -> tuple[Path, str]:
     """A Hugging Face Hub cache folder holding the tiny speaker as repo ``talker-tests/tiny-speaker``."""
     cache = tmp_path_factory.mktemp("hub-cache")

@@ -153,3 +153,32 @@ def test_stream_sends_one_second_segments_then_the_whole_video(client, tmp_path)
     assert all(str(live).endswith(".m3u8") and whole is None for live, whole in outputs[:3])
     with av.open(video) as c:
         assert sum(1 for _ in c.decode(c.streams.video[0])) == 60 and c.streams.audio
+
+
+def test_live_step_shows_marked_frames_of_the_newest_audio_and_names_bad_settings(live_speaker_dir):
+    """The live panel's handler, as Gradio calls it for each 0.1-s microphone block (48 kHz int16):
+    one watermarked picture per block once a chunk of frames is heard, a session per recording."""
+    import gradio as gr
+    import numpy as np
+
+    import app
+    from conftest import speech_like
+    from talker.watermark import extract
+
+    demo = app.build_demo(app.load_speakers([str(live_speaker_dir)]))
+    live_step = next(f for f in demo.fns.values() if f.api_name == "live").fn
+    audio = (speech_like(1.0, 48000) * 20000).astype(np.int16)
+    session, pictures = None, []
+    for i in range(0, len(audio), 4800):
+        picture, session = live_step((48000, audio[i : i + 4800]), session, "Predicted from speech", 2)
+        if not isinstance(picture, dict):  # gr.skip() until a whole chunk of frames is heard
+            pictures.append(picture)
+    # blocks of 2.5 frames, chunks of 3: after block k the newest whole chunk ends at frame
+    # floor(2.5k) // 3 × 3: new at blocks 2, 3, 4, 5, 6, 8, 9 and 10
+    assert len(pictures) == 8 and session.skipped + len(pictures) == session.done == 24
+    found = extract(np.stack(pictures))
+    assert pictures[0].shape == (256, 256, 3) and found.found and found.payload == session.pipe.watermark_payload
+    assert live_step(None, session)[1] is session
+    with pytest.raises(gr.Error, match="pose_mode") as e:
+        live_step((48000, audio[:4800]), None, "sideways")
+    assert not e.value.print_exception

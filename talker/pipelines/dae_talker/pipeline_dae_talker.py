@@ -617,6 +617,16 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         return VideoWriter(path, fps=self.fps, audio=audio, sampling_rate=sampling_rate, crf=crf, metadata=metadata,
                            output_size=size, watermark=payload if watermark else None)
 
+    def mark_frames(self, frames: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) or (H, W, 3) uint8 frames as this speaker's videos carry them (the size
+        :meth:`written_size` gives, the invisible watermark in each): for frames shown outside a
+        video file, e.g. a live preview."""
+        from ...video import mark_frames
+
+        frames = np.asarray(frames)
+        marked = mark_frames(frames[None] if frames.ndim == 3 else frames, self.written_size(), self.watermark_payload)
+        return marked[0] if frames.ndim == 3 else marked
+
     def written_size(self, output_size: int | None = None, watermark: bool = True) -> int | None:
         """The frame side :meth:`video_writer` writes: ``output_size``, or by default the speaker's
         own (the refiner's, where it has one) and at least the 256 px the watermark needs (None:
