@@ -32,7 +32,7 @@ import torch
 from talker import DAETalkerPipeline, TalkerError
 from talker.errors import InputError
 from talker.audio import SAMPLE_RATE, load_audio
-from talker.defaults import DEFAULT_DISTILLED_STEPS, DEFAULT_STEPS, MAX_DISTILLED_STEPS
+from talker.defaults import DEFAULT_DISTILLED_STEPS, DEFAULT_STEPS, LIVE_BLOCK_S, MAX_DISTILLED_STEPS
 from talker.models import EMOTIONS
 from talker.pose import load_pose_file
 
@@ -43,7 +43,6 @@ QUEUE_SIZE = int(os.environ.get("TALKER_QUEUE_SIZE", "16"))
 KEEP_MINUTES = float(os.environ.get("TALKER_KEEP_MINUTES", "60"))
 MAX_DDIM_STEPS = 100  # the slider's top for the DDIM decoder: the paper's count
 SEGMENT_FRAMES = 25  # one second of video per streamed segment
-LIVE_BLOCK_S = 0.1  # microphone audio the browser sends per live step: one picture each
 # Gradio's streaming video output needs the ffmpeg and ffprobe programs (a Space gets them from
 # packages.txt); without them the demo offers the whole-video button only
 CAN_STREAM = bool(shutil.which("ffmpeg") and shutil.which("ffprobe"))

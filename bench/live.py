@@ -12,6 +12,12 @@ setting (decoder steps, with or without the refiner): median, 95th percentile an
 the latency's drift over the run (ms per second of input: above 0, a growing backlog), frames per
 second over the run, the real-time factor (time not spent waiting for audio ÷ audio time), and
 what one chunk of frames costs, stage by stage.
+
+Each setting is also measured as a display shows it (``display``): a ``newest_only`` live session
+(what the demo's live panel runs) is handed, at each push, all the audio spoken since the last one
+(at least one block); it answers with the newest frame whose audio is in. Reported: pictures per
+second, the age of each picture when shown (from the moment its frame's last audio sample was
+spoken), and its drift.
 """
 
 from __future__ import annotations
@@ -81,6 +87,29 @@ def run_live(pipe, audio: np.ndarray, block: int, **kwargs) -> dict:
     }
 
 
+def run_display(pipe, audio: np.ndarray, block: int, **kwargs) -> dict:
+    """A newest-only session fed in real time; the age of every picture when it is shown."""
+    session = pipe.live_session(16000, newest_only=True, **kwargs)
+    t0, sent, shown = time.perf_counter(), 0, []
+    while sent < len(audio):
+        spoken = int((time.perf_counter() - t0) * 16000) // block * block  # what the microphone has delivered
+        upto = min(len(audio), max(sent + block, spoken))
+        wait = t0 + upto / 16000 - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        shown += [(index, time.perf_counter() - t0) for index, _ in session.push(audio[sent:upto])]
+        sent = upto
+    shown += [(index, time.perf_counter() - t0) for index, _ in session.end()]
+    index, at = np.array([i for i, _ in shown]), np.array([t for _, t in shown])
+    age = at - (index + 1) * 640 / 16000
+    return {"pictures": len(shown), "pictures_per_s": round(len(shown) / at[-1], 2),
+            "frames_skipped": session.skipped,
+            "age_ms": {"median": round(float(np.median(age)) * 1000, 1),
+                       "p95": round(float(np.percentile(age, 95)) * 1000, 1),
+                       "max": round(float(age.max()) * 1000, 1)},
+            "drift_ms_per_s": round(float(np.polyfit(at, age, 1)[0]) * 1000, 2)}
+
+
 def chunk_costs(pipe, audio: np.ndarray, steps: int, refine: bool, repeats: int = 5) -> dict:
     """Milliseconds of each stage for one chunk of frames, as live generation runs it: the audio
     front end with voice activity, speech2latent on the 4-s context, the decoder and the refiner."""
@@ -122,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from talker import DAETalkerPipeline
     from talker.cli import bundled_speaker
+    from talker.defaults import LIVE_BLOCK_S
 
     model = args.model or bundled_speaker()
     pipe = DAETalkerPipeline.from_pretrained(model)
@@ -142,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             run_live(pipe, audio[: 16000 * 2], block, **kwargs)  # warm-up
             row = run_live(pipe, audio, block, **kwargs)
             row["per_chunk_ms"] = chunk_costs(pipe, audio, steps, refine)
+            kwargs["generator"] = torch.Generator().manual_seed(0)
+            row["display"] = run_display(pipe, audio, int(LIVE_BLOCK_S * 16000), **kwargs)
             row["resolution"] = pipe.output_resolution(refine)
             name = f"{row['resolution']}px_{steps}step"
             results["settings"][name] = row

@@ -9,3 +9,6 @@ DEFAULT_DISTILLED_STEPS = 2
 MAX_DISTILLED_STEPS = 8  # it is trained for 1-8; more steps cost time and change nothing
 MAX_STEPS = 1000  # the DDIM decoder's training schedule; the paper used 100
 DECODERS = ("distilled", "ddim")  # which decoder renders the frames; default: distilled when the speaker has one
+# a live display (the demo's microphone panel) pushes this much audio at a time and shows the
+# newest frame after each push
+LIVE_BLOCK_S = 0.1

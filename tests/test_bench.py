@@ -73,3 +73,7 @@ def test_live_benchmark_paces_the_audio_and_writes_its_figures(tmp_path, monkeyp
     assert results["chunk_frames"] == 2 and results["lookahead_ms"] == 40 and row["frames"] == 50
     # paced like a microphone: 2 s of audio take about 2 s, and no frame comes before its audio
     assert 1.9 <= row["wall_s"] and row["latency_ms"]["median"] > 0 and 0 < row["real_time_factor"] < row["wall_s"] / 2
+    # as a display shows it: one picture per push at most, every frame shown or skipped, none early
+    display = row["display"]
+    assert 0 < display["pictures"] <= 21 and display["pictures"] + display["frames_skipped"] == 50
+    assert display["age_ms"]["median"] > 0
