@@ -347,6 +347,15 @@ def cmd_add_live(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_add_emotion(args: argparse.Namespace) -> int:
+    from .training.emotion import add_emotion_directions
+
+    record = add_emotion_directions(args.speaker, args.data)
+    print(f"{args.speaker}: emotion shown along directions fitted on {record['frames']} frames of {record['clips']} "
+          f"clips (norms {', '.join(f'{v:g}' for v in record['direction_norms'])})")
+    return 0
+
+
 def cmd_push(args: argparse.Namespace) -> int:
     from .hub import push_speaker
 
@@ -539,6 +548,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("speaker", help="speaker checkpoint folder")
     a.add_argument("--s2l", required=True, help="the streaming speech2latent's training run")
     a.set_defaults(func=cmd_add_live)
+
+    m = sub.add_parser("add-emotion", help="show emotions along directions fitted on the speaker's own frames",
+                       description="Fit each emotion's direction in z_sem on a prepared, encoded dataset (its "
+                                   "training clips' latents and emotion labels) and store it in the speaker's "
+                                   "speech2latent networks: intensity i then moves z_sem by i × the direction.")
+    m.add_argument("speaker", help="speaker checkpoint folder")
+    m.add_argument("--data", required=True, help="prepared dataset with latents (`talker encode`) and emotion labels")
+    m.set_defaults(func=cmd_add_emotion)
 
     u = sub.add_parser("push", help="upload a speaker checkpoint to the Hugging Face Hub")
     u.add_argument("checkpoint")

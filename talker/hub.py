@@ -148,6 +148,7 @@ def write_model_card(folder: Path, *, speaker: dict, repo_id: str | None = None,
         refined_by=" refined" if figures.get("refiner") else "",
         refiner=_refiner_line(figures.get("refiner")),
         live=_live_line(speaker.get("live"), figures.get("live_s2l")),
+        emotion=_emotion_line(speaker.get("emotion")),
         speech=_speech_lines(speaker.get("speech")),
     )
     card.save(folder / "README.md")
@@ -180,6 +181,14 @@ def _live_line(live: dict | None, run: dict | None) -> str:
             + (" (continued from the offline network's weights)" if run.get("init_from") else "")
             + (f", step {run['best_step']} kept (held-out latent MSE {_fmt(run.get('heldout_latent_mse'))}, mouth "
                f"{_fmt(run.get('heldout_mouth_mse'))})" if run.get("best_step") else ""))
+
+
+def _emotion_line(e: dict | None) -> str:
+    if not e:
+        return "through speech2latent's emotion input"
+    return (f"intensity × each emotion's direction in z_sem, fitted on {e['frames']} frames of {e['clips']} training "
+            f"clips (`talker add-emotion`; {e['variance_explained']:.0%} of the latents' variance explained"
+            + (f" with {', '.join(e['covariates'])} as covariates" if e.get("covariates") else "") + ")")
 
 
 def _distilled_line(d: dict | None) -> str:

@@ -108,6 +108,30 @@ def test_emotion_zero_is_neutral_and_intensities_matter():
     assert torch.allclose(per_frame, happy, atol=1e-5)
 
 
+def test_emotion_directions_move_z_sem_in_proportion_and_mix_by_adding(tmp_path):
+    """With emotion_directions, intensity i moves every frame's z_sem by i × the emotion's
+    direction (and nothing else): zeros are the network's neutral output, mixes add up, and
+    the directions are saved with the weights."""
+    plain = tiny_components()["speech_to_latent"].eval()
+    config = {k: v for k, v in plain.config.items() if not k.startswith("_")}
+    s2l = Speech2Latent(**{**config, "emotion_directions": True}).eval()
+    s2l.load_state_dict(plain.state_dict(), strict=False)
+    directions = torch.randn(4, Z_DIM)
+    s2l.set_emotion_directions(directions)
+    feats = torch.randn(1, 40, 80)
+    neutral = plain(feats).z_sem
+    assert torch.allclose(s2l(feats).z_sem, neutral) and torch.allclose(s2l(feats, emotion=torch.zeros(1, 4)).z_sem, neutral)
+    for e in ([0.25, 0, 0, 0], [0, 0.5, 0, 0], [0, 0, 0, 1.0], [0.5, 0, 0, 0.5]):
+        e = torch.tensor([e])
+        assert torch.allclose(s2l(feats, emotion=e).z_sem, neutral + (e @ directions)[:, None], atol=1e-5)
+    s2l.save_pretrained(tmp_path / "s2l")
+    assert torch.equal(Speech2Latent.from_pretrained(tmp_path / "s2l").emotion_direction, directions)
+    with pytest.raises(ValueError, match="must be"):
+        s2l.set_emotion_directions(torch.zeros(3, Z_DIM))
+    with pytest.raises(ValueError, match="emotion_directions=False"):
+        plain.set_emotion_directions(directions)
+
+
 def test_statistics_are_saved_with_the_weights(tmp_path):
     s2l = tiny_components()["speech_to_latent"]
     s2l.set_statistics(latent_mean=torch.arange(Z_DIM).float(), latent_std=torch.full((Z_DIM,), 2.0),

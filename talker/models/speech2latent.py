@@ -236,6 +236,11 @@ class Speech2Latent(ModelMixin, ConfigMixin):
         chunk_frames: 0 (the paper's bidirectional network) or C > 0: the streaming network,
             whose frames depend on the audio up to the end of their chunk of C frames only (see
             the module's docstring); ``DAETalkerPipeline.stream(..., live=True)`` needs one.
+        emotion_directions: emotion is shown by moving ``z_sem`` along each emotion's direction
+            in the speaker's latent space (``emotion_direction``, (E, latent_dim): where the
+            speaker's own frames move per unit of that emotion, fitted by ``talker add-emotion``),
+            intensity × direction, instead of through the network's emotion input: an intensity
+            moves the face in proportion, emotions mix by adding, and zeros leave it neutral.
     """
 
     @register_to_config
@@ -266,6 +271,7 @@ class Speech2Latent(ModelMixin, ConfigMixin):
         mouth_readout: bool = False,
         mouth_gain: float = 1.0,
         chunk_frames: int = 0,
+        emotion_directions: bool = False,
     ):
         super().__init__()
         if chunk_frames < 0:
@@ -312,6 +318,8 @@ class Speech2Latent(ModelMixin, ConfigMixin):
             self.register_buffer("mouth_weight", torch.zeros(latent_dim))
             self.register_buffer("mouth_bias", torch.zeros(()))
             self.register_buffer("mouth_direction", torch.zeros(latent_dim))
+        if emotion_directions:
+            self.register_buffer("emotion_direction", torch.zeros(len(emotion_names), latent_dim))
 
     @property
     def frames_per_feature(self) -> int:
@@ -340,6 +348,15 @@ class Speech2Latent(ModelMixin, ConfigMixin):
                             ("mouth_direction", direction)):
             buf = getattr(self, name)
             buf.copy_(torch.as_tensor(value, dtype=buf.dtype, device=buf.device).reshape(buf.shape))
+
+    def set_emotion_directions(self, directions) -> None:
+        """(E, latent_dim): each emotion's direction in z_sem (per unit of intensity)."""
+        if not self.config.emotion_directions:
+            raise ValueError("this speech2latent shows emotion through its network (emotion_directions=False)")
+        directions = torch.as_tensor(directions, dtype=self.emotion_direction.dtype)
+        if directions.shape != self.emotion_direction.shape:
+            raise ValueError(f"emotion directions must be {tuple(self.emotion_direction.shape)}; got {tuple(directions.shape)}")
+        self.emotion_direction.copy_(directions.to(self.emotion_direction.device))
 
     def mouth_open(self, z_sem: torch.Tensor) -> torch.Tensor:
         """(..., D) z_sem → (...) mouth opening by the stored read-out."""
@@ -442,9 +459,10 @@ class Speech2Latent(ModelMixin, ConfigMixin):
         if voice is not None:
             per_frame = voice[:, : x.shape[1] * self.frames_per_feature].reshape(x.shape[0], x.shape[1], -1).mean(-1)
             x = x + self.voice_proj(per_frame[..., None])
-        if self.emotion_proj is not None and emotion is not None:
-            e = emotion.to(dtype)
-            x = x + self.emotion_proj(e if e.dim() == 3 else e[:, None, :])
+        e = None if emotion is None else emotion.to(dtype)
+        e = None if e is None else (e if e.dim() == 3 else e[:, None, :])  # (B, N or 1, E)
+        if self.emotion_proj is not None and e is not None and not self.config.emotion_directions:
+            x = x + self.emotion_proj(e)
         attn_mask = self.chunk_mask(x.shape[1], mask, x.device)
         for layer in self.encoder:
             x = layer(x, mask, attn_mask)
@@ -456,6 +474,9 @@ class Speech2Latent(ModelMixin, ConfigMixin):
         z_sem = self.denormalize_latents(latents)
         if shape_mouth and per_frame is not None and self.config.mouth_readout:
             z_sem = self.scale_mouth(z_sem, self.config.mouth_gain * per_frame.clamp(0, 1))
+            latents = self.normalize_latents(z_sem)
+        if self.config.emotion_directions and e is not None:
+            z_sem = z_sem + e @ self.emotion_direction
             latents = self.normalize_latents(z_sem)
         used = predicted if pose is None else pose_in
         out = Speech2LatentOutput(

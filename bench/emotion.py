@@ -1,0 +1,151 @@
+"""Emotion control, measured against the truth: how far each intensity moves the face.
+
+    python bench/emotion.py --out bench/results/emotion.json [--model checkpoints/astronaut-64] \
+        [--data runs/real/heldout-espeak] [--train-data runs/real/voices] [--seconds 6]
+
+On a held-out clip (never trained on), with each emotion at 0.25, 0.5, 0.75 and 1.0, a mix of two,
+and none:
+
+- **truth**: the clip's own face states (mouth, blinks, head pose; from ``talker synth``) rendered by
+  the synthetic renderer with that emotion, cropped and scaled as ``talker prepare`` cropped the clip;
+- **generated**: the speaker driven by the clip's speech with that emotion;
+- **autoencoder**: the neutral generated latents moved by the emotion's direction in the
+  speaker's latent space, decoded (what the latent space and decoder can show);
+
+all read by the same MediaPipe face mesh (lip gap, mouth-corner lift, mouth width, brow height, eye
+opening, each ÷ the eye-corner distance). A change is the mean feature with the emotion minus
+neutral. A feature counts where the truth moves it by more than 3 standard errors (over frames) of
+the probe's reading; for those the ratio generated ÷ truth is reported (the bar: 0.8–1.2), the
+monotony (change at 0.5 ÷ change at 1.0; the bar: 0.4–0.6) and lip-sync at 1.0 against neutral
+(mouth correlation with the truth's mouth opening, lips closed in pauses).
+
+The latent view: the emotion's direction is where the speaker's own frames move in z_sem when the
+emotion is on (a least-squares fit over the training clips' encoder latents, with mouth, blink and
+pose as covariates); speech2latent's change of z_sem at 1.0 is projected on it (1.0 = all of it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+INTENSITIES = (0.25, 0.5, 0.75, 1.0)
+FEATURES = ("lip_gap", "corner_lift", "mouth_width", "brow_height", "eye_opening")
+
+
+def render_truth(truth: dict, emotion: np.ndarray, n: int, crop, resolution: int) -> np.ndarray:
+    """The clip's face states with ``emotion`` instead of theirs, as ``talker prepare`` crops them."""
+    from talker.data.face import FaceState, SyntheticFace
+    from talker.data.prepare import crop_frame
+
+    face = SyntheticFace(256)
+    return np.stack([crop_frame(face.render(FaceState(pose=truth["pose"][k], mouth_open=float(truth["mouth_open"][k]),
+                                                      mouth_width=float(truth["mouth_width"][k]),
+                                                      blink=float(truth["blink"][k]), emotion=emotion)),
+                                crop, resolution) for k in range(n)])
+
+
+def change(features: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean per-frame change of each feature and its standard error."""
+    d = features - base
+    ok = np.isfinite(d)
+    mean = np.array([d[ok[:, j], j].mean() for j in range(d.shape[1])])
+    se = np.array([d[ok[:, j], j].std() / np.sqrt(max(ok[:, j].sum(), 1)) for j in range(d.shape[1])])
+    return mean, se
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="speaker (default: the bundled speaker)")
+    parser.add_argument("--data", default="runs/real/heldout-espeak", help="held-out prepared clips with truth")
+    parser.add_argument("--train-data", default="runs/real/voices", help="the speaker's training clips (latents, truth)")
+    parser.add_argument("--out", default="bench/results/emotion.json")
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--clip", type=int, default=0, help="which held-out clip")
+    args = parser.parse_args(argv)
+
+    from talker import DAETalkerPipeline
+    from talker.cli import bundled_speaker
+    from talker.evaluation.metrics import FaceProbe, lipsync_scores
+    from talker.training.data import load_dataset
+    from talker.training.emotion import fit_emotion_directions
+
+    model = args.model or bundled_speaker()
+    pipe = DAETalkerPipeline.from_pretrained(model)
+    pipe.set_progress_bar_config(disable=True)
+    names = list(pipe.emotion_names)
+    index, clips = load_dataset(args.data)
+    clip = clips[args.clip]
+    crop = next(e["crop"] for e in index["clips"] if e["id"] == clip.id)
+    truth = dict(np.load(clip.path / "truth.npz"))
+    n = min(clip.n_frames, int(args.seconds * 25))
+    audio = clip.audio[: n * 640]
+    probe = FaceProbe()
+    res = pipe.resolution
+
+    def generate(emotion):
+        return pipe(audio, sampling_rate=16000, generator=torch.Generator().manual_seed(0), emotion=emotion)
+
+    settings = {f"{name}@{i:g}": np.eye(len(names))[k] * i for k, name in enumerate(names) for i in INTENSITIES}
+    settings[f"{names[0]}@0.5+{names[3]}@0.5"] = np.eye(len(names))[0] * 0.5 + np.eye(len(names))[3] * 0.5
+    neutral_truth = probe.features(render_truth(truth, np.zeros(len(names)), n, crop, res))
+    neutral = generate([0.0] * len(names))
+    neutral_gen = probe.features(neutral.frames)
+    directions, fit = fit_emotion_directions(args.train_data, len(names))
+    directions = torch.from_numpy(directions)
+    results = {"command": "python bench/emotion.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "model": str(model), "clip": clip.id, "frames": n, "features": FEATURES,
+               "emotion_mode": "directions" if pipe.speech_to_latent.config.get("emotion_directions") else "network",
+               "directions_fit": fit, "settings": {}}
+    sync_neutral = lipsync_scores(neutral_gen[:, 0], neutral_truth[:, 0], truth, n)
+    results["lipsync_neutral"] = {k: round(sync_neutral[k], 4) for k in ("mouth_corr", "silent_closed")}
+    x_T = neutral.fixed_noise
+    ae = pipe.autoencoder_for(pipe.default_decoder)
+    for name, e in settings.items():
+        t_change, t_se = change(probe.features(render_truth(truth, e, n, crop, res)), neutral_truth)
+        out = generate(e.tolist())
+        g_feats = probe.features(out.frames)
+        g_change, _ = change(g_feats, neutral_gen)
+        moved = np.abs(t_change) > 3 * t_se
+        row = {"truth_change": t_change.round(4).tolist(), "generated_change": g_change.round(4).tolist(),
+               "counted": moved.tolist(),
+               "ratio": [round(float(g / t), 3) if m else None for g, t, m in zip(g_change, t_change, moved)]}
+        # what the latent space can show: the neutral latents moved along the emotion's direction
+        z = torch.from_numpy(neutral.latents) + torch.from_numpy(e).float() @ directions
+        with torch.inference_mode():
+            images = ae.decode(z, x_T, pipe.default_steps(), batch_size=16, output_type="pt")
+            if pipe.refiner is not None:
+                images = pipe.refine_frames(images * 2 - 1).add(1).div(2)
+        frames = (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        a_change, _ = change(probe.features(frames), neutral_gen)
+        row["autoencoder_change"] = a_change.round(4).tolist()
+        row["autoencoder_ratio"] = [round(float(a / t), 3) if m else None for a, t, m in zip(a_change, t_change, moved)]
+        if name.endswith("@1"):
+            sync = lipsync_scores(g_feats[:, 0], neutral_truth[:, 0], truth, n)
+            row["lipsync"] = {k: round(sync[k], 4) for k in ("mouth_corr", "silent_closed")}
+            k = names.index(name.split("@")[0])
+            dz = torch.from_numpy((out.latents - neutral.latents).mean(0)).float()
+            w = directions[k]
+            along = float(dz @ w / (w @ w))
+            row["latent_along_direction"] = round(along, 3)
+            row["latent_off_direction"] = round(float((dz - along * w).norm() / w.norm()), 3)
+        results["settings"][name] = row
+        print(name, json.dumps(row), flush=True)
+    for name in names:  # monotony: the change at 0.5 ÷ at 1.0, on the counted features
+        full, half = results["settings"][f"{name}@1"], results["settings"][f"{name}@0.5"]
+        results["settings"][f"{name}@1"]["half_over_full"] = [
+            round(h / f, 3) if m and abs(f) > 1e-6 else None
+            for h, f, m in zip(half["generated_change"], full["generated_change"], full["counted"])]
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
