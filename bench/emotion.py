@@ -9,13 +9,16 @@ and none:
 - **truth**: the clip's own face states (mouth, blinks, head pose; from ``talker synth``) rendered by
   the synthetic renderer with that emotion, cropped and scaled as ``talker prepare`` cropped the clip;
 - **generated**: the speaker driven by the clip's speech with that emotion;
-- **autoencoder**: the neutral generated latents moved by the emotion's direction in the
-  speaker's latent space, decoded (what the latent space and decoder can show);
+- **direction**: the neutral generated latents moved by the emotion's direction in the speaker's
+  latent space, decoded (what ``talker add-emotion`` makes of it);
+- **reconstruction**: the truth frames through the speaker's encoder and decoder (the ceiling:
+  what the latent space and decoder can show of the truth at all);
 
 all read by the same MediaPipe face mesh (lip gap, mouth-corner lift, mouth width, brow height, eye
 opening, each ÷ the eye-corner distance). A change is the mean feature with the emotion minus
-neutral. A feature counts where the truth moves it by more than 3 standard errors (over frames) of
-the probe's reading; for those the ratio generated ÷ truth is reported (the bar: 0.8–1.2), the
+neutral, frame by frame. A feature counts where the truth moves it by more than 3 × (the standard
+error of the truth's change + that of the generated change), i.e. more than the probe can tell;
+for those the ratio generated ÷ truth is reported (the bar: 0.8–1.2), the
 monotony (change at 0.5 ÷ change at 1.0; the bar: 0.4–0.6) and lip-sync at 1.0 against neutral
 (mouth correlation with the truth's mouth opening, lips closed in pauses).
 
@@ -93,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = {f"{name}@{i:g}": np.eye(len(names))[k] * i for k, name in enumerate(names) for i in INTENSITIES}
     settings[f"{names[0]}@0.5+{names[3]}@0.5"] = np.eye(len(names))[0] * 0.5 + np.eye(len(names))[3] * 0.5
-    neutral_truth = probe.features(render_truth(truth, np.zeros(len(names)), n, crop, res))
+    neutral_frames = render_truth(truth, np.zeros(len(names)), n, crop, res)
+    neutral_truth = probe.features(neutral_frames)
     neutral = generate([0.0] * len(names))
     neutral_gen = probe.features(neutral.frames)
     directions, fit = fit_emotion_directions(args.train_data, len(names))
@@ -106,25 +110,39 @@ def main(argv: list[str] | None = None) -> int:
     results["lipsync_neutral"] = {k: round(sync_neutral[k], 4) for k in ("mouth_corr", "silent_closed")}
     x_T = neutral.fixed_noise
     ae = pipe.autoencoder_for(pipe.default_decoder)
+
+    def decode(z):
+        """z_sem → the frames the speaker shows for them (decoder at its default steps, refiner)."""
+        with torch.inference_mode():
+            images = ae.decode(z, x_T, pipe.default_steps(), batch_size=16, output_type="pt")
+            if pipe.refiner is not None:
+                images = pipe.refine_frames(images * 2 - 1).add(1).div(2)
+        return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+    def reconstruct(frames):
+        with torch.inference_mode():
+            return decode(ae.encode(frames))
+
+    reconstructed_neutral = probe.features(reconstruct(neutral_frames))
     for name, e in settings.items():
-        t_change, t_se = change(probe.features(render_truth(truth, e, n, crop, res)), neutral_truth)
+        truth_frames = render_truth(truth, e, n, crop, res)
+        t_change, t_se = change(probe.features(truth_frames), neutral_truth)
         out = generate(e.tolist())
         g_feats = probe.features(out.frames)
-        g_change, _ = change(g_feats, neutral_gen)
-        moved = np.abs(t_change) > 3 * t_se
+        g_change, g_se = change(g_feats, neutral_gen)
+        moved = np.abs(t_change) > 3 * (t_se + g_se)  # more than the probe can tell on either side
         row = {"truth_change": t_change.round(4).tolist(), "generated_change": g_change.round(4).tolist(),
                "counted": moved.tolist(),
                "ratio": [round(float(g / t), 3) if m else None for g, t, m in zip(g_change, t_change, moved)]}
         # what the latent space can show: the neutral latents moved along the emotion's direction
         z = torch.from_numpy(neutral.latents) + torch.from_numpy(e).float() @ directions
-        with torch.inference_mode():
-            images = ae.decode(z, x_T, pipe.default_steps(), batch_size=16, output_type="pt")
-            if pipe.refiner is not None:
-                images = pipe.refine_frames(images * 2 - 1).add(1).div(2)
-        frames = (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-        a_change, _ = change(probe.features(frames), neutral_gen)
-        row["autoencoder_change"] = a_change.round(4).tolist()
-        row["autoencoder_ratio"] = [round(float(a / t), 3) if m else None for a, t, m in zip(a_change, t_change, moved)]
+        a_change, _ = change(probe.features(decode(z)), neutral_gen)
+        row["direction_change"] = a_change.round(4).tolist()
+        row["direction_ratio"] = [round(float(a / t), 3) if m else None for a, t, m in zip(a_change, t_change, moved)]
+        # the ceiling: the truth's own frames through the encoder and decoder
+        r_change, _ = change(probe.features(reconstruct(truth_frames)), reconstructed_neutral)
+        row["reconstruction_change"] = r_change.round(4).tolist()
+        row["reconstruction_ratio"] = [round(float(r / t), 3) if m else None for r, t, m in zip(r_change, t_change, moved)]
         if name.endswith("@1"):
             sync = lipsync_scores(g_feats[:, 0], neutral_truth[:, 0], truth, n)
             row["lipsync"] = {k: round(sync[k], 4) for k in ("mouth_corr", "silent_closed")}
