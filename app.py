@@ -292,7 +292,7 @@ def build_demo(pipes: dict[str, DAETalkerPipeline], folders: WorkFolders | None 
                 video = gr.Video(label="Talking face", format="mp4", buttons=["download"])
                 with gr.Accordion("Live from your microphone", open=False, visible=can_go_live(first)):
                     gr.Markdown("Record and the face follows your voice as you speak: each picture is the newest "
-                                f"frame whose audio is in ({live_lookahead_ms(first)} ms look-ahead). "
+                                f"frame whose audio is in ({first.streaming_speech_to_latent.lookahead_ms} ms look-ahead). "
                                 "Uses the settings on the left; the picture is a preview, not a video file.")
                     mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Microphone")
                     live_face = gr.Image(label="Live face", format="jpeg", interactive=False, buttons=[], elem_id="live-face")
@@ -333,11 +333,6 @@ def build_demo(pipes: dict[str, DAETalkerPipeline], folders: WorkFolders | None 
 def can_go_live(pipe: DAETalkerPipeline) -> bool:
     """Whether the speaker has a streaming speech2latent (the live panel needs one)."""
     return bool(getattr(pipe.streaming_speech_to_latent.config, "chunk_frames", 0))
-
-
-def live_lookahead_ms(pipe: DAETalkerPipeline) -> int:
-    """How far past a frame live generation listens: the rest of its chunk of frames."""
-    return (max(1, pipe.streaming_speech_to_latent.config.chunk_frames) - 1) * 1000 // pipe.fps
 
 
 def slider_top(decoder: str) -> int:

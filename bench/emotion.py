@@ -62,6 +62,11 @@ def change(features: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return mean, se
 
 
+def ratios(changes: np.ndarray, truth: np.ndarray, counted: np.ndarray) -> list:
+    """change ÷ the truth's change on the counted features (None elsewhere)."""
+    return [round(float(c / t), 3) if m else None for c, t, m in zip(changes, truth, counted)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="speaker (default: the bundled speaker)")
@@ -133,16 +138,16 @@ def main(argv: list[str] | None = None) -> int:
         moved = np.abs(t_change) > 3 * (t_se + g_se)  # more than the probe can tell on either side
         row = {"truth_change": t_change.round(4).tolist(), "generated_change": g_change.round(4).tolist(),
                "counted": moved.tolist(),
-               "ratio": [round(float(g / t), 3) if m else None for g, t, m in zip(g_change, t_change, moved)]}
+               "ratio": ratios(g_change, t_change, moved)}
         # what the latent space can show: the neutral latents moved along the emotion's direction
         z = torch.from_numpy(neutral.latents) + torch.from_numpy(e).float() @ directions
         a_change, _ = change(probe.features(decode(z)), neutral_gen)
         row["direction_change"] = a_change.round(4).tolist()
-        row["direction_ratio"] = [round(float(a / t), 3) if m else None for a, t, m in zip(a_change, t_change, moved)]
+        row["direction_ratio"] = ratios(a_change, t_change, moved)
         # the ceiling: the truth's own frames through the encoder and decoder
         r_change, _ = change(probe.features(reconstruct(truth_frames)), reconstructed_neutral)
         row["reconstruction_change"] = r_change.round(4).tolist()
-        row["reconstruction_ratio"] = [round(float(r / t), 3) if m else None for r, t, m in zip(r_change, t_change, moved)]
+        row["reconstruction_ratio"] = ratios(r_change, t_change, moved)
         if name.endswith("@1"):
             sync = lipsync_scores(g_feats[:, 0], neutral_truth[:, 0], truth, n)
             row["lipsync"] = {k: round(sync[k], 4) for k in ("mouth_corr", "silent_closed")}

@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     block = int(args.block_ms * 16)
     results = {"command": "python bench/live.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                "model": str(model), "device": "cpu", "threads": torch.get_num_threads(),
-               "chunk_frames": s2l.config.chunk_frames, "lookahead_ms": (s2l.config.chunk_frames - 1) * 40,
+               "chunk_frames": s2l.config.chunk_frames, "lookahead_ms": s2l.lookahead_ms,
                "block_ms": args.block_ms, "settings": {}}
     for size in args.sizes.split(","):
         refine = size == "refined"

@@ -364,7 +364,7 @@ def load_live_s2l(run: str | os.PathLike, s2l):
 def live_record(live) -> dict:
     """What speaker.json says of a streaming speech2latent."""
     c = live.config.chunk_frames
-    return {"chunk_frames": c, "lookahead_ms": (c - 1) * 1000 // live.config.fps}
+    return {"chunk_frames": c, "lookahead_ms": live.lookahead_ms}
 
 
 def add_live_s2l(folder: str | os.PathLike, run: str | os.PathLike) -> Path:

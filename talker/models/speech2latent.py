@@ -322,6 +322,12 @@ class Speech2Latent(ModelMixin, ConfigMixin):
             self.register_buffer("emotion_direction", torch.zeros(len(emotion_names), latent_dim))
 
     @property
+    def lookahead_ms(self) -> int:
+        """How much audio after a frame the network hears at most: the rest of its chunk (0 for
+        none; the bidirectional network hears its whole window)."""
+        return (max(1, self.config.chunk_frames) - 1) * 1000 // self.config.fps
+
+    @property
     def frames_per_feature(self) -> int:
         return self.config.feature_rate // self.config.fps
 

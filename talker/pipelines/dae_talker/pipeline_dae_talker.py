@@ -525,17 +525,12 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
             for _, frame in session.end():
                 yield frame
             return
-        num_inference_steps = self.steps_for(decoder, num_inference_steps)
-        self.check_inputs(num_inference_steps, pose_mode, frame_batch_size, "np", refine)
         check_windows(window_frames, overlap_frames)
         if isinstance(first_batch, bool) or not isinstance(first_batch, int) or first_batch < 1:
             raise InputError(f"first_batch must be a positive integer; got {first_batch!r}")
-        from ...audio import _check_sampling_rate
-
-        rate = _check_sampling_rate(sampling_rate)
-        emotion_t = self.prepare_emotion(emotion)
-        self.prepare_pose(pose_mode, pose, 1)
-        x_T = self.prepare_fixed_noise(generator, fixed_noise)
+        num_inference_steps, rate, emotion_t, x_T = self._prepare_stream(
+            sampling_rate, num_inference_steps, pose_mode, pose, emotion, generator, fixed_noise, decoder, refine,
+            frame_batch_size)
         batch = frame_batch_size or self.default_frame_batch_size()
         with torch.inference_mode():
             for images, _, _ in self._frames(audio_chunks, rate, num_inference_steps, pose_mode, pose, emotion_t, x_T,
@@ -569,19 +564,26 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
             window_frames: the audio context speech2latent hears. Other arguments as in ``stream``.
         """
         check_live(self.streaming_speech_to_latent)
-        num_inference_steps = self.steps_for(decoder, num_inference_steps)
-        self.check_inputs(num_inference_steps, pose_mode, None, "np", refine)
         check_windows(window_frames, 0)
         if not isinstance(newest_only, bool):
             raise InputError(f"newest_only must be True or False; got {newest_only!r}")
-        from ...audio import _check_sampling_rate
-
-        rate = _check_sampling_rate(sampling_rate)
-        emotion_t = self.prepare_emotion(emotion)
-        self.prepare_pose(pose_mode, pose, 1)
-        x_T = self.prepare_fixed_noise(generator, fixed_noise)
+        num_inference_steps, rate, emotion_t, x_T = self._prepare_stream(
+            sampling_rate, num_inference_steps, pose_mode, pose, emotion, generator, fixed_noise, decoder, refine)
         return LiveSession(self, rate, num_inference_steps, pose_mode, pose, emotion_t, x_T, window_frames, decoder,
                            refine, max_duration, newest_only)
+
+    def _prepare_stream(self, sampling_rate, num_inference_steps, pose_mode, pose, emotion, generator, fixed_noise,
+                        decoder, refine, frame_batch_size=None):
+        """The checks and inputs shared by ``stream`` and ``live_session``, before any audio comes:
+        → (steps, sampling rate, emotion (1, E) or None, fixed noise x_T)."""
+        from ...audio import _check_sampling_rate
+
+        num_inference_steps = self.steps_for(decoder, num_inference_steps)
+        self.check_inputs(num_inference_steps, pose_mode, frame_batch_size, "np", refine)
+        rate = _check_sampling_rate(sampling_rate)
+        emotion_t = self.prepare_emotion(emotion)
+        self.prepare_pose(pose_mode, pose, 1)  # a bad pose fails here, not at the first frame
+        return num_inference_steps, rate, emotion_t, self.prepare_fixed_noise(generator, fixed_noise)
 
     # --- provenance and video files -----------------------------------------------------------
 
