@@ -330,7 +330,7 @@ def cmd_train_refiner(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .hub import export_speaker
+    from .training.export import export_speaker
 
     out = export_speaker(args.dae, args.s2l, args.data, args.out, speaker_name=args.speaker_name,
                          consent=args.consent, source=args.source, dtype=args.dtype, distilled_run=args.distilled,
@@ -340,7 +340,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_add_live(args: argparse.Namespace) -> int:
-    from .hub import add_live_s2l
+    from .training.export import add_live_s2l
 
     folder = add_live_s2l(args.speaker, args.s2l)
     print(f"{folder}: live_speech_to_latent/ from {args.s2l}; `stream(..., live=True)` uses it")
@@ -357,7 +357,7 @@ def cmd_add_emotion(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from .hub import push_speaker
+    from .training.export import push_speaker
 
     print(f"pushed to {push_speaker(args.checkpoint, args.repo_id, private=args.private)}")
     return 0

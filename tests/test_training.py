@@ -341,7 +341,7 @@ def test_push_refuses_without_consent_or_card_and_uploads_otherwise(speaker_dir,
     from huggingface_hub import HfApi
 
     from talker.errors import CheckpointError
-    from talker.hub import push_speaker, write_model_card
+    from talker.training.export import push_speaker, write_model_card
 
     calls = []
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create", repo_id, kw)) or f"https://hf.co/{repo_id}")

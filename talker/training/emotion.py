@@ -59,11 +59,11 @@ def add_emotion_directions(folder: str | Path, data_dir: str | Path) -> dict:
     """Fit the directions on ``data_dir`` and store them in the speaker folder's speech2latent
     networks (offline and live); speaker.json and the model card record it. Returns the record."""
     import torch
-    from safetensors import safe_open
 
-    from ..hub import read_speaker, write_model_card, write_speaker
+    from ..hub import read_speaker, stored_dtype, write_speaker
     from ..models import Speech2Latent
     from ..pipelines import DAETalkerPipeline
+    from .export import write_model_card
 
     folder = Path(folder)
     pipe = DAETalkerPipeline.from_pretrained(folder)
@@ -78,10 +78,7 @@ def add_emotion_directions(folder: str | Path, data_dir: str | Path) -> dict:
         new = Speech2Latent(**{**config, "emotion_directions": True})
         new.load_state_dict(old.state_dict(), strict=False)  # everything but the directions
         new.set_emotion_directions(directions)
-        weights = next((folder / name).glob("*.safetensors"))
-        with safe_open(str(weights), framework="pt") as f:
-            stored = f.get_slice(next(iter(f.keys()))).get_dtype()
-        torch.nn.Module.to(new.eval(), torch.float16 if stored == "F16" else torch.float32)
+        torch.nn.Module.to(new.eval(), stored_dtype(folder / name))
         new.save_pretrained(folder / name)
     speaker = read_speaker(folder)
     speaker["emotion"] = record
