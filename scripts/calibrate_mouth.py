@@ -17,7 +17,8 @@ import torch
 
 from talker.models import Speech2Latent
 from talker.training.data import load_dataset, split_clips
-from talker.training.s2l import MouthReadout, S2LConfig, audio_features, clip_mouth_open, evaluate
+from talker.frontends import speech_features
+from talker.training.s2l import MouthReadout, S2LConfig, clip_mouth_open, evaluate
 
 
 def main(argv=None) -> int:
@@ -39,7 +40,7 @@ def main(argv=None) -> int:
     for clip in held:
         lat = torch.from_numpy(clip.latents()).float()
         emo = None if clip.emotion is None else torch.from_numpy(clip.emotion).float()
-        items.append((audio_features(clip.audio, len(lat), cfg), lat, torch.from_numpy(clip.pose).float(), emo,
+        items.append((speech_features(clip.audio, len(lat), cfg), lat, torch.from_numpy(clip.pose).float(), emo,
                       clip_mouth_open(clip)))
     with torch.no_grad():
         scores = evaluate(model, items, "cpu", readout, window=int(round(cfg.window_seconds * 25)))

@@ -1,8 +1,7 @@
-"""Audio in: any file or array → 16 kHz mono float32, and the speech front ends.
+"""Audio in: any file or array → 16 kHz mono float32 (``load_audio``), which the speech front
+ends (:mod:`talker.frontends`) turn into speech2latent's features.
 
-Data flows one way: ``load_audio`` → ``log_mel`` or ``wav2vec2_features`` → speech2latent.
-Video runs at 25 fps and audio at 16 kHz, so one video frame is exactly 640 samples; every
-front end here returns features whose length is an exact multiple of the frame count.
+Video runs at 25 fps and audio at 16 kHz, so one video frame is exactly 640 samples.
 """
 
 from __future__ import annotations
@@ -15,12 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .defaults import FPS, SAMPLE_RATE
 from .errors import AudioError
 
-SAMPLE_RATE = 16_000
-"""Sampling rate (Hz) of everything after :func:`load_audio`."""
-FPS = 25
-"""Video frame rate (frames/s) the models are trained for."""
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 
 AUDIO_FILE_TYPES = ("wav", "flac", "ogg", "mp3", "m4a", "webm")
@@ -263,98 +259,6 @@ def load_audio(
     return np.ascontiguousarray(wave[:target], dtype=np.float32)
 
 
-# ----------------------------------------------------------------------------------------------
-# Front ends
-# ----------------------------------------------------------------------------------------------
-
-_MEL_CACHE: dict[tuple, torch.Tensor] = {}
-
-
-def _mel_filters(n_fft: int, n_mels: int, f_min: float, f_max: float) -> torch.Tensor:
-    key = (n_fft, n_mels, f_min, f_max)
-    if key not in _MEL_CACHE:
-        from transformers.audio_utils import mel_filter_bank
-
-        fb = mel_filter_bank(
-            num_frequency_bins=n_fft // 2 + 1,
-            num_mel_filters=n_mels,
-            min_frequency=f_min,
-            max_frequency=f_max,
-            sampling_rate=SAMPLE_RATE,
-            norm="slaney",
-            mel_scale="slaney",
-        )
-        _MEL_CACHE[key] = torch.from_numpy(fb.astype(np.float32))  # (freq, mels)
-    return _MEL_CACHE[key]
-
-
-def log_mel(
-    wave: np.ndarray | torch.Tensor,
-    n_frames: int,
-    *,
-    n_mels: int = 80,
-    n_fft: int = 400,
-    hop_length: int = 160,
-    f_min: float = 0.0,
-    f_max: float = 8000.0,
-    floor: float = 1e-5,
-) -> torch.Tensor:
-    """Log-mel spectrogram at 100 Hz (hop 160 at 16 kHz), exactly ``4 × n_frames`` long.
-
-    Args:
-        wave: 16 kHz mono samples, (T,).
-        n_frames: video frames the features must cover (25 fps).
-
-    Returns:
-        ``(4 × n_frames, n_mels)`` float32, natural log of mel power floored at ``floor``.
-    """
-    x = torch.as_tensor(wave, dtype=torch.float32).flatten()
-    window = torch.hann_window(n_fft)
-    spec = torch.stft(x, n_fft, hop_length, window=window, center=True, return_complex=True)
-    power = spec.abs().pow(2).T  # (time, freq)
-    mel = power @ _mel_filters(n_fft, n_mels, f_min, f_max)
-    feats = torch.log(mel.clamp_min(floor))
-    return fit_length(feats, n_frames * (SAMPLE_RATE // hop_length) // FPS)
-
-
-def fit_length(feats: torch.Tensor, length: int) -> torch.Tensor:
-    """Cut or edge-pad (T, F) features along time to exactly ``length`` rows."""
-    if feats.shape[0] >= length:
-        return feats[:length]
-    pad = feats[-1:].expand(length - feats.shape[0], -1)
-    return torch.cat([feats, pad], dim=0)
-
-
-def wav2vec2_features(
-    wave: np.ndarray,
-    n_frames: int,
-    audio_encoder: torch.nn.Module,
-    feature_extractor: Any | None = None,
-    *,
-    feature_rate: int = 50,
-) -> torch.Tensor:
-    """Frozen wav2vec2 hidden states, resampled in time to ``feature_rate`` Hz.
-
-    The real base model gives 50 Hz (stride 320); other configs (tiny test ones) are linearly
-    interpolated so the result is always ``n_frames × feature_rate / 25`` rows.
-
-    Returns:
-        ``(n_frames × feature_rate / 25, hidden_size)`` float32 on the encoder's device.
-    """
-    param = next(audio_encoder.parameters())
-    if feature_extractor is not None:
-        inputs = feature_extractor(wave, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_values
-    else:  # what Wav2Vec2FeatureExtractor(do_normalize=True) does
-        w = torch.as_tensor(wave, dtype=torch.float32)
-        inputs = ((w - w.mean()) / torch.sqrt(w.var() + 1e-7))[None]
-    with torch.inference_mode():
-        hidden = audio_encoder(inputs.to(param.device, param.dtype)).last_hidden_state[0]
-    length = n_frames * feature_rate // FPS
-    hidden = hidden.float().T[None]  # (1, H, T')
-    hidden = torch.nn.functional.interpolate(hidden, size=length, mode="linear", align_corners=False)
-    return hidden[0].T.contiguous()
-
-
 __all__ = [
     "SAMPLE_RATE",
     "FPS",
@@ -365,7 +269,4 @@ __all__ = [
     "load_audio",
     "to_mono",
     "resample",
-    "log_mel",
-    "fit_length",
-    "wav2vec2_features",
 ]

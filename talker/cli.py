@@ -10,6 +10,7 @@ import sys
 
 from .defaults import DECODERS, DEFAULT_DISTILLED_STEPS, DEFAULT_STEPS, PRECISIONS
 from .errors import TalkerError
+from .frontends import FRONTENDS
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -495,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", required=True)
     t.add_argument("--dae", required=True, help="the `train dae` run the latents came from")
     t.add_argument("--output", required=True)
-    t.add_argument("--audio-frontend", choices=("mel", "wav2vec2"), default="mel")
+    t.add_argument("--audio-frontend", choices=tuple(FRONTENDS), default="mel")
     t.add_argument("--wav2vec2", help="Wav2Vec2Model folder or Hub id (with --audio-frontend wav2vec2)")
     t.add_argument("--max-steps", type=int, default=5000)
     t.add_argument("--batch-size", type=int, default=8)

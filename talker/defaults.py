@@ -1,5 +1,8 @@
 """Generation defaults shared by the pipeline, the CLI and the demo (a light module: no torch)."""
 
+SAMPLE_RATE = 16_000  # Hz of everything after talker.audio.load_audio
+FPS = 25  # video frames per second the models are trained for; one frame is 640 samples
+
 # denoising steps per frame (DAE-Talker: 100); the bundled speaker meets its quality bars at 10
 # (bench/results/quality.json), where 20 closes the lips in fewer silent frames
 DEFAULT_STEPS = 10

@@ -9,7 +9,8 @@ import pytest
 import torch
 from conftest import speech_like, write_audio
 
-from talker.audio import SAMPLES_PER_FRAME, load_audio, log_mel, num_frames, wav2vec2_features
+from talker.audio import SAMPLES_PER_FRAME, load_audio, num_frames
+from talker.frontends import log_mel, wav2vec2_features
 from talker.errors import AudioError, TalkerError
 
 RATES = [8000, 16000, 22050, 44100, 48000]

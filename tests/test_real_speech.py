@@ -168,7 +168,7 @@ def test_pause_windows_come_from_the_quiet_frames():
 
 
 def test_window_normalised_features_ignore_loudness():
-    from talker.audio import log_mel
+    from talker.frontends import log_mel
     from talker.models import Speech2Latent
 
     x = _speech()[:32000]
@@ -267,7 +267,7 @@ def test_voice_activity_hears_the_recording_and_not_silence_or_noise():
 
 
 def test_voice_activity_is_an_input_of_speech2latent():
-    from talker.audio import log_mel
+    from talker.frontends import log_mel
     from talker.models import Speech2Latent
     from talker.vad import append_voice_activity
 

@@ -32,6 +32,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from ..frontends import frontend_named
+
 EMOTIONS = ("happy", "sad", "angry", "surprised")
 """Default emotion names; a checkpoint's own list is ``speech_to_latent.config.emotion_names``."""
 
@@ -279,8 +281,7 @@ class Speech2Latent(ModelMixin, ConfigMixin):
         causal = chunk_frames > 0
         if feature_normalization not in ("dataset", "window"):
             raise ValueError(f"feature_normalization must be 'dataset' or 'window', got {feature_normalization!r}")
-        if audio_frontend not in ("mel", "wav2vec2"):
-            raise ValueError(f"audio_frontend must be 'mel' or 'wav2vec2', got {audio_frontend!r}")
+        frontend_named(audio_frontend)  # an unknown front end fails here
         ratio = feature_rate / fps
         n_down = round(math.log2(ratio)) if ratio >= 1 else -1
         if n_down < 0 or 2**n_down != ratio:

@@ -167,7 +167,7 @@ def export_speaker(dae_run: str | os.PathLike, s2l_run: str | os.PathLike, data_
     audio_encoder = feature_extractor = None
     s2l_cfg = json.loads((Path(s2l_run) / "train_config.json").read_text())
     if s2l.config.audio_frontend == "wav2vec2":
-        from .s2l import load_audio_encoder
+        from ..frontends import load_audio_encoder
 
         audio_encoder, feature_extractor = load_audio_encoder(s2l_cfg["wav2vec2"])
     distilled_unet = None

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..audio import FPS, SAMPLES_PER_FRAME, log_mel, wav2vec2_features
+from ..audio import FPS, SAMPLES_PER_FRAME
 from ..errors import TalkerError
-from ..vad import append_voice_activity
+from ..frontends import FRONTENDS, frontend_named, load_audio_encoder, speech_features
 from .dae import _latest_checkpoint, load_checkpoint, make_accelerator, resumed_config, save_checkpoint
 from .augment import Augmenter, pause_runs, pause_window, speech_power, speed_perturb
 from .data import load_dataset, split_clips
@@ -62,33 +62,6 @@ class S2LConfig:
     init_from: str | None = None  # weights to start from: a speech_to_latent folder or a checkpoint's model.safetensors
 
 
-def load_audio_encoder(name: str):
-    """(Wav2Vec2Model, Wav2Vec2FeatureExtractor) from a folder or Hub id, frozen, float32."""
-    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
-
-    try:
-        model = Wav2Vec2Model.from_pretrained(name, dtype=torch.float32).eval()
-    except OSError as e:
-        raise TalkerError(f"cannot load the wav2vec2 model {name!r}: {e}") from None
-    try:
-        fe = Wav2Vec2FeatureExtractor.from_pretrained(name)
-    except OSError:
-        fe = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, do_normalize=True)
-    model.requires_grad_(False)
-    return model, fe
-
-
-def audio_features(audio: np.ndarray, n_frames: int, cfg: S2LConfig, audio_encoder=None,
-                   feature_extractor=None) -> torch.Tensor:
-    """Features of 16 kHz ``audio`` covering ``n_frames`` video frames (the pipeline's front end),
-    with P(speech) as the last channel when ``cfg.voice_activity``."""
-    if cfg.audio_frontend == "mel":
-        feats = log_mel(audio, n_frames, floor=cfg.mel_floor)
-    else:
-        feats = wav2vec2_features(audio, n_frames, audio_encoder, feature_extractor, feature_rate=50)
-    return append_voice_activity(feats, audio, n_frames) if cfg.voice_activity else feats
-
-
 def stretch(x: torch.Tensor, start: int, count: int, factor: float) -> torch.Tensor:
     """Rows of (N, D) ``x`` at times start + k·factor (k < count), linearly interpolated."""
     t = start + torch.arange(count, dtype=torch.float64) * factor
@@ -103,7 +76,7 @@ def build_s2l(cfg: S2LConfig, feature_dim: int, latent_dim: int, mouth_readout: 
     from ..models import Speech2Latent
 
     return Speech2Latent(audio_frontend=cfg.audio_frontend, feature_dim=feature_dim,
-                         feature_rate=100 if cfg.audio_frontend == "mel" else 50, hidden_size=cfg.hidden_size,
+                         feature_rate=FRONTENDS[cfg.audio_frontend].feature_rate, hidden_size=cfg.hidden_size,
                          num_heads=cfg.num_heads, ffn_size=cfg.ffn_size, conv_kernel_size=cfg.conv_kernel_size,
                          num_encoder_layers=cfg.num_encoder_layers, num_decoder_layers=cfg.num_decoder_layers,
                          dropout=cfg.dropout, latent_dim=latent_dim, feature_normalization=cfg.feature_normalization, mel_floor=cfg.mel_floor,
@@ -221,12 +194,10 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
         raise TalkerError(f"{data_dir} has no latents; run `talker encode --data {data_dir} --dae {dae_run}` first")
     stats = json.loads(stats_path.read_text())
     audio_encoder = feature_extractor = None
-    if cfg.audio_frontend == "wav2vec2":
+    if frontend_named(cfg.audio_frontend).needs_encoder:
         if not cfg.wav2vec2:
-            raise TalkerError("--audio-frontend wav2vec2 needs --wav2vec2 FOLDER_OR_REPO_ID")
+            raise TalkerError(f"--audio-frontend {cfg.audio_frontend} needs --wav2vec2 FOLDER_OR_REPO_ID")
         audio_encoder, feature_extractor = load_audio_encoder(cfg.wav2vec2)
-    elif cfg.audio_frontend != "mel":
-        raise TalkerError(f"--audio-frontend must be mel or wav2vec2; got {cfg.audio_frontend!r}")
 
     def item(clip):
         emo = None if clip.emotion is None else torch.from_numpy(clip.emotion).float()
@@ -237,7 +208,7 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
         for k, ((audio, lat, pose, emo), mouth) in enumerate(zip(items, mouths, strict=True)):
             if augmenter is not None:
                 audio = augmenter(audio, np.random.default_rng([seed, k]))
-            out.append((audio_features(audio, len(lat), cfg, audio_encoder, feature_extractor), lat, pose, emo, mouth))
+            out.append((speech_features(audio, len(lat), cfg, audio_encoder, feature_extractor), lat, pose, emo, mouth))
         return out
 
     def pause_items(items, mouths, seed=0):
@@ -250,7 +221,7 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
             idx, a = pause_window(audio, max(runs, key=lambda r: r[1] - r[0]), window)
             a = augmenter(a, np.random.default_rng([seed, k]), reference_power=speech_power(audio))
             t = torch.from_numpy(idx)
-            out.append((audio_features(a, window, cfg, audio_encoder, feature_extractor), lat[t], pose[t],
+            out.append((speech_features(a, window, cfg, audio_encoder, feature_extractor), lat[t], pose[t],
                         None if emo is None else emo[t], None if mouth is None else mouth[idx]))
         return out
 
@@ -270,7 +241,7 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
     if augmenter is not None:
         held_sets["augmented"] = featurize(held_raw, held_mouths, augmenter, seed=10_000 + cfg.seed)
         held_sets["pauses"] = pause_items(held_raw, held_mouths, seed=20_000 + cfg.seed)
-    clean_feats = [audio_features(a, len(lat), cfg, audio_encoder, feature_extractor) for a, lat, _, _ in train_items]
+    clean_feats = [speech_features(a, len(lat), cfg, audio_encoder, feature_extractor) for a, lat, _, _ in train_items]
     ratio = clean_feats[0].shape[0] // len(train_items[0][1])
     all_pose = torch.cat([p for _, _, p, _ in train_items])
 
@@ -333,7 +304,7 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
                 idx, a = pause_window(audio, (a0, b0), window, int(rng.integers(0, 2 * (b0 - a0))))
                 idx = torch.from_numpy(idx)
                 a = augmenter(a, rng, reference_power=powers[k])
-                feats.append(audio_features(a, window, cfg, audio_encoder, feature_extractor))
+                feats.append(speech_features(a, window, cfg, audio_encoder, feature_extractor))
                 lats.append(lat[idx])
                 poses.append(pose[idx])
                 if has_emotion:
@@ -351,7 +322,7 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
             a = np.pad(a, (0, max(0, w * spf - len(a))))[: w * spf]
             if augmenter is not None:
                 a = augmenter(a, rng)
-            f = audio_features(a, w, cfg, audio_encoder, feature_extractor)
+            f = speech_features(a, w, cfg, audio_encoder, feature_extractor)
             pad = window - w
             feats.append(torch.nn.functional.pad(f, (0, 0, 0, pad * ratio)))
             lats.append(torch.nn.functional.pad(stretch(lat, start, w, factor), (0, 0, 0, pad)))

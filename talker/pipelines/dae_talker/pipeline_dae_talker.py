@@ -17,12 +17,12 @@ from diffusers import DDIMScheduler, DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from ...audio import DEFAULT_MAX_DURATION, SAMPLE_RATE, load_audio, log_mel, wav2vec2_features
+from ...audio import DEFAULT_MAX_DURATION, SAMPLE_RATE, load_audio
+from ...frontends import speech_features
 from ...defaults import DECODERS, DEFAULT_DISTILLED_STEPS, DEFAULT_STEPS, MAX_DISTILLED_STEPS, MAX_STEPS
 from ...errors import CheckpointError, InputError
 from ...models import DAEDecoderUNet, Refiner, SemanticEncoder, Speech2Latent
 from ...pose import check_pose_range
-from ...vad import append_voice_activity
 from ..ddim import check_precision, ddim_decode, decoder_autocast, distilled_scheduler
 from ..diffusion_autoencoder.pipeline_diffusion_autoencoder import DiffusionAutoencoderPipeline, _check_steps
 from ..images import check_output_type, postprocess_frames
@@ -200,18 +200,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         """16 kHz samples → (1, n_frames × feature_rate / fps, feature_dim [+ 1]) features for
         ``s2l`` (default ``speech_to_latent``; with P(speech) last where it takes voice activity)."""
         s2l = s2l if s2l is not None else self.speech_to_latent
-        cfg = s2l.config
-        if cfg.audio_frontend == "mel":
-            feats = log_mel(wave, n_frames, n_mels=cfg.n_mels, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
-                            floor=cfg.mel_floor)
-        else:
-            if self.audio_encoder is None:
-                raise CheckpointError("this speaker uses the wav2vec2 front end but the checkpoint has no audio_encoder/")
-            feats = wav2vec2_features(
-                wave, n_frames, self.audio_encoder, self.feature_extractor, feature_rate=cfg.feature_rate
-            )
-        if cfg.voice_activity:
-            feats = append_voice_activity(feats, wave, n_frames)
+        feats = speech_features(wave, n_frames, s2l.config, self.audio_encoder, self.feature_extractor)
         return feats[None].to(s2l.device)
 
     def prepare_pose(self, pose_mode: str, pose: Any, n_frames: int) -> torch.Tensor | None:
