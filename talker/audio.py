@@ -174,7 +174,7 @@ def resample(samples: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarra
     return soxr.resample(samples, orig_rate, target_rate, quality="HQ").astype(np.float32)
 
 
-def _check_sampling_rate(sampling_rate: Any) -> int:
+def check_sampling_rate(sampling_rate: Any) -> int:
     if isinstance(sampling_rate, float) and sampling_rate.is_integer():
         sampling_rate = int(sampling_rate)
     if isinstance(sampling_rate, (bool, np.bool_)) or not isinstance(sampling_rate, (int, np.integer)):
@@ -229,7 +229,7 @@ def load_audio(
     elif isinstance(audio, (np.ndarray, torch.Tensor, list, tuple)):
         if sampling_rate is None:
             raise AudioError("sampling_rate is required when audio is given as an array or tensor")
-        rate = _check_sampling_rate(sampling_rate)
+        rate = check_sampling_rate(sampling_rate)
         samples = _as_float_array(audio)
         name = "audio array"
     else:

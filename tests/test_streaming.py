@@ -6,7 +6,7 @@ import torch
 from conftest import RES, speech_like, tiny_pipeline
 
 from talker.errors import AudioError, InputError
-from talker.pipelines.dae_talker.windows import CrossFader, window_starts, window_weights
+from talker.pipelines.dae_talker.windows import CrossFader, runnable_windows, window_weights
 from talker.video import read_video
 
 STEPS = 2
@@ -19,13 +19,30 @@ def gen(seed=0):
 @pytest.mark.parametrize("n", [1, 60, 100, 101, 175, 176, 400, 1234])
 def test_windows_cover_every_frame_with_weights_summing_to_one(n):
     window, overlap = 100, 25
-    starts = window_starts(n, window, overlap)
+    windows = runnable_windows(0, n, True, window, overlap)  # all the audio at once, as __call__ has it
     total = torch.zeros(n)
-    for i, s in enumerate(starts):
-        e = min(s + window, n)
-        total[s:e] += window_weights(s, e, overlap, first=i == 0, last=i == len(starts) - 1)
+    for i, (s, e, last) in enumerate(windows):
+        assert e == min(s + window, n) and last == (i == len(windows) - 1)
+        total[s:e] += window_weights(s, e, overlap, first=i == 0, last=last)
     assert torch.allclose(total, torch.ones(n))
-    assert starts[-1] + window >= n and (len(starts) == 1 or starts[-2] + window < n)
+    assert windows[-1][1] == n and (len(windows) == 1 or windows[-2][1] < n)
+
+
+@pytest.mark.parametrize("n, chunk", [(1, 1), (176, 7), (175, 25), (400, 100), (1234, 33)])
+def test_a_stream_runs_each_window_once_its_audio_is_in(n, chunk):
+    """Audio arriving ``chunk`` frames at a time: a window runs only on frames already heard, and
+    the windows run are the offline ones (the last may run before the end is known, shorter)."""
+    window, overlap, hop = 100, 25, 75
+    start, heard, ran = 0, 0, []
+    while heard < n:
+        heard = min(n, heard + chunk)
+        for s, e, last in runnable_windows(start, heard, heard == n, window, overlap):
+            assert e <= heard and (e - s == window or heard == n)
+            ran.append((s, e))
+            start = s + hop
+    offline = [(s, e) for s, e, _ in runnable_windows(0, n, True, window, overlap)]
+    assert [s for s, _ in ran] == [s for s, _ in offline][: len(ran)]
+    assert ran[-1][1] == n
 
 
 def test_crossfader_blends_linearly_and_hands_out_final_frames_once():

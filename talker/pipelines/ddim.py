@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 
-from ..defaults import PRECISIONS
+from ..defaults import MAX_STEPS, PRECISIONS
 from ..errors import InputError
 
 
@@ -27,6 +27,12 @@ def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX)."""
     checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(check() for check in checks if check is not None)
+
+
+def check_steps(num_inference_steps) -> None:
+    if (not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool)
+            or not 1 <= num_inference_steps <= MAX_STEPS):
+        raise InputError(f"num_inference_steps must be an integer in 1–{MAX_STEPS}; got {num_inference_steps!r}")
 
 
 def check_precision(precision: str) -> None:

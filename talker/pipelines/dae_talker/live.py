@@ -22,9 +22,10 @@ import numpy as np
 import torch
 
 from ...errors import InputError
-from ..ddim import ddim_decode
 from ..images import postprocess_frames
+from .generation import decode_latents
 from .incoming import AudioIntake, FrameAudio
+from .inputs import Settings
 
 
 def check_live(s2l) -> int:
@@ -42,16 +43,12 @@ class LiveSession:
     ``(index, frame)``: the frame's place in the video (its time is index / fps) and (H, W, 3) uint8.
     Made by ``pipe.live_session(...)``, which checks the arguments."""
 
-    def __init__(self, pipe, sampling_rate: int, num_inference_steps: int, pose_mode: str, pose: Any, emotion_t,
-                 x_T: torch.Tensor, context_frames: int, decoder: str | None, refine: bool,
-                 max_duration: float | None, newest_only: bool = False):
-        self.pipe, self.steps, self.pose_mode, self.pose, self.emotion_t, self.x_T = (
-            pipe, num_inference_steps, pose_mode, pose, emotion_t, x_T)
+    def __init__(self, pipe, sampling_rate: int, settings: Settings, context_frames: int, max_duration: float | None,
+                 newest_only: bool = False):
+        self.pipe, self.settings = pipe, settings
         self.s2l = pipe.streaming_speech_to_latent
         self.chunk = check_live(self.s2l)
         self.context = max(self.chunk, context_frames // self.chunk * self.chunk)  # whole chunks
-        self.unet, self.scheduler = pipe.decoder_for(decoder)
-        self.refine = refine and pipe.refiner is not None
         self.newest_only = newest_only
         self.intake = AudioIntake(sampling_rate, pipe.fps, max_duration)
         self.audio = FrameAudio(pipe.fps)
@@ -93,12 +90,9 @@ class LiveSession:
     def _chunk(self, first: int, end: int, n_images: int) -> torch.Tensor:
         """speech2latent on the context of the chunk ending at ``end``; the last ``n_images`` of
         frames [first, end) decoded → (n_images, 3, H, W) in [-1, 1]."""
-        pipe, c = self.pipe, self.chunk
+        pipe, c, settings = self.pipe, self.chunk, self.settings
         start = max(0, (end - 1) // c * c + c - self.context)  # the context of the chunk's whole C frames
-        pose_t = pipe.prepare_pose(self.pose_mode, self.pose, end)
+        pose_t = pipe.prepare_pose(settings.pose_mode, settings.pose, end)
         out = pipe.predict_latents(self.audio.frames(start, end), end - start,
-                                   None if pose_t is None else pose_t[:, start:end], self.emotion_t, self.s2l)
-        z = out["z_sem"][end - start - n_images :]
-        images = ddim_decode(self.unet, self.scheduler, z.to(self.x_T.device), self.x_T, self.steps, z.shape[0],
-                             precision=pipe.precision)
-        return pipe.refine_frames(images) if self.refine else images
+                                   None if pose_t is None else pose_t[:, start:end], settings.emotion, self.s2l)
+        return decode_latents(pipe, out["z_sem"][end - start - n_images :], settings)

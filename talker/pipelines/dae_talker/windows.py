@@ -28,13 +28,21 @@ def check_windows(window: int, overlap: int) -> None:
         raise InputError(f"overlap_frames must be between 0 and half of window_frames ({window // 2}); got {overlap}")
 
 
-def window_starts(n_frames: int, window: int, overlap: int) -> list[int]:
-    """Start frames of the windows covering ``n_frames`` (the last one may be shorter)."""
-    hop = window - overlap
-    starts = [0]
-    while starts[-1] + window < n_frames:
-        starts.append(starts[-1] + hop)
-    return starts
+def runnable_windows(start: int, heard: int, ended: bool, window: int, overlap: int) -> list[tuple[int, int, bool]]:
+    """The windows ``(start, end, last)`` that can run now, the first at frame ``start``: every
+    window whose frames are all heard, and once the audio has ``ended`` the rest up to its last
+    frame (the last one may be shorter). A window that would only cover frames the one before
+    already reached is not run: those frames are final once the audio ends."""
+    hop, out = window - overlap, []
+    while start < heard and (start + window <= heard or ended):
+        if start > 0 and ended and start + overlap >= heard:
+            break  # the previous window already reached the end
+        end = min(start + window, heard)
+        out.append((start, end, ended and end >= heard))
+        if out[-1][2]:
+            break
+        start += hop
+    return out
 
 
 def window_weights(start: int, end: int, overlap: int, first: bool, last: bool) -> torch.Tensor:

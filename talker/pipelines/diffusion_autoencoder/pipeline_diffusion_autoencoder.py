@@ -12,7 +12,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ...errors import InputError
 from ...models import DAEDecoderUNet, SemanticEncoder
-from ..ddim import check_precision, ddim_decode, ddim_invert
+from ..ddim import check_precision, check_steps, ddim_decode, ddim_invert
 from ..images import check_output_type, postprocess_frames, preprocess_images
 from ..loading import SpeakerCheckpointMixin
 
@@ -59,7 +59,7 @@ class DiffusionAutoencoderPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
     @torch.no_grad()
     def invert(self, images, z_sem: torch.Tensor | None = None, num_inference_steps: int = 50) -> torch.Tensor:
         """Stochastic encoding: images → x_T (B, 3, H, W) such that decode(z_sem, x_T) ≈ images."""
-        _check_steps(num_inference_steps)
+        check_steps(num_inference_steps)
         x = preprocess_images(images, self.resolution, self._execution_device, self.unet.dtype)
         if z_sem is None:
             z_sem = self.encoder(x.to(self.encoder.dtype))
@@ -77,7 +77,7 @@ class DiffusionAutoencoderPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         output_type: str = "np",
     ):
         """Render z_sem (B, D) from x_T ((1 or B), 3, H, W; one random image shared if None)."""
-        _check_steps(num_inference_steps)
+        check_steps(num_inference_steps)
         check_output_type(output_type)
         check_precision(self.precision)
         device, dtype = self._execution_device, self.unet.dtype
@@ -120,8 +120,3 @@ class DiffusionAutoencoderPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         self.maybe_free_model_hooks()
         result = DiffusionAutoencoderOutput(images=out, z_sem=z_sem, x_T=x_T)
         return result if return_dict else result.to_tuple()
-
-
-def _check_steps(num_inference_steps) -> None:
-    if not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool) or not 1 <= num_inference_steps <= 1000:
-        raise InputError(f"num_inference_steps must be an integer in 1–1000; got {num_inference_steps!r}")

@@ -1,0 +1,99 @@
+"""The generation loop shared by ``__call__``, ``generate_video`` and ``stream``: audio chunks in,
+batches of decoded frames out, in order, as soon as they are final.
+
+speech2latent runs on overlapping windows of the audio heard so far (:mod:`.windows`), whose
+outputs are cross-faded into one latent and one pose per frame; every batch of final latents is
+decoded from the video's one fixed noise image (and refined, where the speaker has a refiner).
+Memory holds only the audio and latents not yet final, plus one batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers.utils import BaseOutput
+
+from ..ddim import ddim_decode
+from .incoming import FrameAudio, incoming_audio
+from .inputs import Settings
+from .windows import CrossFader, runnable_windows
+
+
+@dataclass
+class DAETalkerOutput(BaseOutput):
+    """Result of one generation.
+
+    frames: "np": (N, H, W, 3) uint8; "pil": N PIL images; "pt": (N, 3, H, W) float in [0, 1].
+    poses: (N, 3) yaw, pitch, roll in degrees (predicted, static or the reference used).
+    latents: (N, D) the semantic latents z_sem that were decoded.
+    fps: frames per second of ``frames``.
+    fixed_noise: (1, 3, H, W) the noise image x_T shared by every frame.
+    """
+
+    frames: np.ndarray | list | torch.Tensor
+    poses: np.ndarray | torch.Tensor
+    latents: np.ndarray | torch.Tensor
+    fps: int
+    fixed_noise: torch.Tensor
+
+
+def generate_frames(pipe, chunks: Iterable, sampling_rate: int, settings: Settings, window: int, overlap: int,
+                    tick: Callable[[], None] | None = None, first_batch: int | None = None,
+                    max_duration: float | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Audio chunks → (images (B, 3, H, W) in [-1, 1], z_sem (B, D), poses (B, 3)) batches of
+    ``settings.frame_batch_size`` frames (the first only ``first_batch``, so a stream shows its
+    first frame early); ``tick`` is called once per denoising step of a batch."""
+    audio, fader = FrameAudio(pipe.fps), CrossFader(overlap)
+    next_start = 0  # the next window's first frame
+    ready = Ready()
+    for samples, n_frames in incoming_audio(chunks, sampling_rate, pipe.fps, max_duration):
+        audio.extend(samples, n_frames)
+        for start, end, last in runnable_windows(next_start, audio.heard, audio.ended, window, overlap):
+            pose_t = pipe.prepare_pose(settings.pose_mode, settings.pose, end)
+            out = pipe.predict_latents(audio.frames(start, end), end - start,
+                                       None if pose_t is None else pose_t[:, start:end], settings.emotion)
+            fader.add(start, out, first=start == 0, last=last)
+            ready.add(fader.pop(end if last else start + window - overlap))
+            next_start = start + window - overlap
+            audio.forget_before(min(next_start, audio.heard))  # the next window starts there
+        if audio.ended:  # frames the last window ended on, if it was run before the end was known
+            ready.add(fader.pop(audio.heard))
+        while ready.count and (ready.count >= ready.batch_size(settings, first_batch) or audio.ended):
+            z, p = ready.take(ready.batch_size(settings, first_batch))
+            yield decode_latents(pipe, z, settings, tick), z, p
+
+
+class Ready:
+    """The final latents and poses not yet decoded."""
+
+    def __init__(self):
+        self.z, self.p, self.count, self.emitted = [], [], 0, 0
+
+    def add(self, final: dict[str, torch.Tensor]) -> None:
+        if final and final["z_sem"].shape[0]:
+            self.z.append(final["z_sem"])
+            self.p.append(final["pose"])
+            self.count += final["z_sem"].shape[0]
+
+    def batch_size(self, settings: Settings, first_batch: int | None) -> int:
+        batch = settings.frame_batch_size
+        return batch if first_batch is None or self.emitted else min(batch, first_batch)
+
+    def take(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        z, p = torch.cat(self.z), torch.cat(self.p)
+        self.z, self.p = ([z[n:]], [p[n:]]) if n < z.shape[0] else ([], [])
+        self.count = z.shape[0] - min(n, z.shape[0])
+        self.emitted += min(n, z.shape[0])
+        return z[:n], p[:n]
+
+
+def decode_latents(pipe, z: torch.Tensor, settings: Settings, tick: Callable[[], None] | None = None) -> torch.Tensor:
+    """(B, D) latents → (B, 3, H, W) frames in [-1, 1]: DDIM from the fixed noise image with the
+    chosen decoder, then the refiner where the speaker has one and ``settings.refine``."""
+    unet, scheduler = pipe.decoder_for(settings.decoder)
+    images = ddim_decode(unet, scheduler, z.to(settings.x_T.device), settings.x_T, settings.steps, z.shape[0], tick,
+                         precision=pipe.precision)
+    return pipe.refine_frames(images) if settings.refine and pipe.refiner is not None else images

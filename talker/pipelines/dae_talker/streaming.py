@@ -1,0 +1,113 @@
+"""Streaming generation for :class:`DAETalkerPipeline`: audio arriving in chunks, frames out as
+soon as they are final (``stream``), or pushed live, each frame as soon as its audio is in
+(``live_session``, :mod:`.live`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...audio import check_sampling_rate
+from ...defaults import SAMPLE_RATE
+from ..images import postprocess_frames
+from .generation import generate_frames
+from .inputs import check_flag, check_positive_int
+from .live import LiveSession, check_live
+from .windows import DEFAULT_OVERLAP, DEFAULT_WINDOW, check_windows
+
+
+class StreamingMixin:
+    """``stream`` and ``live_session``; mixed into :class:`DAETalkerPipeline`."""
+
+    @torch.no_grad()
+    def stream(
+        self,
+        audio_chunks: Iterable[np.ndarray | torch.Tensor],
+        sampling_rate: int = SAMPLE_RATE,
+        num_inference_steps: int | None = None,
+        pose_mode: str = "predicted",
+        pose: Any = None,
+        emotion: Mapping[str, float] | Sequence[float] | np.ndarray | torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        frame_batch_size: int | None = None,
+        fixed_noise: torch.Tensor | None = None,
+        window_frames: int = DEFAULT_WINDOW,
+        overlap_frames: int = DEFAULT_OVERLAP,
+        first_batch: int = 2,
+        max_duration: float | None = None,
+        decoder: str | None = None,
+        refine: bool = True,
+        live: bool = False,
+    ) -> Iterator[np.ndarray]:
+        """Streaming generation: audio chunks in, (H, W, 3) uint8 frames out as soon as they are final.
+
+        A frame is emitted once the audio ``overlap_frames`` beyond it has arrived (the look-ahead)
+        and its batch is decoded; the first batch is only ``first_batch`` frames so the first
+        frame comes early. The frames equal ``__call__``'s on the same audio and noise.
+
+        Args:
+            audio_chunks: an iterable of mono (T,) (or (T, C)) sample arrays at ``sampling_rate``,
+                e.g. microphone blocks; any chunk size.
+            window_frames / overlap_frames: as in ``__call__``; the look-ahead is ``overlap_frames``
+                and live latency at least ``window_frames`` of audio for the first frame.
+            live: for a speaker with a streaming speech2latent (``chunk_frames`` C > 0): each
+                frame comes out as soon as the audio of its chunk of C frames is in, decoded C at
+                a time (:mod:`.live`); ``window_frames`` is then the audio context it hears.
+                Its frames equal ``__call__``'s only where the context covers the whole audio.
+            Other arguments as in ``__call__``.
+        """
+        if check_flag("live", live):
+            session = self.live_session(sampling_rate, num_inference_steps, pose_mode, pose, emotion, generator,
+                                        fixed_noise, window_frames, max_duration, decoder, refine)
+            for chunk in audio_chunks:
+                for _, frame in session.push(chunk):
+                    yield frame
+            for _, frame in session.end():
+                yield frame
+            return
+        check_windows(window_frames, overlap_frames)
+        check_positive_int("first_batch", first_batch)
+        rate = check_sampling_rate(sampling_rate)
+        settings = self.settings(num_inference_steps, pose_mode, pose, emotion, generator, frame_batch_size,
+                                 fixed_noise, decoder, refine)
+        with torch.inference_mode():
+            for images, _, _ in generate_frames(self, audio_chunks, rate, settings, window_frames, overlap_frames,
+                                                first_batch=first_batch, max_duration=max_duration):
+                yield from postprocess_frames(images, "np")
+
+    def live_session(
+        self,
+        sampling_rate: int = SAMPLE_RATE,
+        num_inference_steps: int | None = None,
+        pose_mode: str = "predicted",
+        pose: Any = None,
+        emotion: Mapping[str, float] | Sequence[float] | np.ndarray | torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        fixed_noise: torch.Tensor | None = None,
+        window_frames: int = DEFAULT_WINDOW,
+        max_duration: float | None = None,
+        decoder: str | None = None,
+        refine: bool = True,
+        newest_only: bool = False,
+    ) -> LiveSession:
+        """A live generation to push audio into as it arrives (a microphone handler, a WebRTC
+        track): ``session.push(chunk)`` returns the ``(index, frame)`` pairs the chunk completes,
+        ``session.end()`` the rest (see :mod:`.live`). Needs a streaming speech2latent.
+
+        Args:
+            newest_only: for a display that shows one picture at a time: each push computes only
+                the newest finished frame and skips those in between (``session.skipped`` counts
+                them), so the picture keeps up with the voice on any machine.
+            window_frames: the audio context speech2latent hears. Other arguments as in ``stream``.
+        """
+        check_live(self.streaming_speech_to_latent)
+        check_windows(window_frames, 0)
+        check_flag("newest_only", newest_only)
+        rate = check_sampling_rate(sampling_rate)
+        settings = self.settings(num_inference_steps, pose_mode, pose, emotion, generator, None, fixed_noise,
+                                 decoder, refine)
+        return LiveSession(self, rate, settings, window_frames, max_duration, newest_only)
+
