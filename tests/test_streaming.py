@@ -112,6 +112,10 @@ def test_stream_resamples_other_rates_and_rejects_bad_chunks(pipe):
         list(pipe.stream([audio], 44100, num_inference_steps=1, max_duration=1.0))
     with pytest.raises(InputError, match="overlap_frames"):
         list(pipe.stream([audio], 44100, window_frames=20, overlap_frames=15))
+    with pytest.raises(TypeError, match=r"stream\(\) got an unexpected keyword argument 'num_steps'"):
+        list(pipe.stream([audio], 44100, num_steps=2))
+    with pytest.raises(TypeError, match=r"live_session\(\) got an unexpected keyword argument 'seed'"):
+        pipe.live_session(44100, seed=2)
 
 
 def test_generate_video_writes_frames_as_they_are_decoded(pipe, tmp_path, monkeypatch):

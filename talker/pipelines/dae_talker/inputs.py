@@ -3,7 +3,8 @@ the settings that stay the same for every frame (:class:`Settings`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,20 @@ from ...errors import InputError
 from ...pose import check_pose_range
 
 POSE_MODES = ("predicted", "static", "reference")
+#: the arguments of ``__call__`` that hold for every frame, which ``stream``, ``live_session`` and
+#: ``generate_video`` take by name too; their defaults are ``__call__``'s
+FRAME_OPTIONS = ("num_inference_steps", "pose_mode", "pose", "emotion", "generator", "frame_batch_size", "fixed_noise",
+                 "decoder", "refine")
+
+
+def frame_options(options: dict[str, Any], defaults_of: Callable, caller: str) -> dict[str, Any]:
+    """``options`` by name, with the defaults of ``defaults_of`` (``__call__``) for the rest; a
+    name that is not one of ``FRAME_OPTIONS`` is a TypeError, as for any function."""
+    unknown = sorted(set(options) - set(FRAME_OPTIONS))
+    if unknown:
+        raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}")
+    params = inspect.signature(defaults_of).parameters
+    return {name: options[name] if name in options else params[name].default for name in FRAME_OPTIONS}
 
 
 @dataclass

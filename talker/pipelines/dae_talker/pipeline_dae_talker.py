@@ -24,7 +24,8 @@ from ..images import check_output_type, postprocess_frames
 from ..loading import SpeakerCheckpointMixin
 from .decoders import DecoderChoiceMixin
 from .generation import DAETalkerOutput, generate_frames
-from .inputs import POSE_MODES, Settings, check_flag, check_positive_int, emotion_vector, noise_image, pose_sequence
+from .inputs import (POSE_MODES, Settings, check_flag, check_positive_int, emotion_vector, frame_options, noise_image,
+                     pose_sequence)
 from .streaming import StreamingMixin
 from .video_output import VideoOutputMixin
 from .windows import DEFAULT_OVERLAP, DEFAULT_WINDOW, check_windows
@@ -107,18 +108,21 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
 
     # --- the steps of the method -----------------------------------------------------------------
 
-    def settings(self, num_inference_steps, pose_mode, pose, emotion, generator, frame_batch_size, fixed_noise,
-                 decoder, refine) -> Settings:
+    def settings(self, caller: str = "settings", **options) -> Settings:
         """Check what a generation was asked for (before any work) and prepare what stays the same
-        for every frame: steps, pose, emotion (1, E), the one fixed noise image x_T."""
-        steps = self.steps_for(decoder, num_inference_steps)
-        check_flag("refine", refine)
+        for every frame: steps, pose, emotion (1, E), the one fixed noise image x_T. ``options``:
+        ``__call__``'s per-frame arguments by name (:data:`.inputs.FRAME_OPTIONS`), its defaults
+        for the rest."""
+        o = frame_options(options, self.__call__, caller)
+        steps = self.steps_for(o["decoder"], o["num_inference_steps"])
+        check_flag("refine", o["refine"])
         check_precision(self.precision)
-        self.prepare_pose(pose_mode, pose, 1)  # a bad pose fails here, not at the first frame
-        if frame_batch_size is not None:
-            check_positive_int("frame_batch_size", frame_batch_size)
-        return Settings(steps, pose_mode, pose, self.prepare_emotion(emotion), self.prepare_fixed_noise(generator, fixed_noise),
-                        decoder, refine, frame_batch_size or self.default_frame_batch_size())
+        self.prepare_pose(o["pose_mode"], o["pose"], 1)  # a bad pose fails here, not at the first frame
+        if o["frame_batch_size"] is not None:
+            check_positive_int("frame_batch_size", o["frame_batch_size"])
+        return Settings(steps, o["pose_mode"], o["pose"], self.prepare_emotion(o["emotion"]),
+                        self.prepare_fixed_noise(o["generator"], o["fixed_noise"]), o["decoder"], o["refine"],
+                        o["frame_batch_size"] or self.default_frame_batch_size())
 
     def prepare_pose(self, pose_mode: str, pose: Any, n_frames: int) -> torch.Tensor | None:
         """The pose fed to the pose projector: None (predicted) or (1, N, 3) degrees (:func:`.inputs.pose_sequence`)."""
@@ -220,9 +224,11 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
         """
         check_output_type(output_type)
         frames, poses, latents, settings = [], [], [], None
-        for images, z, p, settings in self._generate(audio, sampling_rate, num_inference_steps, pose_mode, pose,
-                                                     emotion, generator, frame_batch_size, fixed_noise, max_duration,
-                                                     window_frames, overlap_frames, decoder, refine):
+        batches = self._generate(audio, sampling_rate, max_duration, window_frames, overlap_frames,
+                                 num_inference_steps=num_inference_steps, pose_mode=pose_mode, pose=pose, emotion=emotion,
+                                 generator=generator, frame_batch_size=frame_batch_size, fixed_noise=fixed_noise,
+                                 decoder=decoder, refine=refine)
+        for images, z, p, settings in batches:
             frames.append(images.cpu())
             latents.append(z)
             poses.append(p)
@@ -233,14 +239,12 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
         out = DAETalkerOutput(frames=frames, poses=poses, latents=latents, fps=self.fps, fixed_noise=settings.x_T.cpu())
         return out if return_dict else out.to_tuple()
 
-    def _generate(self, audio, sampling_rate, num_inference_steps, pose_mode, pose, emotion, generator,
-                  frame_batch_size, fixed_noise, max_duration, window_frames, overlap_frames, decoder, refine,
-                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, Settings]]:
+    def _generate(self, audio, sampling_rate, max_duration, window_frames, overlap_frames, caller="__call__",
+                  **options) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, Settings]]:
         """``__call__``'s arguments → (images, z_sem, poses, settings) per decoded batch."""
         # 1. check the inputs and prepare what every frame shares, 3. the one fixed noise image x_T
         check_windows(window_frames, overlap_frames)
-        settings = self.settings(num_inference_steps, pose_mode, pose, emotion, generator, frame_batch_size,
-                                 fixed_noise, decoder, refine)
+        settings = self.settings(caller, **options)
         # 2. audio → 16 kHz mono, a whole number of frames
         wave = load_audio(audio, sampling_rate, max_duration=max_duration, fps=self.fps)
         n_frames = wave.shape[0] * self.fps // SAMPLE_RATE

@@ -4,8 +4,7 @@ soon as they are final (``stream``), or pushed live, each frame as soon as its a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -14,7 +13,7 @@ from ...audio import check_sampling_rate
 from ...defaults import SAMPLE_RATE
 from ..images import postprocess_frames
 from .generation import generate_frames
-from .inputs import check_flag, check_positive_int
+from .inputs import check_flag, check_positive_int, frame_options
 from .live import LiveSession, check_live
 from .windows import DEFAULT_OVERLAP, DEFAULT_WINDOW, check_windows
 
@@ -23,25 +22,9 @@ class StreamingMixin:
     """``stream`` and ``live_session``; mixed into :class:`DAETalkerPipeline`."""
 
     @torch.no_grad()
-    def stream(
-        self,
-        audio_chunks: Iterable[np.ndarray | torch.Tensor],
-        sampling_rate: int = SAMPLE_RATE,
-        num_inference_steps: int | None = None,
-        pose_mode: str = "predicted",
-        pose: Any = None,
-        emotion: Mapping[str, float] | Sequence[float] | np.ndarray | torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        frame_batch_size: int | None = None,
-        fixed_noise: torch.Tensor | None = None,
-        window_frames: int = DEFAULT_WINDOW,
-        overlap_frames: int = DEFAULT_OVERLAP,
-        first_batch: int = 2,
-        max_duration: float | None = None,
-        decoder: str | None = None,
-        refine: bool = True,
-        live: bool = False,
-    ) -> Iterator[np.ndarray]:
+    def stream(self, audio_chunks: Iterable[np.ndarray | torch.Tensor], sampling_rate: int = SAMPLE_RATE, *,
+               window_frames: int = DEFAULT_WINDOW, overlap_frames: int = DEFAULT_OVERLAP, first_batch: int = 2,
+               max_duration: float | None = None, live: bool = False, **options) -> Iterator[np.ndarray]:
         """Streaming generation: audio chunks in, (H, W, 3) uint8 frames out as soon as they are final.
 
         A frame is emitted once the audio ``overlap_frames`` beyond it has arrived (the look-ahead)
@@ -57,11 +40,13 @@ class StreamingMixin:
                 frame comes out as soon as the audio of its chunk of C frames is in, decoded C at
                 a time (:mod:`.live`); ``window_frames`` is then the audio context it hears.
                 Its frames equal ``__call__``'s only where the context covers the whole audio.
-            Other arguments as in ``__call__``.
+            options: ``__call__``'s per-frame arguments by name (``num_inference_steps``,
+                ``pose_mode``, ``pose``, ``emotion``, ``generator``, ``frame_batch_size``,
+                ``fixed_noise``, ``decoder``, ``refine``), with its defaults.
         """
         if check_flag("live", live):
-            session = self.live_session(sampling_rate, num_inference_steps, pose_mode, pose, emotion, generator,
-                                        fixed_noise, window_frames, max_duration, decoder, refine)
+            session = self.live_session(sampling_rate, window_frames=window_frames, max_duration=max_duration,
+                                        caller="stream", **options)
             for chunk in audio_chunks:
                 for _, frame in session.push(chunk):
                     yield frame
@@ -71,28 +56,15 @@ class StreamingMixin:
         check_windows(window_frames, overlap_frames)
         check_positive_int("first_batch", first_batch)
         rate = check_sampling_rate(sampling_rate)
-        settings = self.settings(num_inference_steps, pose_mode, pose, emotion, generator, frame_batch_size,
-                                 fixed_noise, decoder, refine)
+        settings = self.settings("stream", **options)
         with torch.inference_mode():
             for images, _, _ in generate_frames(self, audio_chunks, rate, settings, window_frames, overlap_frames,
                                                 first_batch=first_batch, max_duration=max_duration):
                 yield from postprocess_frames(images, "np")
 
-    def live_session(
-        self,
-        sampling_rate: int = SAMPLE_RATE,
-        num_inference_steps: int | None = None,
-        pose_mode: str = "predicted",
-        pose: Any = None,
-        emotion: Mapping[str, float] | Sequence[float] | np.ndarray | torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        fixed_noise: torch.Tensor | None = None,
-        window_frames: int = DEFAULT_WINDOW,
-        max_duration: float | None = None,
-        decoder: str | None = None,
-        refine: bool = True,
-        newest_only: bool = False,
-    ) -> LiveSession:
+    def live_session(self, sampling_rate: int = SAMPLE_RATE, *, window_frames: int = DEFAULT_WINDOW,
+                     max_duration: float | None = None, newest_only: bool = False, caller: str = "live_session",
+                     **options) -> LiveSession:
         """A live generation to push audio into as it arrives (a microphone handler, a WebRTC
         track): ``session.push(chunk)`` returns the ``(index, frame)`` pairs the chunk completes,
         ``session.end()`` the rest (see :mod:`.live`). Needs a streaming speech2latent.
@@ -102,12 +74,13 @@ class StreamingMixin:
                 the newest finished frame and skips those in between (``session.skipped`` counts
                 them), so the picture keeps up with the voice on any machine.
             window_frames: the audio context speech2latent hears. Other arguments as in ``stream``.
+            caller: the method named in errors.
         """
+        frame_options(options, self.__call__, caller)  # an argument it does not take fails first, as in any call
         check_live(self.streaming_speech_to_latent)
         check_windows(window_frames, 0)
         check_flag("newest_only", newest_only)
         rate = check_sampling_rate(sampling_rate)
-        settings = self.settings(num_inference_steps, pose_mode, pose, emotion, generator, None, fixed_noise,
-                                 decoder, refine)
+        settings = self.settings(caller, **options)
         return LiveSession(self, rate, settings, window_frames, max_duration, newest_only)
 

@@ -105,7 +105,8 @@ class VideoOutputMixin:
         except TypeError as e:  # an argument __call__ does not take
             raise TypeError(f"generate_video() {e}") from None
         call.apply_defaults()
-        gen = self._generate(**{k: v for k, v in call.arguments.items() if k not in ("output_type", "return_dict")})
+        gen = self._generate(caller="generate_video",
+                             **{k: v for k, v in call.arguments.items() if k not in ("output_type", "return_dict")})
         first = next(gen)  # input errors surface before a file is opened
         with self.video_writer(path, track, rate, crf, watermark, output_size) as writer:
             for images, z, p, settings in _chain_first(first, gen):
