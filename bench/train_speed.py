@@ -22,10 +22,9 @@ from talker.training.dae import DAEConfig, DiffusionAutoencoder, build_models
 def measure(resolution: int, batch: int, steps: int, device: str) -> dict:
     cfg = DAEConfig(resolution=resolution)
     encoder, unet, scheduler = build_models(cfg)
-    model = DiffusionAutoencoder(encoder, unet).to(device)
+    model = DiffusionAutoencoder(encoder, unet, scheduler).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     ema = EMAModel(model.parameters(), decay=0.999)
-    alphas = scheduler.alphas_cumprod.to(device)
     x0 = torch.rand(batch, 3, resolution, resolution, device=device) * 2 - 1
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
     times = []
@@ -35,7 +34,7 @@ def measure(resolution: int, batch: int, steps: int, device: str) -> dict:
         tic = time.perf_counter()
         t = torch.randint(0, 1000, (batch,), device=device)
         with autocast:
-            loss = model(x0, t, torch.randn_like(x0), alphas)
+            loss = model(x0, t, torch.randn_like(x0))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

@@ -35,10 +35,8 @@ frames at 1/2/4/8 steps, with teacher DDIM at the same step counts for reference
 
 from __future__ import annotations
 
-import json
-import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +44,8 @@ import torch
 
 from ..errors import TalkerError
 from ..pipelines.ddim import distilled_scheduler
-from .dae import _latest_checkpoint, load_checkpoint, make_accelerator, resumed_config, save_checkpoint, save_grid
 from .data import load_dataset, split_clips
+from .runs import TrainingRun, save_grid
 
 EVAL_STEPS = (1, 2, 4, 8)
 
@@ -215,15 +213,12 @@ def distill_decoder(model_dir: str | Path, data_dir: str | Path, run_dir: str | 
     encoded dataset ``data_dir``; the student lands in RUN/distilled_unet. Returns the figures."""
     import copy
 
-    from accelerate.utils import set_seed
     from diffusers.training_utils import EMAModel
     from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
 
-    run = Path(run_dir)
-    ckpt = _latest_checkpoint(run) if resume else None
-    if ckpt is not None:
-        cfg = resumed_config(run, cfg)
+    run = TrainingRun(run_dir, cfg, resume, "distil decoder", progress)
+    cfg = run.cfg
     for name in ("teacher_steps", "batch_size", "max_steps", "pair_batch"):
         if getattr(cfg, name) < 1:
             raise TalkerError(f"{name} must be at least 1; got {getattr(cfg, name)}")
@@ -233,10 +228,8 @@ def distill_decoder(model_dir: str | Path, data_dir: str | Path, run_dir: str | 
         raise TalkerError(f"motion_weight must be at least 0; got {cfg.motion_weight}")
     if cfg.pairs < (0 if cfg.frames_share == 1.0 else 1):
         raise TalkerError(f"pairs must be at least 1 unless frames_share is 1 (frames only); got {cfg.pairs}")
-    accelerator = make_accelerator(cfg.mixed_precision)
-    device = accelerator.device
-    set_seed(cfg.seed)
-    precision = "bfloat16" if device.type == "cuda" and accelerator.mixed_precision == "bf16" else "float32"
+    device = run.device
+    precision = "bfloat16" if device.type == "cuda" and run.accelerator.mixed_precision == "bf16" else "float32"
 
     teacher, scheduler = load_teacher(model_dir)
     teacher = teacher.to(device).eval().requires_grad_(False)
@@ -246,23 +239,19 @@ def distill_decoder(model_dir: str | Path, data_dir: str | Path, run_dir: str | 
     if z_train.shape[1] != teacher.config.z_dim:
         raise TalkerError(f"the dataset's latents are {z_train.shape[1]}-d but the decoder takes {teacher.config.z_dim}-d")
 
-    if accelerator.is_main_process:
-        run.mkdir(parents=True, exist_ok=True)
-        if ckpt is None:
-            (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
     use_frames = cfg.frames_share > 0
     if use_frames:
         bank_frames = np.concatenate([c.frames for c in train_clips])
         if len(bank_frames) != len(z_train):
             raise TalkerError(f"{data_dir}: the clips' frames and latents differ in length; run `talker encode` again")
         weights = motion_weights(bank_frames[:: max(1, len(bank_frames) // 4096)], cfg.motion_weight).to(device)
-    pairs_file, val_file = run / "pairs.safetensors", run / "val_pairs.safetensors"
+    pairs_file, val_file = run.path / "pairs.safetensors", run.path / "val_pairs.safetensors"
     pairs = load_file(pairs_file) if pairs_file.is_file() and val_file.is_file() else None
     if cfg.pairs == 0:  # the person's frames only: validated on held-out frames
         pairs, val = None, frame_pairs(held or train_clips, 64, teacher.config.in_channels, cfg.seed + 1)
     elif pairs is not None and pairs["x0"].shape[0] == cfg.pairs:
         val = load_file(val_file)
-        accelerator.print(f"teacher pairs from {pairs_file}")
+        run.accelerator.print(f"teacher pairs from {pairs_file}")
     else:
         tic = time.perf_counter()
         with tqdm(total=cfg.pairs + 64, desc=f"teacher DDIM {cfg.teacher_steps} steps", unit="frame",
@@ -271,36 +260,25 @@ def distill_decoder(model_dir: str | Path, data_dir: str | Path, run_dir: str | 
             pairs = teacher_pairs(teacher, scheduler, z_train, cfg.pairs, cfg, device, precision, cfg.seed, bar)
         pair_seconds = time.perf_counter() - tic
         cfg.extra["pair_frames_per_s"] = round((cfg.pairs + 64) / pair_seconds, 2)
-        if accelerator.is_main_process:
+        run.save_config()  # with the teachers' speed
+        if run.is_main:
             save_file(pairs, pairs_file)
             save_file(val, val_file)
-            (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
 
     if cfg.init_student:
         student = load_student(cfg.init_student).to(device).train().requires_grad_(True)
     else:
         student = copy.deepcopy(teacher).train().requires_grad_(True)
         student.register_to_config(prediction_type="sample")
-    optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr)
     ema = EMAModel(student.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=3 / 4)
-    student, optimizer = accelerator.prepare(student, optimizer)
-    ema.to(device)
     alphas = scheduler.alphas_cumprod.to(device)
     scheduler.set_timesteps(cfg.teacher_steps)
     t_start = int(scheduler.timesteps[0])  # where the teacher put x_T
     grid = timestep_grid(scheduler.config, tuple(cfg.grid_steps))
     n_train = scheduler.config.num_train_timesteps
+    student, optimizer = run.start(student, torch.optim.Adam(student.parameters(), lr=cfg.lr), ema)
 
-    step = 0
-    if ckpt is not None:
-        step = load_checkpoint(accelerator, ckpt, ema)
-
-    log = run / "train_log.jsonl"
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="distil decoder", disable=not (progress and accelerator.is_main_process))
-    train_time, steps_timed, loss_avg = 0.0, 0, None
-    while step < cfg.max_steps:
-        tic = time.perf_counter()
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + accelerator.process_index)
+    for g in run.steps():
         n_frames = round(cfg.batch_size * cfg.frames_share)
         n_pairs = cfg.batch_size - n_frames
         idx = torch.randint(len(pairs["x0"]), (n_pairs,), generator=g) if n_pairs else torch.zeros(0, dtype=torch.long)
@@ -317,62 +295,41 @@ def distill_decoder(model_dir: str | Path, data_dir: str | Path, run_dir: str | 
         t = torch.where(on_grid, grid[torch.randint(len(grid), (cfg.batch_size,), generator=g)],
                         torch.randint(0, n_train, (cfg.batch_size,), generator=g)).to(device)
         x_t = line_point(x0, x_T, t, alphas, t_start)
-        with accelerator.autocast():
+        with run.accelerator.autocast():
             pred = student(x_t, t, z).sample
         err = (pred.float() - x0).pow(2)
         loss = (err * weights).mean() if use_frames and cfg.motion_weight else err.mean()
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(student.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        ema.step(accelerator.unwrap_model(student).parameters())
-        step += 1
-        steps_timed += 1
-        train_time += time.perf_counter() - tic
-        value = accelerator.gather(loss.detach()[None]).mean().item()
-        loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value
-        bar.update()
-        bar.set_postfix(loss=f"{loss_avg:.4f}")
-        if accelerator.is_main_process and (step % 50 == 0 or step == cfg.max_steps):
-            with open(log, "a") as f:
-                f.write(json.dumps({"step": step, "loss": value, "loss_avg": loss_avg}) + "\n")
-        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-            save_checkpoint(accelerator, run, step, ema)
-        if accelerator.is_main_process and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-            model = accelerator.unwrap_model(student)
+        run.update(loss, student, optimizer)
+        if run.is_main and run.due(cfg.eval_every):
+            model = run.accelerator.unwrap_model(student)
             ema.store(model.parameters())
             ema.copy_to(model.parameters())
             figures = evaluate_student(model, teacher, scheduler, val, device, precision)
             ema.restore(model.parameters())
-            with open(log, "a") as f:
-                f.write(json.dumps({"step": step, "val_psnr": figures}) + "\n")
+            run.note(val_psnr=figures)
             target = "the teacher" if cfg.pairs else "held-out frames"
-            bar.write(f"step {step}: student PSNR vs {target} {figures['student']} (teacher DDIM {figures['teacher_ddim']})")
-    bar.close()
+            run.bar.write(f"step {run.step}: student PSNR vs {target} {figures['student']} "
+                          f"(teacher DDIM {figures['teacher_ddim']})")
+        run.end_step()
 
-    accelerator.wait_for_everyone()
-    figures = {"steps": step, "loss_avg": loss_avg, "steps_per_s": steps_timed / train_time if train_time else math.nan,
-               "device": str(device), "teacher_steps": cfg.teacher_steps, "pairs": cfg.pairs,
-               "pair_frames_per_s": cfg.extra.get("pair_frames_per_s"), "frames_share": cfg.frames_share,
-               "motion_weight": cfg.motion_weight, "init_student": cfg.init_student,
-               "val_target": "teacher" if cfg.pairs else "frames"}
-    if accelerator.is_main_process:
-        model = accelerator.unwrap_model(student)
-        ema.copy_to(model.parameters())
-        figures["val_psnr"] = evaluate_student(model, teacher, scheduler, val, device, precision)
-        model.save_pretrained(run / "distilled_unet")
-        z_grid = val["z_sem"][:8].to(device)
-        x_grid = val["x_T"][:1].float().to(device)
+    figures = run.figures(device=str(device), teacher_steps=cfg.teacher_steps, pairs=cfg.pairs,
+                          pair_frames_per_s=cfg.extra.get("pair_frames_per_s"), frames_share=cfg.frames_share,
+                          motion_weight=cfg.motion_weight, init_student=cfg.init_student,
+                          val_target="teacher" if cfg.pairs else "frames")
+
+    def export():
         from ..pipelines.ddim import ddim_decode
 
+        model = run.accelerator.unwrap_model(student)
+        ema.copy_to(model.parameters())
+        figures["val_psnr"] = evaluate_student(model, teacher, scheduler, val, device, precision)
+        model.save_pretrained(run.path / "distilled_unet")
+        z_grid = val["z_sem"][:8].to(device)
+        x_grid = val["x_T"][:1].float().to(device)
         with torch.no_grad():
             rows = [ddim_decode(teacher, scheduler, z_grid, x_grid, cfg.teacher_steps, 8, precision=precision)]
             rows += [ddim_decode(model, distilled_scheduler(scheduler.config), z_grid, x_grid, k, 8, precision=precision)
                      for k in EVAL_STEPS]
-        save_grid(run / "samples.png", [r.float().cpu() for r in rows])
-        if steps_timed or not (run / "figures.json").is_file():
-            (run / "figures.json").write_text(json.dumps(figures, indent=1) + "\n")
-        else:
-            figures = json.loads((run / "figures.json").read_text())
-    accelerator.end_training()
-    return figures
+        save_grid(run.path / "samples.png", [r.float().cpu() for r in rows])
+
+    return run.finish(figures, export)

@@ -22,10 +22,7 @@ grids of truth, bicubic and refined frames; ``RUN/refiner`` the EMA weights of t
 
 from __future__ import annotations
 
-import json
-import math
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import TalkerError
-from .dae import _latest_checkpoint, _to_model, load_checkpoint, make_accelerator, resumed_config, save_checkpoint, save_grid
 from .data import load_dataset, split_clips
+from .runs import TrainingRun, save_grid, to_model
 
 
 @dataclass
@@ -157,7 +154,7 @@ def reference_frame(clips, resolution: int) -> torch.Tensor:
     """The training frame whose head pose is nearest the speaker's average, (3, R, R) in [-1, 1]."""
     best = min(((np.abs(clip.pose).sum(1).min(), c, int(np.abs(clip.pose).sum(1).argmin())) for c, clip in enumerate(clips)))
     _, c, f = best
-    return _to_model(torch.from_numpy(clips[c].frames_at(resolution)[f]).permute(2, 0, 1))
+    return to_model(torch.from_numpy(clips[c].frames_at(resolution)[f]).permute(2, 0, 1))
 
 
 def _cached(path: Path, make) -> dict[str, torch.Tensor]:
@@ -178,11 +175,11 @@ def evaluate_refiner(model, lo: torch.Tensor, hi: torch.Tensor, device, batch: i
     """PSNR and sharpness ratio of the refined and of bicubic-upscaled decoder frames against the
     truth; the same (``*_aligned``) for the truth degraded (:func:`degrade`, a fixed draw)."""
     model.eval()
-    truth = _to_model(hi)
+    truth = to_model(hi)
     aligned = degrade(truth, hi.shape[-1] // lo.shape[-1], torch.Generator().manual_seed(0))
     s_truth = sharpness(truth)
     scores = {}
-    for suffix, inputs in (("", _to_model(lo)), ("_aligned", aligned)):
+    for suffix, inputs in (("", to_model(lo)), ("_aligned", aligned)):
         refined, bicubic = [], []
         for i in range(0, len(inputs), batch):
             x = inputs[i : i + batch].to(device)
@@ -200,17 +197,13 @@ def train_refiner(model_dir: str | Path, data_dir: str | Path, run_dir: str | Pa
                   resume: bool = False, progress: bool = True) -> dict:
     """Train (or resume) a refiner for the speaker at ``model_dir`` on ``data_dir`` (prepared with
     ``--refiner-resolution``); returns its figures."""
-    from accelerate.utils import set_seed
     from diffusers.training_utils import EMAModel
-    from tqdm.auto import tqdm
 
     from ..models import Refiner
     from ..pipelines import DAETalkerPipeline
 
-    run = Path(run_dir)
-    ckpt = _latest_checkpoint(run) if resume else None
-    if ckpt is not None:
-        cfg = resumed_config(run, cfg)
+    run = TrainingRun(run_dir, cfg, resume, "train refiner", progress)
+    cfg = run.cfg
     index, clips = load_dataset(data_dir)
     hi_res = index.get("refiner_resolution")
     if not hi_res:
@@ -223,9 +216,7 @@ def train_refiner(model_dir: str | Path, data_dir: str | Path, run_dir: str | Pa
     if pipe.encoder is None:
         raise TalkerError(f"{model_dir} has no semantic encoder (encoder/) to make the refiner's inputs")
     decoder = cfg.decoder or pipe.default_decoder
-    accelerator = make_accelerator(cfg.mixed_precision)
-    set_seed(cfg.seed)
-    run.mkdir(parents=True, exist_ok=True)
+    run.path.mkdir(parents=True, exist_ok=True)
 
     train_clips, held_clips = split_clips(clips, cfg.held_out)
     held_clips = held_clips or train_clips[-1:]
@@ -235,7 +226,7 @@ def train_refiner(model_dir: str | Path, data_dir: str | Path, run_dir: str | Pa
             picks = pick_frames(clip_list, n, seed)
             return {"lo": decoder_inputs(pipe, clip_list, picks, decoder, seed, progress),
                     "hi": truth_frames(clip_list, picks, hi_res)}
-        return _cached(run / f"{which}.safetensors", go)
+        return _cached(run.path / f"{which}.safetensors", go)
 
     train = make("inputs", train_clips, cfg.frames, cfg.seed)
     held = make("heldout", held_clips, cfg.heldout_frames, cfg.seed + 1)
@@ -244,81 +235,50 @@ def train_refiner(model_dir: str | Path, data_dir: str | Path, run_dir: str | Pa
                     up_channels=cfg.up_channels, use_reference=cfg.use_reference)
     if cfg.use_reference:
         model.set_reference(reference_frame(train_clips, hi_res))
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     ema = EMAModel(model.parameters(), decay=cfg.ema_decay)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    unwrapped = accelerator.unwrap_model(model)
-    ema.to(accelerator.device)
-    step = 0
-    if ckpt is not None:
-        step = load_checkpoint(accelerator, ckpt, ema)
-    elif accelerator.is_main_process:
-        (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+    model, optimizer = run.start(model, torch.optim.Adam(model.parameters(), lr=cfg.lr), ema)
+    unwrapped = run.accelerator.unwrap_model(model)
 
     scale = hi_res // lo_res
     patch = cfg.patch if 0 < cfg.patch < lo_res else lo_res
-    log = run / "train_log.jsonl"
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="train refiner", disable=not (progress and accelerator.is_main_process))
-    train_time, steps_timed, loss_avg, scores = 0.0, 0, None, {}
+    scores = {}
     model.train()
-    dev = accelerator.device
-    while step < cfg.max_steps:
-        tic = time.perf_counter()
-        # this step's frames and patches depend only on (seed, step, process)
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + accelerator.process_index)
+    dev = run.device
+    for g in run.steps():  # this step's frames and patches depend only on (seed, step, process)
         idx = torch.randint(len(train["lo"]), (cfg.batch_size,), generator=g)
         y0, x0 = (int(v) for v in torch.randint(0, lo_res - patch + 1, (2,), generator=g))
-        lo = _to_model(train["lo"][idx, :, y0 : y0 + patch, x0 : x0 + patch])
-        hi = _to_model(train["hi"][idx, :, y0 * scale : (y0 + patch) * scale, x0 * scale : (x0 + patch) * scale])
+        lo = to_model(train["lo"][idx, :, y0 : y0 + patch, x0 : x0 + patch])
+        hi = to_model(train["hi"][idx, :, y0 * scale : (y0 + patch) * scale, x0 * scale : (x0 + patch) * scale])
         # some inputs are the truth itself degraded: aligned with their target, they teach the
         # detail that the decoder's renderings (which differ from the truth in more than blur) cannot
         aligned = torch.rand(cfg.batch_size, generator=g) < cfg.aligned_share
         if aligned.any():
             lo[aligned] = degrade(hi[aligned], scale, g)
         lo, hi = lo.to(dev), hi.to(dev)
-        with accelerator.autocast():
+        with run.accelerator.autocast():
             out = model(lo, region=(y0, x0))
             loss = refiner_loss(out.float(), hi, cfg.grad_weight)
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        ema.step(unwrapped.parameters())
-        step += 1
-        steps_timed += 1
-        train_time += time.perf_counter() - tic
-        value = accelerator.gather(loss.detach()[None]).mean().item()
-        loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value
-        bar.update()
-        bar.set_postfix(loss=f"{loss_avg:.4f}")
-        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-            save_checkpoint(accelerator, run, step, ema)
-        if accelerator.is_main_process and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+        run.update(loss, model, optimizer)
+        if run.is_main and run.due(cfg.eval_every):
             ema.store(unwrapped.parameters())
             ema.copy_to(unwrapped.parameters())
             scores = evaluate_refiner(unwrapped, held["lo"], held["hi"], dev)
-            show = held["lo"][:: max(1, len(held["lo"]) // 6)][:6]
+            every = max(1, len(held["lo"]) // 6)
             with torch.no_grad():
-                x = _to_model(show).to(dev)
+                x = to_model(held["lo"][::every][:6]).to(dev)
                 unwrapped.eval()
-                rows = [_to_model(held["hi"][:: max(1, len(held["lo"]) // 6)][:6]),
+                rows = [to_model(held["hi"][::every][:6]),
                         F.interpolate(x, size=hi_res, mode="bicubic", align_corners=False).cpu(), unwrapped(x).float().cpu()]
                 unwrapped.train()
-            save_grid(run / "samples" / f"step_{step:07d}.png", rows)
+            save_grid(run.path / "samples" / f"step_{run.step:07d}.png", rows)
             ema.restore(unwrapped.parameters())
-            with open(log, "a") as f:
-                f.write(json.dumps({"step": step, "loss": value, "loss_avg": loss_avg, **scores}) + "\n")
-    bar.close()
-    figures = {"steps": step, "loss_avg": loss_avg, "steps_per_s": steps_timed / train_time if train_time else math.nan,
-               "train_frames": len(train["lo"]), "heldout_frames": len(held["lo"]), "resolution": [lo_res, hi_res],
-               "decoder": decoder, **scores}
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
+            run.note(loss=run.loss, loss_avg=run.loss_avg, **scores)
+        run.end_step()
+    figures = run.figures(train_frames=len(train["lo"]), heldout_frames=len(held["lo"]), resolution=[lo_res, hi_res],
+                          decoder=decoder, **scores)
+
+    def export():
         ema.copy_to(unwrapped.parameters())
-        unwrapped.save_pretrained(run / "refiner")
-        if steps_timed or not (run / "figures.json").is_file():
-            (run / "figures.json").write_text(json.dumps(figures, indent=1) + "\n")
-        else:
-            figures = json.loads((run / "figures.json").read_text())
-    accelerator.end_training()
-    return figures
+        unwrapped.save_pretrained(run.path / "refiner")
+
+    return run.finish(figures, export)

@@ -16,9 +16,7 @@ follow a speed change), drawn from the run's seed and the step, so a resumed run
 from __future__ import annotations
 
 import json
-import math
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +25,9 @@ import torch
 from ..audio import FPS, SAMPLES_PER_FRAME
 from ..errors import TalkerError
 from ..frontends import FRONTENDS, frontend_named, load_audio_encoder, speech_features
-from .dae import _latest_checkpoint, load_checkpoint, make_accelerator, resumed_config, save_checkpoint
 from .augment import Augmenter, pause_runs, pause_window, speech_power, speed_perturb
 from .data import load_dataset, split_clips
+from .runs import TrainingRun
 
 
 @dataclass
@@ -179,15 +177,10 @@ def evaluate_sets(model, sets: dict[str, list], device, readout: MouthReadout | 
 
 def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cfg: S2LConfig,
               resume: bool = False, progress: bool = True) -> dict:
-    from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
-    run = Path(run_dir)
-    ckpt = _latest_checkpoint(run) if resume else None
-    if ckpt is not None:
-        cfg = resumed_config(run, cfg)
-    accelerator = make_accelerator(cfg.mixed_precision)
-    set_seed(cfg.seed)
+    run = TrainingRun(run_dir, cfg, resume, "train s2l", progress)
+    cfg = run.cfg
     _, clips = load_dataset(data_dir)
     stats_path = Path(data_dir) / "latents.json"
     if not stats_path.is_file():
@@ -252,7 +245,7 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
                          latent_mean=stats["mean"], latent_std=stats["std"],
                          pose_mean=all_pose.mean(0), pose_std=all_pose.std(0))
     del clean_feats, all_feats
-    if cfg.init_from and ckpt is None:
+    if cfg.init_from and run.checkpoint is None:
         from safetensors.torch import load_file
 
         path = Path(cfg.init_from)
@@ -268,31 +261,20 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
                               f"unexpected {unexpected[:3]})")
     if readout is not None:  # saved with the weights: the pipeline shuts mouths where nobody speaks
         model.set_mouth_readout(readout.mean, readout.weight, readout.bias, readout.direction)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    unwrapped = accelerator.unwrap_model(model)
-
-    step = 0
-    if ckpt is not None:
-        step = load_checkpoint(accelerator, ckpt)
-    elif accelerator.is_main_process:
-        run.mkdir(parents=True, exist_ok=True)
-        (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
-    best_path = run / "best.json"
-    best = json.loads(best_path.read_text()) if ckpt is not None and best_path.is_file() else None
+    model, optimizer = run.start(model, torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01))
+    unwrapped = run.accelerator.unwrap_model(model)
+    best_path = run.path / "best.json"
+    best = json.loads(best_path.read_text()) if run.checkpoint is not None and best_path.is_file() else None
 
     spf = SAMPLES_PER_FRAME
     pauses = [pause_runs(a, spf) for a, *_ in train_items]
     powers = [speech_power(a) for a, *_ in train_items]
     lengths = np.array([len(lat) for _, lat, _, _ in train_items], np.float64)
     has_emotion = train_items[0][3] is not None
-    log = run / "train_log.jsonl"
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="train s2l", disable=not (progress and accelerator.is_main_process))
-    train_time, steps_timed, loss_avg, scores = 0.0, 0, None, {}
+    scores = {}
     model.train()
-    while step < cfg.max_steps:
-        tic = time.perf_counter()
-        rng = np.random.default_rng([cfg.seed, step, accelerator.process_index])
+    for _ in run.steps():
+        rng = run.rng()
         feats, lats, poses, emos, masks = [], [], [], [], []
         for k in rng.choice(len(train_items), cfg.batch_size, p=lengths / lengths.sum()):
             audio, lat, pose, emo = train_items[k]
@@ -330,10 +312,10 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
             if has_emotion:
                 emos.append(torch.nn.functional.pad(stretch(emo, start, w, factor), (0, 0, 0, pad)))
             masks.append(torch.arange(window) < w)
-        dev = accelerator.device
+        dev = run.device
         feats, lats, poses, masks = (torch.stack(x).to(dev) for x in (feats, lats, poses, masks))
         emos = torch.stack(emos).to(dev) if has_emotion else None
-        with accelerator.autocast():
+        with run.accelerator.autocast():
             out = model(feats, pose=poses, emotion=emos, mask=masks)
             m = masks[..., None].float()
             lat_loss = (((out.latents.float() - unwrapped.normalize_latents(lats)) ** 2) * m).sum() / (m.sum() * lats.shape[-1])
@@ -344,42 +326,27 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
                 opening = unwrapped.mouth_open(out.z_sem.float()) - unwrapped.mouth_open(lats)
                 mouth_loss = (opening**2 * masks).sum() / (masks.sum() * readout.variance)
                 loss = loss + cfg.mouth_weight * mouth_loss
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        steps_timed += 1
-        train_time += time.perf_counter() - tic
-        value = accelerator.gather(loss.detach()[None]).mean().item()
-        loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value
-        bar.update()
-        bar.set_postfix(loss=f"{loss_avg:.4f}")
-        if accelerator.is_main_process and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+        run.update(loss, model, optimizer)
+        if run.is_main and run.due(cfg.eval_every):
             scores = evaluate_sets(unwrapped, held_sets, dev, readout, window)
-            with open(log, "a") as f:
-                f.write(json.dumps({"step": step, "loss": value, "latent_loss": lat_loss.item(),
-                                    "pose_loss": pose_loss.item(), "mouth_loss": mouth_loss.item(), **scores}) + "\n")
+            run.note(loss=run.loss, latent_loss=lat_loss.item(), pose_loss=pose_loss.item(),
+                     mouth_loss=mouth_loss.item(), **scores)
             if held_raw and (best is None or scores["heldout_score"] < best["heldout_score"]):
-                best = {"step": step, **scores}
+                best = {"step": run.step, **scores}
                 if "heldout_mouth_gain" in scores:  # predicted openings spread as much as the true ones
                     unwrapped.register_to_config(mouth_gain=round(scores["heldout_mouth_gain"], 4))
-                unwrapped.save_pretrained(run / "speech_to_latent")
+                unwrapped.save_pretrained(run.path / "speech_to_latent")
                 best_path.write_text(json.dumps(best, indent=1) + "\n")
-        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-            save_checkpoint(accelerator, run, step)
-    bar.close()
-    if not scores and accelerator.is_main_process:
-        scores = evaluate_sets(unwrapped, held_sets, accelerator.device, readout, window)
-    figures = {"steps": step, "loss_avg": loss_avg, "steps_per_s": steps_timed / train_time if train_time else math.nan,
-               "train_clips": len(train_items), "heldout_clips": len(held_raw), "augment": cfg.augment,
-               "feature_normalization": cfg.feature_normalization, "init_from": cfg.init_from, "last": scores}
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
+        run.end_step()
+    if not scores and run.is_main:
+        scores = evaluate_sets(unwrapped, held_sets, run.device, readout, window)
+    figures = run.figures(train_clips=len(train_items), heldout_clips=len(held_raw), augment=cfg.augment,
+                          feature_normalization=cfg.feature_normalization, init_from=cfg.init_from, last=scores)
+    if best is not None:
+        figures.update(best_step=best["step"], **{k: v for k, v in best.items() if k != "step"})
+
+    def export():
         if best is None:  # nothing held out: the last step is the model
-            unwrapped.save_pretrained(run / "speech_to_latent")
-        else:
-            figures.update(best_step=best["step"], **{k: v for k, v in best.items() if k != "step"})
-        (run / "figures.json").write_text(json.dumps(figures, indent=1) + "\n")
-    accelerator.end_training()
-    return figures
+            unwrapped.save_pretrained(run.path / "speech_to_latent")
+
+    return run.finish(figures, export)
