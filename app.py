@@ -32,8 +32,7 @@ import torch
 from talker import DAETalkerPipeline, TalkerError
 from talker.errors import InputError
 from talker.audio import SAMPLE_RATE, load_audio
-from talker.defaults import DEFAULT_DISTILLED_STEPS, DEFAULT_STEPS, LIVE_BLOCK_S, MAX_DISTILLED_STEPS
-from talker.models import EMOTIONS
+from talker.defaults import DEFAULT_DISTILLED_STEPS, DEFAULT_STEPS, EMOTIONS, LIVE_BLOCK_S, MAX_DISTILLED_STEPS
 from talker.pose import load_pose_file
 
 ROOT = Path(__file__).resolve().parent

@@ -110,7 +110,7 @@ def solver_quality(pipe, data: str, n_frames: int, steps_list, device: str) -> d
     """PSNR against the truth frames of frames decoded from their true latents with one fixed
     x_T: DDIM 100 steps in float32 (the paper) against each solver at fewer steps at the
     pipeline's precision, and DDIM in float32."""
-    from talker.cli import use_scheduler
+    from talker.pipelines.ddim import use_scheduler
     from talker.evaluation.metrics import psnr
     from talker.training.data import load_dataset
 
@@ -146,7 +146,7 @@ def solver_quality(pipe, data: str, n_frames: int, steps_list, device: str) -> d
 def end_to_end(pipe, steps: int, seconds: float, scheduler: str, device: str, decoder: str = "ddim") -> dict:
     import importlib.util
 
-    from talker.cli import use_scheduler
+    from talker.pipelines.ddim import use_scheduler
 
     wave = speech(seconds)
     ddim = pipe.scheduler
@@ -325,11 +325,10 @@ def main(argv=None) -> int:
     kept = json.loads(out.read_text()) if args.only and out.is_file() else {}
 
     from talker import DAETalkerPipeline
-    from talker.cli import build_parser
+    from talker.defaults import SCHEDULERS
     from talker.pipelines.ddim import autocast_dtype
 
-    cli_defaults = build_parser().parse_args(["generate", "--audio", "x", "--out", "y"])
-    scheduler = args.scheduler or cli_defaults.scheduler
+    scheduler = args.scheduler or SCHEDULERS[0]  # the default of `talker generate`
     pipe = DAETalkerPipeline.from_pretrained(args.model)
     if args.untrained_resolution:
         from talker.models import DAEDecoderUNet

@@ -15,7 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from talker.data.face import EMOTIONS, FaceState, SyntheticFace
+from talker.data.face import FaceState, SyntheticFace
+from talker.defaults import EMOTIONS
 from talker.data.synthetic import VISEMES
 from talker.video import read_video
 

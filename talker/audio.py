@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .defaults import FPS, SAMPLE_RATE
+from .defaults import DEFAULT_MAX_DURATION, FPS, SAMPLE_RATE
 from .errors import AudioError
 
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
@@ -22,8 +22,6 @@ SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 AUDIO_FILE_TYPES = ("wav", "flac", "ogg", "mp3", "m4a", "webm")
 MIN_SAMPLING_RATE = 4_000
 MAX_SAMPLING_RATE = 384_000
-DEFAULT_MAX_DURATION = 600.0
-"""Longest audio (seconds) accepted unless the caller says otherwise."""
 MAX_PEAK = 2.0
 """Float samples are in [-1, 1]: overs up to this peak (float files, processed audio) are scaled
 back into range; beyond it the numbers are not audio at that scale (e.g. int16 values as floats)."""

@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .defaults import DECODERS, DEFAULT_DISTILLED_STEPS, DEFAULT_STEPS, PRECISIONS
+from .defaults import (DATASET_RESOLUTION, DECODERS, DEFAULT_DISTILLED_STEPS, DEFAULT_MAX_DURATION, DEFAULT_STEPS,
+                       POSE_MODES, PRECISIONS, SCHEDULERS)
 from .errors import TalkerError
-from .frontends import FRONTENDS
+from .training.configs import DAEConfig, DistillConfig, RefinerConfig, S2LConfig, add_options, from_options
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -50,23 +51,6 @@ def bundled_speaker() -> str | None:
 
     found = sorted(Path(__file__).resolve().parents[1].glob("checkpoints/*/model_index.json"))
     return str(found[0].parent) if found else None
-
-
-SCHEDULERS = ("ddim", "dpmsolver++", "unipc")
-
-
-def use_scheduler(pipe, name: str) -> None:
-    """Swap the decoder's solver for another deterministic diffusers scheduler (same training
-    schedule, one x_T per video)."""
-    from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
-
-    config = pipe.scheduler.config
-    if name == "dpmsolver++":
-        pipe.scheduler = DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", thresholding=False)
-    elif name == "unipc":
-        pipe.scheduler = UniPCMultistepScheduler.from_config(config)
-    elif name != "ddim":
-        raise TalkerError(f"--scheduler must be one of {', '.join(SCHEDULERS)}; got {name!r}")
 
 
 def generation_jobs(audio: list[str], out: str) -> list[tuple[str, str]]:
@@ -124,6 +108,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
     from .pipelines import DAETalkerPipeline
+    from .pipelines.ddim import use_scheduler
 
     state = PartialState(cpu=not torch.cuda.is_available())  # with no GPU, torchrun/accelerate give MULTI_CPU
     if state.num_processes > 1:  # under `accelerate launch`: one process per GPU (or CPU slice)
@@ -145,7 +130,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     with state.split_between_processes(jobs) as mine:
         for audio, out_path in mine:
             try:
-                out = pipe.generate_video(
+                pipe.generate_video(
                     audio,
                     out_path,
                     num_inference_steps=args.steps,
@@ -227,7 +212,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         if len(args.emotion) == 1 and args.emotion[0] in ("none", "random"):
             emotion = args.emotion[0]
         else:
-            from .data.face import EMOTIONS
+            from .defaults import EMOTIONS
 
             given = _emotion_arg(args.emotion) or {}
             unknown = [k for k in given if k not in EMOTIONS]
@@ -256,16 +241,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_train_dae(args: argparse.Namespace) -> int:
-    from .training.dae import DAEConfig, train_dae
+    from .training.dae import train_dae
 
-    cfg = DAEConfig(resolution=args.resolution, batch_size=args.batch_size, max_steps=args.max_steps,
-                    checkpoint_every=args.checkpoint_every, sample_every=args.sample_every or args.checkpoint_every,
-                    lr=args.lr, snr_gamma=args.snr_gamma, base_channels=args.base_channels, z_dim=args.z_dim, seed=args.seed,
-                    mixed_precision=args.mixed_precision, normalize_z=not args.no_normalize_z)
-    if args.channel_mult:
-        cfg.channel_mult = tuple(int(x) for x in args.channel_mult.split(","))
-    figures = train_dae(args.data, args.output, cfg, resume=args.resume, progress=not args.quiet,
-                        init_from=args.init_from)
+    figures = train_dae(args.data, args.output, from_options(DAEConfig, args), resume=args.resume,
+                        progress=not args.quiet, init_from=args.init_from)
     speed = (f"{figures['steps_per_s']:.2f} steps/s, {figures['images_per_s']:.1f} images/s"
              if figures["steps_this_run"] else "no steps left to train")
     print(f"{args.output}: {figures['steps']} steps, loss {figures['loss_avg']:.4f}, {speed}")
@@ -281,31 +260,19 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_train_s2l(args: argparse.Namespace) -> int:
-    from .training.s2l import S2LConfig, train_s2l
+    from .training.s2l import train_s2l
 
-    cfg = S2LConfig(audio_frontend=args.audio_frontend, wav2vec2=args.wav2vec2, max_steps=args.max_steps,
-                    batch_size=args.batch_size, checkpoint_every=args.checkpoint_every,
-                    eval_every=min(args.eval_every, args.max_steps), lr=args.lr, seed=args.seed,
-                    window_seconds=args.window_seconds, hidden_size=args.hidden_size,
-                    mixed_precision=args.mixed_precision, augment=args.augment, init_from=args.init_from,
-                    voice_activity=args.voice_activity,
-                    **({"chunk_frames": args.chunk_frames} if args.chunk_frames is not None else {}),
-                    **({"feature_normalization": args.feature_normalization} if args.feature_normalization else {}),
-                    **({"mouth_weight": args.mouth_weight} if args.mouth_weight is not None else {}))
-    figures = train_s2l(args.data, args.dae, args.output, cfg, resume=args.resume, progress=not args.quiet)
+    figures = train_s2l(args.data, args.dae, args.output, from_options(S2LConfig, args), resume=args.resume,
+                        progress=not args.quiet)
     print(f"{args.output}: {figures['steps']} steps, loss {figures['loss_avg']:.4f}, held-out pose error "
           f"{figures.get('heldout_pose_mae_deg', 'n/a')} degrees")
     return 0
 
 
 def cmd_train_distill(args: argparse.Namespace) -> int:
-    from .training.distill import DistillConfig, distill_decoder
+    from .training.distill import distill_decoder
 
-    cfg = DistillConfig(teacher_steps=args.teacher_steps, pairs=args.pairs, batch_size=args.batch_size,
-                        max_steps=args.max_steps, lr=args.lr, checkpoint_every=args.checkpoint_every,
-                        eval_every=min(args.eval_every, args.max_steps), seed=args.seed,
-                        mixed_precision=args.mixed_precision, frames_share=args.frames_share,
-                        motion_weight=args.motion_weight, init_student=args.init_student)
+    cfg = from_options(DistillConfig, args)
     figures = distill_decoder(args.model, args.data, args.output, cfg, resume=args.resume, progress=not args.quiet)
     psnr = figures.get("val_psnr", {}).get("student", {})
     target = f"the teacher's {cfg.teacher_steps}-step frames" if cfg.pairs else "held-out frames"
@@ -316,12 +283,9 @@ def cmd_train_distill(args: argparse.Namespace) -> int:
 
 
 def cmd_train_refiner(args: argparse.Namespace) -> int:
-    from .training.refiner import RefinerConfig, train_refiner
+    from .training.refiner import train_refiner
 
-    given = {k: getattr(args, k) for k in ("frames", "patch", "channels", "grad_weight", "aligned_share", "decoder", "max_steps",
-                                           "batch_size", "lr", "checkpoint_every", "eval_every", "seed", "mixed_precision")
-             if getattr(args, k) is not None}
-    figures = train_refiner(args.model, args.data, args.output, RefinerConfig(**given), resume=args.resume,
+    figures = train_refiner(args.model, args.data, args.output, from_options(RefinerConfig, args), resume=args.resume,
                             progress=not args.quiet)
     print(f"{args.output}: {figures['steps']} steps; held-out PSNR {figures.get('psnr_refined', float('nan')):.2f} dB "
           f"(bicubic {figures.get('psnr_bicubic', float('nan')):.2f} dB), sharpness "
@@ -402,11 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--steps", type=int,
                    help=f"denoising steps per frame (default: {DEFAULT_DISTILLED_STEPS} distilled, {DEFAULT_STEPS} DDIM; "
                         "the paper used 100 DDIM steps)")
-    g.add_argument("--scheduler", choices=SCHEDULERS, default="ddim",
-                   help="deterministic solver of the DDIM decoder (default ddim)")
+    g.add_argument("--scheduler", choices=SCHEDULERS, default=SCHEDULERS[0],
+                   help=f"deterministic solver of the DDIM decoder (default {SCHEDULERS[0]}, the paper's)")
     g.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="decoder compute type; auto: bfloat16 autocast on a CPU with native bfloat16 (AVX512-BF16/AMX)")
-    g.add_argument("--pose-mode", choices=("predicted", "static", "reference"), default="predicted",
+    g.add_argument("--pose-mode", choices=POSE_MODES, default=POSE_MODES[0],
                    help="head motion: predicted from speech, static, or a reference sequence")
     g.add_argument("--pose-file", help="pose sequence (.csv yaw,pitch,roll or .npy (M,3), degrees)")
     g.add_argument("--emotion", nargs="*", metavar="NAME=VALUE", help="emotion intensities in [0,1], e.g. happy=0.6")
@@ -414,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     g.add_argument("--dtype", choices=DTYPES, default="float32")
     g.add_argument("--frame-batch-size", type=int, help="frames denoised together")
-    g.add_argument("--max-seconds", type=float, default=600.0, help="longest audio accepted (default 600)")
+    g.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_DURATION,
+                   help=f"longest audio accepted (default {DEFAULT_MAX_DURATION:g})")
     g.add_argument("--output-size", type=int,
                    help="frame side written (default: 256 or the speaker's own (its refiner's), if larger)")
     g.add_argument("--no-refine", dest="refine", action="store_false",
@@ -461,7 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Face crop, 16 kHz audio and head pose of every frame, for training.")
     p.add_argument("videos", nargs="+", help="video files or folders of videos")
     p.add_argument("--out", required=True, help="dataset folder (re-running adds new videos)")
-    p.add_argument("--resolution", type=int, default=128, help="side of the face crops (default 128)")
+    p.add_argument("--resolution", type=int, default=DATASET_RESOLUTION,
+                   help=f"side of the face crops (default {DATASET_RESOLUTION}); `train dae` trains at this side")
     p.add_argument("--refiner-resolution", type=int,
                    help="also keep the crops at this side (--resolution × 2, 4, 8, …), the truth of `train refiner`")
     p.add_argument("--fps", type=int, default=25)
@@ -473,20 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = tsub.add_parser("dae", help="the diffusion autoencoder (encoder + DDIM decoder)")
     d.add_argument("--data", required=True, help="dataset folder from `talker prepare`")
     d.add_argument("--output", required=True, help="run folder (checkpoints, samples, dae/)")
-    d.add_argument("--resolution", type=int, default=64)
-    d.add_argument("--batch-size", type=int, default=16, help="per process")
-    d.add_argument("--max-steps", type=int, default=10000)
-    d.add_argument("--checkpoint-every", type=int, default=500)
-    d.add_argument("--sample-every", type=int, help="reconstruction grid every N steps (default: with checkpoints)")
-    d.add_argument("--lr", type=float, default=1e-4)
-    d.add_argument("--snr-gamma", type=float, help="Min-SNR-γ loss weighting (e.g. 5); default: plain noise MSE as DiffAE")
-    d.add_argument("--base-channels", type=int, default=32)
-    d.add_argument("--channel-mult", help="UNet channel multipliers, e.g. 1,2,4,4")
-    d.add_argument("--z-dim", type=int, default=512)
-    d.add_argument("--no-normalize-z", action="store_true",
-                   help="leave z_sem unstandardised, as DiffAE (collapses on one speaker's frames)")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default="auto")
+    add_options(d, DAEConfig)
     d.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     d.add_argument("--init-from", help="start from the encoder and decoder of a speaker checkpoint or DAE run")
     d.add_argument("-q", "--quiet", action="store_true")
@@ -496,33 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", required=True)
     t.add_argument("--dae", required=True, help="the `train dae` run the latents came from")
     t.add_argument("--output", required=True)
-    t.add_argument("--audio-frontend", choices=tuple(FRONTENDS), default="mel")
-    t.add_argument("--wav2vec2", help="Wav2Vec2Model folder or Hub id (with --audio-frontend wav2vec2)")
-    t.add_argument("--max-steps", type=int, default=5000)
-    t.add_argument("--batch-size", type=int, default=8)
-    t.add_argument("--window-seconds", type=float, default=4.0)
-    t.add_argument("--checkpoint-every", type=int, default=500)
-    t.add_argument("--eval-every", type=int, default=250)
-    t.add_argument("--lr", type=float, default=3e-4)
-    t.add_argument("--hidden-size", type=int, default=256)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default="auto")
-    t.add_argument("--init-from", help="start from these speech2latent weights (a speech_to_latent folder or a "
-                                       "checkpoint's model.safetensors) instead of random ones")
-    t.add_argument("--mouth-weight", type=float,
-                   help="where the data has mouth truth, weight of the loss on the read-out mouth opening, in units of "
-                        "its variance (default 1; 0: none)")
-    t.add_argument("--no-augment", dest="augment", action="store_false",
-                   help="train on the clean audio only (default: noise, rooms, phone lines, codecs, gain, pitch, speed)")
-    t.add_argument("--feature-normalization", choices=("window", "dataset"),
-                   help="window (default): each window's features are floored and mean-subtracted (loudness and "
-                        "channel independent); dataset: the earlier global standardisation only")
-    t.add_argument("--no-voice-activity", dest="voice_activity", action="store_false",
-                   help="do not give the network Silero VAD's P(speech) as an input (default: give it)")
-    t.add_argument("--chunk-frames", type=int,
-                   help="0 (default): the paper's bidirectional network (needs 4-s windows); C > 0: a streaming one "
-                        "whose frames hear audio up to the end of their chunk of C frames only, for live input "
-                        "(`stream(..., live=True)`; e.g. 3: at most 80 ms look-ahead)")
+    add_options(t, S2LConfig)
     t.add_argument("--resume", action="store_true")
     t.add_argument("-q", "--quiet", action="store_true")
     t.set_defaults(func=cmd_train_s2l)
@@ -591,21 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--model", required=True, help="teacher: a `train dae` run or a speaker checkpoint folder")
     f.add_argument("--data", required=True, help="the encoded dataset the teacher was trained on")
     f.add_argument("--output", required=True, help="run folder (pairs, checkpoints, distilled_unet/)")
-    f.add_argument("--teacher-steps", type=int, default=100, help="teacher DDIM steps (default 100, the paper's)")
-    f.add_argument("--pairs", type=int, default=16384,
-                   help="teacher frames rendered for training (default 16384; 0 with --frames-share 1: none)")
-    f.add_argument("--frames-share", type=float, default=0.0,
-                   help="share of each batch that is the dataset's own frames (target: the frame; default 0)")
-    f.add_argument("--motion-weight", type=float, default=0.0,
-                   help="weight the loss by where the frames move over time: 1 + w * temporal std / mean (default 0)")
-    f.add_argument("--init-student", help="continue from this distilled decoder (a distill run or a speaker folder)")
-    f.add_argument("--max-steps", type=int, default=4000)
-    f.add_argument("--batch-size", type=int, default=128)
-    f.add_argument("--lr", type=float, default=2e-4)
-    f.add_argument("--checkpoint-every", type=int, default=500)
-    f.add_argument("--eval-every", type=int, default=500)
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default="auto")
+    add_options(f, DistillConfig)
     f.add_argument("--resume", action="store_true")
     f.add_argument("-q", "--quiet", action="store_true")
     f.set_defaults(func=cmd_train_distill)
@@ -617,17 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", required=True, help="the speaker checkpoint whose decoder it refines")
     r.add_argument("--data", required=True, help="a dataset prepared with --refiner-resolution")
     r.add_argument("--output", required=True, help="run folder (cached inputs, checkpoints, samples/, refiner/)")
-    r.add_argument("--frames", type=int, help="training frames rendered by the decoder (default 2048)")
-    r.add_argument("--patch", type=int, help="low-resolution side of the training patches (default 32; 0: whole frames)")
-    r.add_argument("--channels", type=int, help="width of the network (default 32)")
-    r.add_argument("--grad-weight", type=float, help="weight of the image-gradient loss against over-smoothing (default 1)")
-    r.add_argument("--aligned-share", type=float,
-                   help="share of each batch whose input is the truth degraded, not the decoder's rendering (default 0.5)")
-    r.add_argument("--decoder", choices=DECODERS, help="the decoder that makes the inputs (default: the speaker's default)")
-    for flag, kind, what in (("--max-steps", int, 2000), ("--batch-size", int, 16), ("--lr", float, 2e-4),
-                             ("--checkpoint-every", int, 500), ("--eval-every", int, 250), ("--seed", int, 0)):
-        r.add_argument(flag, type=kind, help=f"(default {what})")
-    r.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"))
+    add_options(r, RefinerConfig)
     r.add_argument("--resume", action="store_true")
     r.add_argument("-q", "--quiet", action="store_true")
     r.set_defaults(func=cmd_train_refiner)

@@ -15,3 +15,12 @@ DECODERS = ("distilled", "ddim")  # which decoder renders the frames; default: d
 # a live display (the demo's microphone panel) pushes this much audio at a time and shows the
 # newest frame after each push
 LIVE_BLOCK_S = 0.1
+# the emotions the synthetic data, speech2latent's emotion input and the demo's sliders name
+EMOTIONS = ("happy", "sad", "angry", "surprised")
+# head motion: predicted from speech, held still, or a reference sequence
+POSE_MODES = ("predicted", "static", "reference")
+DEFAULT_MAX_DURATION = 600.0  # longest audio (seconds) accepted unless the caller says otherwise
+# the DDIM decoder's deterministic solvers (talker.pipelines.ddim.use_scheduler); ddim is the paper's
+SCHEDULERS = ("ddim", "dpmsolver++", "unipc")
+# side of the face crops `talker prepare` makes; `talker train dae` trains at the dataset's side
+DATASET_RESOLUTION = 128

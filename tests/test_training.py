@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(ctypes.util.find_library("espeak-ng") is None, r
 mediapipe = pytest.importorskip("mediapipe", reason="needs requirements-prepare.txt")
 
 TALKER = str(Path(sys.executable).parent / "talker")
-TINY_DAE = ("--resolution", 16, "--batch-size", 4, "--base-channels", 8, "--channel-mult", "1,2", "--z-dim", 16)
+TINY_DAE = ("--batch-size", 4, "--base-channels", 8, "--channel-mult", "1,2", "--z-dim", 16)
 
 
 # commands that neither train (accelerate keeps process-wide state) nor start worker processes run
@@ -84,6 +84,9 @@ def test_train_encode_export_generate(dataset, tmp_path):
     data, dae, s2l, ckpt = dataset / "data", tmp_path / "dae", tmp_path / "s2l", tmp_path / "speaker"
     talker("train", "dae", "--data", data, "--output", dae, *TINY_DAE, "--max-steps", 3, "--checkpoint-every", 3, "-q")
     assert (dae / "dae" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    # no --resolution: the dataset's 16 px (`talker prepare --resolution 16`)
+    assert json.loads((dae / "dae" / "unet" / "config.json").read_text())["sample_size"] == 16
+    assert json.loads((dae / "train_config.json").read_text())["resolution"] == 16
     assert list((dae / "samples").glob("*.png"))
     z_use = [json.loads(x) for x in (dae / "train_log.jsonl").read_text().splitlines() if "z_use" in x]
     assert len(z_use) == 1 and z_use[0]["step"] == 3 and z_use[0]["x0_error_other_z"] > 0

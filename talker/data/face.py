@@ -23,7 +23,6 @@ import numpy as np
 from scipy.ndimage import distance_transform_edt
 from scipy.spatial import Delaunay
 
-EMOTIONS = ("happy", "sad", "angry", "surprised")
 
 # MediaPipe face-mesh indices (the photo's left = the subject's right)
 INNER_UPPER = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]

@@ -32,6 +32,7 @@ import numpy as np
 import soundfile as sf
 
 from ..audio import FPS, SAMPLE_RATE
+from ..defaults import DATASET_RESOLUTION
 from ..errors import TalkerError, VideoError
 from ..video import VideoWriter, iter_frames, read_audio_track
 
@@ -242,7 +243,7 @@ def prepare_video(video: Path, out_dir: Path, clip_id: str, resolution: int, fps
     return entry
 
 
-def prepare_dataset(videos: list[str | Path], out_dir: str | Path, resolution: int = 128, fps: int = FPS,
+def prepare_dataset(videos: list[str | Path], out_dir: str | Path, resolution: int = DATASET_RESOLUTION, fps: int = FPS,
                     progress: bool = True, refiner_resolution: int | None = None) -> dict:
     """Prepare every video into ``out_dir``; clips that cannot be used are reported and skipped.
     ``refiner_resolution`` (a power-of-two multiple of ``resolution``) keeps the crops at that

@@ -27,8 +27,9 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from ..audio import FPS, SAMPLE_RATE, num_frames
+from ..defaults import EMOTIONS
 from ..errors import InputError
-from .face import EMOTIONS, FaceState, SyntheticFace
+from .face import FaceState, SyntheticFace
 from .tts import Phoneme, Speech, synthesize
 
 VISEMES = ("rest", "pbm", "fv", "th", "aa", "e", "i", "o", "u", "cons", "sh", "r")

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..defaults import EMOTIONS
 from ..errors import TalkerError
 
-EMOTIONS = ("happy", "sad", "angry", "surprised")
 PROBE_SIZE = 256  # frames are upscaled to this side before the face mesh looks at them
 
 

@@ -32,10 +32,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from ..defaults import EMOTIONS  # the default names; a checkpoint's own are speech_to_latent.config.emotion_names
 from ..frontends import frontend_named
-
-EMOTIONS = ("happy", "sad", "angry", "surprised")
-"""Default emotion names; a checkpoint's own list is ``speech_to_latent.config.emotion_names``."""
 
 
 def _rotary(x: torch.Tensor) -> torch.Tensor:

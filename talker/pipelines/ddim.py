@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 
-from ..defaults import MAX_STEPS, PRECISIONS
+from ..defaults import MAX_STEPS, PRECISIONS, SCHEDULERS
 from ..errors import InputError
 
 
@@ -147,3 +147,17 @@ def ddim_invert(
         if on_step is not None:
             on_step()
     return x
+
+
+def use_scheduler(pipe, name: str) -> None:
+    """Swap the DDIM decoder's solver for another deterministic diffusers scheduler (``SCHEDULERS``:
+    same training schedule, one x_T per video)."""
+    from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
+    config = pipe.scheduler.config
+    if name == "dpmsolver++":
+        pipe.scheduler = DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", thresholding=False)
+    elif name == "unipc":
+        pipe.scheduler = UniPCMultistepScheduler.from_config(config)
+    elif name != "ddim":
+        raise InputError(f"the scheduler must be one of {', '.join(SCHEDULERS)}; got {name!r}")

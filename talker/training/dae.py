@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,33 +19,9 @@ import torch
 from torch import nn
 
 from ..errors import TalkerError
+from .configs import DAEConfig
 from .data import load_dataset
 from .runs import TrainingRun, save_grid, to_model
-
-
-@dataclass
-class DAEConfig:
-    """Everything that defines a DAE training run (saved as RUN/train_config.json)."""
-
-    resolution: int = 64
-    base_channels: int = 32
-    channel_mult: tuple[int, ...] = (1, 2, 4, 4)
-    encoder_channel_mult: tuple[int, ...] = (1, 2, 4, 8, 8)
-    num_res_blocks: int = 1
-    attention_resolutions: tuple[int, ...] = (16,)
-    z_dim: int = 512
-    normalize_z: bool = True
-    dropout: float = 0.0
-    batch_size: int = 16
-    lr: float = 1e-4
-    snr_gamma: float | None = None
-    ema_decay: float = 0.999
-    max_steps: int = 10000
-    checkpoint_every: int = 500
-    sample_every: int = 500
-    seed: int = 0
-    mixed_precision: str = "auto"
-    extra: dict = field(default_factory=dict)
 
 
 class DiffusionAutoencoder(nn.Module):
@@ -116,7 +91,9 @@ def train_dae(data_dir: str | Path, run_dir: str | Path, cfg: DAEConfig, resume:
 
     run = TrainingRun(run_dir, cfg, resume, "train dae", progress)
     cfg = run.cfg
-    _, clips = load_dataset(data_dir)
+    index, clips = load_dataset(data_dir)
+    if cfg.resolution is None:  # the dataset's
+        cfg.resolution = index["resolution"]
     frames = _load_frames(clips, cfg.resolution)
 
     encoder, unet, scheduler = build_models(cfg)
@@ -147,7 +124,7 @@ def train_dae(data_dir: str | Path, run_dir: str | Path, cfg: DAEConfig, resume:
         with run.accelerator.autocast():
             loss = model(x0, t, noise)
         run.update(loss, model, optimizer)
-        if run.is_main and run.due(cfg.sample_every):
+        if run.is_main and run.due(cfg.sample_every or cfg.checkpoint_every):
             run.note(**_sample_grid(run.accelerator.unwrap_model(model), ema, scheduler, fixed, sample_noise,
                                     run.path / "samples" / f"step_{run.step:07d}.png", stats_frames))
             model.train()

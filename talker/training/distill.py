@@ -36,7 +36,6 @@ frames at 1/2/4/8 steps, with teacher DDIM at the same step counts for reference
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,34 +43,11 @@ import torch
 
 from ..errors import TalkerError
 from ..pipelines.ddim import distilled_scheduler
+from .configs import DistillConfig
 from .data import load_dataset, split_clips
 from .runs import TrainingRun, save_grid
 
 EVAL_STEPS = (1, 2, 4, 8)
-
-
-@dataclass
-class DistillConfig:
-    """Everything that defines a distillation run (saved as RUN/train_config.json)."""
-
-    teacher_steps: int = 100
-    pairs: int = 16384
-    batch_size: int = 128
-    lr: float = 2e-4
-    ema_decay: float = 0.999
-    max_steps: int = 4000
-    grid_steps: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8)
-    grid_share: float = 0.5
-    z_mix: float = 0.5
-    pair_batch: int = 256
-    checkpoint_every: int = 500
-    eval_every: int = 500
-    frames_share: float = 0.0
-    motion_weight: float = 0.0
-    init_student: str | None = None
-    seed: int = 0
-    mixed_precision: str = "auto"
-    extra: dict = field(default_factory=dict)
 
 
 def timestep_grid(teacher_config, steps: tuple[int, ...]) -> torch.Tensor:

@@ -22,7 +22,6 @@ grids of truth, bicubic and refined frames; ``RUN/refiner`` the EMA weights of t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,31 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import TalkerError
+from .configs import RefinerConfig
 from .data import load_dataset, split_clips
 from .runs import TrainingRun, save_grid, to_model
-
-
-@dataclass
-class RefinerConfig:
-    channels: int = 32
-    num_blocks: int = 6
-    up_channels: int = 32
-    use_reference: bool = True
-    frames: int = 2048  # training frames rendered by the decoder (spread over the training clips)
-    heldout_frames: int = 64
-    patch: int = 32  # low-resolution side of the training patches (0: whole frames)
-    batch_size: int = 16
-    lr: float = 2e-4
-    max_steps: int = 2000
-    checkpoint_every: int = 500
-    eval_every: int = 250
-    grad_weight: float = 1.0
-    aligned_share: float = 0.5  # share of each batch whose input is its truth degraded (see degrade)
-    ema_decay: float = 0.995
-    decoder: str | None = None  # the speaker's decoder that makes the inputs (default: its default)
-    held_out: float = 0.1
-    seed: int = 0
-    mixed_precision: str = "auto"
 
 
 def gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -220,8 +220,8 @@ def resumed_config(run: Path, cfg, print_fn=print):
         if isinstance(now, tuple) and isinstance(value, list):
             value = tuple(value)
         values[f.name] = value
-    differ = [f"{k} {values[k]!r} (not {getattr(cfg, k)!r})" for k in values
-              if k != "extra" and values[k] != getattr(cfg, k)]
+    differ = [f"{k} {values[k]!r} (not {getattr(cfg, k)!r})" for k in values  # (None: not given)
+              if k != "extra" and getattr(cfg, k) is not None and values[k] != getattr(cfg, k)]
     if differ:
         print_fn(f"resuming with the run's saved settings: {', '.join(differ)}")
     return type(cfg)(**values)

@@ -16,7 +16,6 @@ follow a speed change), drawn from the run's seed and the step, so a resumed run
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,38 +25,9 @@ from ..audio import FPS, SAMPLES_PER_FRAME
 from ..errors import TalkerError
 from ..frontends import FRONTENDS, frontend_named, load_audio_encoder, speech_features
 from .augment import Augmenter, pause_runs, pause_window, speech_power, speed_perturb
+from .configs import S2LConfig
 from .data import load_dataset, split_clips
 from .runs import TrainingRun
-
-
-@dataclass
-class S2LConfig:
-    audio_frontend: str = "mel"
-    wav2vec2: str | None = None  # folder or Hub id of a Wav2Vec2Model (audio_frontend="wav2vec2")
-    window_seconds: float = 4.0
-    batch_size: int = 8
-    lr: float = 3e-4
-    max_steps: int = 5000
-    checkpoint_every: int = 500
-    eval_every: int = 250
-    pose_weight: float = 0.5
-    mouth_weight: float = 1.0  # where the data has mouth truth: loss on the read-out opening, in units of its variance
-    hidden_size: int = 256
-    num_heads: int = 4
-    ffn_size: int = 1024
-    conv_kernel_size: int = 15
-    num_encoder_layers: int = 4
-    num_decoder_layers: int = 4
-    dropout: float = 0.1
-    held_out: float = 0.1
-    seed: int = 0
-    mixed_precision: str = "auto"
-    feature_normalization: str = "window"  # see Speech2Latent; "dataset" is the earlier behaviour
-    mel_floor: float = 1e-10  # see Speech2Latent
-    voice_activity: bool = True  # see Speech2Latent: P(speech) from Silero VAD as one more input
-    augment: bool = True
-    chunk_frames: int = 0  # see Speech2Latent: 0 bidirectional; C > 0 the streaming network (live input)
-    init_from: str | None = None  # weights to start from: a speech_to_latent folder or a checkpoint's model.safetensors
 
 
 def stretch(x: torch.Tensor, start: int, count: int, factor: float) -> torch.Tensor:

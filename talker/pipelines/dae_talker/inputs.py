@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from ...defaults import POSE_MODES
 from ...errors import InputError
 from ...pose import check_pose_range
 
-POSE_MODES = ("predicted", "static", "reference")
 #: the arguments of ``__call__`` that hold for every frame, which ``stream``, ``live_session`` and
 #: ``generate_video`` take by name too; their defaults are ``__call__``'s
 FRAME_OPTIONS = ("num_inference_steps", "pose_mode", "pose", "emotion", "generator", "frame_batch_size", "fixed_noise",

@@ -1,0 +1,164 @@
+"""What defines each training run: one dataclass per trainer, saved as RUN/train_config.json, and
+the one source of its defaults: ``talker train STAGE``'s options are built from the fields that
+carry a ``help`` (:func:`add_options`, :func:`from_options`). A light module (no torch), read
+when the CLI starts."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..defaults import DECODERS
+from ..frontends import FRONTENDS
+
+MIXED_PRECISIONS = ("auto", "no", "fp16", "bf16")
+
+
+def option(default: Any, help: str | None = None, **meta: Any):
+    """A config field; with ``help``, also a command-line option (``meta``: ``choices``,
+    ``parse`` for the value's type, ``flag`` for the option's name)."""
+    return field(default=default, metadata={"help": help, **meta} if help else meta)
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated integers expected, e.g. 1,2,4,4; got {text!r}") from None
+
+
+@dataclass
+class RunConfig:
+    """The fields of every training run."""
+
+    batch_size: int = option(16, "per process")
+    lr: float = option(1e-4, "learning rate")
+    max_steps: int = option(10000, "steps to train to (with --resume: the new end)")
+    checkpoint_every: int = option(500, "steps between checkpoints (the newest three are kept)")
+    seed: int = option(0, "seed of the weights and of every step's batch")
+    mixed_precision: str = option("auto", "auto: bf16 or fp16 on a GPU, none on a CPU", choices=MIXED_PRECISIONS)
+    extra: dict = field(default_factory=dict)  # figures of the run's own making (e.g. init_from)
+
+
+@dataclass
+class DAEConfig(RunConfig):
+    """A diffusion autoencoder run (``talker train dae``)."""
+
+    resolution: int | None = option(None, "frame side; default: the dataset's (`talker prepare --resolution`)")
+    base_channels: int = option(32, "width of the UNet and encoder")
+    channel_mult: tuple[int, ...] = option((1, 2, 4, 4), "UNet channel multipliers, e.g. 1,2,4,4", parse=_ints)
+    encoder_channel_mult: tuple[int, ...] = (1, 2, 4, 8, 8)
+    num_res_blocks: int = 1
+    attention_resolutions: tuple[int, ...] = (16,)
+    z_dim: int = option(512, "size of the semantic latent z_sem")
+    normalize_z: bool = option(True, "leave z_sem unstandardised, as DiffAE (collapses on one speaker's frames)")
+    dropout: float = 0.0
+    snr_gamma: float | None = option(None, "Min-SNR-γ loss weighting (e.g. 5); default: plain noise MSE as DiffAE")
+    ema_decay: float = 0.999
+    sample_every: int | None = option(None, "reconstruction grid every N steps; default: with checkpoints")
+
+
+@dataclass
+class S2LConfig(RunConfig):
+    """A speech2latent run (``talker train s2l``)."""
+
+    batch_size: int = option(8, "per process")
+    lr: float = option(3e-4, "learning rate")
+    max_steps: int = option(5000, "steps to train to (with --resume: the new end)")
+    eval_every: int = option(250, "steps between held-out scores (the best step is kept)")
+    audio_frontend: str = option("mel", "speech features (talker.frontends)", choices=tuple(FRONTENDS))
+    wav2vec2: str | None = option(None, "Wav2Vec2Model folder or Hub id (with --audio-frontend wav2vec2)")
+    window_seconds: float = option(4.0, "length of the training windows")
+    pose_weight: float = 0.5
+    mouth_weight: float = option(1.0, "where the data has mouth truth, weight of the loss on the read-out mouth "
+                                      "opening, in units of its variance (0: none)")
+    hidden_size: int = option(256, "width of the Conformer")
+    num_heads: int = 4
+    ffn_size: int = 1024
+    conv_kernel_size: int = 15
+    num_encoder_layers: int = 4
+    num_decoder_layers: int = 4
+    dropout: float = 0.1
+    held_out: float = 0.1
+    feature_normalization: str = option("window", "window: each window's features are floored and mean-subtracted "
+                                                  "(loudness and channel independent); dataset: the earlier global "
+                                                  "standardisation only", choices=("window", "dataset"))
+    mel_floor: float = 1e-10  # see Speech2Latent
+    voice_activity: bool = option(True, "do not give the network Silero VAD's P(speech) as an input")
+    augment: bool = option(True, "train on the clean audio only (default: noise, rooms, phone lines, codecs, gain, "
+                                 "pitch, speed)")
+    chunk_frames: int = option(0, "0: the paper's bidirectional network (needs 4-s windows); C > 0: a streaming one "
+                                  "whose frames hear audio up to the end of their chunk of C frames only, for live "
+                                  "input (`stream(..., live=True)`; e.g. 3: at most 80 ms look-ahead)")
+    init_from: str | None = option(None, "start from these speech2latent weights (a speech_to_latent folder or a "
+                                         "checkpoint's model.safetensors) instead of random ones")
+
+
+@dataclass
+class DistillConfig(RunConfig):
+    """A decoder distillation run (``talker train distill``)."""
+
+    batch_size: int = option(128, "per process")
+    lr: float = option(2e-4, "learning rate")
+    max_steps: int = option(4000, "steps to train to (with --resume: the new end)")
+    eval_every: int = option(500, "steps between held-out PSNR figures")
+    teacher_steps: int = option(100, "teacher DDIM steps (the paper's 100)")
+    pairs: int = option(16384, "teacher frames rendered for training (0 with --frames-share 1: none)")
+    ema_decay: float = 0.999
+    grid_steps: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8)
+    grid_share: float = 0.5
+    z_mix: float = 0.5
+    pair_batch: int = 256
+    frames_share: float = option(0.0, "share of each batch that is the dataset's own frames (target: the frame)")
+    motion_weight: float = option(0.0, "weight the loss by where the frames move over time: 1 + w * temporal std / mean")
+    init_student: str | None = option(None, "continue from this distilled decoder (a distill run or a speaker folder)")
+
+
+@dataclass
+class RefinerConfig(RunConfig):
+    """A refiner run (``talker train refiner``)."""
+
+    lr: float = option(2e-4, "learning rate")
+    max_steps: int = option(2000, "steps to train to (with --resume: the new end)")
+    eval_every: int = option(250, "steps between held-out PSNR and sharpness figures")
+    channels: int = option(32, "width of the network")
+    num_blocks: int = 6
+    up_channels: int = 32
+    use_reference: bool = True
+    frames: int = option(2048, "training frames rendered by the decoder (spread over the training clips)")
+    heldout_frames: int = 64
+    patch: int = option(32, "low-resolution side of the training patches (0: whole frames)")
+    grad_weight: float = option(1.0, "weight of the image-gradient loss against over-smoothing")
+    aligned_share: float = option(0.5, "share of each batch whose input is the truth degraded, not the decoder's "
+                                       "rendering")
+    ema_decay: float = 0.995
+    decoder: str | None = option(None, "the decoder that makes the inputs (default: the speaker's default)",
+                                 choices=DECODERS)
+    held_out: float = 0.1
+
+
+def add_options(parser: argparse.ArgumentParser, config: type) -> None:
+    """A ``--name`` option for every field of ``config`` that has a help text, its default the
+    field's: ``--no-name`` for a field that is True by default, ``--name`` for one that is False."""
+    hints = typing.get_type_hints(config)
+    for f in dataclasses.fields(config):
+        if not f.metadata.get("help"):
+            continue
+        name = "--" + f.name.replace("_", "-")
+        if hints[f.name] is bool:
+            parser.add_argument(f"--no-{name[2:]}" if f.default else name, dest=f.name,
+                                action="store_false" if f.default else "store_true", help=f.metadata["help"])
+            continue
+        kind = f.metadata.get("parse") or next(t for t in typing.get_args(hints[f.name]) or (hints[f.name],)
+                                               if t is not type(None))
+        shown = "" if f.default is None else f" (default {','.join(map(str, f.default)) if isinstance(f.default, tuple) else f.default})"
+        parser.add_argument(name, type=kind, default=f.default, choices=f.metadata.get("choices"),
+                            help=f.metadata["help"] + shown)
+
+
+def from_options(config: type, args: argparse.Namespace):
+    """The config that ``args`` (parsed with :func:`add_options`) describe."""
+    return config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config) if f.metadata.get("help")})
