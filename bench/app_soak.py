@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from talker.evaluation.results import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -152,9 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "gradio_cache_mib_last": rows[-1]["gradio_cache_mib"],
         "series": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    write_results(args.out, results)
     print(json.dumps({k: v for k, v in results.items() if k != "series"}, indent=1))
     return 0 if answered == args.requests and not failures else 1
 

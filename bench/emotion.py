@@ -32,10 +32,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
+from talker.evaluation.results import write_results
 
 INTENSITIES = (0.25, 0.5, 0.75, 1.0)
 FEATURES = ("lip_gap", "corner_lift", "mouth_width", "brow_height", "eye_opening")
@@ -164,9 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         results["settings"][f"{name}@1"]["half_over_full"] = [
             round(h / f, 3) if m and abs(f) > 1e-6 else None
             for h, f, m in zip(half["generated_change"], full["generated_change"], full["counted"])]
-    out_path = Path(args.out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(results, indent=1) + "\n")
+    write_results(args.out, results)
     return 0
 
 

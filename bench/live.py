@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
+from talker.evaluation.results import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -178,9 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             name = f"{row['resolution']}px_{steps}step"
             results["settings"][name] = row
             print(name, json.dumps(row))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    write_results(args.out, results)
     return 0
 
 

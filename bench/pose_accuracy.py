@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from talker.evaluation.results import write_results
 
 
 def main():
@@ -35,8 +36,7 @@ def main():
         "correlation": dict(zip(("yaw", "pitch", "roll"), [round(float(np.corrcoef(e[:, i], t[:, i])[0, 1]), 3) for i in range(3)], strict=True)),
         "truth_std_deg": dict(zip(("yaw", "pitch", "roll"), t.std(0).astype(float).round(3).tolist(), strict=True)),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    write_results(args.out, result)
     print(json.dumps(result, indent=1))
 
 

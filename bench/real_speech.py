@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,6 +34,7 @@ from talker.evaluation.metrics import FaceProbe, lipsync_scores, noise_only_scor
 from talker.pipelines import DAETalkerPipeline
 from talker.training.augment import add_noise, make_noise
 from talker.training.data import load_dataset
+from talker.evaluation.results import write_results
 
 NOISE_FOR_CLIP = ("pink", "babble", "brown", "hum")
 
@@ -148,8 +148,7 @@ def main(argv=None) -> int:
         results["sets"]["espeak"] = run_set(pipe, probe, clips, seconds=args.seconds, seed=args.seed, decoder=args.decoder,
                                             desc="espeak-ng, unseen voices", live=args.live)
     results["seconds"] = round(time.perf_counter() - tic, 1)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    write_results(args.out, results)
     for name, res in results["sets"].items():
         m = res["mean"] if isinstance(res.get("mean"), dict) else res
         print(name, json.dumps({k: v for k, v in m.items() if k in ("mouth_corr", "silent_closed", "open_ratio",

@@ -39,6 +39,7 @@ from talker.evaluation.metrics import FaceProbe, jitter, lipsync_scores  # noqa:
 from talker.pipelines import DAETalkerPipeline  # noqa: E402
 from talker.training.data import load_dataset  # noqa: E402
 from talker.training.refiner import psnr, sharpness  # noqa: E402
+from talker.evaluation.results import write_results
 
 
 def to_model(frames: np.ndarray) -> torch.Tensor:
@@ -165,9 +166,7 @@ def main(argv=None) -> int:
         results["speed"] = speed(pipe, args.model, args.seconds_speed, args.seed)
         print("speed", json.dumps({k: v for k, v in results["speed"].items() if k != "memory"}))
     results["seconds"] = round(time.perf_counter() - tic, 1)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    out = write_results(args.out, results)
     save_sheet(out.with_suffix(".png"), sheet)
     print(f"wrote {out} and {out.with_suffix('.png')}")
     return 0

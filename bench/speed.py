@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from talker.evaluation.results import write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = [ROOT / "examples" / "hello.wav", ROOT / "examples" / "weather.wav"]
 
@@ -368,8 +370,7 @@ def main(argv=None) -> int:
         results["speedup_vs_paper_recipe"] = round(results["end_to_end_10s"]["generate_video"]["fps"] / paper, 2)
     if "memory" in sections:
         results["memory"] = memory(args.model, [float(s) for s in args.memory_seconds.split(",")], args.memory_steps, args.device)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    write_results(out, results)
     plot(results, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")
     if "speedup_vs_paper_recipe" in results:

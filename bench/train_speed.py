@@ -11,12 +11,12 @@ import argparse
 import json
 import platform
 import time
-from pathlib import Path
 
 import torch
 from diffusers.training_utils import EMAModel
 
 from talker.training.dae import DAEConfig, DiffusionAutoencoder, build_models
+from talker.evaluation.results import write_results
 
 
 def measure(resolution: int, batch: int, steps: int, device: str) -> dict:
@@ -61,8 +61,7 @@ def main():
     name = torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
     results = {"device": name, "torch": torch.__version__,
                "runs": [measure(int(r), args.batch_size, args.steps, device) for r in args.resolutions.split(",")]}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    write_results(args.out, results)
     print(json.dumps(results, indent=1))
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from talker.evaluation.results import write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -107,9 +108,7 @@ def main(argv=None) -> int:
         results["unmarked_videos"] = {"folder": args.negatives, "videos": len(videos),
                                       "false_positives": sum(d.found for d in scores),
                                       "confidence_max": round(float(max(d.score for d in scores)), 4)}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    write_results(args.out, results)
     print(json.dumps(results, indent=1))
     return 0
 

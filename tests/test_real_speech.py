@@ -81,7 +81,7 @@ def test_words_missing_from_the_dictionary_get_espeak_phones():
 
 
 def test_transcript_text_and_files():
-    from talker.data.align import find_recordings, number_words, read_transcripts, transcript_words
+    from talker.data.align import number_words, read_transcripts, transcript_words
 
     assert transcript_words("Press 1, then #. It's 25!") == ["press", "one", "then", "pound", "it's", "twenty", "five"]
     assert number_words(1903) == ["one", "thousand", "nine", "hundred", "three"]

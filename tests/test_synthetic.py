@@ -76,10 +76,38 @@ def test_truth_tracks(minute_of_truth):
         assert truth["emotion"].shape == (n, 4) and 0 <= truth["emotion"].min() and truth["emotion"].max() <= 1
         blinks += int((np.diff((truth["blink"] > 0.5).astype(int)) == 1).sum())
         total_s += n / 25
-        # phoneme timeline agrees with the per-frame visemes
-        assert len(truth["phoneme_start"]) == len(truth["phoneme_symbol"]) == len(truth["phoneme_viseme"])
     assert total_s > 50
     assert 10 <= blinks / (total_s / 60) <= 30
+
+
+def test_a_p_b_m_in_the_phoneme_timeline_shuts_the_lips_in_the_truth_and_the_rendered_frame(minute_of_truth):
+    """Every /p/, /b/, /m/ of the phoneme timeline that spans a frame centre: that frame's truth is
+    the p/b/m viseme with the lips shut, and the face rendered with its mouth shows no dark of an
+    open mouth, which the clip's widest-open frame shows."""
+    from talker.data.face import FaceState, SyntheticFace
+    from talker.data.synthetic import VISEMES
+
+    checked, face = 0, SyntheticFace(128)
+    pts = (face.mesh[[61, 291, 0, 17], :2] - face.offset) * face.scale
+    (x0, y0), (x1, y1) = np.floor(pts.min(0) - 2).astype(int), np.ceil(pts.max(0) + 2).astype(int)
+
+    def mouth_brightness(truth, k):  # the frame's mouth and emotion, the head still so the box holds the mouth
+        state = FaceState(mouth_open=float(truth["mouth_open"][k]), mouth_width=float(truth["mouth_width"][k]),
+                          emotion=truth["emotion"][k])
+        return face.render(state)[y0:y1, x0:x1].astype(float).mean()
+
+    for _, truth in minute_of_truth:
+        centres = (np.arange(len(truth["pose"])) + 0.5) / 25
+        for start, end, viseme in zip(truth["phoneme_start"], truth["phoneme_end"], truth["phoneme_viseme"], strict=True):
+            frames = np.flatnonzero((centres >= start) & (centres < end))
+            if VISEMES[viseme] == "pbm" and frames.size:
+                assert (truth["viseme"][frames] == viseme).all() and (truth["mouth_open"][frames] < 0.02).all()
+                checked += frames.size
+        closed = np.flatnonzero(truth["viseme"] == VISEMES.index("pbm"))[0]
+        opened = int(np.argmax(truth["mouth_open"]))
+        assert truth["mouth_open"][opened] > 0.5
+        assert mouth_brightness(truth, closed) > mouth_brightness(truth, opened) + 10
+    assert checked >= 50
 
 
 def test_rendering_shows_the_state():

@@ -21,7 +21,6 @@ For every clip of a prepared held-out dataset (``talker prepare`` on ``talker sy
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import torch
 
 from ..defaults import EMOTIONS
 from ..errors import TalkerError
+from .results import write_results
 
 PROBE_SIZE = 256  # frames are upscaled to this side before the face mesh looks at them
 
@@ -294,6 +294,6 @@ def plot_results(results: dict, path: str | Path) -> None:
 
 def write_report(results: dict, out_json: str | Path, out_png: str | Path | None = None) -> None:
     Path(out_json).parent.mkdir(parents=True, exist_ok=True)
-    Path(out_json).write_text(json.dumps(results, indent=1) + "\n")
+    write_results(out_json, results)
     if out_png:
         plot_results(results, out_png)

@@ -30,21 +30,24 @@ def _ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"comma-separated integers expected, e.g. 1,2,4,4; got {text!r}") from None
 
 
+def run_config(batch_size: int, lr: float, max_steps: int, eval_every: tuple[int, str] | None = None) -> type:
+    """The base dataclass of a trainer's config: the fields every run has, with this trainer's
+    defaults (``eval_every``: its default and what is evaluated, where the trainer evaluates)."""
+    fields = [("batch_size", int, option(batch_size, "per process")),
+              ("lr", float, option(lr, "learning rate")),
+              ("max_steps", int, option(max_steps, "steps to train to (with --resume: the new end)")),
+              ("checkpoint_every", int, option(500, "steps between checkpoints (the newest three are kept)"))]
+    if eval_every is not None:
+        fields.append(("eval_every", int, option(eval_every[0], f"steps between {eval_every[1]}")))
+    fields += [("seed", int, option(0, "seed of the weights and of every step's batch")),
+               ("mixed_precision", str, option("auto", "auto: bf16 or fp16 on a GPU, none on a CPU",
+                                               choices=MIXED_PRECISIONS)),
+               ("extra", dict, field(default_factory=dict))]  # figures of the run's own making (e.g. init_from)
+    return dataclasses.make_dataclass("RunConfig", fields)
+
+
 @dataclass
-class RunConfig:
-    """The fields of every training run."""
-
-    batch_size: int = option(16, "per process")
-    lr: float = option(1e-4, "learning rate")
-    max_steps: int = option(10000, "steps to train to (with --resume: the new end)")
-    checkpoint_every: int = option(500, "steps between checkpoints (the newest three are kept)")
-    seed: int = option(0, "seed of the weights and of every step's batch")
-    mixed_precision: str = option("auto", "auto: bf16 or fp16 on a GPU, none on a CPU", choices=MIXED_PRECISIONS)
-    extra: dict = field(default_factory=dict)  # figures of the run's own making (e.g. init_from)
-
-
-@dataclass
-class DAEConfig(RunConfig):
+class DAEConfig(run_config(batch_size=16, lr=1e-4, max_steps=10000)):
     """A diffusion autoencoder run (``talker train dae``)."""
 
     resolution: int | None = option(None, "frame side; default: the dataset's (`talker prepare --resolution`)")
@@ -62,13 +65,9 @@ class DAEConfig(RunConfig):
 
 
 @dataclass
-class S2LConfig(RunConfig):
+class S2LConfig(run_config(batch_size=8, lr=3e-4, max_steps=5000,
+                           eval_every=(250, "held-out scores (the best step is kept)"))):
     """A speech2latent run (``talker train s2l``)."""
-
-    batch_size: int = option(8, "per process")
-    lr: float = option(3e-4, "learning rate")
-    max_steps: int = option(5000, "steps to train to (with --resume: the new end)")
-    eval_every: int = option(250, "steps between held-out scores (the best step is kept)")
     audio_frontend: str = option("mel", "speech features (talker.frontends)", choices=tuple(FRONTENDS))
     wav2vec2: str | None = option(None, "Wav2Vec2Model folder or Hub id (with --audio-frontend wav2vec2)")
     window_seconds: float = option(4.0, "length of the training windows")
@@ -98,13 +97,8 @@ class S2LConfig(RunConfig):
 
 
 @dataclass
-class DistillConfig(RunConfig):
+class DistillConfig(run_config(batch_size=128, lr=2e-4, max_steps=4000, eval_every=(500, "held-out PSNR figures"))):
     """A decoder distillation run (``talker train distill``)."""
-
-    batch_size: int = option(128, "per process")
-    lr: float = option(2e-4, "learning rate")
-    max_steps: int = option(4000, "steps to train to (with --resume: the new end)")
-    eval_every: int = option(500, "steps between held-out PSNR figures")
     teacher_steps: int = option(100, "teacher DDIM steps (the paper's 100)")
     pairs: int = option(16384, "teacher frames rendered for training (0 with --frames-share 1: none)")
     ema_decay: float = 0.999
@@ -118,12 +112,9 @@ class DistillConfig(RunConfig):
 
 
 @dataclass
-class RefinerConfig(RunConfig):
+class RefinerConfig(run_config(batch_size=16, lr=2e-4, max_steps=2000,
+                               eval_every=(250, "held-out PSNR and sharpness figures"))):
     """A refiner run (``talker train refiner``)."""
-
-    lr: float = option(2e-4, "learning rate")
-    max_steps: int = option(2000, "steps to train to (with --resume: the new end)")
-    eval_every: int = option(250, "steps between held-out PSNR and sharpness figures")
     channels: int = option(32, "width of the network")
     num_blocks: int = 6
     up_channels: int = 32
