@@ -123,7 +123,7 @@ def decode_audio_file(path: str | os.PathLike) -> tuple[np.ndarray, int]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _as_float_array(audio: Any) -> np.ndarray:
+def as_float_array(audio: Any) -> np.ndarray:
     if isinstance(audio, torch.Tensor):
         audio = audio.detach().to("cpu")
         if audio.dtype in (torch.float16, torch.bfloat16):
@@ -228,7 +228,7 @@ def load_audio(
         if sampling_rate is None:
             raise AudioError("sampling_rate is required when audio is given as an array or tensor")
         rate = check_sampling_rate(sampling_rate)
-        samples = _as_float_array(audio)
+        samples = as_float_array(audio)
         name = "audio array"
     else:
         raise AudioError(

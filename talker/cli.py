@@ -252,7 +252,7 @@ def cmd_train_dae(args: argparse.Namespace) -> int:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from .training.dae import encode_dataset
+    from .training.encode import encode_dataset
 
     stats = encode_dataset(args.data, args.dae, progress=not args.quiet)
     print(f"{args.data}: latents of {stats['frames']} frames ({stats['z_dim']}-d)")

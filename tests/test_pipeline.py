@@ -343,11 +343,10 @@ def test_distillation_line_runs_from_the_noise_to_the_image():
     from talker.training.distill import line_point, timestep_grid
 
     sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
-    alphas = sched.alphas_cumprod
     x0, x_T = torch.rand(2, 3, 4, 4) * 2 - 1, torch.randn(2, 3, 4, 4)
     start = torch.tensor([990, 990])
-    assert torch.allclose(line_point(x0, x_T, start, alphas, 990), x_T, atol=1e-5)
-    assert torch.allclose(line_point(x0, x_T, torch.tensor([0, 0]), alphas, 990), x0, atol=0.01 * x_T.abs().max() + 1e-3)
+    assert torch.allclose(line_point(x0, x_T, start, sched, 990), x_T, atol=1e-5)
+    assert torch.allclose(line_point(x0, x_T, torch.tensor([0, 0]), sched, 990), x0, atol=0.01 * x_T.abs().max() + 1e-3)
     # the timesteps that 1- and 2-step DDIM with trailing spacing visit
     assert timestep_grid(sched.config, (1, 2)).tolist() == [499, 999]
 

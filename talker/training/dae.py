@@ -1,5 +1,4 @@
-"""``talker train dae``: the diffusion autoencoder (semantic encoder + DDIM decoder), and
-``talker encode``: EMA-encoder latents of every frame.
+"""``talker train dae``: the diffusion autoencoder (semantic encoder + DDIM decoder).
 
 The loop is DiffAE's: x0 → random t, noise → x_t → eps_theta(x_t, t, Enc(x0)) → MSE on the noise,
 encoder and decoder trained jointly by this loss alone; Adam 1e-4, gradient clip 1.0, EMA of the
@@ -10,7 +9,6 @@ The run's bookkeeping (accelerator, resume, seeded batches, checkpoints, log) is
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -227,29 +225,3 @@ def load_dae(run_dir: str | Path):
     return (SemanticEncoder.from_pretrained(path / "encoder", use_safetensors=True, torch_dtype=torch.float32),
             DAEDecoderUNet.from_pretrained(path / "unet", use_safetensors=True, torch_dtype=torch.float32),
             DDIMScheduler.from_pretrained(path / "scheduler"))
-
-
-@torch.no_grad()
-def encode_dataset(data_dir: str | Path, dae_run: str | Path, batch_size: int = 64, progress: bool = True) -> dict:
-    """EMA-encoder latents of every frame → DATA/clips/<id>/latents.npy, and their per-dimension
-    mean/std → DATA/latents.json."""
-    from tqdm.auto import tqdm
-
-    encoder, _, _ = load_dae(dae_run)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    encoder = encoder.to(device).eval()
-    _, clips = load_dataset(data_dir)
-    all_z = []
-    for clip in tqdm(clips, desc="encoding", unit="clip", disable=not progress):
-        frames = torch.from_numpy(clip.frames).permute(0, 3, 1, 2)
-        if frames.shape[-1] != encoder.config.sample_size:
-            raise TalkerError(f"the dataset is {frames.shape[-1]}px but the DAE is {encoder.config.sample_size}px")
-        z = torch.cat([encoder(to_model(frames[i : i + batch_size]).to(device)).cpu()
-                       for i in range(0, len(frames), batch_size)]).numpy().astype(np.float32)
-        np.save(clip.path / "latents.npy", z)
-        all_z.append(z)
-    z = np.concatenate(all_z)
-    stats = {"dae": str(Path(dae_run).resolve()), "z_dim": int(z.shape[1]), "frames": int(len(z)),
-             "mean": z.mean(0).tolist(), "std": z.std(0).tolist()}
-    (Path(data_dir) / "latents.json").write_text(json.dumps(stats) + "\n")
-    return stats

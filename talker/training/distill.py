@@ -60,12 +60,12 @@ def timestep_grid(teacher_config, steps: tuple[int, ...]) -> torch.Tensor:
     return torch.tensor(sorted(visited))
 
 
-def line_point(x0: torch.Tensor, x_T: torch.Tensor, t: torch.Tensor, alphas: torch.Tensor, t_start: int) -> torch.Tensor:
-    """x_t on the DDIM line through (x_T at ``t_start``) and x0: √ᾱ_t·x0 + √(1 − ᾱ_t)·ε̂."""
-    a_T = alphas[t_start]
+def line_point(x0: torch.Tensor, x_T: torch.Tensor, t: torch.Tensor, scheduler, t_start: int) -> torch.Tensor:
+    """x_t on the DDIM line through (x_T at ``t_start``) and x0: the noise ε̂ that x_T stands for,
+    added to x0 at ``t`` (√ᾱ_t·x0 + √(1 − ᾱ_t)·ε̂, ``scheduler.add_noise``)."""
+    a_T = scheduler.alphas_cumprod[t_start].to(x0.device)
     eps = (x_T - a_T.sqrt() * x0) / (1 - a_T).sqrt()
-    a = alphas[t].view(-1, 1, 1, 1)
-    return a.sqrt() * x0 + (1 - a).sqrt() * eps
+    return scheduler.add_noise(x0, eps, t)
 
 
 def motion_weights(frames: np.ndarray, weight: float) -> torch.Tensor:
@@ -247,7 +247,6 @@ def distill_decoder(model_dir: str | Path, data_dir: str | Path, run_dir: str | 
         student = copy.deepcopy(teacher).train().requires_grad_(True)
         student.register_to_config(prediction_type="sample")
     ema = EMAModel(student.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=3 / 4)
-    alphas = scheduler.alphas_cumprod.to(device)
     scheduler.set_timesteps(cfg.teacher_steps)
     t_start = int(scheduler.timesteps[0])  # where the teacher put x_T
     grid = timestep_grid(scheduler.config, tuple(cfg.grid_steps))
@@ -270,7 +269,7 @@ def distill_decoder(model_dir: str | Path, data_dir: str | Path, run_dir: str | 
         on_grid = torch.rand(cfg.batch_size, generator=g) < cfg.grid_share
         t = torch.where(on_grid, grid[torch.randint(len(grid), (cfg.batch_size,), generator=g)],
                         torch.randint(0, n_train, (cfg.batch_size,), generator=g)).to(device)
-        x_t = line_point(x0, x_T, t, alphas, t_start)
+        x_t = line_point(x0, x_T, t, scheduler, t_start)
         with run.accelerator.autocast():
             pred = student(x_t, t, z).sample
         err = (pred.float() - x0).pow(2)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...audio import MAX_PEAK, SAMPLE_RATE, _as_float_array, to_mono
+from ...audio import MAX_PEAK, SAMPLE_RATE, as_float_array, to_mono
 from ...errors import AudioError
 
 
@@ -56,7 +56,7 @@ def stream_chunk(chunk: Any) -> np.ndarray:
     """One streamed audio chunk → mono float32 samples."""
     if not isinstance(chunk, (np.ndarray, torch.Tensor, list, tuple)):
         raise AudioError(f"audio chunks must be numpy arrays or tensors of samples; got {type(chunk).__name__}")
-    samples = to_mono(_as_float_array(chunk))
+    samples = to_mono(as_float_array(chunk))
     if not np.isfinite(samples).all():
         raise AudioError("an audio chunk contains NaN or infinite samples")
     if samples.size and np.abs(samples).max() > MAX_PEAK:
