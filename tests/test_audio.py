@@ -157,3 +157,23 @@ def test_wav2vec2_features_are_two_rows_per_frame():
     n = wave.shape[0] // SAMPLES_PER_FRAME
     feats = wav2vec2_features(wave, n, comps["audio_encoder"], comps["feature_extractor"], feature_rate=50)
     assert feats.shape == (2 * n, 32) and torch.isfinite(feats).all()
+
+
+def test_speech_features_follow_the_speech2latents_config():
+    """One call for the pipeline and training: the front end, its settings and voice activity are
+    read from the config (a speech2latent's, or a training run's)."""
+    from talker.errors import CheckpointError, InputError
+    from talker.frontends import speech_features
+    from talker.training.configs import S2LConfig
+
+    wave = load_audio(speech_like(1.5), sampling_rate=16000)
+    n = wave.shape[0] // SAMPLES_PER_FRAME
+    plain = speech_features(wave, n, {"audio_frontend": "mel", "mel_floor": 1e-10, "n_mels": 40})
+    assert torch.equal(plain, log_mel(wave, n, n_mels=40, floor=1e-10))
+    with_vad = speech_features(wave, n, S2LConfig())  # voice activity by default: P(speech) last
+    assert with_vad.shape == (4 * n, 81) and torch.equal(with_vad[:, :80], log_mel(wave, n, floor=1e-10))
+    assert 0 <= with_vad[:, 80].min() and with_vad[:, 80].max() <= 1 and with_vad[:, 80].max() > 0.5
+    with pytest.raises(InputError, match="one of mel, wav2vec2; got 'fbank'"):
+        speech_features(wave, n, {"audio_frontend": "fbank"})
+    with pytest.raises(CheckpointError, match="wav2vec2 front end needs its audio encoder"):
+        speech_features(wave, n, {"audio_frontend": "wav2vec2"})

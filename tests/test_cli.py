@@ -186,3 +186,22 @@ def test_a_generation_stopped_midway_leaves_no_video(speaker_dir, tmp_path):
 
     write_video(tmp_path / "next.mp4", np.zeros((2, 16, 16, 3), np.uint8))  # the next writer in the folder
     assert sorted(p.name for p in tmp_path.glob("*.mp4")) == ["next.mp4"] and not list(tmp_path.glob(".*part*"))
+
+
+@pytest.mark.parametrize("stage", ["dae", "s2l", "distill", "refiner"])
+def test_train_options_are_the_configs_fields_with_their_defaults(stage):
+    """`talker train STAGE` with no options builds exactly the stage's default config, and each
+    option sets its field (one source for every default: talker/training/configs.py)."""
+    from talker.cli import build_parser
+    from talker.training import configs
+
+    config = {"dae": configs.DAEConfig, "s2l": configs.S2LConfig, "distill": configs.DistillConfig,
+              "refiner": configs.RefinerConfig}[stage]
+    required = {"dae": ["--data", "d", "--output", "o"], "s2l": ["--data", "d", "--dae", "x", "--output", "o"],
+                "distill": ["--model", "m", "--data", "d", "--output", "o"],
+                "refiner": ["--model", "m", "--data", "d", "--output", "o"]}[stage]
+    parser = build_parser()
+    assert configs.from_options(config, parser.parse_args(["train", stage, *required])) == config()
+    given = configs.from_options(config, parser.parse_args(["train", stage, *required, "--max-steps", "7", "--seed", "3",
+                                                            "--mixed-precision", "no"]))
+    assert (given.max_steps, given.seed, given.mixed_precision) == (7, 3, "no")
