@@ -48,7 +48,7 @@ def generate_frames(pipe, chunks: Iterable, sampling_rate: int, settings: Settin
     first frame early); ``tick`` is called once per denoising step of a batch."""
     audio, fader = FrameAudio(pipe.fps), CrossFader(overlap)
     next_start = 0  # the next window's first frame
-    ready = Ready()
+    ready = Ready(settings.frame_batch_size, first_batch)
     for samples, n_frames in incoming_audio(chunks, sampling_rate, pipe.fps, max_duration):
         audio.extend(samples, n_frames)
         for start, end, last in runnable_windows(next_start, audio.heard, audio.ended, window, overlap):
@@ -61,15 +61,17 @@ def generate_frames(pipe, chunks: Iterable, sampling_rate: int, settings: Settin
             audio.forget_before(min(next_start, audio.heard))  # the next window starts there
         if audio.ended:  # frames the last window ended on, if it was run before the end was known
             ready.add(fader.pop(audio.heard))
-        while ready.count and (ready.count >= ready.batch_size(settings, first_batch) or audio.ended):
-            z, p = ready.take(ready.batch_size(settings, first_batch))
+        while ready.count and (ready.count >= ready.next_batch or audio.ended):
+            z, p = ready.take(ready.next_batch)
             yield decode_latents(pipe, z, settings, tick), z, p
 
 
 class Ready:
-    """The final latents and poses not yet decoded."""
+    """The final latents and poses not yet decoded, taken in batches of ``batch`` frames (the
+    first of at most ``first_batch``)."""
 
-    def __init__(self):
+    def __init__(self, batch: int, first_batch: int | None = None):
+        self.batch, self.first_batch = batch, first_batch
         self.z, self.p, self.count, self.emitted = [], [], 0, 0
 
     def add(self, final: dict[str, torch.Tensor]) -> None:
@@ -78,9 +80,9 @@ class Ready:
             self.p.append(final["pose"])
             self.count += final["z_sem"].shape[0]
 
-    def batch_size(self, settings: Settings, first_batch: int | None) -> int:
-        batch = settings.frame_batch_size
-        return batch if first_batch is None or self.emitted else min(batch, first_batch)
+    @property
+    def next_batch(self) -> int:
+        return self.batch if self.first_batch is None or self.emitted else min(self.batch, self.first_batch)
 
     def take(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         z, p = torch.cat(self.z), torch.cat(self.p)
