@@ -111,13 +111,13 @@ def run_display(pipe, audio: np.ndarray, block: int, **kwargs) -> dict:
             "drift_ms_per_s": round(float(np.polyfit(at, age, 1)[0]) * 1000, 2)}
 
 
-def chunk_costs(pipe, audio: np.ndarray, steps: int, refine: bool, repeats: int = 5) -> dict:
+def chunk_costs(pipe, audio: np.ndarray, steps: int, refine: bool, context: int, repeats: int = 5) -> dict:
     """Milliseconds of each stage for one chunk of frames, as live generation runs it: the audio
-    front end with voice activity, speech2latent on the 4-s context, the decoder and the refiner."""
+    front end with voice activity, speech2latent on ``context`` frames, the decoder and the refiner."""
     from talker.pipelines.ddim import ddim_decode
 
     s2l = pipe.streaming_speech_to_latent
-    c, n = s2l.config.chunk_frames, 100 // s2l.config.chunk_frames * s2l.config.chunk_frames
+    c, n = s2l.config.chunk_frames, max(1, context // s2l.config.chunk_frames) * s2l.config.chunk_frames
     wave = audio[: n * 640]
     unet, scheduler = pipe.decoder_for(None)
     x_T = pipe.prepare_fixed_noise(torch.Generator().manual_seed(0))
@@ -148,11 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", default="1,2", help="decoder step counts to measure")
     parser.add_argument("--sizes", default="decoder,refined",
                         help="decoder: the decoder's own frames; refined: through the speaker's refiner (if any)")
+    parser.add_argument("--context", type=int, help="frames of audio speech2latent hears (default: the pipeline's)")
     args = parser.parse_args(argv)
 
     from talker import DAETalkerPipeline
     from talker.cli import bundled_speaker
     from talker.defaults import LIVE_BLOCK_S
+    from talker.defaults import LIVE_CONTEXT_FRAMES
 
     model = args.model or bundled_speaker()
     pipe = DAETalkerPipeline.from_pretrained(model)
@@ -163,16 +165,17 @@ def main(argv: list[str] | None = None) -> int:
     results = {"command": "python bench/live.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                "model": str(model), "device": "cpu", "threads": torch.get_num_threads(),
                "chunk_frames": s2l.config.chunk_frames, "lookahead_ms": s2l.lookahead_ms,
-               "block_ms": args.block_ms, "settings": {}}
+               "block_ms": args.block_ms, "context_frames": args.context or LIVE_CONTEXT_FRAMES, "settings": {}}
     for size in args.sizes.split(","):
         refine = size == "refined"
         if refine and pipe.refiner is None:
             continue
         for steps in (int(s) for s in args.steps.split(",")):
-            kwargs = dict(num_inference_steps=steps, refine=refine, generator=torch.Generator().manual_seed(0))
+            kwargs = dict(num_inference_steps=steps, refine=refine, generator=torch.Generator().manual_seed(0),
+                          window_frames=args.context or LIVE_CONTEXT_FRAMES)
             run_live(pipe, audio[: 16000 * 2], block, **kwargs)  # warm-up
             row = run_live(pipe, audio, block, **kwargs)
-            row["per_chunk_ms"] = chunk_costs(pipe, audio, steps, refine)
+            row["per_chunk_ms"] = chunk_costs(pipe, audio, steps, refine, args.context or LIVE_CONTEXT_FRAMES)
             kwargs["generator"] = torch.Generator().manual_seed(0)
             row["display"] = run_display(pipe, audio, int(LIVE_BLOCK_S * 16000), **kwargs)
             row["resolution"] = pipe.output_resolution(refine)

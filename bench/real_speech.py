@@ -42,18 +42,20 @@ NOISE_FOR_CLIP = ("pink", "babble", "brown", "hum")
 _TRUTH_GAPS: dict[str, np.ndarray] = {}  # the truth frames' lip gaps, read once per clip
 
 
-def generate(pipe, audio: np.ndarray, *, seed: int, decoder, live: bool = False) -> np.ndarray:
+def generate(pipe, audio: np.ndarray, *, seed: int, decoder, live: bool = False, context: int | None = None) -> np.ndarray:
     """The speaker's frames for 16 kHz ``audio``: offline (``pipe(...)``), or live as from a
-    microphone (``pipe.stream(..., live=True)`` on 20-ms blocks, the streaming speech2latent)."""
+    microphone (``pipe.stream(..., live=True)`` on 20-ms blocks, the streaming speech2latent,
+    hearing ``context`` frames of audio; default: the pipeline's)."""
     kwargs = dict(generator=torch.Generator().manual_seed(seed), decoder=decoder, emotion=[0, 0, 0, 0])
     if live:
         blocks = (audio[i : i + 320] for i in range(0, len(audio), 320))
-        return np.stack(list(pipe.stream(blocks, 16000, live=True, **kwargs)))
+        context_arg = {} if context is None else {"window_frames": context}
+        return np.stack(list(pipe.stream(blocks, 16000, live=True, **context_arg, **kwargs)))
     return pipe(audio, sampling_rate=16000, **kwargs).frames
 
 
 def run_set(pipe, probe, clips, *, seconds: float, seed: int, decoder, snr: float | None = None,
-            babble_sources=None, desc: str = "clips", live: bool = False) -> dict:
+            babble_sources=None, desc: str = "clips", live: bool = False, context: int | None = None) -> dict:
     from tqdm.auto import tqdm
 
     rows = []
@@ -67,7 +69,7 @@ def run_set(pipe, probe, clips, *, seconds: float, seed: int, decoder, snr: floa
             others = [a for j, a in enumerate(babble_sources) if j != k]
             noise = make_noise(noise_kind, len(audio), np.random.default_rng([seed, k]), others)
             audio = add_noise(audio, noise, snr)
-        frames = generate(pipe, audio, seed=seed, decoder=decoder, live=live)
+        frames = generate(pipe, audio, seed=seed, decoder=decoder, live=live, context=context)
         gap_gen = probe.features(frames)[:, 0]
         key = f"{clip.path}:{n}"
         if key not in _TRUTH_GAPS:
@@ -118,19 +120,22 @@ def main(argv=None) -> int:
     ap.add_argument("--live", action="store_true",
                     help="frames made live (`stream(..., live=True)`, the speaker's streaming speech2latent) from "
                          "20-ms blocks; only the recorded and espeak-ng sets are run")
+    ap.add_argument("--context", type=int, help="with --live: frames of audio speech2latent hears (default: the "
+                                                "pipeline's live context)")
     args = ap.parse_args(argv)
 
     pipe = DAETalkerPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
     probe = FaceProbe()
     tic = time.perf_counter()
-    results = {"model": args.model, "decoder": args.decoder or pipe.default_decoder, "live": args.live, "sets": {}}
+    results = {"model": args.model, "decoder": args.decoder or pipe.default_decoder, "live": args.live,
+               "context_frames": args.context, "sets": {}}
     threshold = None
     if args.real:
         _, clips = load_dataset(args.real)
         clips = [c for c in clips if (c.path / "truth.npz").is_file()][: args.clips]
         results["sets"]["real"] = run_set(pipe, probe, clips, seconds=args.seconds, seed=args.seed, decoder=args.decoder,
-                                          desc="recorded speech", live=args.live)
+                                          desc="recorded speech", live=args.live, context=args.context)
     if args.real and not args.live:
         sources = [c.audio for c in clips]
         results["sets"]["real_noisy"] = run_set(pipe, probe, clips, seconds=args.seconds, seed=args.seed,
@@ -146,7 +151,7 @@ def main(argv=None) -> int:
         _, clips = load_dataset(args.espeak)
         clips = [c for c in clips if (c.path / "truth.npz").is_file()][: args.clips]
         results["sets"]["espeak"] = run_set(pipe, probe, clips, seconds=args.seconds, seed=args.seed, decoder=args.decoder,
-                                            desc="espeak-ng, unseen voices", live=args.live)
+                                            desc="espeak-ng, unseen voices", live=args.live, context=args.context)
     results["seconds"] = round(time.perf_counter() - tic, 1)
     write_results(args.out, results)
     for name, res in results["sets"].items():

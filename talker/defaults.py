@@ -15,6 +15,10 @@ DECODERS = ("distilled", "ddim")  # which decoder renders the frames; default: d
 # a live display (the demo's microphone panel) pushes this much audio at a time and shows the
 # newest frame after each push
 LIVE_BLOCK_S = 0.1
+# frames of audio a live (streaming) speech2latent hears before each chunk: about 2 s. Against the
+# 4-s training windows it keeps lip-sync (held-out, live: recorded 0.763 vs 0.758 mouth correlation,
+# espeak 0.729 vs 0.714) at half the front-end and speech2latent time (bench/live.py, bench/real_speech.py)
+LIVE_CONTEXT_FRAMES = 48
 # the emotions the synthetic data, speech2latent's emotion input and the demo's sliders name
 EMOTIONS = ("happy", "sad", "angry", "surprised")
 # head motion: predicted from speech, held still, or a reference sequence

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ...audio import check_sampling_rate
-from ...defaults import SAMPLE_RATE
+from ...defaults import LIVE_CONTEXT_FRAMES, SAMPLE_RATE
 from ..images import postprocess_frames
 from .generation import generate_frames
 from .inputs import check_flag, check_positive_int, frame_options
@@ -23,7 +23,7 @@ class StreamingMixin:
 
     @torch.no_grad()
     def stream(self, audio_chunks: Iterable[np.ndarray | torch.Tensor], sampling_rate: int = SAMPLE_RATE, *,
-               window_frames: int = DEFAULT_WINDOW, overlap_frames: int = DEFAULT_OVERLAP, first_batch: int = 2,
+               window_frames: int | None = None, overlap_frames: int = DEFAULT_OVERLAP, first_batch: int = 2,
                max_duration: float | None = None, live: bool = False, **options) -> Iterator[np.ndarray]:
         """Streaming generation: audio chunks in, (H, W, 3) uint8 frames out as soon as they are final.
 
@@ -34,25 +34,27 @@ class StreamingMixin:
         Args:
             audio_chunks: an iterable of mono (T,) (or (T, C)) sample arrays at ``sampling_rate``,
                 e.g. microphone blocks; any chunk size.
-            window_frames / overlap_frames: as in ``__call__``; the look-ahead is ``overlap_frames``
-                and live latency at least ``window_frames`` of audio for the first frame.
+            window_frames / overlap_frames: as in ``__call__`` (default 4 s); the look-ahead is
+                ``overlap_frames`` and live latency at least ``window_frames`` of audio for the first frame.
             live: for a speaker with a streaming speech2latent (``chunk_frames`` C > 0): each
                 frame comes out as soon as the audio of its chunk of C frames is in, decoded C at
-                a time (:mod:`.live`); ``window_frames`` is then the audio context it hears.
+                a time (:mod:`.live`); ``window_frames`` is then the audio context it hears
+                (default ``LIVE_CONTEXT_FRAMES``, about 2 s).
                 Its frames equal ``__call__``'s only where the context covers the whole audio.
             options: ``__call__``'s per-frame arguments by name (``num_inference_steps``,
                 ``pose_mode``, ``pose``, ``emotion``, ``generator``, ``frame_batch_size``,
                 ``fixed_noise``, ``decoder``, ``refine``), with its defaults.
         """
         if check_flag("live", live):
-            session = self.live_session(sampling_rate, window_frames=window_frames, max_duration=max_duration,
-                                        caller="stream", **options)
+            session = self.live_session(sampling_rate, window_frames=window_frames or LIVE_CONTEXT_FRAMES,
+                                        max_duration=max_duration, caller="stream", **options)
             for chunk in audio_chunks:
                 for _, frame in session.push(chunk):
                     yield frame
             for _, frame in session.end():
                 yield frame
             return
+        window_frames = DEFAULT_WINDOW if window_frames is None else window_frames
         check_windows(window_frames, overlap_frames)
         check_positive_int("first_batch", first_batch)
         rate = check_sampling_rate(sampling_rate)
@@ -62,7 +64,7 @@ class StreamingMixin:
                                                 first_batch=first_batch, max_duration=max_duration):
                 yield from postprocess_frames(images, "np")
 
-    def live_session(self, sampling_rate: int = SAMPLE_RATE, *, window_frames: int = DEFAULT_WINDOW,
+    def live_session(self, sampling_rate: int = SAMPLE_RATE, *, window_frames: int = LIVE_CONTEXT_FRAMES,
                      max_duration: float | None = None, newest_only: bool = False, caller: str = "live_session",
                      **options) -> LiveSession:
         """A live generation to push audio into as it arrives (a microphone handler, a WebRTC
@@ -73,7 +75,8 @@ class StreamingMixin:
             newest_only: for a display that shows one picture at a time: each push computes only
                 the newest finished frame and skips those in between (``session.skipped`` counts
                 them), so the picture keeps up with the voice on any machine.
-            window_frames: the audio context speech2latent hears. Other arguments as in ``stream``.
+            window_frames: the audio context speech2latent hears (default about 2 s; whole
+                chunks). Other arguments as in ``stream``.
             caller: the method named in errors.
         """
         frame_options(options, self.__call__, caller)  # an argument it does not take fails first, as in any call
