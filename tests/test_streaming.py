@@ -233,3 +233,20 @@ def test_live_frames_beyond_the_context_hear_their_own_window():
     for k in (3, 4):
         assert np.abs(long[45 + k].astype(int) - tail[k].astype(int)).max() <= 1
     assert np.abs(long[30].astype(int) - long[49].astype(int)).max() > 0
+
+
+def test_a_live_stream_hears_the_live_context_unless_told_otherwise():
+    """stream(live=True) hears LIVE_CONTEXT_FRAMES of audio by default, and a window it is given
+    (checked: 0 is refused, not replaced)."""
+    from talker.defaults import LIVE_CONTEXT_FRAMES
+
+    pipe = streaming_pipeline(3)
+    audio = speech_like(2.4)  # 60 frames: more than the 48-frame context
+    blocks = [audio[i : i + 640] for i in range(0, len(audio), 640)]
+    streamed = np.stack(list(pipe.stream(blocks, 16000, live=True, num_inference_steps=2, generator=gen())))
+    told = np.stack([f for _, f in live_frames(pipe, blocks, window_frames=LIVE_CONTEXT_FRAMES)])
+    longer = np.stack([f for _, f in live_frames(pipe, blocks, window_frames=99)])
+    assert np.array_equal(streamed, told)
+    assert np.abs(longer[-1].astype(int) - told[-1].astype(int)).max() > 0  # the last frames hear less history
+    with pytest.raises(InputError, match="window_frames must be at least 2"):
+        next(pipe.stream(blocks, 16000, live=True, window_frames=0))

@@ -46,7 +46,8 @@ class StreamingMixin:
                 ``fixed_noise``, ``decoder``, ``refine``), with its defaults.
         """
         if check_flag("live", live):
-            session = self.live_session(sampling_rate, window_frames=window_frames or LIVE_CONTEXT_FRAMES,
+            context = LIVE_CONTEXT_FRAMES if window_frames is None else window_frames
+            session = self.live_session(sampling_rate, window_frames=context,
                                         max_duration=max_duration, caller="stream", **options)
             for chunk in audio_chunks:
                 for _, frame in session.push(chunk):
