@@ -4,9 +4,9 @@ A streaming speech2latent (``chunk_frames`` = C > 0) hears the audio of a frame'
 frames and before, never after. So as soon as the audio of frames [t, t + C) is in, they are
 computed: speech2latent on the last ``context_frames`` of audio (default
 ``talker.defaults.LIVE_CONTEXT_FRAMES``, about 2 s; the network's frames see their own chunk and
-the past, so the newest C frames are what it computes for them with that much history), then the C latents are decoded together from the video's one fixed noise
-image. A frame therefore waits at most C − 1 frames of audio (the look-ahead) plus the time to
-compute its chunk.
+the past, so the newest C frames are what it computes for them with that much history), then
+the C latents are decoded together from the video's one fixed noise image. A frame therefore
+waits at most C − 1 frames of audio (the look-ahead) plus the time to compute its chunk.
 
 A :class:`LiveSession` is pushed to (a server's microphone handler, a WebRTC track);
 ``pipe.stream(..., live=True)`` drives one from an iterable. A display that shows one picture at a
