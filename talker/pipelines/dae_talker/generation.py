@@ -95,7 +95,6 @@ class Ready:
 def decode_latents(pipe, z: torch.Tensor, settings: Settings, tick: Callable[[], None] | None = None) -> torch.Tensor:
     """(B, D) latents → (B, 3, H, W) frames in [-1, 1]: DDIM from the fixed noise image with the
     chosen decoder, then the refiner where the speaker has one and ``settings.refine``."""
-    unet, scheduler = pipe.decoder_for(settings.decoder)
-    images = ddim_decode(unet, scheduler, z.to(settings.x_T.device), settings.x_T, settings.steps, z.shape[0], tick,
-                         precision=pipe.precision)
-    return pipe.refine_frames(images) if settings.refine and pipe.refiner is not None else images
+    images = ddim_decode(settings.unet, settings.scheduler, z.to(settings.x_T.device), settings.x_T, settings.steps,
+                         z.shape[0], tick, precision=pipe.precision)
+    return pipe.refine_frames(images) if settings.refine else images

@@ -42,8 +42,9 @@ class Settings:
     pose: Any  # as given; turned into a sequence per window by ``pose_sequence``
     emotion: torch.Tensor | None  # (1, E) intensities, or None for neutral
     x_T: torch.Tensor  # (1, C, H, W) the one fixed noise image of the video
-    decoder: str | None
-    refine: bool
+    unet: Any  # the decoder that renders the frames (``pipe.decoder_for``), resolved once
+    scheduler: Any  # and its scheduler
+    refine: bool  # through the speaker's refiner (False where it has none)
     frame_batch_size: int  # frames denoised together
 
 

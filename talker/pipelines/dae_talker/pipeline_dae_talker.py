@@ -115,14 +115,15 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
         for the rest."""
         o = frame_options(options, self.__call__, caller)
         steps = self.steps_for(o["decoder"], o["num_inference_steps"])
+        unet, scheduler = self.decoder_for(o["decoder"])
         check_flag("refine", o["refine"])
         check_precision(self.precision)
         self.prepare_pose(o["pose_mode"], o["pose"], 1)  # a bad pose fails here, not at the first frame
         if o["frame_batch_size"] is not None:
             check_positive_int("frame_batch_size", o["frame_batch_size"])
         return Settings(steps, o["pose_mode"], o["pose"], self.prepare_emotion(o["emotion"]),
-                        self.prepare_fixed_noise(o["generator"], o["fixed_noise"]), o["decoder"], o["refine"],
-                        o["frame_batch_size"] or self.default_frame_batch_size())
+                        self.prepare_fixed_noise(o["generator"], o["fixed_noise"]), unet, scheduler,
+                        o["refine"] and self.refiner is not None, o["frame_batch_size"] or self.default_frame_batch_size())
 
     def prepare_pose(self, pose_mode: str, pose: Any, n_frames: int) -> torch.Tensor | None:
         """The pose fed to the pose projector: None (predicted) or (1, N, 3) degrees (:func:`.inputs.pose_sequence`)."""
