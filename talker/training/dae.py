@@ -127,11 +127,9 @@ def train_dae(data_dir: str | Path, run_dir: str | Path, cfg: DAEConfig, resume:
                                     run.path / "samples" / f"step_{run.step:07d}.png", stats_frames))
             model.train()
         run.end_step()
-    loss_avg = run.loss_avg if run.loss_avg is not None else run.last_logged("loss_avg")  # resumed at its end
     elapsed = run.train_time
     processes = run.accelerator.num_processes
-    figures = run.figures(loss_avg=loss_avg,
-                          images_per_s=run.steps_timed * cfg.batch_size * processes / elapsed if elapsed else math.nan,
+    figures = run.figures(images_per_s=run.steps_timed * cfg.batch_size * processes / elapsed if elapsed else math.nan,
                           processes=processes, device=str(run.device))
     figures = run.finish(figures, lambda: export_dae(run.accelerator.unwrap_model(model), ema, scheduler, run.path / "dae",
                                                       stats_frames))

@@ -144,9 +144,11 @@ class TrainingRun:
             save_checkpoint(self.accelerator, self.path, self.step, self.ema)
 
     def figures(self, **extra: Any) -> dict:
-        """The figures every trainer reports, and ``extra``."""
+        """The figures every trainer reports, and ``extra``; a run resumed at its end (nothing left
+        to train) reports the loss it last logged."""
         rate = self.steps_timed / self.train_time if self.train_time else math.nan
-        return {"steps": self.step, "loss_avg": self.loss_avg, "steps_per_s": rate, **extra}
+        loss_avg = self.loss_avg if self.loss_avg is not None else self.last_logged("loss_avg")
+        return {"steps": self.step, "loss_avg": loss_avg, "steps_per_s": rate, **extra}
 
     def finish(self, figures: dict, export=None) -> dict:
         """End the run: ``export()`` on the main process (the trained weights into the run
