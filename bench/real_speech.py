@@ -15,8 +15,11 @@ of the model), as are the truth frames:
 - ``noise_only``: ``--noise-seconds`` of noise alone at a speech-like level, per kind;
 - ``espeak``: espeak-ng clips in voices the speaker did not train on;
 - ``real_autoencoded``: no speech at all: the truth frames of the real set encoded and decoded by
-  the same decoder and steps, the most its renderer can show of perfect latents (the ceiling of
-  the lip figures above that the decoder, not speech2latent, sets).
+  the same decoder and steps (and refiner), the most its renderer can show of perfect latents
+  (the ceiling of the lip figures above that the renderer, not speech2latent, sets).
+
+Frames are measured as the speaker returns them by default: refined to the refiner's size where
+the speaker has one (``--no-refine``: the decoder's own frames); ``output_size`` says which.
 
 Writes JSON (means per set, per-clip rows) and prints a summary.
 """
@@ -32,6 +35,7 @@ import torch
 
 from talker.evaluation.metrics import FaceProbe, lipsync_scores, noise_only_scores
 from talker.pipelines import DAETalkerPipeline
+from talker.pipelines.images import postprocess_frames
 from talker.training.augment import add_noise, make_noise
 from talker.training.data import load_dataset
 from talker.evaluation.results import write_results
@@ -42,11 +46,12 @@ NOISE_FOR_CLIP = ("pink", "babble", "brown", "hum")
 _TRUTH_GAPS: dict[str, np.ndarray] = {}  # the truth frames' lip gaps, read once per clip
 
 
-def generate(pipe, audio: np.ndarray, *, seed: int, decoder, live: bool = False, context: int | None = None) -> np.ndarray:
+def generate(pipe, audio: np.ndarray, *, seed: int, decoder, live: bool = False, context: int | None = None,
+             refine: bool = True) -> np.ndarray:
     """The speaker's frames for 16 kHz ``audio``: offline (``pipe(...)``), or live as from a
     microphone (``pipe.stream(..., live=True)`` on 20-ms blocks, the streaming speech2latent,
     hearing ``context`` frames of audio; default: the pipeline's)."""
-    kwargs = dict(generator=torch.Generator().manual_seed(seed), decoder=decoder, emotion=[0, 0, 0, 0])
+    kwargs = dict(generator=torch.Generator().manual_seed(seed), decoder=decoder, emotion=[0, 0, 0, 0], refine=refine)
     if live:
         blocks = (audio[i : i + 320] for i in range(0, len(audio), 320))
         context_arg = {} if context is None else {"window_frames": context}
@@ -55,7 +60,8 @@ def generate(pipe, audio: np.ndarray, *, seed: int, decoder, live: bool = False,
 
 
 def run_set(pipe, probe, clips, *, seconds: float, seed: int, decoder, snr: float | None = None,
-            babble_sources=None, desc: str = "clips", live: bool = False, context: int | None = None) -> dict:
+            babble_sources=None, desc: str = "clips", live: bool = False, context: int | None = None,
+            refine: bool = True) -> dict:
     from tqdm.auto import tqdm
 
     rows = []
@@ -69,7 +75,7 @@ def run_set(pipe, probe, clips, *, seconds: float, seed: int, decoder, snr: floa
             others = [a for j, a in enumerate(babble_sources) if j != k]
             noise = make_noise(noise_kind, len(audio), np.random.default_rng([seed, k]), others)
             audio = add_noise(audio, noise, snr)
-        frames = generate(pipe, audio, seed=seed, decoder=decoder, live=live, context=context)
+        frames = generate(pipe, audio, seed=seed, decoder=decoder, live=live, context=context, refine=refine)
         gap_gen = probe.features(frames)[:, 0]
         key = f"{clip.path}:{n}"
         if key not in _TRUTH_GAPS:
@@ -83,8 +89,9 @@ def run_set(pipe, probe, clips, *, seconds: float, seed: int, decoder, snr: floa
     return {"mean": mean, "per_clip": rows}
 
 
-def run_autoencoded(pipe, probe, clips, *, seconds: float, seed: int, decoder) -> dict:
-    """The lip figures of the clips' own frames after the speaker's encoder and decoder."""
+def run_autoencoded(pipe, probe, clips, *, seconds: float, seed: int, decoder, refine: bool = True) -> dict:
+    """The lip figures of the clips' own frames after the speaker's encoder and decoder (and
+    refiner, with ``refine`` where the speaker has one)."""
     from tqdm.auto import tqdm
 
     ae = pipe.autoencoder_for(decoder)
@@ -95,7 +102,10 @@ def run_autoencoded(pipe, probe, clips, *, seconds: float, seed: int, decoder) -
         truth = dict(np.load(clip.path / "truth.npz"))
         z = torch.cat([ae.encode(clip.frames[i : min(i + 32, n)]) for i in range(0, n, 32)])
         x_T = pipe.prepare_fixed_noise(torch.Generator().manual_seed(seed))
-        frames = ae.decode(z, x_T, num_inference_steps=steps)
+        images = ae.decode(z, x_T, num_inference_steps=steps, output_type="pt") * 2 - 1
+        if refine and pipe.refiner is not None:
+            images = torch.cat([pipe.refine_frames(images[i : i + 32]) for i in range(0, n, 32)])
+        frames = postprocess_frames(images, "np")
         key = f"{clip.path}:{n}"
         if key not in _TRUTH_GAPS:
             _TRUTH_GAPS[key] = probe.features(clip.frames[:n])[:, 0]
@@ -122,6 +132,8 @@ def main(argv=None) -> int:
                          "20-ms blocks; only the recorded and espeak-ng sets are run")
     ap.add_argument("--context", type=int, help="with --live: frames of audio speech2latent hears (default: the "
                                                 "pipeline's live context)")
+    ap.add_argument("--no-refine", dest="refine", action="store_false",
+                    help="measure the decoder's own frames (default: refined, as the speaker returns them)")
     args = ap.parse_args(argv)
 
     pipe = DAETalkerPipeline.from_pretrained(args.model)
@@ -129,29 +141,29 @@ def main(argv=None) -> int:
     probe = FaceProbe()
     tic = time.perf_counter()
     results = {"model": args.model, "decoder": args.decoder or pipe.default_decoder, "live": args.live,
-               "context_frames": args.context, "sets": {}}
+               "context_frames": args.context, "output_size": pipe.output_resolution(args.refine), "sets": {}}
+    common = dict(seconds=args.seconds, seed=args.seed, decoder=args.decoder, refine=args.refine)
     threshold = None
     if args.real:
         _, clips = load_dataset(args.real)
         clips = [c for c in clips if (c.path / "truth.npz").is_file()][: args.clips]
-        results["sets"]["real"] = run_set(pipe, probe, clips, seconds=args.seconds, seed=args.seed, decoder=args.decoder,
-                                          desc="recorded speech", live=args.live, context=args.context)
+        results["sets"]["real"] = run_set(pipe, probe, clips, **common, desc="recorded speech", live=args.live,
+                                          context=args.context)
     if args.real and not args.live:
         sources = [c.audio for c in clips]
-        results["sets"]["real_noisy"] = run_set(pipe, probe, clips, seconds=args.seconds, seed=args.seed,
-                                                decoder=args.decoder, snr=args.snr, babble_sources=sources,
+        results["sets"]["real_noisy"] = run_set(pipe, probe, clips, **common, snr=args.snr, babble_sources=sources,
                                                 desc=f"recorded speech + noise at {args.snr:g} dB")
         results["sets"]["real_noisy"]["snr_db"] = args.snr
         threshold = results["sets"]["real"]["mean"]["closed_threshold"]
-        results["sets"]["real_autoencoded"] = run_autoencoded(pipe, probe, clips, seconds=args.seconds, seed=args.seed,
-                                                              decoder=args.decoder)
+        results["sets"]["real_autoencoded"] = run_autoencoded(pipe, probe, clips, **common)
         results["sets"]["noise_only"] = noise_only_scores(pipe, probe, threshold, seconds=args.noise_seconds,
-                                                          babble_sources=sources, seed=args.seed, decoder=args.decoder)
+                                                          babble_sources=sources, seed=args.seed, decoder=args.decoder,
+                                                          refine=args.refine)
     if args.espeak:
         _, clips = load_dataset(args.espeak)
         clips = [c for c in clips if (c.path / "truth.npz").is_file()][: args.clips]
-        results["sets"]["espeak"] = run_set(pipe, probe, clips, seconds=args.seconds, seed=args.seed, decoder=args.decoder,
-                                            desc="espeak-ng, unseen voices", live=args.live, context=args.context)
+        results["sets"]["espeak"] = run_set(pipe, probe, clips, **common, desc="espeak-ng, unseen voices",
+                                            live=args.live, context=args.context)
     results["seconds"] = round(time.perf_counter() - tic, 1)
     write_results(args.out, results)
     for name, res in results["sets"].items():

@@ -155,6 +155,21 @@ def test_augmentation_is_seeded_and_keeps_length_and_sync():
     assert spec(y)[f > 4200].sum() < 1e-3 * spec(x)[f > 4200].sum()
 
 
+def test_a_pause_can_be_filled_with_babble_whatever_the_chain_draws():
+    from talker.training.augment import AugmentConfig, Augmenter
+
+    speech = _speech()
+    pause = np.zeros(16000, np.float32)
+    quiet = AugmentConfig(p_speed=0, p_pitch=0, p_reverb=0, p_noise=0, p_telephone=0, p_codec=0, gain_db=(0.0, 0.0))
+    aug = Augmenter(quiet, babble_sources=[speech])
+    power = float(np.mean(speech**2))
+    assert not aug(pause, np.random.default_rng(0), reference_power=power).any()  # no noise drawn: silence stays
+    filled = aug(pause, np.random.default_rng(0), reference_power=power, noise_kind="babble")
+    assert np.sqrt(np.mean(filled**2)) > 1e-4  # voices fill it (40 dB under the speech at the quietest)
+    with pytest.raises(ValueError, match="babble"):
+        aug(pause, np.random.default_rng(0), noise_kind="crowd")
+
+
 def test_pause_windows_come_from_the_quiet_frames():
     from talker.training.augment import pause_runs, ping_pong
 

@@ -281,6 +281,11 @@ def test_train_refiner_on_the_speakers_own_frames_and_resume(dataset, speaker_di
     assert {"psnr_refined", "psnr_bicubic", "sharpness_refined"} <= set(results["frames"]["mean"])
     assert {"jitter_ratio_refined", "jitter_ratio_decoder", "mouth_corr_refined"} <= set(results["speech"]["mean"])
     assert out.with_suffix(".png").is_file()
+    # `talker evaluate` compares the decoder's own frames with the dataset's, refiner or not
+    talker("evaluate", "--model", tmp_path / "refined-speaker", "--data", data, "--out", tmp_path / "q.json",
+           "--clips", 1, "--seconds", 1, "--no-emotion", "--no-noise-test", "-q")
+    quality = json.loads((tmp_path / "q.json").read_text())
+    assert quality["resolution"] == 16 and np.isfinite(next(iter(quality["steps"].values()))["mean"]["psnr"])
     # a dataset without refiner crops is refused before any work
     r = talker("train", "refiner", "--model", speaker_dir, "--data", dataset / "data", "--output", tmp_path / "no",
                check=False)

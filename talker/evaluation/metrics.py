@@ -139,7 +139,7 @@ def lipsync_scores(gap_gen: np.ndarray, gap_truth: np.ndarray, truth: dict, n: i
 
 def noise_only_scores(pipe, probe: FaceProbe, threshold: float, *, seconds: float = 10.0, level_dbfs: float = -26.0,
                       kinds=("pink", "brown", "hum", "babble"), babble_sources: list[np.ndarray] | None = None,
-                      seed: int = 0, decoder: str | None = None, steps: int | None = None) -> dict:
+                      seed: int = 0, decoder: str | None = None, steps: int | None = None, refine: bool = True) -> dict:
     """Lips closed (gap ≤ ``threshold``) on ``seconds`` of noise alone, per noise kind, at a
     speech-like level (RMS ``level_dbfs``): room noise, hum and babble must not move the lips."""
     from ..training.augment import make_noise
@@ -151,7 +151,7 @@ def noise_only_scores(pipe, probe: FaceProbe, threshold: float, *, seconds: floa
         rng = np.random.default_rng([seed, k])
         noise = make_noise(kind, int(seconds * 16000), rng, babble_sources) * 10 ** (level_dbfs / 20)
         frames = pipe(noise, sampling_rate=16000, generator=torch.Generator().manual_seed(seed), decoder=decoder,
-                      **({"num_inference_steps": steps} if steps else {})).frames
+                      refine=refine, **({"num_inference_steps": steps} if steps else {})).frames
         gap = probe.features(frames)[:, 0]
         out[kind] = float(np.mean(gap <= threshold))
     out["mean"] = float(np.mean(list(out.values()))) if out else float("nan")
@@ -166,7 +166,9 @@ def evaluate_speaker(model: str, data_dir: str, steps_list=None, max_clips: int 
     default) at each step count of ``steps_list`` (default: that decoder's default); returns a
     JSON-able dict (per step count, averaged over clips). ``noise_test`` adds ``noise_only``:
     lips closed on 10 s of noise alone (room noise, hum, babble). One progress bar counts the
-    frames of the whole evaluation, with the time left."""
+    frames of the whole evaluation, with the time left. Frames are the decoder's, unrefined: the
+    truth frames they are compared with are at the decoder's resolution (``bench/real_speech.py``
+    and ``bench/refiner.py`` measure refined frames)."""
     from tqdm.auto import tqdm
 
     from ..pipelines import DAETalkerPipeline
@@ -204,7 +206,7 @@ def evaluate_speaker(model: str, data_dir: str, steps_list=None, max_clips: int 
             g = torch.Generator().manual_seed(seed)
             tic = time.perf_counter()
             out = pipe(audio, sampling_rate=16000, num_inference_steps=steps, generator=g,
-                       emotion=emo.clip(0, 1).tolist(), decoder=decoder)
+                       emotion=emo.clip(0, 1).tolist(), decoder=decoder, refine=False)
             gen_time = time.perf_counter() - tic
             gen = out.frames
             z_true = ae.encode(truth_frames)
@@ -236,21 +238,22 @@ def evaluate_speaker(model: str, data_dir: str, steps_list=None, max_clips: int 
         first = results["steps"][str(steps_list[0])]["mean"]
         results["noise_only"] = noise_only_scores(
             pipe, probe, first["closed_threshold"], decoder=decoder, steps=steps_list[0], seed=seed,
-            babble_sources=[c.audio for c in clips])
+            babble_sources=[c.audio for c in clips], refine=False)
         bar.update(noise_kinds * 250)
     if emotions:
         clip = clips[0]
         n = min(clip.n_frames, int(max_seconds * 25))
         audio = clip.audio[: n * 640]
         base = probe.features(pipe(audio, sampling_rate=16000, num_inference_steps=steps_list[0], decoder=decoder,
-                                   generator=torch.Generator().manual_seed(seed), emotion=[0, 0, 0, 0]).frames)
+                                   generator=torch.Generator().manual_seed(seed), emotion=[0, 0, 0, 0],
+                                   refine=False).frames)
         bar.update(n)
         change = {}
         for i, name in enumerate(EMOTIONS):
             e = [0.0] * 4
             e[i] = 1.0
             f = probe.features(pipe(audio, sampling_rate=16000, num_inference_steps=steps_list[0], decoder=decoder,
-                                    generator=torch.Generator().manual_seed(seed), emotion=e).frames)
+                                    generator=torch.Generator().manual_seed(seed), emotion=e, refine=False).frames)
             change[name] = np.nanmean(f - base, axis=0).round(4).tolist()
             bar.update(n)
         results["emotion"] = {"features": ["lip_gap", "corner_lift", "mouth_width", "brow_height", "eye_opening"],

@@ -38,7 +38,6 @@ class AugmentConfig:
     p_telephone: float = 0.25
     p_codec: float = 0.2
     gain_db: tuple[float, float] = (-20.0, 20.0)
-    p_pause_window: float = 0.1  # a whole window of silence (noise alone after the chain): lips must stay shut
 
 
 NOISE_KINDS = ("white", "pink", "brown", "hum", "babble")
@@ -295,18 +294,22 @@ class Augmenter:
         c = self.cfg
         return float(rng.uniform(*c.speed)) if rng.random() < c.p_speed else 1.0
 
-    def __call__(self, x: np.ndarray, rng: np.random.Generator, reference_power: float | None = None) -> np.ndarray:
+    def __call__(self, x: np.ndarray, rng: np.random.Generator, reference_power: float | None = None,
+                 noise_kind: str | None = None) -> np.ndarray:
         """Augment 16 kHz ``x``; ``reference_power`` sets the speech level that the SNR and the gain
-        refer to (for a window of silence, the power of the speech it was cut from)."""
+        refer to (for a window of silence, the power of the speech it was cut from); ``noise_kind``
+        (one of NOISE_KINDS) always adds that noise instead of drawing whether and which."""
         c = self.cfg
+        if noise_kind is not None and noise_kind not in NOISE_KINDS:
+            raise ValueError(f"noise kind must be one of {', '.join(NOISE_KINDS)}; got {noise_kind!r}")
         y = x.astype(np.float32)
         if rng.random() < c.p_pitch:
             y = pitch_shift(y, float(rng.uniform(*c.pitch_semitones)))
         if rng.random() < c.p_reverb:
             y = reverberate(y, room_impulse_response(rng, float(rng.uniform(*c.rt60))))
-        if rng.random() < c.p_noise:
+        if noise_kind is not None or rng.random() < c.p_noise:
             kinds = NOISE_KINDS if self.babble_sources else NOISE_KINDS[:-1]
-            kind = str(rng.choice(kinds))
+            kind = noise_kind or str(rng.choice(kinds))
             y = add_noise(y, make_noise(kind, len(y), rng, self.babble_sources), float(rng.uniform(*c.snr_db)),
                           reference_power)
         if rng.random() < c.p_telephone:

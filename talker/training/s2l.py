@@ -5,12 +5,15 @@ Inputs are the audio features of a window, targets the EMA-encoder latents of it
 the pose projector (teacher forcing) while the pose predictor learns it (pose loss); the emotion
 intensities of the data, when present, are fed as the emotion vector. Held-out clips are scored
 with the *predicted* pose, as at inference: latent MSE (normalised) and pose error in degrees,
-on their clean audio and on a fixed noisy, reverberant copy; the step with the best mean of the
-two is kept (``RUN/speech_to_latent``).
+on their clean audio, on a fixed noisy, reverberant copy and on their longest pause filled with
+noise and with babble; the step with the best mean over these sets is kept
+(``RUN/speech_to_latent``).
 
 With ``augment`` (the default), every training window's audio goes through ``augment.py``'s
 chain (noise that fills the pauses, rooms, phone lines, codecs, gain, pitch and speed; the targets
-follow a speed change), drawn from the run's seed and the step, so a resumed run repeats it.
+follow a speed change), drawn from the run's seed and the step, so a resumed run repeats it; a
+share of the windows (``pause_windows``) is a pause with noise alone, often babble, whose target
+is a shut mouth.
 """
 
 from __future__ import annotations
@@ -128,7 +131,7 @@ def evaluate(model, items, device, readout: MouthReadout | None = None, window: 
 
 def evaluate_sets(model, sets: dict[str, list], device, readout: MouthReadout | None = None,
                   window: int | None = None) -> dict:
-    """``evaluate`` on each held-out set ("clean", "augmented", "pauses"); ``heldout_score`` (what
+    """``evaluate`` on each held-out set ("clean", "augmented", "pauses", "babble"); ``heldout_score`` (what
     picks the kept step) is the mean over the sets of the mouth-opening MSE where the data has
     synthetic truth, else of the latent MSE given the true pose: head motion is not predictable
     from speech and would drown what speech does decide, the mouth. Keys of the clean set keep
@@ -174,15 +177,16 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
             out.append((speech_features(audio, len(lat), cfg, audio_encoder, feature_extractor), lat, pose, emo, mouth))
         return out
 
-    def pause_items(items, mouths, seed=0):
-        """Each held-out clip's longest pause as a whole window, with noise: the lips must stay shut."""
+    def pause_items(items, mouths, seed=0, noise_kind=None):
+        """Each held-out clip's longest pause as a whole window, with noise (the chain's draw, or
+        ``noise_kind``): the lips must stay shut."""
         out = []
         for k, ((audio, lat, pose, emo), mouth) in enumerate(zip(items, mouths, strict=True)):
             runs = pause_runs(audio, SAMPLES_PER_FRAME)
             if not runs or augmenter is None:
                 continue
             idx, a = pause_window(audio, max(runs, key=lambda r: r[1] - r[0]), window)
-            a = augmenter(a, np.random.default_rng([seed, k]), reference_power=speech_power(audio))
+            a = augmenter(a, np.random.default_rng([seed, k]), reference_power=speech_power(audio), noise_kind=noise_kind)
             t = torch.from_numpy(idx)
             out.append((speech_features(a, window, cfg, audio_encoder, feature_extractor), lat[t], pose[t],
                         None if emo is None else emo[t], None if mouth is None else mouth[idx]))
@@ -199,11 +203,13 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
     augmenter = Augmenter(babble_sources=[a for a, *_ in train_items]) if cfg.augment else None
     window = int(round(cfg.window_seconds * FPS))
     # held-out scores: clean audio, one fixed noisy/reverberant/band-limited copy of each clip, and
-    # each clip's longest pause as a whole window of noise
+    # each clip's longest pause as a whole window of noise, and of babble
     held_sets = {"clean": featurize(held_raw, held_mouths)}
     if augmenter is not None:
         held_sets["augmented"] = featurize(held_raw, held_mouths, augmenter, seed=10_000 + cfg.seed)
         held_sets["pauses"] = pause_items(held_raw, held_mouths, seed=20_000 + cfg.seed)
+        if augmenter.babble_sources:
+            held_sets["babble"] = pause_items(held_raw, held_mouths, seed=30_000 + cfg.seed, noise_kind="babble")
     clean_feats = [speech_features(a, len(lat), cfg, audio_encoder, feature_extractor) for a, lat, _, _ in train_items]
     ratio = clean_feats[0].shape[0] // len(train_items[0][1])
     all_pose = torch.cat([p for _, _, p, _ in train_items])
@@ -249,13 +255,15 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
         for k in rng.choice(len(train_items), cfg.batch_size, p=lengths / lengths.sum()):
             audio, lat, pose, emo = train_items[k]
             n = len(lat)
-            if augmenter is not None and pauses[k] and rng.random() < augmenter.cfg.p_pause_window:
+            if augmenter is not None and pauses[k] and rng.random() < cfg.pause_windows:
                 # a whole window of one of the clip's pauses (frames back and forth), noise added by
-                # the chain at the clip's speech level: silence and noise alone must keep lips shut
+                # the chain at the clip's speech level: silence and noise alone must keep lips shut;
+                # babble (voices that no one speaks to the camera) in ``pause_babble`` of them
                 a0, b0 = pauses[k][int(rng.integers(len(pauses[k])))]
                 idx, a = pause_window(audio, (a0, b0), window, int(rng.integers(0, 2 * (b0 - a0))))
                 idx = torch.from_numpy(idx)
-                a = augmenter(a, rng, reference_power=powers[k])
+                babble = augmenter.babble_sources and rng.random() < cfg.pause_babble
+                a = augmenter(a, rng, reference_power=powers[k], noise_kind="babble" if babble else None)
                 feats.append(speech_features(a, window, cfg, audio_encoder, feature_extractor))
                 lats.append(lat[idx])
                 poses.append(pose[idx])
