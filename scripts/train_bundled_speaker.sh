@@ -11,9 +11,7 @@
 # espeak-ng voices and a real recorded voice (Asterisk's prompts by Allison Smith, CC-BY-SA-3.0),
 # keeping its best held-out step: 500 steps, 1,500 more with --init-from, 1,000 more with voice
 # activity as a new input (--init-from), then 750 more with the loss on the mouth opening
-# (--init-from; the default since), then 500 more with babble in the pause windows
-# (--init-from --pause-windows 0.2), then 500 more at the defaults (--pause-windows 0.1
-# --pause-babble 0.5, --init-from), step 250 kept. S2L_FROM_DAE=checkpoints/astronaut-64 retrains only
+# (--init-from; the default since). S2L_FROM_DAE=checkpoints/astronaut-64 retrains only
 # speech2latent and continues the distilled decoder on the speaker's frames, against the shipped
 # DAE (what the current checkpoint did); the refiner (stage 6) was trained 3,500 steps on the
 # exported speaker (1,500, then --resume to 3,500).

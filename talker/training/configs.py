@@ -91,8 +91,9 @@ class S2LConfig(run_config(batch_size=8, lr=3e-4, max_steps=5000,
                                  "pitch, speed)")
     pause_windows: float = option(0.1, "with augmentation, share of training windows cut from a clip's pauses, noise "
                                        "added: whatever is heard, the lips must stay shut")
-    pause_babble: float = option(0.5, "share of those pause windows whose noise is babble (other voices at once, "
-                                      "no one speaking to the camera); the others draw their noise as any window does")
+    pause_babble: float = option(0.0, "share of those pause windows whose noise is babble (other voices at once, "
+                                      "no one speaking to the camera); the others, and all at 0, draw their noise as "
+                                      "any window does")
     chunk_frames: int = option(0, "0: the paper's bidirectional network (needs 4-s windows); C > 0: a streaming one "
                                   "whose frames hear audio up to the end of their chunk of C frames only, for live "
                                   "input (`stream(..., live=True)`; e.g. 3: at most 80 ms look-ahead)")
