@@ -6,14 +6,14 @@ the pose projector (teacher forcing) while the pose predictor learns it (pose lo
 intensities of the data, when present, are fed as the emotion vector. Held-out clips are scored
 with the *predicted* pose, as at inference: latent MSE (normalised) and pose error in degrees,
 on their clean audio, on a fixed noisy, reverberant copy and on their longest pause filled with
-noise and with babble; the step with the best mean over these sets is kept
+noise (and with babble, for a run that trains on it); the step with the best mean over these sets is kept
 (``RUN/speech_to_latent``).
 
 With ``augment`` (the default), every training window's audio goes through ``augment.py``'s
 chain (noise that fills the pauses, rooms, phone lines, codecs, gain, pitch and speed; the targets
 follow a speed change), drawn from the run's seed and the step, so a resumed run repeats it; a
-share of the windows (``pause_windows``) is a pause with noise alone, often babble, whose target
-is a shut mouth.
+share of the windows (``pause_windows``) is a pause with noise alone (babble in ``pause_babble``
+of them), whose target is a shut mouth.
 """
 
 from __future__ import annotations
@@ -131,7 +131,8 @@ def evaluate(model, items, device, readout: MouthReadout | None = None, window: 
 
 def evaluate_sets(model, sets: dict[str, list], device, readout: MouthReadout | None = None,
                   window: int | None = None) -> dict:
-    """``evaluate`` on each held-out set ("clean", "augmented", "pauses", "babble"); ``heldout_score`` (what
+    """``evaluate`` on each held-out set ("clean", "augmented", "pauses", and "babble" for a run
+    that trains on it); ``heldout_score`` (what
     picks the kept step) is the mean over the sets of the mouth-opening MSE where the data has
     synthetic truth, else of the latent MSE given the true pose: head motion is not predictable
     from speech and would drown what speech does decide, the mouth. Keys of the clean set keep
@@ -203,12 +204,12 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
     augmenter = Augmenter(babble_sources=[a for a, *_ in train_items]) if cfg.augment else None
     window = int(round(cfg.window_seconds * FPS))
     # held-out scores: clean audio, one fixed noisy/reverberant/band-limited copy of each clip, and
-    # each clip's longest pause as a whole window of noise, and of babble
+    # each clip's longest pause as a whole window of noise (and of babble, with pause_babble)
     held_sets = {"clean": featurize(held_raw, held_mouths)}
     if augmenter is not None:
         held_sets["augmented"] = featurize(held_raw, held_mouths, augmenter, seed=10_000 + cfg.seed)
         held_sets["pauses"] = pause_items(held_raw, held_mouths, seed=20_000 + cfg.seed)
-        if augmenter.babble_sources:
+        if augmenter.babble_sources and cfg.pause_babble > 0:  # what the run learns, it is scored on
             held_sets["babble"] = pause_items(held_raw, held_mouths, seed=30_000 + cfg.seed, noise_kind="babble")
     clean_feats = [speech_features(a, len(lat), cfg, audio_encoder, feature_extractor) for a, lat, _, _ in train_items]
     ratio = clean_feats[0].shape[0] // len(train_items[0][1])
@@ -262,7 +263,7 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
                 a0, b0 = pauses[k][int(rng.integers(len(pauses[k])))]
                 idx, a = pause_window(audio, (a0, b0), window, int(rng.integers(0, 2 * (b0 - a0))))
                 idx = torch.from_numpy(idx)
-                babble = augmenter.babble_sources and rng.random() < cfg.pause_babble
+                babble = cfg.pause_babble > 0 and augmenter.babble_sources and rng.random() < cfg.pause_babble
                 a = augmenter(a, rng, reference_power=powers[k], noise_kind="babble" if babble else None)
                 feats.append(speech_features(a, window, cfg, audio_encoder, feature_extractor))
                 lats.append(lat[idx])
