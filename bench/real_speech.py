@@ -35,6 +35,7 @@ import torch
 
 from talker.evaluation.metrics import FaceProbe, lipsync_scores, noise_only_scores
 from talker.pipelines import DAETalkerPipeline
+from talker.pipelines.dae_talker.generation import decode_latents
 from talker.pipelines.images import postprocess_frames
 from talker.training.augment import add_noise, make_noise
 from talker.training.data import load_dataset
@@ -95,24 +96,23 @@ def run_autoencoded(pipe, probe, clips, *, seconds: float, seed: int, decoder, r
     from tqdm.auto import tqdm
 
     ae = pipe.autoencoder_for(decoder)
-    steps = pipe.default_steps(decoder)
+    settings = pipe.settings("real_autoencoded", generator=torch.Generator().manual_seed(seed), decoder=decoder,
+                             refine=refine)
+    batch = settings.frame_batch_size
     rows = []
     for clip in tqdm(clips, desc="truth frames through the autoencoder", unit="clip"):
         n = min(clip.n_frames, int(seconds * 25))
         truth = dict(np.load(clip.path / "truth.npz"))
         z = torch.cat([ae.encode(clip.frames[i : min(i + 32, n)]) for i in range(0, n, 32)])
-        x_T = pipe.prepare_fixed_noise(torch.Generator().manual_seed(seed))
-        images = ae.decode(z, x_T, num_inference_steps=steps, output_type="pt") * 2 - 1
-        if refine and pipe.refiner is not None:
-            images = torch.cat([pipe.refine_frames(images[i : i + 32]) for i in range(0, n, 32)])
-        frames = postprocess_frames(images, "np")
+        frames = postprocess_frames(torch.cat([decode_latents(pipe, z[i : i + batch], settings)
+                                               for i in range(0, n, batch)]), "np")
         key = f"{clip.path}:{n}"
         if key not in _TRUTH_GAPS:
             _TRUTH_GAPS[key] = probe.features(clip.frames[:n])[:, 0]
         rows.append({"clip": clip.id, "frames": n, **lipsync_scores(probe.features(frames)[:, 0], _TRUTH_GAPS[key], truth, n)})
     keys = [k for k in rows[0] if isinstance(rows[0][k], float)]
     mean = {k: round(float(np.nanmean([r[k] for r in rows])), 4) for k in keys}
-    return {"mean": {**mean, "clips": len(rows), "steps": steps}, "per_clip": rows}
+    return {"mean": {**mean, "clips": len(rows), "steps": settings.steps}, "per_clip": rows}
 
 
 def main(argv=None) -> int:
