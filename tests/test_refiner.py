@@ -78,6 +78,14 @@ def test_pipeline_with_a_refiner_saves_loads_and_can_skip_it(tmp_path, wav_3s):
         again = loaded.refiner(torch.from_numpy(raw.frames[:3]).permute(0, 3, 1, 2).float() / 127.5 - 1)
     again = ((again + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
     assert np.abs(again.astype(int) - refined.frames[:3].astype(int)).max() <= 2
+    # rendering outside the pipeline's calls keeps no autograd graph (a whole clip's would fill memory)
+    from talker.pipelines.dae_talker.generation import decode_latents
+
+    settings = loaded.settings("decode", generator=g(), num_inference_steps=2)
+    decoded = decode_latents(loaded, torch.from_numpy(raw.latents[:2]), settings)
+    assert decoded.shape == (2, 3, RES * 4, RES * 4) and decoded.grad_fn is None and not decoded.requires_grad
+    assert loaded.refiner(torch.zeros(1, 3, RES, RES)).requires_grad  # the module itself does track gradients
+    assert loaded.refine_frames(torch.zeros(1, 3, RES, RES)).grad_fn is None
     streamed = np.stack(list(loaded.stream([audio[:8000], audio[8000:]], generator=g(), num_inference_steps=2)))
     assert streamed.shape == refined.frames.shape and np.abs(streamed.astype(int) - refined.frames.astype(int)).max() <= 1
     with pytest.raises(Exception, match="refine must be True or False"):

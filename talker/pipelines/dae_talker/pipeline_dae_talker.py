@@ -165,9 +165,10 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
         out = s2l(features, pose=pose_t, emotion=emotion_t, shape_mouth=True)
         return {"z_sem": out.z_sem[0], "pose": out.pose[0]}
 
+    @torch.no_grad()
     def refine_frames(self, images: torch.Tensor) -> torch.Tensor:
         """The refiner on (B, 3, r, r) decoder frames in [-1, 1] → (B, 3, R, R), under the
-        decoder's precision (bfloat16 autocast on a CPU that has it)."""
+        decoder's precision (bfloat16 autocast on a CPU that has it); no gradients."""
         device = self.refiner.device
         with decoder_autocast(device, self.refiner.dtype, self.precision):
             return self.refiner(images.to(device, self.refiner.dtype)).float()
