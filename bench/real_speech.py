@@ -19,7 +19,10 @@ of the model), as are the truth frames:
   (the ceiling of the lip figures above that the renderer, not speech2latent, sets).
 
 Frames are measured as the speaker returns them by default: refined to the refiner's size where
-the speaker has one (``--no-refine``: the decoder's own frames); ``output_size`` says which.
+the speaker has one (``--no-refine``: the decoder's own frames); ``output_size`` says which. The
+truth frames they are compared with (the probe's closed threshold and the truth-frame figures)
+are at the same size where the datasets keep crops at it (``talker prepare
+--refiner-resolution``), else the datasets' own crops; each set's ``truth_size`` says which.
 
 Writes JSON (means per set, per-clip rows) and prints a summary.
 """
@@ -44,7 +47,23 @@ from talker.evaluation.results import write_results
 NOISE_FOR_CLIP = ("pink", "babble", "brown", "hum")
 
 
-_TRUTH_GAPS: dict[str, np.ndarray] = {}  # the truth frames' lip gaps, read once per clip
+_TRUTH_GAPS: dict[str, np.ndarray] = {}  # the truth frames' lip gaps, read once per clip and size
+
+
+def truth_size(clips, size: int) -> int:
+    """The side of the truth frames the generated frames (``size``) are compared with: ``size``
+    where every clip keeps its crops at it (``talker prepare --refiner-resolution``), else the
+    dataset's own crops, enlarged by the probe as the generated ones are."""
+    return size if all((c.path / f"frames_{size}.mp4").is_file() for c in clips) else int(clips[0].frames.shape[1])
+
+
+def truth_gaps(probe, clip, n: int, size: int) -> np.ndarray:
+    """The lip gaps of the clip's first ``n`` truth frames at side ``size``."""
+    key = f"{clip.path}:{n}:{size}"
+    if key not in _TRUTH_GAPS:
+        frames = clip.frames[:n] if clip.frames.shape[1] == size else clip.frames_at(size)[:n]
+        _TRUTH_GAPS[key] = probe.features(frames)[:, 0]
+    return _TRUTH_GAPS[key]
 
 
 def generate(pipe, audio: np.ndarray, *, seed: int, decoder, live: bool = False, context: int | None = None,
@@ -62,7 +81,7 @@ def generate(pipe, audio: np.ndarray, *, seed: int, decoder, live: bool = False,
 
 def run_set(pipe, probe, clips, *, seconds: float, seed: int, decoder, snr: float | None = None,
             babble_sources=None, desc: str = "clips", live: bool = False, context: int | None = None,
-            refine: bool = True) -> dict:
+            refine: bool = True, truth_side: int) -> dict:
     from tqdm.auto import tqdm
 
     rows = []
@@ -78,19 +97,17 @@ def run_set(pipe, probe, clips, *, seconds: float, seed: int, decoder, snr: floa
             audio = add_noise(audio, noise, snr)
         frames = generate(pipe, audio, seed=seed, decoder=decoder, live=live, context=context, refine=refine)
         gap_gen = probe.features(frames)[:, 0]
-        key = f"{clip.path}:{n}"
-        if key not in _TRUTH_GAPS:
-            _TRUTH_GAPS[key] = probe.features(clip.frames[:n])[:, 0]
-        gap_truth = _TRUTH_GAPS[key]
+        gap_truth = truth_gaps(probe, clip, n, truth_side)
         rows.append({"clip": clip.id, "frames": n, "noise": noise_kind, **lipsync_scores(gap_gen, gap_truth, truth, n)})
     keys = [k for k in rows[0] if isinstance(rows[0][k], float)]
     mean = {k: round(float(np.nanmean([r[k] for r in rows])), 4) for k in keys}
     mean["clips"] = len(rows)
     mean["seconds"] = round(sum(r["frames"] for r in rows) / 25, 1)
-    return {"mean": mean, "per_clip": rows}
+    return {"mean": mean, "truth_size": truth_side, "per_clip": rows}
 
 
-def run_autoencoded(pipe, probe, clips, *, seconds: float, seed: int, decoder, refine: bool = True) -> dict:
+def run_autoencoded(pipe, probe, clips, *, seconds: float, seed: int, decoder, refine: bool = True,
+                    truth_side: int) -> dict:
     """The lip figures of the clips' own frames after the speaker's encoder and decoder (and
     refiner, with ``refine`` where the speaker has one)."""
     from tqdm.auto import tqdm
@@ -106,13 +123,11 @@ def run_autoencoded(pipe, probe, clips, *, seconds: float, seed: int, decoder, r
         z = torch.cat([ae.encode(clip.frames[i : min(i + 32, n)]) for i in range(0, n, 32)])
         frames = postprocess_frames(torch.cat([decode_latents(pipe, z[i : i + batch], settings)
                                                for i in range(0, n, batch)]), "np")
-        key = f"{clip.path}:{n}"
-        if key not in _TRUTH_GAPS:
-            _TRUTH_GAPS[key] = probe.features(clip.frames[:n])[:, 0]
-        rows.append({"clip": clip.id, "frames": n, **lipsync_scores(probe.features(frames)[:, 0], _TRUTH_GAPS[key], truth, n)})
+        gap_truth = truth_gaps(probe, clip, n, truth_side)
+        rows.append({"clip": clip.id, "frames": n, **lipsync_scores(probe.features(frames)[:, 0], gap_truth, truth, n)})
     keys = [k for k in rows[0] if isinstance(rows[0][k], float)]
     mean = {k: round(float(np.nanmean([r[k] for r in rows])), 4) for k in keys}
-    return {"mean": {**mean, "clips": len(rows), "steps": settings.steps}, "per_clip": rows}
+    return {"mean": {**mean, "clips": len(rows), "steps": settings.steps}, "truth_size": truth_side, "per_clip": rows}
 
 
 def main(argv=None) -> int:
@@ -140,13 +155,15 @@ def main(argv=None) -> int:
     pipe.set_progress_bar_config(disable=True)
     probe = FaceProbe()
     tic = time.perf_counter()
-    results = {"model": args.model, "decoder": args.decoder or pipe.default_decoder, "live": args.live,
+    results = {"model": args.model, "data": {"real": args.real, "espeak": args.espeak},
+               "decoder": args.decoder or pipe.default_decoder, "live": args.live,
                "context_frames": args.context, "output_size": pipe.output_resolution(args.refine), "sets": {}}
     common = dict(seconds=args.seconds, seed=args.seed, decoder=args.decoder, refine=args.refine)
     threshold = None
     if args.real:
         _, clips = load_dataset(args.real)
         clips = [c for c in clips if (c.path / "truth.npz").is_file()][: args.clips]
+        common["truth_side"] = truth_size(clips, results["output_size"])
         results["sets"]["real"] = run_set(pipe, probe, clips, **common, desc="recorded speech", live=args.live,
                                           context=args.context)
     if args.real and not args.live:
@@ -162,6 +179,7 @@ def main(argv=None) -> int:
     if args.espeak:
         _, clips = load_dataset(args.espeak)
         clips = [c for c in clips if (c.path / "truth.npz").is_file()][: args.clips]
+        common["truth_side"] = truth_size(clips, results["output_size"])
         results["sets"]["espeak"] = run_set(pipe, probe, clips, **common, desc="espeak-ng, unseen voices",
                                             live=args.live, context=args.context)
     results["seconds"] = round(time.perf_counter() - tic, 1)

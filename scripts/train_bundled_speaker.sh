@@ -18,6 +18,7 @@
 set -euo pipefail
 WORK=${WORK:-runs/bundled}
 RES=${RES:-64}
+REFINE_RES=$((RES * 4))  # the refiner's side (stage 6)
 DAE_STEPS=${DAE_STEPS:-6000}
 S2L_STEPS=${S2L_STEPS:-3000}
 S2L_FROM_DAE=${S2L_FROM_DAE:-}
@@ -71,8 +72,12 @@ CREDIT="Allison Smith's recordings of the Asterisk core sound prompts (Debian as
     --seed 300 --emotion none --voices "$HELDOUT_VOICES"
 [ -f "$WORK/voices/dataset.json" ] || talker prepare "$WORK/synth-espeak/videos" "$WORK/synth-allison/videos" \
     --out "$WORK/voices" --resolution "$RES"
-[ -f "$WORK/heldout-allison/dataset.json" ] || talker prepare "$WORK/synth-allison-heldout/videos" --out "$WORK/heldout-allison" --resolution "$RES"
-[ -f "$WORK/heldout-espeak/dataset.json" ] || talker prepare "$WORK/synth-espeak-heldout/videos" --out "$WORK/heldout-espeak" --resolution "$RES"
+# the held-out sets keep their crops at the refiner's size too: bench/real_speech.py compares
+# refined frames with truth frames of the same size
+[ -f "$WORK/heldout-allison/dataset.json" ] || talker prepare "$WORK/synth-allison-heldout/videos" \
+    --out "$WORK/heldout-allison" --resolution "$RES" --refiner-resolution "$REFINE_RES"
+[ -f "$WORK/heldout-espeak/dataset.json" ] || talker prepare "$WORK/synth-espeak-heldout/videos" \
+    --out "$WORK/heldout-espeak" --resolution "$RES" --refiner-resolution "$REFINE_RES"
 S2L_DAE=${S2L_FROM_DAE:-$WORK/dae}
 talker encode --data "$WORK/voices" --dae "$S2L_DAE"
 talker train s2l --data "$WORK/voices" --dae "$S2L_DAE" --output "$WORK/s2l" --max-steps "$S2L_STEPS" \
@@ -108,7 +113,6 @@ export_speaker
 # 6. the refiner: the speaker at 4× the decoder's resolution, trained on its own crops at 256²
 #    (rendered at 384² so that the 256² crops hold all the photo's detail) with what the exported
 #    speaker's decoder makes of them as inputs; then the checkpoint again, with it
-REFINE_RES=$((RES * 4))
 [ -f "$WORK/synth-refine/meta.json" ] || talker synth --out "$WORK/synth-refine" --clips 24 --seconds 8 --seed 700 \
     --emotion random --resolution 384
 [ -f "$WORK/synth-refine-heldout/meta.json" ] || talker synth --out "$WORK/synth-refine-heldout" --clips 6 --seconds 8 \

@@ -219,6 +219,7 @@ def test_train_encode_export_generate(dataset, tmp_path):
     # this speaker has no distilled decoder: its frames go through DDIM at the default steps
     assert bench["real_autoencoded"]["mean"]["steps"] == DEFAULT_STEPS and "silent_closed" in bench["real_autoencoded"]["mean"]
     assert bench["real"]["mean"]["clips"] == 1 and bench["real_noisy"]["per_clip"][0]["noise"] == "pink"
+    assert bench["real"]["truth_size"] == bench["espeak"]["truth_size"] == 16  # no refiner: the crops themselves
     # and live, from 20-ms blocks through the speaker's streaming speech2latent
     assert real_speech.main(["--model", str(ckpt), "--real", str(data), "--espeak", str(data), "--out", str(out),
                              "--clips", "1", "--seconds", "1", "--live"]) == 0
@@ -281,6 +282,15 @@ def test_train_refiner_on_the_speakers_own_frames_and_resume(dataset, speaker_di
     assert {"psnr_refined", "psnr_bicubic", "sharpness_refined"} <= set(results["frames"]["mean"])
     assert {"jitter_ratio_refined", "jitter_ratio_decoder", "mouth_corr_refined"} <= set(results["speech"]["mean"])
     assert out.with_suffix(".png").is_file()
+    # the real-speech benchmark compares refined frames with the truth crops at the refiner's size
+    # where the dataset keeps them, else with the dataset's own crops
+    import real_speech
+
+    for folder, side in ((data, 64), (dataset / "data", 16)):
+        assert real_speech.main(["--model", str(tmp_path / "refined-speaker"), "--real", str(folder), "--out", str(out),
+                                 "--clips", "1", "--seconds", "1", "--noise-seconds", "1"]) == 0
+        sets = json.loads(out.read_text())["sets"]
+        assert sets["real"]["truth_size"] == sets["real_autoencoded"]["truth_size"] == side
     # `talker evaluate` compares the decoder's own frames with the dataset's, refiner or not
     talker("evaluate", "--model", tmp_path / "refined-speaker", "--data", data, "--out", tmp_path / "q.json",
            "--clips", 1, "--seconds", 1, "--no-emotion", "--no-noise-test", "-q")
