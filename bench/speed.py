@@ -178,7 +178,7 @@ def end_to_end(pipe, steps: int, seconds: float, scheduler: str, device: str, de
     total = time.perf_counter() - tic
     pipe.scheduler = ddim
     result = {
-        "audio_seconds": seconds, "decoder": decoder, "steps": steps,
+        "audio_seconds": seconds, "decoder": decoder, "steps": steps, "output_size": pipe.output_resolution(),
         "scheduler": scheduler if decoder == "ddim" else "ddim (trailing, x0)", "frames": n,
         "generate_video": {"seconds": round(t, 3), "fps": round(n / t, 3), "real_time_factor": round(t / seconds, 3),
                            "writes_mp4": writes_mp4},
