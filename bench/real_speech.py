@@ -50,7 +50,7 @@ NOISE_FOR_CLIP = ("pink", "babble", "brown", "hum")
 _TRUTH_GAPS: dict[str, np.ndarray] = {}  # the truth frames' lip gaps, read once per clip and size
 
 
-def truth_size(clips, size: int) -> int:
+def truth_size_for(clips, size: int) -> int:
     """The side of the truth frames the generated frames (``size``) are compared with: ``size``
     where every clip keeps its crops at it (``talker prepare --refiner-resolution``), else the
     dataset's own crops, enlarged by the probe as the generated ones are."""
@@ -81,7 +81,7 @@ def generate(pipe, audio: np.ndarray, *, seed: int, decoder, live: bool = False,
 
 def run_set(pipe, probe, clips, *, seconds: float, seed: int, decoder, snr: float | None = None,
             babble_sources=None, desc: str = "clips", live: bool = False, context: int | None = None,
-            refine: bool = True, truth_side: int) -> dict:
+            refine: bool = True, truth_size: int) -> dict:
     from tqdm.auto import tqdm
 
     rows = []
@@ -97,17 +97,17 @@ def run_set(pipe, probe, clips, *, seconds: float, seed: int, decoder, snr: floa
             audio = add_noise(audio, noise, snr)
         frames = generate(pipe, audio, seed=seed, decoder=decoder, live=live, context=context, refine=refine)
         gap_gen = probe.features(frames)[:, 0]
-        gap_truth = truth_gaps(probe, clip, n, truth_side)
+        gap_truth = truth_gaps(probe, clip, n, truth_size)
         rows.append({"clip": clip.id, "frames": n, "noise": noise_kind, **lipsync_scores(gap_gen, gap_truth, truth, n)})
     keys = [k for k in rows[0] if isinstance(rows[0][k], float)]
     mean = {k: round(float(np.nanmean([r[k] for r in rows])), 4) for k in keys}
     mean["clips"] = len(rows)
     mean["seconds"] = round(sum(r["frames"] for r in rows) / 25, 1)
-    return {"mean": mean, "truth_size": truth_side, "per_clip": rows}
+    return {"mean": mean, "truth_size": truth_size, "per_clip": rows}
 
 
 def run_autoencoded(pipe, probe, clips, *, seconds: float, seed: int, decoder, refine: bool = True,
-                    truth_side: int) -> dict:
+                    truth_size: int) -> dict:
     """The lip figures of the clips' own frames after the speaker's encoder and decoder (and
     refiner, with ``refine`` where the speaker has one)."""
     from tqdm.auto import tqdm
@@ -123,11 +123,11 @@ def run_autoencoded(pipe, probe, clips, *, seconds: float, seed: int, decoder, r
         z = torch.cat([ae.encode(clip.frames[i : min(i + 32, n)]) for i in range(0, n, 32)])
         frames = postprocess_frames(torch.cat([decode_latents(pipe, z[i : i + batch], settings)
                                                for i in range(0, n, batch)]), "np")
-        gap_truth = truth_gaps(probe, clip, n, truth_side)
+        gap_truth = truth_gaps(probe, clip, n, truth_size)
         rows.append({"clip": clip.id, "frames": n, **lipsync_scores(probe.features(frames)[:, 0], gap_truth, truth, n)})
     keys = [k for k in rows[0] if isinstance(rows[0][k], float)]
     mean = {k: round(float(np.nanmean([r[k] for r in rows])), 4) for k in keys}
-    return {"mean": {**mean, "clips": len(rows), "steps": settings.steps}, "truth_size": truth_side, "per_clip": rows}
+    return {"mean": {**mean, "clips": len(rows), "steps": settings.steps}, "truth_size": truth_size, "per_clip": rows}
 
 
 def main(argv=None) -> int:
@@ -163,7 +163,7 @@ def main(argv=None) -> int:
     if args.real:
         _, clips = load_dataset(args.real)
         clips = [c for c in clips if (c.path / "truth.npz").is_file()][: args.clips]
-        common["truth_side"] = truth_size(clips, results["output_size"])
+        common["truth_size"] = truth_size_for(clips, results["output_size"])
         results["sets"]["real"] = run_set(pipe, probe, clips, **common, desc="recorded speech", live=args.live,
                                           context=args.context)
     if args.real and not args.live:
@@ -179,7 +179,7 @@ def main(argv=None) -> int:
     if args.espeak:
         _, clips = load_dataset(args.espeak)
         clips = [c for c in clips if (c.path / "truth.npz").is_file()][: args.clips]
-        common["truth_side"] = truth_size(clips, results["output_size"])
+        common["truth_size"] = truth_size_for(clips, results["output_size"])
         results["sets"]["espeak"] = run_set(pipe, probe, clips, **common, desc="espeak-ng, unseen voices",
                                             live=args.live, context=args.context)
     results["seconds"] = round(time.perf_counter() - tic, 1)
