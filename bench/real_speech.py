@@ -50,18 +50,20 @@ NOISE_FOR_CLIP = ("pink", "babble", "brown", "hum")
 _TRUTH_GAPS: dict[str, np.ndarray] = {}  # the truth frames' lip gaps, read once per clip and size
 
 
-def truth_size_for(clips, size: int) -> int:
+def truth_size_for(index: dict, clips, size: int) -> int:
     """The side of the truth frames the generated frames (``size``) are compared with: ``size``
     where every clip keeps its crops at it (``talker prepare --refiner-resolution``), else the
-    dataset's own crops, enlarged by the probe as the generated ones are."""
-    return size if all((c.path / f"frames_{size}.mp4").is_file() for c in clips) else int(clips[0].frames.shape[1])
+    dataset's own crops (``index``: its ``dataset.json``), enlarged by the probe as the generated
+    ones are."""
+    return size if all(c.has_frames_at(size) for c in clips) else int(index["resolution"])
 
 
 def truth_gaps(probe, clip, n: int, size: int) -> np.ndarray:
-    """The lip gaps of the clip's first ``n`` truth frames at side ``size``."""
+    """The lip gaps of the clip's first ``n`` truth frames at side ``size`` (its crops at that
+    size where it keeps them, else its own)."""
     key = f"{clip.path}:{n}:{size}"
     if key not in _TRUTH_GAPS:
-        frames = clip.frames[:n] if clip.frames.shape[1] == size else clip.frames_at(size)[:n]
+        frames = clip.frames_at(size)[:n] if clip.has_frames_at(size) else clip.frames[:n]
         _TRUTH_GAPS[key] = probe.features(frames)[:, 0]
     return _TRUTH_GAPS[key]
 
@@ -161,9 +163,9 @@ def main(argv=None) -> int:
     common = dict(seconds=args.seconds, seed=args.seed, decoder=args.decoder, refine=args.refine)
     threshold = None
     if args.real:
-        _, clips = load_dataset(args.real)
+        index, clips = load_dataset(args.real)
         clips = [c for c in clips if (c.path / "truth.npz").is_file()][: args.clips]
-        common["truth_size"] = truth_size_for(clips, results["output_size"])
+        common["truth_size"] = truth_size_for(index, clips, results["output_size"])
         results["sets"]["real"] = run_set(pipe, probe, clips, **common, desc="recorded speech", live=args.live,
                                           context=args.context)
     if args.real and not args.live:
@@ -177,9 +179,9 @@ def main(argv=None) -> int:
                                                           babble_sources=sources, seed=args.seed, decoder=args.decoder,
                                                           refine=args.refine)
     if args.espeak:
-        _, clips = load_dataset(args.espeak)
+        index, clips = load_dataset(args.espeak)
         clips = [c for c in clips if (c.path / "truth.npz").is_file()][: args.clips]
-        common["truth_size"] = truth_size_for(clips, results["output_size"])
+        common["truth_size"] = truth_size_for(index, clips, results["output_size"])
         results["sets"]["espeak"] = run_set(pipe, probe, clips, **common, desc="espeak-ng, unseen voices",
                                             live=args.live, context=args.context)
     results["seconds"] = round(time.perf_counter() - tic, 1)

@@ -42,7 +42,7 @@ def main():
     out = pipe(audio, sampling_rate=16000, num_inference_steps=args.steps, decoder=args.decoder,
                generator=torch.Generator().manual_seed(0), refine=args.refine)
     size = out.frames.shape[1]
-    truth = clip.frames_at(size) if (clip.path / f"frames_{size}.mp4").is_file() else clip.frames
+    truth = clip.frames_at(size) if clip.has_frames_at(size) else clip.frames
     pipe.write_video(args.out + ".mp4", out.frames, audio=audio, sampling_rate=16000)
     pick = np.linspace(0, n - 1, args.tiles).round().astype(int)
     tile = max(256, size)

@@ -35,6 +35,10 @@ class Clip:
     def audio(self) -> np.ndarray:
         return sf.read(self.path / "audio.wav", dtype="float32")[0]
 
+    def has_frames_at(self, resolution: int) -> bool:
+        """Whether the clip keeps its crops at ``resolution`` too (``talker prepare --refiner-resolution``)."""
+        return (self.path / f"frames_{resolution}.mp4").is_file()
+
     def frames_at(self, resolution: int) -> np.ndarray:
         """The clip's crops at ``resolution`` (``talker prepare --refiner-resolution``), (N, R, R, 3) uint8."""
         path = self.path / f"frames_{resolution}.mp4"
