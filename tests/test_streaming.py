@@ -250,3 +250,18 @@ def test_a_live_stream_hears_the_live_context_unless_told_otherwise():
     assert np.abs(longer[-1].astype(int) - told[-1].astype(int)).max() > 0  # the last frames hear less history
     with pytest.raises(InputError, match="window_frames must be at least 2"):
         next(pipe.stream(blocks, 16000, live=True, window_frames=0))
+
+
+def test_final_latents_are_handed_out_as_copies_of_their_own():
+    """A batch of final latents holds only its own frames: generate_video keeps every batch's, and
+    views into all the latents waiting at the time grew memory with the square of the length."""
+    from talker.pipelines.dae_talker.generation import Ready
+
+    ready = Ready(batch=10)
+    ready.add({"z_sem": torch.randn(100, 8), "pose": torch.randn(100, 3)})
+    z, p = ready.take(10)
+    assert z.shape == (10, 8) and p.shape == (10, 3) and ready.count == 90
+    assert z.untyped_storage().nbytes() == z.numel() * z.element_size()
+    assert p.untyped_storage().nbytes() == p.numel() * p.element_size()
+    rest, _ = ready.take(200)
+    assert rest.shape == (90, 8) and ready.count == 0

@@ -85,11 +85,15 @@ class Ready:
         return self.batch if self.first_batch is None or self.emitted else min(self.batch, self.first_batch)
 
     def take(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next ``n`` frames' latents and poses, copies of their own: a caller that keeps
+        every batch (``generate_video``'s record of the latents) keeps only those frames, not
+        every latent that was waiting when it was taken (which grew with the square of the audio's
+        length)."""
         z, p = torch.cat(self.z), torch.cat(self.p)
         self.z, self.p = ([z[n:]], [p[n:]]) if n < z.shape[0] else ([], [])
         self.count = z.shape[0] - min(n, z.shape[0])
         self.emitted += min(n, z.shape[0])
-        return z[:n], p[:n]
+        return z[:n].clone(), p[:n].clone()
 
 
 @torch.no_grad()
