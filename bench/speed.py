@@ -90,15 +90,6 @@ def decoder_speed(pipe, z: torch.Tensor, steps_list, batch: int, frames_batched:
                             "frame_by_frame_fps": round(len(zs) / t_s, 3)}
         print(f"decoder {steps:>3} steps: batched {len(zb) / t_b:7.2f} frames/s (float32 {len(zb) / t_32:7.2f}), "
               f"frame by frame {len(zs) / t_s:7.2f}")
-    # channels-last memory format, at the second step count
-    steps = 10 if 10 in steps_list else steps_list[len(steps_list) // 2]
-    pipe.unet.to(memory_format=torch.channels_last)
-    xc = x_T.contiguous(memory_format=torch.channels_last)
-    decode(z[:batch], xc, 1, batch)
-    t_cl = timed(lambda: decode(z[:frames_batched], xc, steps, batch), device)
-    pipe.unet.to(memory_format=torch.contiguous_format)
-    rows[str(steps)]["batched_fps_channels_last"] = round(frames_batched / t_cl, 3)
-    print(f"decoder {steps} steps, channels-last: {frames_batched / t_cl:.2f} frames/s")
     zs = z[: max(2, frames_single // 2)]
     t = timed(lambda: decode(zs, x_T, 100, 1, "float32"), device)
     baseline = {"steps": 100, "frame_batch_size": 1, "precision": "float32", "fps": round(len(zs) / t, 4),

@@ -19,7 +19,7 @@ def test_speed_benchmark_writes_its_figures(speaker_dir, tmp_path, monkeypatch):
                        "--decoder-steps", "1,2,4"]) == 0
     results = json.loads(out.read_text())
     rows = results["decoder"]["by_steps"]
-    assert set(rows) == {"1", "2", "4"} and "batched_fps_channels_last" in rows["2"]
+    assert set(rows) == {"1", "2", "4"}
     assert all(r["batched_fps"] > 0 and r["batched_fps_float32"] > 0 and r["frame_by_frame_fps"] > 0 for r in rows.values())
     assert results["decoder"]["paper_recipe"]["steps"] == 100 and results["speedup_vs_paper_recipe"] > 0
     e2e = results["end_to_end_10s"]

@@ -101,7 +101,7 @@ class Refiner(ModelMixin, ConfigMixin):
         if self.config.use_reference:
             ref = F.pixel_unshuffle(self.reference.to(dtype)[None], self.config.scale)[..., y : y + h, x0 : x0 + w]
             feats = torch.cat([x, ref.expand(x.shape[0], -1, -1, -1)], 1)
-        feats = self.head(feats)
+        feats = self.head(feats.contiguous(memory_format=torch.channels_last))  # faster convolutions
         feats = feats + self.trunk_out(self.trunk(feats))
         residual = F.pixel_shuffle(self.tail(self.up(feats)), 2)
-        return (base + residual.float()).clamp(-1, 1)
+        return (base + residual.float()).clamp(-1, 1).contiguous()

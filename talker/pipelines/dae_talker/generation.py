@@ -9,6 +9,8 @@ Memory holds only the audio and latents not yet final, plus one batch.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -104,4 +106,24 @@ def decode_latents(pipe, z: torch.Tensor, settings: Settings, tick: Callable[[],
     clips) keeps no graph of every batch."""
     images = ddim_decode(settings.unet, settings.scheduler, z.to(settings.x_T.device), settings.x_T, settings.steps,
                          z.shape[0], tick, precision=pipe.precision)
-    return pipe.refine_frames(images) if settings.refine else images
+    images = pipe.refine_frames(images) if settings.refine else images
+    release_free_heap()
+    return images
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc
+    except (OSError, AttributeError):  # another C library: nothing to do
+        return None
+
+
+def release_free_heap() -> None:
+    """Hand the heap's free pages back to the system (glibc's ``malloc_trim``), once a batch is
+    decoded. The convolutions' channels-last buffers leave free holes in glibc's heap that it
+    does not return by itself: without this a 3-minute generation held 2.5 GB instead of ~1 GB
+    (bench/speed.py, memory)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
