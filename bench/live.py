@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from talker.evaluation.results import write_results
+from talker.evaluation.results import describe_device, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     audio = speech(args.seconds)
     block = int(args.block_ms * 16)
     results = {"command": "python bench/live.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "model": str(model), "device": "cpu", "threads": torch.get_num_threads(),
+               "model": str(model), "device": describe_device("cpu"), "threads": torch.get_num_threads(),
                "chunk_frames": s2l.config.chunk_frames, "lookahead_ms": s2l.lookahead_ms,
                "block_ms": args.block_ms, "context_frames": args.context or LIVE_CONTEXT_FRAMES, "settings": {}}
     for size in args.sizes.split(","):

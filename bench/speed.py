@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from talker.evaluation.results import write_results
+from talker.evaluation.results import describe_device, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = [ROOT / "examples" / "hello.wav", ROOT / "examples" / "weather.wav"]
@@ -339,7 +338,7 @@ def main(argv=None) -> int:
     with torch.inference_mode():
         z = torch.from_numpy(pipe(speech(4.0), sampling_rate=16000, num_inference_steps=1).latents).to(args.device)
     z = z.repeat(-(-args.frames // len(z)), 1)[: args.frames]
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    device_name = describe_device(args.device)
     results = {"model": args.model, "device": device_name, "resolution": pipe.resolution,
                "torch": torch.__version__, "default_decoder": decoder, "default_steps": steps,
                "default_scheduler": scheduler,

@@ -9,14 +9,13 @@ steps. Writes JSON with the device named.
 
 import argparse
 import json
-import platform
 import time
 
 import torch
 from diffusers.training_utils import EMAModel
 
 from talker.training.dae import DAEConfig, DiffusionAutoencoder, build_models
-from talker.evaluation.results import write_results
+from talker.evaluation.results import describe_device, write_results
 
 
 def measure(resolution: int, batch: int, steps: int, device: str) -> dict:
@@ -58,7 +57,7 @@ def main():
     ap.add_argument("--resolutions", default="64,128")
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    name = torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    name = describe_device(device)
     results = {"device": name, "torch": torch.__version__,
                "runs": [measure(int(r), args.batch_size, args.steps, device) for r in args.resolutions.split(",")]}
     write_results(args.out, results)

@@ -19,3 +19,28 @@ def write_results(path: str | os.PathLike, results: dict) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def describe_device(device: str = "cpu") -> str:
+    """The machine a figure was measured on, for the JSON: the GPU's name, or the CPU's model,
+    whether it computes bfloat16 natively (the decoder's "auto" precision depends on it) and the
+    threads torch uses; e.g. "Intel(R) Xeon(R) Processor (AMX), 2 threads"."""
+    import platform
+
+    import torch
+
+    if str(device).startswith("cuda"):
+        return torch.cuda.get_device_name()
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:  # not Linux
+        pass
+    bf16 = "AMX" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else "no native bfloat16"
+    return f"{model} ({bf16}), {torch.get_num_threads()} threads"
