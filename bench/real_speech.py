@@ -42,7 +42,7 @@ from talker.pipelines.dae_talker.generation import decode_latents
 from talker.pipelines.images import postprocess_frames
 from talker.training.augment import add_noise, make_noise
 from talker.training.data import load_dataset
-from talker.evaluation.results import write_results
+from talker.evaluation.results import describe_device, write_results
 
 NOISE_FOR_CLIP = ("pink", "babble", "brown", "hum")
 
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
     probe = FaceProbe()
     tic = time.perf_counter()
     results = {"model": args.model, "data": {"real": args.real, "espeak": args.espeak},
-               "decoder": args.decoder or pipe.default_decoder, "live": args.live,
+               "device": describe_device("cpu"), "precision": pipe.precision, "decoder": args.decoder or pipe.default_decoder, "live": args.live,
                "context_frames": args.context, "output_size": pipe.output_resolution(args.refine), "sets": {}}
     common = dict(seconds=args.seconds, seed=args.seed, decoder=args.decoder, refine=args.refine)
     threshold = None
