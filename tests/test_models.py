@@ -81,6 +81,19 @@ def test_speech2latent_one_token_per_frame_for_mel_and_wav2vec2_rates():
     assert w2v(torch.randn(1, 2 * 13, 32)).latents.shape == (1, 13, Z_DIM)
 
 
+def test_speech2latent_output_survives_mixed_precision_training():
+    """`talker train s2l --mixed-precision bf16` (and "auto" on a GPU): accelerate converts the
+    forward's output back to float32 by rebuilding it from its dict."""
+    from accelerate.utils import convert_to_fp32
+
+    s2l = tiny_components()["speech_to_latent"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = s2l(torch.randn(1, 4 * 5, 80))
+    back = convert_to_fp32(out)
+    assert type(back) is type(out) and list(back.keys()) == list(out.keys())
+    assert back.latents.dtype == torch.float32 and back.pose.shape == (1, 5, 3)
+
+
 def test_pose_adaptor_takes_a_given_pose_and_it_changes_the_latents():
     s2l = tiny_components()["speech_to_latent"]
     feats = torch.randn(1, 40, 80)

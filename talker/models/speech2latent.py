@@ -186,12 +186,15 @@ class Speech2LatentOutput(BaseOutput):
     z_sem: (B, N, latent_dim) de-normalised, ready for the DAE decoder.
     pose: (B, N, 3) yaw/pitch/roll in degrees that the projector used (given, or predicted).
     predicted_pose: (B, N, 3) the pose predictor's output, normalised (what the pose loss sees).
+
+    The fields after the first default to None, as diffusers' outputs do: accelerate's mixed
+    precision rebuilds an output from its dict (``type(out)({...})``), which needs them optional.
     """
 
     latents: torch.Tensor
-    z_sem: torch.Tensor
-    pose: torch.Tensor
-    predicted_pose: torch.Tensor
+    z_sem: torch.Tensor | None = None
+    pose: torch.Tensor | None = None
+    predicted_pose: torch.Tensor | None = None
 
 
 class Speech2Latent(ModelMixin, ConfigMixin):
