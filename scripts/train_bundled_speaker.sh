@@ -11,7 +11,9 @@
 # espeak-ng voices and a real recorded voice (Asterisk's prompts by Allison Smith, CC-BY-SA-3.0),
 # keeping its best held-out step: 500 steps, 1,500 more with --init-from, 1,000 more with voice
 # activity as a new input (--init-from), then 750 more with the loss on the mouth opening
-# (--init-from; the default since). S2L_FROM_DAE=checkpoints/astronaut-64 retrains only
+# (--init-from; the default since), then 1,000 more on the data with 16 more espeak-ng voices
+# (EXTRA_VOICES; --init-from, --mixed-precision bf16 on a CPU with AMX, step 500 kept).
+# S2L_FROM_DAE=checkpoints/astronaut-64 retrains only
 # speech2latent and continues the distilled decoder on the speaker's frames, against the shipped
 # DAE (what the current checkpoint did); the refiner (stage 6) was trained 3,500 steps on the
 # exported speaker (1,500, then --resume to 3,500).
@@ -47,9 +49,12 @@ if [ -z "$S2L_FROM_DAE" ]; then
         --max-steps "$DAE_STEPS" --checkpoint-every 250 --sample-every 500 --resume
 fi
 
-# 3. speech2latent learns voices, not one TTS: espeak-ng in 11 voices plus a real recorded voice,
+# 3. speech2latent learns voices, not one TTS: espeak-ng in 27 voices plus a real recorded voice,
 #    force-aligned to its transcripts. The recordings come from Debian at data-preparation time.
 TRAIN_VOICES=en-us,en-gb+f3,en-us+m3,en-gb-scotland,en-us+f2,en-029+m4,en-gb-x-rp+m1,en-us+f4,en-gb-x-gbclan+m6,en-us+klatt2,en-gb+Andy
+# 16 more: other variants and accents, none of the held-out ones (unseen espeak-ng voices 0.75 -> 0.84
+# mouth correlation, recorded prompts 0.79 -> 0.81: bench/results/real_speech.json)
+EXTRA_VOICES=en-us+Adam,en-gb+Alicia,en-us-nyc+David,en-029+Belinda,en-gb-x-rp+Benjamin,en-us+Linda,en-gb-scotland+Michael,en-us+Steph,en-gb+Zac,en-us+klatt4,en-gb-x-gbclan+female2,en-us-nyc+male5,en-029+Max,en-us+Jacky,en-gb+Quincy,en-us+f3
 HELDOUT_VOICES=en-us+m7,en-gb-x-gbcwmd+f1,en-029+f5,en-us+Annie,en-us+grandpa,en-gb+m2   # never trained on
 AST="$WORK/asterisk"
 if [ ! -d "$AST/usr/share/asterisk/sounds" ]; then
@@ -62,6 +67,8 @@ TRANSCRIPTS="$AST/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz"
 CREDIT="Allison Smith's recordings of the Asterisk core sound prompts (Debian asterisk-core-sounds-en-g722), CC-BY-SA-3.0"
 [ -f "$WORK/synth-espeak/meta.json" ] || talker synth --out "$WORK/synth-espeak" --clips 48 --seconds 14 --seed 100 \
     --emotion random --voices "$TRAIN_VOICES"
+[ -f "$WORK/synth-espeak-extra/meta.json" ] || talker synth --out "$WORK/synth-espeak-extra" --clips 48 --seconds 14 \
+    --seed 500 --emotion random --voices "$EXTRA_VOICES"
 [ -f "$WORK/synth-allison/meta.json" ] || talker synth --out "$WORK/synth-allison" --speech "$SPEECH" \
     --transcripts "$TRANSCRIPTS" --held-out 0.12 --split train --seconds 14 --clips 52 --seed 400 --emotion random \
     --speaker allison --credit "$CREDIT"
@@ -71,7 +78,7 @@ CREDIT="Allison Smith's recordings of the Asterisk core sound prompts (Debian as
 [ -f "$WORK/synth-espeak-heldout/meta.json" ] || talker synth --out "$WORK/synth-espeak-heldout" --clips 8 --seconds 8 \
     --seed 300 --emotion none --voices "$HELDOUT_VOICES"
 [ -f "$WORK/voices/dataset.json" ] || talker prepare "$WORK/synth-espeak/videos" "$WORK/synth-allison/videos" \
-    --out "$WORK/voices" --resolution "$RES"
+    "$WORK/synth-espeak-extra/videos" --out "$WORK/voices" --resolution "$RES"
 # the held-out sets keep their crops at the refiner's size too: bench/real_speech.py compares
 # refined frames with truth frames of the same size
 [ -f "$WORK/heldout-allison/dataset.json" ] || talker prepare "$WORK/synth-allison-heldout/videos" \
