@@ -39,7 +39,7 @@ import torch
 from talker.evaluation.metrics import FaceProbe, lipsync_scores, noise_only_scores
 from talker.pipelines import DAETalkerPipeline
 from talker.pipelines.dae_talker.generation import decode_latents
-from talker.pipelines.ddim import autocast_dtype
+from talker.pipelines.ddim import compute_dtype
 from talker.pipelines.images import postprocess_frames
 from talker.training.augment import add_noise, make_noise
 from talker.training.data import load_dataset
@@ -160,7 +160,7 @@ def main(argv=None) -> int:
     tic = time.perf_counter()
     results = {"model": args.model, "data": {"real": args.real, "espeak": args.espeak},
                "device": describe_device("cpu"),
-               "precision": str(autocast_dtype(torch.device("cpu"), pipe.unet.dtype, pipe.precision) or pipe.unet.dtype),
+               "precision": str(compute_dtype(torch.device("cpu"), pipe.unet.dtype, pipe.precision)),
                "decoder": args.decoder or pipe.default_decoder, "live": args.live,
                "context_frames": args.context, "output_size": pipe.output_resolution(args.refine), "sets": {}}
     common = dict(seconds=args.seconds, seed=args.seed, decoder=args.decoder, refine=args.refine)

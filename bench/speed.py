@@ -318,7 +318,7 @@ def main(argv=None) -> int:
 
     from talker import DAETalkerPipeline
     from talker.defaults import SCHEDULERS
-    from talker.pipelines.ddim import autocast_dtype
+    from talker.pipelines.ddim import compute_dtype
 
     scheduler = args.scheduler or SCHEDULERS[0]  # the default of `talker generate`
     pipe = DAETalkerPipeline.from_pretrained(args.model)
@@ -342,7 +342,7 @@ def main(argv=None) -> int:
     results = {"model": args.model, "device": device_name, "resolution": pipe.resolution,
                "torch": torch.__version__, "default_decoder": decoder, "default_steps": steps,
                "default_scheduler": scheduler,
-               "auto_precision": str(autocast_dtype(torch.device(args.device), pipe.unet.dtype) or pipe.unet.dtype)}
+               "auto_precision": str(compute_dtype(torch.device(args.device), pipe.unet.dtype))}
     if args.untrained_resolution:
         results["decoder_weights"] = "random (speed only)"
     if kept and (kept.get("model"), kept.get("device")) != (args.model, device_name):

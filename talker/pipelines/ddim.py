@@ -53,6 +53,11 @@ def autocast_dtype(device: torch.device, weights_dtype: torch.dtype, precision: 
     return None
 
 
+def compute_dtype(device: torch.device, weights_dtype: torch.dtype, precision: str = "auto") -> torch.dtype:
+    """The type the decoder computes in: its autocast type, or else its weights' own."""
+    return autocast_dtype(device, weights_dtype, precision) or weights_dtype
+
+
 def decoder_autocast(device: torch.device, weights_dtype: torch.dtype, precision: str = "auto"):
     dtype = autocast_dtype(device, weights_dtype, precision)
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
