@@ -80,6 +80,26 @@ def test_words_missing_from_the_dictionary_get_espeak_phones():
     assert ipa_to_arpabet(["tʃ", "ˈaɪ", "n", "ə"]) == ["CH", "AY", "N", "AH"]
 
 
+@needs_espeak
+def test_speech_that_reaches_the_edges_of_its_file_aligns():
+    """Text-to-speech output and tightly trimmed recordings start and end within a few ms of the
+    file's edges; pocketsphinx's phone pass fails on those unless the aligner pads them."""
+    pytest.importorskip("pocketsphinx", reason="needs requirements-prepare.txt")
+    from talker.data.align import ForcedAligner
+    from talker.data.tts import synthesize
+
+    text = "The pilot checked the broken clock after the meeting."
+    audio = synthesize(text, voice="en-gb+f3").audio
+    loud = np.flatnonzero(np.abs(audio) > 0.02 * np.abs(audio).max())
+    trimmed = audio[loud[0] : loud[-1] + 1]
+    result = ForcedAligner().align(trimmed, text)
+    assert len(result.words) == 9
+    duration = len(trimmed) / 16000
+    bounds = [t for _, a, b in result.words for t in (a, b)]
+    assert bounds == sorted(bounds) and 0 <= bounds[0] < 0.1 and duration - 0.15 < bounds[-1] <= duration
+    assert all(0 <= p.start < p.end <= duration for p in result.speech.phonemes)
+
+
 def test_transcript_text_and_files():
     from talker.data.align import number_words, read_transcripts, transcript_words
 

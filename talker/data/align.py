@@ -27,6 +27,10 @@ from .tts import Phoneme, Speech
 
 ALIGN_FRAME = 0.01
 """pocketsphinx's frame period in seconds (100 frames/s)."""
+ALIGN_PAD = 0.25
+"""Seconds of silence put before and after a recording for the aligner: its second (phone) pass
+fails on speech that starts or ends within ~0.1 s of the file's edge (as text-to-speech output and
+tightly trimmed recordings do)."""
 
 # ARPAbet (the CMU dictionary's phone set) → IPA, so that aligned phones go through the same
 # viseme table as espeak-ng's (``synthetic.viseme_of``) and the truth files hold one alphabet.
@@ -150,7 +154,8 @@ class ForcedAligner:
         unknown = [w for w in words if self.pronunciation(w) is None]
         if unknown:
             raise AlignmentError(f"no pronunciation for {', '.join(sorted(set(unknown)))}")
-        pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16).tobytes()
+        pad = np.zeros(round(ALIGN_PAD * SAMPLE_RATE), np.int16)
+        pcm = np.concatenate([pad, (np.clip(audio, -1, 1) * 32767).astype(np.int16), pad]).tobytes()
         d = self.decoder
         try:
             d.set_align_text(" ".join(words))
@@ -171,19 +176,21 @@ class ForcedAligner:
             raise AlignmentError(f"alignment failed ({e})") from None
         if alignment is None:
             raise AlignmentError("the recording does not fit its transcript")
+        duration = len(audio) / SAMPLE_RATE
         phonemes, word_spans = [], []
         for w in alignment:
             name = re.sub(r"\(\d+\)$", "", w.name)
-            start, end = w.start * ALIGN_FRAME, (w.start + w.duration) * ALIGN_FRAME
+            start, end = w.start * ALIGN_FRAME - ALIGN_PAD, (w.start + w.duration) * ALIGN_FRAME - ALIGN_PAD
             if name not in ("<s>", "</s>", "<sil>") and not name.startswith("++"):
-                word_spans.append((name, start, end))
+                word_spans.append((name, min(max(start, 0.0), duration), min(max(end, 0.0), duration)))
             for p in w:
                 ipa = ARPABET_IPA.get(p.name, "_")
-                phonemes.append(Phoneme(ipa, p.start * ALIGN_FRAME, (p.start + p.duration) * ALIGN_FRAME))
+                phonemes.append(Phoneme(ipa, p.start * ALIGN_FRAME - ALIGN_PAD,
+                                        (p.start + p.duration) * ALIGN_FRAME - ALIGN_PAD))
         if len(word_spans) != len(words):
             raise AlignmentError(f"aligned {len(word_spans)} of {len(words)} words")
-        duration = len(audio) / SAMPLE_RATE
-        phonemes = [Phoneme(p.symbol, p.start, min(p.end, duration), p.stressed) for p in phonemes if p.start < duration]
+        phonemes = [Phoneme(p.symbol, max(p.start, 0.0), min(p.end, duration), p.stressed) for p in phonemes
+                    if p.start < duration and p.end > 0]
         return Alignment(Speech(audio.astype(np.float32), phonemes, [s for _, s, _ in word_spans], text), word_spans)
 
 
