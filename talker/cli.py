@@ -11,7 +11,7 @@ import sys
 from .defaults import (DATASET_RESOLUTION, DECODERS, DEFAULT_DISTILLED_STEPS, DEFAULT_MAX_DURATION, DEFAULT_STEPS,
                        POSE_MODES, PRECISIONS, SCHEDULERS)
 from .errors import TalkerError
-from .training.configs import DAEConfig, DistillConfig, RefinerConfig, S2LConfig, add_options, from_options
+from .training.configs import DAEConfig, DistillConfig, GateConfig, RefinerConfig, S2LConfig, add_options, from_options
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -294,12 +294,25 @@ def cmd_train_refiner(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_gate(args: argparse.Namespace) -> int:
+    from .training.gate import train_gate
+
+    figures = train_gate(args.data, args.output, from_options(GateConfig, args), resume=args.resume,
+                         progress=not args.quiet)
+    best = figures["best"]
+    print(f"{args.output}: {figures['steps']} steps; kept step {best.get('step')}: held-out speech passed "
+          f"{best.get('speech_passed', float('nan')):.1%} ({best.get('speech_in_babble_passed', float('nan')):.1%} "
+          f"with babble at 10 dB), pauses shut {best.get('pauses_shut', float('nan')):.1%}, babble alone shut "
+          f"{best.get('babble_alone_shut', float('nan')):.1%}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .training.export import export_speaker
 
     out = export_speaker(args.dae, args.s2l, args.data, args.out, speaker_name=args.speaker_name,
                          consent=args.consent, source=args.source, dtype=args.dtype, distilled_run=args.distilled,
-                         refiner_run=args.refiner, live_s2l_run=args.live_s2l)
+                         refiner_run=args.refiner, live_s2l_run=args.live_s2l, gate_run=args.voice_gate)
     print(f"wrote {out}")
     return 0
 
@@ -309,6 +322,14 @@ def cmd_add_live(args: argparse.Namespace) -> int:
 
     folder = add_live_s2l(args.speaker, args.s2l)
     print(f"{folder}: live_speech_to_latent/ from {args.s2l}; `stream(..., live=True)` uses it")
+    return 0
+
+
+def cmd_add_gate(args: argparse.Namespace) -> int:
+    from .training.export import add_voice_gate
+
+    folder = add_voice_gate(args.speaker, args.gate)
+    print(f"{folder}: voice_gate/ from {args.gate}; the mouth shuts where it hears no foreground voice")
     return 0
 
 
@@ -465,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--distilled", help="a `train distill` run of this DAE: its few-step decoder goes in too")
     x.add_argument("--refiner", help="a `train refiner` run for this decoder: the speaker renders at its size")
     x.add_argument("--live-s2l", help="a `train s2l --chunk-frames C` run: the streaming speech2latent of live input")
+    x.add_argument("--voice-gate", help="a `train gate` run: the mouth shuts on babble (voices that are not the speaker's)")
     x.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                    help="storage precision of the weights (float16 halves the files; loading casts back)")
     x.set_defaults(func=cmd_export)
@@ -476,6 +498,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("speaker", help="speaker checkpoint folder")
     a.add_argument("--s2l", required=True, help="the streaming speech2latent's training run")
     a.set_defaults(func=cmd_add_live)
+
+    a = sub.add_parser("add-gate", help="add a voice gate (lips shut on babble) to a speaker checkpoint",
+                       description="Store a `talker train gate` run's network as the speaker's voice_gate, with its "
+                                   "record in speaker.json and the model card: the mouth opening is scaled by its "
+                                   "probability that a foreground voice speaks.")
+    a.add_argument("speaker", help="speaker checkpoint folder")
+    a.add_argument("--gate", required=True, help="the voice gate's training run")
+    a.set_defaults(func=cmd_add_gate)
 
     m = sub.add_parser("add-emotion", help="show emotions along directions fitted on the speaker's own frames",
                        description="Fit each emotion's direction in z_sem on a prepared, encoded dataset (its "
@@ -534,6 +564,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true")
     r.add_argument("-q", "--quiet", action="store_true")
     r.set_defaults(func=cmd_train_refiner)
+
+    q = tsub.add_parser("gate", help="a voice gate: the lips shut on babble and noise, open for a voice",
+                        description="Train a small causal network on the datasets' audio and per-frame truth "
+                                    "(`talker synth` clips, espeak-ng or recorded) mixed with noise and babble, and "
+                                    "on noise and babble alone: per frame, P(a foreground voice speaks).")
+    q.add_argument("--data", required=True, nargs="+", help="prepared datasets with synthetic truth")
+    q.add_argument("--output", required=True, help="run folder (checkpoints, best.json, voice_gate/)")
+    add_options(q, GateConfig)
+    q.add_argument("--resume", action="store_true")
+    q.add_argument("-q", "--quiet", action="store_true")
+    q.set_defaults(func=cmd_train_gate)
     return parser
 
 

@@ -1,9 +1,10 @@
-"""Models of DAE-Talker: the diffusion autoencoder (encoder + decoder UNet), speech2latent and the refiner."""
+"""Models of DAE-Talker: the diffusion autoencoder (encoder + decoder UNet), speech2latent, the refiner and the voice gate."""
 
 from .encoder import SemanticEncoder
 from .refiner import Refiner
 from .speech2latent import EMOTIONS, PoseAdaptor, Speech2Latent, Speech2LatentOutput
 from .unet import DAEDecoderOutput, DAEDecoderUNet
+from .voice_gate import VoiceGate
 
 __all__ = [
     "SemanticEncoder",
@@ -14,4 +15,5 @@ __all__ = [
     "Speech2LatentOutput",
     "PoseAdaptor",
     "EMOTIONS",
+    "VoiceGate",
 ]

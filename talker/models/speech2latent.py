@@ -445,6 +445,7 @@ class Speech2Latent(ModelMixin, ConfigMixin):
         mask: torch.Tensor | None = None,
         return_dict: bool = True,
         shape_mouth: bool = False,
+        speaking: torch.Tensor | None = None,
     ) -> Speech2LatentOutput | tuple:
         """Predict latents and poses.
 
@@ -458,6 +459,9 @@ class Speech2Latent(ModelMixin, ConfigMixin):
             shape_mouth: with ``voice_activity`` and ``mouth_readout``, scale each frame's mouth
                 opening by ``mouth_gain`` × P(speech): shut where nobody speaks (what the
                 pipeline does).
+            speaking: optional (B, N) probabilities in [0, 1] that a foreground voice speaks
+                (:class:`~talker.models.VoiceGate`); with ``shape_mouth``, they scale the mouth
+                opening too: shut on babble that the voice-activity input hears as speech.
         """
         dtype = self.out.weight.dtype
         features, voice = self.split_features(features.to(dtype))
@@ -481,7 +485,10 @@ class Speech2Latent(ModelMixin, ConfigMixin):
         latents = self.out(x)
         z_sem = self.denormalize_latents(latents)
         if shape_mouth and per_frame is not None and self.config.mouth_readout:
-            z_sem = self.scale_mouth(z_sem, self.config.mouth_gain * per_frame.clamp(0, 1))
+            scale = self.config.mouth_gain * per_frame.clamp(0, 1)
+            if speaking is not None:
+                scale = scale * speaking.to(scale)[:, : scale.shape[1]].clamp(0, 1)
+            z_sem = self.scale_mouth(z_sem, scale)
             latents = self.normalize_latents(z_sem)
         if self.config.emotion_directions and e is not None:
             z_sem = z_sem + e @ self.emotion_direction

@@ -136,6 +136,18 @@ class RefinerConfig(run_config(batch_size=16, lr=2e-4, max_steps=2000,
     held_out: float = 0.1
 
 
+@dataclass
+class GateConfig(run_config(batch_size=16, lr=2e-3, max_steps=3000,
+                            eval_every=(250, "held-out figures (the best step is kept)"))):
+    """A voice gate run (``talker train gate``)."""
+    hidden_size: int = option(96, "width of the network")
+    num_layers: int = 2
+    window_seconds: float = option(4.0, "length of the training windows")
+    noise_share: float = option(0.4, "share of windows with no voice: noise or babble alone, truth 0")
+    babble_share: float = option(0.5, "share of those whose noise is babble (3-8 other clips at once)")
+    held_out: float = 0.1
+
+
 def add_options(parser: argparse.ArgumentParser, config: type) -> None:
     """A ``--name`` option for every field of ``config`` that has a help text, its default the
     field's: ``--no-name`` for a field that is True by default, ``--name`` for one that is False."""

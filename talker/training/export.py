@@ -1,9 +1,10 @@
 """Speaker checkpoints out of training runs, for ``talker export`` and ``talker push``.
 
 ``export_speaker`` gathers a DAE run, a speech2latent run and the optional stages (a distilled
-decoder, a refiner, a streaming speech2latent) into one ``save_pretrained`` folder with
-``speaker.json`` (what the speaker is, who consented, how it was trained) and a model card made
-from ``model_card.md``; ``add_live_s2l`` adds a stage to an existing folder; ``push_speaker``
+decoder, a refiner, a streaming speech2latent, a voice gate) into one ``save_pretrained`` folder
+with ``speaker.json`` (what the speaker is, who consented, how it was trained) and a model card
+made from ``model_card.md``; ``add_live_s2l`` and ``add_voice_gate`` add a stage to an existing
+folder; ``push_speaker``
 uploads a checked folder to the Hub.
 """
 
@@ -52,6 +53,7 @@ def write_model_card(folder: Path, *, speaker: dict, repo_id: str | None = None,
         refined_by=" refined" if figures.get("refiner") else "",
         refiner=_refiner_line(figures.get("refiner")),
         live=_live_line(speaker.get("live"), figures.get("live_s2l")),
+        voice_gate=_gate_line(figures.get("voice_gate")),
         emotion=_emotion_line(speaker.get("emotion")),
         speech=_speech_lines(speaker.get("speech")),
     )
@@ -85,6 +87,17 @@ def _live_line(live: dict | None, run: dict | None) -> str:
             + (" (continued from the offline network's weights)" if run.get("init_from") else "")
             + (f", step {run['best_step']} kept (held-out latent MSE {_fmt(run.get('heldout_latent_mse'))}, mouth "
                f"{_fmt(run.get('heldout_mouth_mse'))})" if run.get("best_step") else ""))
+
+
+def _gate_line(g: dict | None) -> str:
+    if not g:
+        return "none (the mouth follows any speech that voice activity hears, babble included)"
+    best = g.get("best", {})
+    pct = lambda k: f"{best[k]:.0%}" if isinstance(best.get(k), (int, float)) else "n/a"  # noqa: E731
+    return (f"P(a foreground voice speaks) per frame scales the mouth opening; {g.get('steps', '?')} steps, step "
+            f"{best.get('step', '?')} kept: on held-out clips it passes {pct('speech_passed')} of speaking frames "
+            f"({pct('speech_in_babble_passed')} with babble at 10 dB SNR), shuts {pct('pauses_shut')} of pause frames "
+            f"and {pct('babble_alone_shut')} of frames of babble alone")
 
 
 def _emotion_line(e: dict | None) -> str:
@@ -142,10 +155,12 @@ def export_speaker(dae_run: str | os.PathLike, s2l_run: str | os.PathLike, data_
                    out: str | os.PathLike, *, speaker_name: str, consent: str, source: str | None = None,
                    dtype: str = "float32", distilled_run: str | os.PathLike | None = None,
                    refiner_run: str | os.PathLike | None = None,
-                   live_s2l_run: str | os.PathLike | None = None) -> Path:
+                   live_s2l_run: str | os.PathLike | None = None,
+                   gate_run: str | os.PathLike | None = None) -> Path:
     """A trained DAE and speech2latent (and optionally the decoder distilled from that DAE,
     ``talker train distill``, a refiner, ``talker train refiner``, and a streaming speech2latent
-    for live input, ``talker train s2l --chunk-frames``) → a ``save_pretrained`` speaker folder
+    for live input, ``talker train s2l --chunk-frames``, and a voice gate, ``talker train gate``)
+    → a ``save_pretrained`` speaker folder
     with speaker.json and a model card. ``dtype="float16"`` halves the files;
     loading casts back to float32."""
     import numpy as np
@@ -192,12 +207,14 @@ def export_speaker(dae_run: str | os.PathLike, s2l_run: str | os.PathLike, data_
             raise CheckpointError(f"{path} refines {refiner.config.in_resolution}px frames, not this "
                                   f"{unet.config.sample_size}px decoder's")
     live = None if live_s2l_run is None else load_live_s2l(live_s2l_run, s2l)
+    gate = None if gate_run is None else load_voice_gate(gate_run)
     index, clips = load_dataset(data_dir)
     longest = max(clips, key=lambda c: c.n_frames)
     figures = {}
     stages = (("dae", dae_run), ("s2l", s2l_run)) + ((("distill", distilled_run),) if distilled_run else ())
     stages += (("refiner", refiner_run),) if refiner_run else ()
     stages += (("live_s2l", live_s2l_run),) if live_s2l_run else ()
+    stages += (("voice_gate", gate_run),) if gate_run else ()
     for stage, run in stages:
         f, card = Path(run) / "figures.json", Path(run) / "speaker.json"
         if f.is_file():
@@ -234,7 +251,8 @@ def export_speaker(dae_run: str | os.PathLike, s2l_run: str | os.PathLike, data_
         speaker["live"] = live_record(live)
     pipe = DAETalkerPipeline(unet=unet, scheduler=scheduler, speech_to_latent=s2l, encoder=encoder,
                              audio_encoder=audio_encoder, feature_extractor=feature_extractor,
-                             distilled_unet=distilled_unet, refiner=refiner, live_speech_to_latent=live)
+                             distilled_unet=distilled_unet, refiner=refiner, live_speech_to_latent=live,
+                             voice_gate=gate)
     pipe.speaker = speaker
     if dtype != "float32":
         import torch
@@ -291,6 +309,35 @@ def add_live_s2l(folder: str | os.PathLike, run: str | os.PathLike) -> Path:
     figures = Path(run) / "figures.json"
     speaker.setdefault("training", {})["live_s2l"] = json.loads(figures.read_text()) if figures.is_file() else {}
     speaker["live"] = live_record(live)
+    write_speaker(folder, speaker)
+    write_model_card(folder, speaker=speaker)
+    return folder
+
+
+def load_voice_gate(run: str | os.PathLike):
+    """The voice gate a ``talker train gate`` run kept (``RUN/voice_gate``)."""
+    from ..models import VoiceGate
+
+    path = Path(run) / "voice_gate"
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{run} has no trained voice gate ({path}); run `talker train gate` first")
+    return VoiceGate.from_pretrained(path, use_safetensors=True)
+
+
+def add_voice_gate(folder: str | os.PathLike, run: str | os.PathLike) -> Path:
+    """Add (or replace) the voice gate of a speaker folder (``talker add-gate``): ``voice_gate/``
+    (float32: it is small), the component in model_index.json, its training record in
+    speaker.json, and the model card."""
+    folder = Path(folder)
+    check_checkpoint(folder, ("unet", "scheduler", "speech_to_latent"))
+    gate = load_voice_gate(run)
+    gate.save_pretrained(folder / "voice_gate")
+    index = json.loads((folder / "model_index.json").read_text())
+    index["voice_gate"] = ["talker.models.voice_gate", "VoiceGate"]
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    speaker = read_speaker(folder)
+    figures = Path(run) / "figures.json"
+    speaker.setdefault("training", {})["voice_gate"] = json.loads(figures.read_text()) if figures.is_file() else {}
     write_speaker(folder, speaker)
     write_model_card(folder, speaker=speaker)
     return folder

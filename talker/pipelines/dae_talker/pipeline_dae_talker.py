@@ -18,7 +18,7 @@ from diffusers import DDIMScheduler, DiffusionPipeline
 from ...audio import DEFAULT_MAX_DURATION, load_audio
 from ...defaults import SAMPLE_RATE
 from ...frontends import speech_features
-from ...models import DAEDecoderUNet, Refiner, SemanticEncoder, Speech2Latent
+from ...models import DAEDecoderUNet, Refiner, SemanticEncoder, Speech2Latent, VoiceGate
 from ..ddim import check_precision, decoder_autocast
 from ..images import check_output_type, postprocess_frames
 from ..loading import SpeakerCheckpointMixin
@@ -43,14 +43,15 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
     renders its 100-step frames in 1 to 8 steps, :mod:`talker.training.distill`), optional
     ``refiner`` (renders the decoder's frames at 4× or 8× their size, trained on the speaker's
     own frames; used unless ``refine=False``), optional ``live_speech_to_latent`` (a streaming
-    speech2latent, ``chunk_frames`` > 0, for ``stream(..., live=True)``) and, for the wav2vec2
+    speech2latent, ``chunk_frames`` > 0, for ``stream(..., live=True)``), optional ``voice_gate``
+    (P(a foreground voice speaks) per frame: the mouth shuts on babble; offline and live) and, for the wav2vec2
     front end, ``audio_encoder`` and ``feature_extractor``. ``pipe.speaker`` holds the
     checkpoint's ``speaker.json``.
     """
 
-    model_cpu_offload_seq = "audio_encoder->speech_to_latent->live_speech_to_latent->unet->distilled_unet->refiner"
+    model_cpu_offload_seq = "audio_encoder->voice_gate->speech_to_latent->live_speech_to_latent->unet->distilled_unet->refiner"
     _optional_components = ["encoder", "audio_encoder", "feature_extractor", "distilled_unet", "refiner",
-                            "live_speech_to_latent"]
+                            "live_speech_to_latent", "voice_gate"]
     _required_components = ("unet", "scheduler", "speech_to_latent")
     #: the decoder's compute type: "auto" (a float32 decoder runs under bfloat16 autocast on a CPU
     #: with native bfloat16, about 2× faster), "float32" or "bfloat16"; see :mod:`talker.pipelines.ddim`
@@ -67,6 +68,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
         distilled_unet: DAEDecoderUNet | None = None,
         refiner: Refiner | None = None,
         live_speech_to_latent: Speech2Latent | None = None,
+        voice_gate: VoiceGate | None = None,
     ):
         super().__init__()
         self.register_modules(
@@ -79,6 +81,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
             distilled_unet=distilled_unet,
             refiner=refiner,
             live_speech_to_latent=live_speech_to_latent,
+            voice_gate=voice_gate,
         )
         self.speaker: dict = {}
 
@@ -159,10 +162,12 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
         """speech2latent (``s2l``, default ``speech_to_latent``) on one window: ``n_frames`` frames
         of 16 kHz ``wave`` (pose_t: that window's (1, n, 3) pose or None) → {"z_sem": (n, D),
         "pose": (n, 3)}; where the speaker has voice activity and a mouth read-out, mouths shut
-        where nobody speaks."""
+        where nobody speaks (and, with a voice gate, where only babble is heard)."""
         s2l = s2l if s2l is not None else self.speech_to_latent
-        features = self.encode_audio(wave[: n_frames * (SAMPLE_RATE // self.fps)], n_frames, s2l)
-        out = s2l(features, pose=pose_t, emotion=emotion_t, shape_mouth=True)
+        wave = wave[: n_frames * (SAMPLE_RATE // self.fps)]
+        features = self.encode_audio(wave, n_frames, s2l)
+        speaking = None if self.voice_gate is None else self.voice_gate.probability(wave, n_frames)[None].to(s2l.device)
+        out = s2l(features, pose=pose_t, emotion=emotion_t, shape_mouth=True, speaking=speaking)
         return {"z_sem": out.z_sem[0], "pose": out.pose[0]}
 
     @torch.no_grad()

@@ -1,0 +1,152 @@
+"""``talker train gate``: the voice gate (:class:`talker.models.VoiceGate`).
+
+Each training window (``window_seconds``) is one of two kinds, drawn with the step's seed:
+
+- **a voice** (``1 - noise_share`` of them): a window of a training clip, through the same
+  augmentation chain as speech2latent's (noise that fills the pauses, babble among it, rooms,
+  phone lines, codecs, gain, pitch); the truth is the clip's own per-frame ``speaking`` (where its
+  words are, from espeak-ng's timings or the forced alignment);
+- **no voice** (``noise_share``): noise alone at a random level, babble (3–8 other clips at
+  once) in ``babble_share`` of them, else white, pink or brown noise or hum; the truth is 0
+  everywhere.
+
+The loss is binary cross-entropy per video frame. Held-out clips (whole clips, ``held_out``)
+score: the share of their speaking frames the gate passes (P ≥ 0.5) as they are and with babble
+at 10 dB SNR, the share of their pause frames it shuts, and the share of frames of 10 s of babble
+alone (made of other held-out clips, at a speech-like level) that it shuts; the step with the best
+mean of the four is kept (``RUN/voice_gate``, ``RUN/best.json``). Checkpoints and ``--resume``
+as for the other stages.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..audio import SAMPLES_PER_FRAME
+from ..defaults import FPS, SAMPLE_RATE
+from ..errors import TalkerError
+from .augment import Augmenter, add_noise, make_noise, speech_power
+from .configs import GateConfig
+from .data import load_dataset, split_clips
+from .runs import TrainingRun
+
+BABBLE_LEVEL_DBFS = -26.0  # babble alone in the held-out score: a speech-like level
+NOISE_ALONE_KINDS = ("white", "pink", "brown", "hum")
+
+
+def load_voices(data_dirs: list[str | Path]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(clip id, 16 kHz audio, per-frame speaking truth) of every clip of the prepared datasets
+    whose clips carry synthetic truth (``truth.npz`` from ``talker synth``)."""
+    out = []
+    for d in data_dirs:
+        _, clips = load_dataset(d)
+        for c in clips:
+            path = c.path / "truth.npz"
+            if not path.is_file():
+                continue
+            with np.load(path) as truth:
+                if "speaking" not in truth:
+                    continue
+                speaking = truth["speaking"][: c.n_frames].astype(np.float32)
+            out.append((c.id, c.audio[: c.n_frames * SAMPLES_PER_FRAME], speaking))
+    if len(out) < 2:
+        raise TalkerError(f"{', '.join(map(str, data_dirs))}: the voice gate needs at least 2 clips with per-frame "
+                          "truth (truth.npz with 'speaking', from `talker synth`); found "
+                          f"{len(out)}")
+    return out
+
+
+def voice_window(audio: np.ndarray, speaking: np.ndarray, frames: int, rng: np.random.Generator):
+    """A ``frames``-frame window of a clip (zero-padded at its end) and its truth."""
+    n = frames * SAMPLES_PER_FRAME
+    start = int(rng.integers(0, max(1, len(speaking) - frames + 1)))
+    x = audio[start * SAMPLES_PER_FRAME : start * SAMPLES_PER_FRAME + n]
+    y = speaking[start : start + frames]
+    return np.pad(x, (0, n - len(x))).astype(np.float32), np.pad(y, (0, frames - len(y))).astype(np.float32)
+
+
+def draw_example(voices, augmenter: Augmenter, cfg: GateConfig, rng: np.random.Generator):
+    """One training window: (samples, per-frame truth)."""
+    frames = round(cfg.window_seconds * FPS)
+    n = frames * SAMPLES_PER_FRAME
+    if rng.random() < cfg.noise_share:
+        kind = "babble" if rng.random() < cfg.babble_share else str(rng.choice(NOISE_ALONE_KINDS))
+        level = float(rng.uniform(-50.0, -12.0))
+        x = make_noise(kind, n, rng, augmenter.babble_sources) * 10 ** (level / 20)
+        return np.clip(x, -1, 1).astype(np.float32), np.zeros(frames, np.float32)
+    _, audio, speaking = voices[int(rng.integers(len(voices)))]
+    x, y = voice_window(audio, speaking, frames, rng)
+    return augmenter(x, rng, reference_power=speech_power(audio)), y
+
+
+def evaluate_gate(model, voices, seed: int, seconds: float = 10.0) -> dict:
+    """The held-out figures (module docstring) and their mean, ``score``."""
+    model.eval()
+    sources = [a for _, a, _ in voices]
+    passed, passed_noisy, shut_pauses, shut_babble = [], [], [], []
+    for k, (_, audio, speaking) in enumerate(voices):
+        n = len(speaking)
+        others = [a for j, a in enumerate(sources) if j != k] or sources
+        noisy = add_noise(audio, make_noise("babble", len(audio), np.random.default_rng([seed, k]), others), 10.0)
+        p = model.probability(audio, n).numpy()
+        q = model.probability(noisy, n).numpy()
+        talk = speaking > 0.5
+        passed.append(p[talk] >= 0.5)
+        passed_noisy.append(q[talk] >= 0.5)
+        shut_pauses.append(p[~talk] < 0.5)
+        babble = make_noise("babble", int(seconds * SAMPLE_RATE), np.random.default_rng([seed, 1, k]), others)
+        shut_babble.append(model.probability(babble * 10 ** (BABBLE_LEVEL_DBFS / 20), int(seconds * FPS)).numpy() < 0.5)
+    model.train()
+    scores = {name: float(np.concatenate(v).mean()) for name, v in
+              (("speech_passed", passed), ("speech_in_babble_passed", passed_noisy),
+               ("pauses_shut", shut_pauses), ("babble_alone_shut", shut_babble))}
+    scores["score"] = float(np.mean(list(scores.values())))
+    return scores
+
+
+def train_gate(data_dirs: list[str | Path], run_dir: str | Path, cfg: GateConfig, resume: bool = False,
+               progress: bool = True) -> dict:
+    """Train (or resume) a voice gate on the clips of ``data_dirs``; returns its figures."""
+    from ..frontends import log_mel
+    from ..models import VoiceGate
+
+    run = TrainingRun(run_dir, cfg, resume, "train gate", progress)
+    cfg = run.cfg
+    voices = load_voices(data_dirs)
+    by_id = {v[0]: v for v in voices}
+    train_ids, held_ids = split_clips(list(by_id), cfg.held_out)
+    train, held = [by_id[i] for i in train_ids], [by_id[i] for i in held_ids]
+    augmenter = Augmenter(babble_sources=[a for _, a, _ in train])
+    model = VoiceGate(hidden_size=cfg.hidden_size, num_layers=cfg.num_layers)
+    model, optimizer = run.start(model, torch.optim.AdamW(model.parameters(), lr=cfg.lr))
+    unwrapped = run.accelerator.unwrap_model(model)
+    best_path = run.path / "best.json"
+    best = json.loads(best_path.read_text()) if best_path.is_file() else {"score": -1.0}
+    scores: dict = {}
+    model.train()
+    for _ in run.steps():
+        rng = run.rng()
+        batch = [draw_example(train, augmenter, cfg, rng) for _ in range(cfg.batch_size)]
+        mel = torch.stack([log_mel(x, len(y)) for x, y in batch]).to(run.device)
+        truth = torch.from_numpy(np.stack([y for _, y in batch])).to(run.device)
+        with run.accelerator.autocast():
+            logits = model(mel)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), truth)
+        run.update(loss, model, optimizer)
+        if run.is_main and run.due(cfg.eval_every):
+            scores = evaluate_gate(unwrapped, held, cfg.seed)
+            run.note(**scores)
+            if scores["score"] > best["score"]:
+                best = {"step": run.step, **scores}
+                unwrapped.save_pretrained(run.path / "voice_gate")
+                best_path.write_text(json.dumps(best, indent=1) + "\n")
+        run.end_step()
+    figures = run.figures(train_clips=len(train), heldout_clips=len(held), best=best, last=scores)
+    return run.finish(figures)
+
+
+__all__ = ["draw_example", "evaluate_gate", "load_voices", "train_gate"]

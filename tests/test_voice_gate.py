@@ -1,0 +1,170 @@
+"""The voice gate: the network (shapes, causality, save/load), the mouth it shuts through
+speech2latent and the pipeline, ``talker train gate`` with resume, and ``talker add-gate``."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import Z_DIM, speech_like, tiny_pipeline
+
+
+def _gate(seed: int = 0):
+    from talker.models import VoiceGate
+
+    torch.manual_seed(seed)
+    return VoiceGate(hidden_size=16, num_layers=1).eval()
+
+
+def test_voice_gate_gives_one_probability_per_frame_from_the_audio_before_it(tmp_path):
+    from talker.models import VoiceGate
+
+    gate = _gate()
+    x = speech_like(2.0)
+    p = gate.probability(x, 50)
+    assert p.shape == (50,) and p.dtype == torch.float32 and ((p > 0) & (p < 1)).all()
+    assert gate.probability(x[:16000], 50).shape == (50,)  # short audio: zero-padded to the frames asked
+    # the network is causal: with the window's standardisation held fixed, changing the audio from
+    # frame 30 on leaves frames 0-29 as they were and changes later ones
+    from talker.frontends import log_mel
+
+    mel = log_mel(x, 50)[None]
+    later = mel.clone()
+    later[:, 120:] = later[:, 120:].flip(1)
+    mean, std = mel.mean((1, 2), keepdim=True), mel.std((1, 2), keepdim=True)
+    later = (later - later.mean((1, 2), keepdim=True)) / later.std((1, 2), keepdim=True) * std + mean
+    with torch.no_grad():
+        a, b = gate(mel)[0], gate(later)[0]
+    assert torch.allclose(a[:29], b[:29], atol=1e-5) and not torch.allclose(a[31:], b[31:], atol=1e-3)
+    # loudness hardly matters (the window is standardised; only the log-mel floor sees the level)
+    assert torch.allclose(gate.probability(0.1 * x, 50), gate.probability(x, 50), atol=1e-2)
+    gate.save_pretrained(tmp_path / "voice_gate")
+    assert (tmp_path / "voice_gate" / "diffusion_pytorch_model.safetensors").is_file()
+    loaded = VoiceGate.from_pretrained(tmp_path / "voice_gate", use_safetensors=True)
+    assert torch.equal(loaded.probability(x, 50), p)
+    with pytest.raises(ValueError, match="multiple of fps"):
+        VoiceGate(feature_rate=90)
+
+
+def _shaping_s2l(dim: int = 8):
+    """A speech2latent with voice activity and a mouth read-out (dimensions 0 and 1 of z_sem)."""
+    from talker.models import Speech2Latent
+
+    torch.manual_seed(0)
+    model = Speech2Latent(voice_activity=True, mouth_readout=True, feature_normalization="window", hidden_size=32,
+                          num_heads=2, ffn_size=64, num_encoder_layers=1, num_decoder_layers=1, latent_dim=dim,
+                          pose_predictor_channels=16).eval()
+    weight, direction = torch.zeros(dim), torch.zeros(dim)
+    weight[:2], direction[:2] = 0.5, torch.tensor([1.0, 0.5])
+    model.set_mouth_readout(torch.zeros(dim), weight, 0.2, direction)
+    torch.nn.init.normal_(model.out.weight)
+    return model
+
+
+def test_speaking_probability_scales_the_mouth_as_voice_activity_does():
+    model = _shaping_s2l()
+    feats = torch.randn(1, 80, 81)
+    feats[0, :, -1] = 1.0  # voice activity hears speech in all 20 frames
+    speaking = torch.ones(1, 20)
+    speaking[0, 10:] = 0.0  # the gate hears a voice in the first 10 only
+    with torch.no_grad():
+        free = model(feats).z_sem[0]
+        vad_only = model(feats, shape_mouth=True).z_sem[0]
+        gated = model(feats, shape_mouth=True, speaking=speaking).z_sem[0]
+        half = model(feats, shape_mouth=True, speaking=torch.full((1, 20), 0.5)).z_sem[0]
+    opening = model.mouth_open(free)
+    assert (opening[10:] > 0).any()
+    assert torch.allclose(gated[:10], vad_only[:10])
+    opened = opening[10:] > 0
+    assert torch.allclose(model.mouth_open(gated[10:])[opened], torch.zeros(int(opened.sum())), atol=1e-5)
+    assert torch.allclose(model.mouth_open(half)[opening > 0], 0.5 * opening[opening > 0], atol=1e-5)
+
+
+def test_a_speaker_with_a_voice_gate_saves_loads_and_shuts_the_mouth_where_it_hears_no_voice(tmp_path):
+    from talker import DAETalkerPipeline
+
+    pipe = tiny_pipeline()
+    pipe.register_modules(speech_to_latent=_shaping_s2l(Z_DIM), voice_gate=_gate())
+    pipe.speaker = {"name": "tiny", "consent": "random weights for tests"}
+    pipe.save_pretrained(tmp_path / "speaker")
+    loaded = DAETalkerPipeline.from_pretrained(tmp_path / "speaker")
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.voice_gate is not None
+    sd, ld = pipe.voice_gate.state_dict(), loaded.voice_gate.state_dict()
+    assert all(torch.equal(sd[k], ld[k]) for k in sd)
+    x = speech_like(1.0)
+    seen = []
+    original = loaded.voice_gate.probability
+
+    def shut(wave, n_frames):  # a gate that hears no voice anywhere
+        seen.append(n_frames)
+        return torch.zeros(n_frames) * original(wave, n_frames)
+
+    s2l = loaded.speech_to_latent
+    before = s2l.mouth_open(loaded.predict_latents(x, 25, None, None)["z_sem"])
+    loaded.voice_gate.probability = shut
+    after = s2l.mouth_open(loaded.predict_latents(x, 25, None, None)["z_sem"])
+    frames = loaded(x, sampling_rate=16000, generator=torch.Generator().manual_seed(0), num_inference_steps=1).frames
+    assert frames.shape[0] == 25 and seen[-1] == 25  # the pipeline's own calls go through the gate
+    assert seen and (before > 1e-3).any() and after.abs().max() < 1e-4
+
+
+def _dataset(root, n_clips: int = 3, seconds: float = 2.0):
+    """A prepared-dataset layout with audio and per-frame speaking truth (what `talker train gate` reads)."""
+    import soundfile as sf
+
+    frames = int(seconds * 25)
+    clips = []
+    for k in range(n_clips):
+        path = root / "clips" / f"c{k}"
+        path.mkdir(parents=True)
+        x = speech_like(seconds, seed=k)
+        sf.write(path / "audio.wav", x, 16000)
+        level = np.sqrt(np.mean(x[: frames * 640].reshape(frames, 640) ** 2, axis=1))
+        np.savez(path / "truth.npz", speaking=level > 0.05)
+        np.save(path / "pose.npy", np.zeros((frames, 3), np.float32))
+        clips.append({"id": f"c{k}", "source": f"c{k}.mp4", "frames": frames, "duration": seconds})
+    (root / "dataset.json").write_text(json.dumps({"clips": clips, "skipped": [], "fps": 25, "resolution": 32}))
+    return root
+
+
+def test_train_gate_resumes_keeps_its_best_step_and_is_added_to_a_speaker(tmp_path, speaker_dir):
+    import shutil
+
+    data = _dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    base = [sys.executable, "-m", "talker", "train", "gate", "--data", str(data), "--output", str(run),
+            "--batch-size", "2", "--window-seconds", "1", "--hidden-size", "8", "--eval-every", "2",
+            "--checkpoint-every", "2", "-q"]
+    subprocess.run(base + ["--max-steps", "2"], check=True, capture_output=True, text=True)
+    done = subprocess.run(base + ["--max-steps", "4", "--resume"], check=True, capture_output=True, text=True)
+    assert "resumed from" in done.stdout + done.stderr and "kept step" in done.stdout
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log if "score" in e] == [2, 4]
+    best = json.loads((run / "best.json").read_text())
+    assert best["step"] in (2, 4) and 0 <= best["babble_alone_shut"] <= 1
+    assert best["score"] == max(e["score"] for e in log if "score" in e)
+    assert json.loads((run / "figures.json").read_text())["steps"] == 4
+
+    speaker = tmp_path / "speaker"
+    shutil.copytree(speaker_dir, speaker)
+    subprocess.run([sys.executable, "-m", "talker", "add-gate", str(speaker), "--gate", str(run)], check=True,
+                   capture_output=True, text=True)
+    from talker import DAETalkerPipeline
+
+    loaded = DAETalkerPipeline.from_pretrained(speaker)
+    assert loaded.voice_gate is not None and loaded.voice_gate.config.hidden_size == 8
+    assert json.loads((speaker / "speaker.json").read_text())["training"]["voice_gate"]["best"]["step"] == best["step"]
+    assert "Voice gate: P(a foreground voice speaks)" in (speaker / "README.md").read_text()
+    bad = subprocess.run([sys.executable, "-m", "talker", "add-gate", str(speaker), "--gate", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "no trained voice gate" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_train_gate_names_data_without_truth(tmp_path):
+    data = _dataset(tmp_path / "data", n_clips=1)
+    r = subprocess.run([sys.executable, "-m", "talker", "train", "gate", "--data", str(data), "--output",
+                        str(tmp_path / "run"), "--max-steps", "1", "-q"], capture_output=True, text=True)
+    assert r.returncode != 0 and "at least 2 clips with per-frame truth" in r.stderr and "Traceback" not in r.stderr
