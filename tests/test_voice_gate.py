@@ -163,8 +163,20 @@ def test_train_gate_resumes_keeps_its_best_step_and_is_added_to_a_speaker(tmp_pa
     assert bad.returncode != 0 and "no trained voice gate" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_train_gate_names_data_without_truth(tmp_path):
-    data = _dataset(tmp_path / "data", n_clips=1)
-    r = subprocess.run([sys.executable, "-m", "talker", "train", "gate", "--data", str(data), "--output",
+def test_train_gate_takes_truth_from_voice_activity_where_clips_have_none_and_needs_two_clips(tmp_path):
+    from talker.training.gate import load_voices
+
+    data = _dataset(tmp_path / "data", n_clips=2, seconds=4.0)
+    truth = [v[2] for v in load_voices([data])]
+    (data / "clips" / "c0" / "truth.npz").unlink()
+    guessed = load_voices([data])[0][2]
+    assert guessed.shape == truth[0].shape and set(np.unique(guessed)) <= {0.0, 1.0}
+    silent = np.zeros(64000, np.float32)
+    import soundfile as sf
+
+    sf.write(data / "clips" / "c0" / "audio.wav", silent, 16000)
+    assert load_voices([data])[0][2].sum() == 0  # silence is no one speaking
+    one = _dataset(tmp_path / "one", n_clips=1)
+    r = subprocess.run([sys.executable, "-m", "talker", "train", "gate", "--data", str(one), "--output",
                         str(tmp_path / "run"), "--max-steps", "1", "-q"], capture_output=True, text=True)
-    assert r.returncode != 0 and "at least 2 clips with per-frame truth" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode != 0 and "needs at least 2 clips" in r.stderr and "Traceback" not in r.stderr

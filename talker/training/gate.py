@@ -5,7 +5,8 @@ Each training window (``window_seconds``) is one of two kinds, drawn with the st
 - **a voice** (``1 - noise_share`` of them): a window of a training clip, through the same
   augmentation chain as speech2latent's (noise that fills the pauses, babble among it, rooms,
   phone lines, codecs, gain, pitch); the truth is the clip's own per-frame ``speaking`` (where its
-  words are, from espeak-ng's timings or the forced alignment);
+  words are, from espeak-ng's timings or the forced alignment; for a speaker's own video, Silero
+  VAD on its clean sound);
 - **no voice** (``noise_share``): noise alone at a random level, babble (3–8 other clips at
   once) in ``babble_share`` of them, else white, pink or brown noise or hum; the truth is 0
   everywhere.
@@ -39,24 +40,28 @@ NOISE_ALONE_KINDS = ("white", "pink", "brown", "hum")
 
 
 def load_voices(data_dirs: list[str | Path]) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(clip id, 16 kHz audio, per-frame speaking truth) of every clip of the prepared datasets
-    whose clips carry synthetic truth (``truth.npz`` from ``talker synth``)."""
+    """(clip id, 16 kHz audio, per-frame speaking truth) of every clip of the prepared datasets:
+    the truth of ``talker synth`` clips (``truth.npz``: where the words are), else, for a
+    speaker's own recordings, Silero VAD on the clip's clean audio (P(speech) ≥ 0.5)."""
+    from ..vad import speech_probability
+
     out = []
     for d in data_dirs:
         _, clips = load_dataset(d)
         for c in clips:
+            audio = c.audio[: c.n_frames * SAMPLES_PER_FRAME]
             path = c.path / "truth.npz"
-            if not path.is_file():
-                continue
-            with np.load(path) as truth:
-                if "speaking" not in truth:
-                    continue
-                speaking = truth["speaking"][: c.n_frames].astype(np.float32)
-            out.append((c.id, c.audio[: c.n_frames * SAMPLES_PER_FRAME], speaking))
+            speaking = None
+            if path.is_file():
+                with np.load(path) as truth:
+                    if "speaking" in truth:
+                        speaking = truth["speaking"][: c.n_frames].astype(np.float32)
+            if speaking is None:
+                speaking = (speech_probability(audio, c.n_frames, c.n_frames).numpy() >= 0.5).astype(np.float32)
+            out.append((c.id, audio, speaking))
     if len(out) < 2:
-        raise TalkerError(f"{', '.join(map(str, data_dirs))}: the voice gate needs at least 2 clips with per-frame "
-                          "truth (truth.npz with 'speaking', from `talker synth`); found "
-                          f"{len(out)}")
+        raise TalkerError(f"{', '.join(map(str, data_dirs))}: the voice gate needs at least 2 clips (one to hold "
+                          f"out); found {len(out)}")
     return out
 
 
