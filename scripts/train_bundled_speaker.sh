@@ -29,6 +29,7 @@ DISTILL_STEPS=${DISTILL_STEPS:-3000}
 FRAMES_STEPS=${FRAMES_STEPS:-500}
 REFINER_STEPS=${REFINER_STEPS:-3500}
 LIVE_STEPS=${LIVE_STEPS:-600}
+GATE_STEPS=${GATE_STEPS:-3000}
 DAE_LR=${DAE_LR:-2e-4}
 SNR_GAMMA=${SNR_GAMMA:-5}
 INIT_FROM=${INIT_FROM:-}
@@ -140,3 +141,22 @@ fi
 talker train s2l --data "$WORK/voices" --dae "$S2L_DAE" --output "$WORK/s2l-live" --max-steps "$LIVE_STEPS" \
     --checkpoint-every 200 --eval-every 200 --chunk-frames 3 --init-from "$OUT/speech_to_latent" --resume
 talker add-live "$OUT" --s2l "$WORK/s2l-live"
+
+# 8. the voice gate (lips shut on babble): trained on speech2latent's voices, 16 more espeak-ng
+#    voices and festival's three (none of the held-out ones), mixed with noise and babble, and on
+#    noise and babble alone; added to the checkpoint
+EXTRA2_VOICES=en-us+Alex,en-gb+aunty,en-us+caleb,en-gb-x-rp+Denis,en-us+ed,en-gb+edward,en-029+Gene,en-us-nyc+Hugo,en-gb-scotland+iven,en-us+john,en-gb+Lee,en-us+Mike,en-gb-x-gbclan+norbert,en-us+m5,en-gb+travis,en-us+victor
+[ -f "$WORK/synth-espeak-extra2/meta.json" ] || talker synth --out "$WORK/synth-espeak-extra2" --clips 48 --seconds 14 \
+    --seed 600 --emotion random --voices "$EXTRA2_VOICES"
+# festival (apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts): its
+# sentences are force-aligned like the recordings
+[ -f "$WORK/festival/transcripts.txt" ] || python scripts/festival_speech.py --out "$WORK/festival" --sentences 56 --seed 800
+[ -f "$WORK/synth-festival/meta.json" ] || talker synth --out "$WORK/synth-festival" --speech "$WORK/festival" \
+    --transcripts "$WORK/festival/transcripts.txt" --seconds 14 --seed 800 --emotion random --speaker festival \
+    --credit "festival's voices kal_diphone, ked_diphone and cmu_us_slt_arctic_hts (Debian festvox-kallpc16k, festvox-kdlpc16k, festvox-us-slt-hts)"
+[ -f "$WORK/voices-gate/dataset.json" ] || talker prepare "$WORK/synth-espeak/videos" "$WORK/synth-allison/videos" \
+    "$WORK/synth-espeak-extra/videos" "$WORK/synth-espeak-extra2/videos" "$WORK/synth-festival/videos" \
+    --out "$WORK/voices-gate" --resolution "$RES"
+talker train gate --data "$WORK/voices-gate" --output "$WORK/gate" --max-steps "$GATE_STEPS" --eval-every 250 \
+    --checkpoint-every 250 --resume
+talker add-gate "$OUT" --gate "$WORK/gate"

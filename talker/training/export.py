@@ -301,14 +301,23 @@ def add_live_s2l(folder: str | os.PathLike, run: str | os.PathLike) -> Path:
     pipe = DAETalkerPipeline.from_pretrained(folder)
     live = load_live_s2l(run, pipe.speech_to_latent)
     torch.nn.Module.to(live, stored_dtype(folder / "speech_to_latent"))  # (ModelMixin.to warns here)
-    live.save_pretrained(folder / "live_speech_to_latent")
+    return add_component(folder, "live_speech_to_latent", live, "talker.models.speech2latent", run, "live_s2l",
+                         live=live_record(live))
+
+
+def add_component(folder: Path, name: str, model, module: str, run: str | os.PathLike, stage: str,
+                  **speaker_fields) -> Path:
+    """Store ``model`` as component ``name`` of a speaker folder (its folder, its line in
+    model_index.json), ``run``'s figures as training stage ``stage`` of speaker.json with
+    ``speaker_fields``, and the model card again."""
+    model.save_pretrained(folder / name)
     index = json.loads((folder / "model_index.json").read_text())
-    index["live_speech_to_latent"] = ["talker.models.speech2latent", "Speech2Latent"]
+    index[name] = [module, type(model).__name__]
     (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     speaker = read_speaker(folder)
     figures = Path(run) / "figures.json"
-    speaker.setdefault("training", {})["live_s2l"] = json.loads(figures.read_text()) if figures.is_file() else {}
-    speaker["live"] = live_record(live)
+    speaker.setdefault("training", {})[stage] = json.loads(figures.read_text()) if figures.is_file() else {}
+    speaker.update(speaker_fields)
     write_speaker(folder, speaker)
     write_model_card(folder, speaker=speaker)
     return folder
@@ -330,17 +339,7 @@ def add_voice_gate(folder: str | os.PathLike, run: str | os.PathLike) -> Path:
     speaker.json, and the model card."""
     folder = Path(folder)
     check_checkpoint(folder, ("unet", "scheduler", "speech_to_latent"))
-    gate = load_voice_gate(run)
-    gate.save_pretrained(folder / "voice_gate")
-    index = json.loads((folder / "model_index.json").read_text())
-    index["voice_gate"] = ["talker.models.voice_gate", "VoiceGate"]
-    (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-    speaker = read_speaker(folder)
-    figures = Path(run) / "figures.json"
-    speaker.setdefault("training", {})["voice_gate"] = json.loads(figures.read_text()) if figures.is_file() else {}
-    write_speaker(folder, speaker)
-    write_model_card(folder, speaker=speaker)
-    return folder
+    return add_component(folder, "voice_gate", load_voice_gate(run), "talker.models.voice_gate", run, "voice_gate")
 
 
 def check_pushable(folder: str | os.PathLike) -> dict:
