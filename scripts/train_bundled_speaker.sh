@@ -29,7 +29,7 @@ DISTILL_STEPS=${DISTILL_STEPS:-3000}
 FRAMES_STEPS=${FRAMES_STEPS:-500}
 REFINER_STEPS=${REFINER_STEPS:-3500}
 LIVE_STEPS=${LIVE_STEPS:-600}
-GATE_STEPS=${GATE_STEPS:-3000}
+GATE_STEPS=${GATE_STEPS:-2000}
 DAE_LR=${DAE_LR:-2e-4}
 SNR_GAMMA=${SNR_GAMMA:-5}
 INIT_FROM=${INIT_FROM:-}
@@ -144,7 +144,7 @@ talker add-live "$OUT" --s2l "$WORK/s2l-live"
 
 # 8. the voice gate (lips shut on babble): trained on speech2latent's voices, 16 more espeak-ng
 #    voices and festival's three (none of the held-out ones), mixed with noise and babble, and on
-#    noise and babble alone; added to the checkpoint
+#    noise and babble alone (the shipped gate: 2,000 steps, step 1,500 kept); added to the checkpoint
 EXTRA2_VOICES=en-us+Alex,en-gb+aunty,en-us+caleb,en-gb-x-rp+Denis,en-us+ed,en-gb+edward,en-029+Gene,en-us-nyc+Hugo,en-gb-scotland+iven,en-us+john,en-gb+Lee,en-us+Mike,en-gb-x-gbclan+norbert,en-us+m5,en-gb+travis,en-us+victor
 [ -f "$WORK/synth-espeak-extra2/meta.json" ] || talker synth --out "$WORK/synth-espeak-extra2" --clips 48 --seconds 14 \
     --seed 600 --emotion random --voices "$EXTRA2_VOICES"
