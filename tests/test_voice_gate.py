@@ -167,16 +167,34 @@ def test_train_gate_takes_truth_from_voice_activity_where_clips_have_none_and_ne
     from talker.training.gate import load_voices
 
     data = _dataset(tmp_path / "data", n_clips=2, seconds=4.0)
-    truth = [v[2] for v in load_voices([data])]
+    truth = [v.speaking for v in load_voices([data])]
     (data / "clips" / "c0" / "truth.npz").unlink()
-    guessed = load_voices([data])[0][2]
+    guessed = load_voices([data])[0].speaking
     assert guessed.shape == truth[0].shape and set(np.unique(guessed)) <= {0.0, 1.0}
     silent = np.zeros(64000, np.float32)
     import soundfile as sf
 
     sf.write(data / "clips" / "c0" / "audio.wav", silent, 16000)
-    assert load_voices([data])[0][2].sum() == 0  # silence is no one speaking
+    assert load_voices([data])[0].speaking.sum() == 0  # silence is no one speaking
     one = _dataset(tmp_path / "one", n_clips=1)
     r = subprocess.run([sys.executable, "-m", "talker", "train", "gate", "--data", str(one), "--output",
                         str(tmp_path / "run"), "--max-steps", "1", "-q"], capture_output=True, text=True)
     assert r.returncode != 0 and "needs at least 2 clips" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_training_windows_are_seeded_and_noise_alone_has_no_voice(tmp_path):
+    from talker.training.augment import Augmenter
+    from talker.training.configs import GateConfig
+    from talker.training.gate import draw_example, load_voices
+
+    voices = load_voices([_dataset(tmp_path / "data", n_clips=3)])
+    augmenter = Augmenter(babble_sources=[v.audio for v in voices])
+    draw = lambda cfg, seed: draw_example(voices, augmenter, cfg, np.random.default_rng(seed))  # noqa: E731
+    alone = GateConfig(window_seconds=1.0, noise_share=1.0, babble_share=1.0)
+    for seed in range(6):  # babble alone, from all clips or one source's
+        x, y = draw(alone, seed)
+        assert x.shape == (16000,) and y.shape == (25,) and y.sum() == 0 and np.abs(x).max() > 0
+    voiced = GateConfig(window_seconds=1.0, noise_share=0.0)
+    (x1, y1), (x2, y2) = draw(voiced, 7), draw(voiced, 7)
+    assert np.array_equal(x1, x2) and np.array_equal(y1, y2) and y1.sum() > 0
+    assert not np.array_equal(draw(voiced, 8)[0], x1)

@@ -97,7 +97,15 @@ def _gate_line(g: dict | None) -> str:
     return (f"P(a foreground voice speaks) per frame scales the mouth opening; {g.get('steps', '?')} steps, step "
             f"{best.get('step', '?')} kept: on held-out clips it passes {pct('speech_passed')} of speaking frames "
             f"({pct('speech_in_babble_passed')} with babble at 10 dB SNR), shuts {pct('pauses_shut')} of pause frames "
-            f"and {pct('babble_alone_shut')} of frames of babble alone")
+            f"and {pct('babble_alone_shut')} of frames of babble alone" + _gate_speech(g.get("speech")))
+
+
+def _gate_speech(rows: list[dict] | None) -> str:
+    if not rows:
+        return ""
+    credits = sorted({r["credit"] for r in rows})
+    return (f"; trained on {sum(r['minutes'] for r in rows):.1f} min of speech in {len(rows)} voices "
+            f"({'; '.join(credits)})")
 
 
 def _emotion_line(e: dict | None) -> str:

@@ -9,7 +9,9 @@ Each training window (``window_seconds``) is one of two kinds, drawn with the st
   VAD on its clean sound);
 - **no voice** (``noise_share``): noise alone at a random level, babble (3–8 other clips at
   once) in ``babble_share`` of them, else white, pink or brown noise or hum; the truth is 0
-  everywhere.
+  everywhere. Half the babble is drawn from all clips, half from the clips of one source (one
+  ``talker synth`` set: one recorded speaker's prompts, or one batch of synthetic voices), so
+  that a crowd of alike voices is babble too.
 
 The loss is binary cross-entropy per video frame. Held-out clips (whole clips, ``held_out``)
 score: the share of their speaking frames the gate passes (P ≥ 0.5) as they are and with babble
@@ -22,6 +24,7 @@ as for the other stages.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,15 +42,27 @@ BABBLE_LEVEL_DBFS = -26.0  # babble alone in the held-out score: a speech-like l
 NOISE_ALONE_KINDS = ("white", "pink", "brown", "hum")
 
 
-def load_voices(data_dirs: list[str | Path]) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(clip id, 16 kHz audio, per-frame speaking truth) of every clip of the prepared datasets:
+@dataclass
+class Voice:
+    """One clip for the gate: 16 kHz audio, per-frame speaking truth (0/1), and its source (the
+    folder its video came from: one ``talker synth`` set)."""
+
+    id: str
+    audio: np.ndarray
+    speaking: np.ndarray
+    source: str
+
+
+def load_voices(data_dirs: list[str | Path]) -> list[Voice]:
+    """Every clip of the prepared datasets, with per-frame speaking truth:
     the truth of ``talker synth`` clips (``truth.npz``: where the words are), else, for a
     speaker's own recordings, Silero VAD on the clip's clean audio (P(speech) ≥ 0.5)."""
     from ..vad import speech_probability
 
     out = []
     for d in data_dirs:
-        _, clips = load_dataset(d)
+        index, clips = load_dataset(d)
+        sources = {e["id"]: str(Path(e.get("source", "")).parent.parent) for e in index["clips"]}
         for c in clips:
             audio = c.audio[: c.n_frames * SAMPLES_PER_FRAME]
             path = c.path / "truth.npz"
@@ -58,7 +73,7 @@ def load_voices(data_dirs: list[str | Path]) -> list[tuple[str, np.ndarray, np.n
                         speaking = truth["speaking"][: c.n_frames].astype(np.float32)
             if speaking is None:
                 speaking = (speech_probability(audio, c.n_frames, c.n_frames).numpy() >= 0.5).astype(np.float32)
-            out.append((c.id, audio, speaking))
+            out.append(Voice(c.id, audio, speaking, sources.get(c.id, str(d))))
     if len(out) < 2:
         raise TalkerError(f"{', '.join(map(str, data_dirs))}: the voice gate needs at least 2 clips (one to hold "
                           f"out); found {len(out)}")
@@ -74,26 +89,31 @@ def voice_window(audio: np.ndarray, speaking: np.ndarray, frames: int, rng: np.r
     return np.pad(x, (0, n - len(x))).astype(np.float32), np.pad(y, (0, frames - len(y))).astype(np.float32)
 
 
-def draw_example(voices, augmenter: Augmenter, cfg: GateConfig, rng: np.random.Generator):
+def draw_example(voices: list[Voice], augmenter: Augmenter, cfg: GateConfig, rng: np.random.Generator):
     """One training window: (samples, per-frame truth)."""
     frames = round(cfg.window_seconds * FPS)
     n = frames * SAMPLES_PER_FRAME
     if rng.random() < cfg.noise_share:
         kind = "babble" if rng.random() < cfg.babble_share else str(rng.choice(NOISE_ALONE_KINDS))
+        sources = augmenter.babble_sources
+        if kind == "babble" and rng.random() < 0.5:  # a crowd of alike voices: one source's clips
+            source = voices[int(rng.integers(len(voices)))].source
+            sources = [v.audio for v in voices if v.source == source]
         level = float(rng.uniform(-50.0, -12.0))
-        x = make_noise(kind, n, rng, augmenter.babble_sources) * 10 ** (level / 20)
+        x = make_noise(kind, n, rng, sources) * 10 ** (level / 20)
         return np.clip(x, -1, 1).astype(np.float32), np.zeros(frames, np.float32)
-    _, audio, speaking = voices[int(rng.integers(len(voices)))]
-    x, y = voice_window(audio, speaking, frames, rng)
-    return augmenter(x, rng, reference_power=speech_power(audio)), y
+    voice = voices[int(rng.integers(len(voices)))]
+    x, y = voice_window(voice.audio, voice.speaking, frames, rng)
+    return augmenter(x, rng, reference_power=speech_power(voice.audio)), y
 
 
 def evaluate_gate(model, voices, seed: int, seconds: float = 10.0) -> dict:
     """The held-out figures (module docstring) and their mean, ``score``."""
     model.eval()
-    sources = [a for _, a, _ in voices]
+    sources = [v.audio for v in voices]
     passed, passed_noisy, shut_pauses, shut_babble = [], [], [], []
-    for k, (_, audio, speaking) in enumerate(voices):
+    for k, voice in enumerate(voices):
+        audio, speaking = voice.audio, voice.speaking
         n = len(speaking)
         others = [a for j, a in enumerate(sources) if j != k] or sources
         noisy = add_noise(audio, make_noise("babble", len(audio), np.random.default_rng([seed, k]), others), 10.0)
@@ -113,6 +133,18 @@ def evaluate_gate(model, voices, seed: int, seconds: float = 10.0) -> dict:
     return scores
 
 
+def gate_speech(data_dirs: list[str | Path]) -> list[dict]:
+    """The voices of the datasets, with minutes and credit (as speaker.json lists speech2latent's)."""
+    from .export import speech_sources
+
+    rows: dict[str, dict] = {}
+    for d in data_dirs:
+        for r in speech_sources(load_dataset(d)[0]):
+            row = rows.setdefault(r["voice"], {**r, "minutes": 0.0})
+            row["minutes"] = round(row["minutes"] + r["minutes"], 2)
+    return sorted(rows.values(), key=lambda r: -r["minutes"])
+
+
 def train_gate(data_dirs: list[str | Path], run_dir: str | Path, cfg: GateConfig, resume: bool = False,
                progress: bool = True) -> dict:
     """Train (or resume) a voice gate on the clips of ``data_dirs``; returns its figures."""
@@ -122,10 +154,10 @@ def train_gate(data_dirs: list[str | Path], run_dir: str | Path, cfg: GateConfig
     run = TrainingRun(run_dir, cfg, resume, "train gate", progress)
     cfg = run.cfg
     voices = load_voices(data_dirs)
-    by_id = {v[0]: v for v in voices}
+    by_id = {v.id: v for v in voices}
     train_ids, held_ids = split_clips(list(by_id), cfg.held_out)
     train, held = [by_id[i] for i in train_ids], [by_id[i] for i in held_ids]
-    augmenter = Augmenter(babble_sources=[a for _, a, _ in train])
+    augmenter = Augmenter(babble_sources=[v.audio for v in train])
     model = VoiceGate(hidden_size=cfg.hidden_size, num_layers=cfg.num_layers)
     model, optimizer = run.start(model, torch.optim.AdamW(model.parameters(), lr=cfg.lr))
     unwrapped = run.accelerator.unwrap_model(model)
@@ -150,8 +182,9 @@ def train_gate(data_dirs: list[str | Path], run_dir: str | Path, cfg: GateConfig
                 unwrapped.save_pretrained(run.path / "voice_gate")
                 best_path.write_text(json.dumps(best, indent=1) + "\n")
         run.end_step()
-    figures = run.figures(train_clips=len(train), heldout_clips=len(held), best=best, last=scores)
+    figures = run.figures(train_clips=len(train), heldout_clips=len(held), best=best, last=scores,
+                          speech=gate_speech(data_dirs))
     return run.finish(figures)
 
 
-__all__ = ["draw_example", "evaluate_gate", "load_voices", "train_gate"]
+__all__ = ["Voice", "draw_example", "evaluate_gate", "load_voices", "train_gate"]
