@@ -191,7 +191,7 @@ def test_training_windows_are_seeded_and_noise_alone_has_no_voice(tmp_path):
     augmenter = Augmenter(babble_sources=[v.audio for v in voices])
     draw = lambda cfg, seed: draw_example(voices, augmenter, cfg, np.random.default_rng(seed))  # noqa: E731
     alone = GateConfig(window_seconds=1.0, noise_share=1.0, babble_share=1.0)
-    for seed in range(6):  # babble alone, from all clips or one source's
+    for seed in range(6):  # babble alone
         x, y = draw(alone, seed)
         assert x.shape == (16000,) and y.shape == (25,) and y.sum() == 0 and np.abs(x).max() > 0
     voiced = GateConfig(window_seconds=1.0, noise_share=0.0)

@@ -9,9 +9,7 @@ Each training window (``window_seconds``) is one of two kinds, drawn with the st
   VAD on its clean sound);
 - **no voice** (``noise_share``): noise alone at a random level, babble (3–8 other clips at
   once) in ``babble_share`` of them, else white, pink or brown noise or hum; the truth is 0
-  everywhere. Half the babble is drawn from all clips, half from the clips of one source (one
-  ``talker synth`` set: one recorded speaker's prompts, or one batch of synthetic voices), so
-  that a crowd of alike voices is babble too.
+  everywhere.
 
 The loss is binary cross-entropy per video frame. Held-out clips (whole clips, ``held_out``)
 score: the share of their speaking frames the gate passes (P ≥ 0.5) as they are and with babble
@@ -44,13 +42,11 @@ NOISE_ALONE_KINDS = ("white", "pink", "brown", "hum")
 
 @dataclass
 class Voice:
-    """One clip for the gate: 16 kHz audio, per-frame speaking truth (0/1), and its source (the
-    folder its video came from: one ``talker synth`` set)."""
+    """One clip for the gate: 16 kHz audio and its per-frame speaking truth (0/1)."""
 
     id: str
     audio: np.ndarray
     speaking: np.ndarray
-    source: str
 
 
 def load_voices(data_dirs: list[str | Path]) -> list[Voice]:
@@ -61,8 +57,7 @@ def load_voices(data_dirs: list[str | Path]) -> list[Voice]:
 
     out = []
     for d in data_dirs:
-        index, clips = load_dataset(d)
-        sources = {e["id"]: str(Path(e.get("source", "")).parent.parent) for e in index["clips"]}
+        _, clips = load_dataset(d)
         for c in clips:
             audio = c.audio[: c.n_frames * SAMPLES_PER_FRAME]
             path = c.path / "truth.npz"
@@ -73,7 +68,7 @@ def load_voices(data_dirs: list[str | Path]) -> list[Voice]:
                         speaking = truth["speaking"][: c.n_frames].astype(np.float32)
             if speaking is None:
                 speaking = (speech_probability(audio, c.n_frames, c.n_frames).numpy() >= 0.5).astype(np.float32)
-            out.append(Voice(c.id, audio, speaking, sources.get(c.id, str(d))))
+            out.append(Voice(c.id, audio, speaking))
     if len(out) < 2:
         raise TalkerError(f"{', '.join(map(str, data_dirs))}: the voice gate needs at least 2 clips (one to hold "
                           f"out); found {len(out)}")
@@ -95,12 +90,8 @@ def draw_example(voices: list[Voice], augmenter: Augmenter, cfg: GateConfig, rng
     n = frames * SAMPLES_PER_FRAME
     if rng.random() < cfg.noise_share:
         kind = "babble" if rng.random() < cfg.babble_share else str(rng.choice(NOISE_ALONE_KINDS))
-        sources = augmenter.babble_sources
-        if kind == "babble" and rng.random() < 0.5:  # a crowd of alike voices: one source's clips
-            source = voices[int(rng.integers(len(voices)))].source
-            sources = [v.audio for v in voices if v.source == source]
         level = float(rng.uniform(-50.0, -12.0))
-        x = make_noise(kind, n, rng, sources) * 10 ** (level / 20)
+        x = make_noise(kind, n, rng, augmenter.babble_sources) * 10 ** (level / 20)
         return np.clip(x, -1, 1).astype(np.float32), np.zeros(frames, np.float32)
     voice = voices[int(rng.integers(len(voices)))]
     x, y = voice_window(voice.audio, voice.speaking, frames, rng)
