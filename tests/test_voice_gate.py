@@ -108,6 +108,16 @@ def test_a_speaker_with_a_voice_gate_saves_loads_and_shuts_the_mouth_where_it_he
     after = s2l.mouth_open(loaded.predict_latents(x, 25, None, None)["z_sem"])
     frames = loaded(x, sampling_rate=16000, generator=torch.Generator().manual_seed(0), num_inference_steps=1).frames
     assert frames.shape[0] == 25 and seen[-1] == 25  # the pipeline's own calls go through the gate
+    # live input does not use it (on its 2-s contexts it cost lip-sync)
+    from talker import Speech2Latent
+
+    config = {k: v for k, v in s2l.config.items() if not k.startswith("_")}
+    live = Speech2Latent(**{**config, "chunk_frames": 3}).eval()
+    live.load_state_dict(s2l.state_dict())
+    loaded.register_modules(live_speech_to_latent=live)
+    calls = len(seen)
+    blocks = [x[i : i + 320] for i in range(0, len(x), 320)]
+    assert len(list(loaded.stream(blocks, 16000, live=True, num_inference_steps=1))) == 25 and len(seen) == calls
     assert seen and (before > 1e-3).any() and after.abs().max() < 1e-4
 
 

@@ -10,7 +10,8 @@ by P(speech) (``Speech2Latent.forward(..., speaking=...)``), so the lips stay sh
 follow the voice that stands out of it.
 
 Causal: a frame's probability depends on audio up to the end of that frame only (convolutions
-padded on the left, a unidirectional GRU), so live input needs no more look-ahead for it.
+padded on the left, a unidirectional GRU), so live input would need no more look-ahead for it
+(the pipeline does not use it there yet: on 2-s live contexts it cost lip-sync).
 Loudness independent: each call's log-mel is standardised over its whole window.
 """
 

@@ -93,6 +93,9 @@ class LiveSession:
         pipe, c, settings = self.pipe, self.chunk, self.settings
         start = max(0, (end - 1) // c * c + c - self.context)  # the context of the chunk's whole C frames
         pose_t = pipe.prepare_pose(settings.pose_mode, settings.pose, end)
+        # no voice gate: on the live context (2 s) it cost the recorded prompts 0.03 of mouth
+        # correlation (bench/real_speech.py --live), more than it gains on babble there
         out = pipe.predict_latents(self.audio.frames(start, end), end - start,
-                                   None if pose_t is None else pose_t[:, start:end], settings.emotion, self.s2l)
+                                   None if pose_t is None else pose_t[:, start:end], settings.emotion, self.s2l,
+                                   gate=False)
         return decode_latents(pipe, out["z_sem"][end - start - n_images :], settings)

@@ -44,7 +44,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
     ``refiner`` (renders the decoder's frames at 4× or 8× their size, trained on the speaker's
     own frames; used unless ``refine=False``), optional ``live_speech_to_latent`` (a streaming
     speech2latent, ``chunk_frames`` > 0, for ``stream(..., live=True)``), optional ``voice_gate``
-    (P(a foreground voice speaks) per frame: the mouth shuts on babble; offline and live) and, for the wav2vec2
+    (P(a foreground voice speaks) per frame: the mouth shuts on babble; not in live input) and, for the wav2vec2
     front end, ``audio_encoder`` and ``feature_extractor``. ``pipe.speaker`` holds the
     checkpoint's ``speaker.json``.
     """
@@ -158,15 +158,16 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
         return speech_features(wave, n_frames, s2l.config, self.audio_encoder, self.feature_extractor)[None].to(s2l.device)
 
     def predict_latents(self, wave: np.ndarray, n_frames: int, pose_t, emotion_t,
-                        s2l: Speech2Latent | None = None) -> dict[str, torch.Tensor]:
+                        s2l: Speech2Latent | None = None, gate: bool = True) -> dict[str, torch.Tensor]:
         """speech2latent (``s2l``, default ``speech_to_latent``) on one window: ``n_frames`` frames
         of 16 kHz ``wave`` (pose_t: that window's (1, n, 3) pose or None) → {"z_sem": (n, D),
         "pose": (n, 3)}; where the speaker has voice activity and a mouth read-out, mouths shut
-        where nobody speaks (and, with a voice gate, where only babble is heard)."""
+        where nobody speaks (and, with a voice gate and ``gate``, where only babble is heard)."""
         s2l = s2l if s2l is not None else self.speech_to_latent
         wave = wave[: n_frames * (SAMPLE_RATE // self.fps)]
         features = self.encode_audio(wave, n_frames, s2l)
-        speaking = None if self.voice_gate is None else self.voice_gate.probability(wave, n_frames)[None].to(s2l.device)
+        speaking = (self.voice_gate.probability(wave, n_frames)[None].to(s2l.device)
+                    if gate and self.voice_gate is not None else None)
         out = s2l(features, pose=pose_t, emotion=emotion_t, shape_mouth=True, speaking=speaking)
         return {"z_sem": out.z_sem[0], "pose": out.pose[0]}
 
