@@ -27,6 +27,14 @@ MAX_PEAK = 2.0
 back into range; beyond it the numbers are not audio at that scale (e.g. int16 values as floats)."""
 
 
+def samples_for_frames(wave: np.ndarray | torch.Tensor, n_frames: int) -> torch.Tensor:
+    """16 kHz mono ``wave`` cut or zero-padded to exactly ``n_frames`` video frames of samples:
+    (n_frames × SAMPLES_PER_FRAME,) float32."""
+    n = n_frames * SAMPLES_PER_FRAME
+    x = torch.as_tensor(np.asarray(wave, dtype=np.float32)).flatten()[:n]
+    return torch.nn.functional.pad(x, (0, n - x.numel()))
+
+
 def num_frames(num_samples: int, sampling_rate: int, fps: int = FPS) -> int:
     """Video frames for ``num_samples`` of audio: duration × fps rounded half up, at least 1."""
     return max(1, int(math.floor(num_samples * fps / sampling_rate + 0.5)))

@@ -28,3 +28,5 @@ DEFAULT_MAX_DURATION = 600.0  # longest audio (seconds) accepted unless the call
 SCHEDULERS = ("ddim", "dpmsolver++", "unipc")
 # side of the face crops `talker prepare` makes; `talker train dae` trains at the dataset's side
 DATASET_RESOLUTION = 128
+
+NOISE_TEST_LEVEL_DBFS = -26.0  # RMS of the noise-alone tests (evaluate, train gate): a speech-like level

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .audio import SAMPLES_PER_FRAME
+from .audio import SAMPLES_PER_FRAME, samples_for_frames
 from .errors import CheckpointError
 
 CHUNK = 512
@@ -103,9 +103,7 @@ def speech_probability(wave: np.ndarray | torch.Tensor, n_frames: int, length: i
     for 100 Hz features): (length,) float32 in [0, 1], the 32-ms chunks' probabilities linearly
     interpolated between chunk centres."""
     n = n_frames * SAMPLES_PER_FRAME
-    x = torch.as_tensor(np.asarray(wave, dtype=np.float32)).flatten()[:n]
-    x = nn.functional.pad(x, (0, n - x.numel()))
-    probs = load_vad()(x[None])[0]
+    probs = load_vad()(samples_for_frames(wave, n_frames)[None])[0]
     centres = (np.arange(len(probs)) + 0.5) * CHUNK
     times = (np.arange(length) + 0.5) * (n / length)
     return torch.from_numpy(np.interp(times, centres, probs.numpy()).astype(np.float32))

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..defaults import EMOTIONS
+from ..defaults import EMOTIONS, NOISE_TEST_LEVEL_DBFS
 from ..errors import TalkerError
 from .results import write_results
 
@@ -137,7 +137,8 @@ def lipsync_scores(gap_gen: np.ndarray, gap_truth: np.ndarray, truth: dict, n: i
             "open_ratio": ratio(gap_gen), "open_ratio_truth_frames": ratio(gap_truth), "closed_threshold": threshold}
 
 
-def noise_only_scores(pipe, probe: FaceProbe, threshold: float, *, seconds: float = 10.0, level_dbfs: float = -26.0,
+def noise_only_scores(pipe, probe: FaceProbe, threshold: float, *, seconds: float = 10.0,
+                      level_dbfs: float = NOISE_TEST_LEVEL_DBFS,
                       kinds=("pink", "brown", "hum", "babble"), babble_sources: list[np.ndarray] | None = None,
                       seed: int = 0, decoder: str | None = None, steps: int | None = None, refine: bool = True) -> dict:
     """Lips closed (gap ≤ ``threshold``) on ``seconds`` of noise alone, per noise kind, at a

@@ -23,7 +23,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from ..defaults import FPS, SAMPLE_RATE
+from ..audio import samples_for_frames
+from ..defaults import FPS
 
 
 class VoiceGate(ModelMixin, ConfigMixin):
@@ -70,9 +71,7 @@ class VoiceGate(ModelMixin, ConfigMixin):
         float32 probabilities that a foreground voice speaks in each frame."""
         from ..frontends import log_mel
 
-        n = n_frames * (SAMPLE_RATE // self.config.fps)
-        x = torch.as_tensor(np.asarray(wave, dtype=np.float32)).flatten()[:n]
-        mel = log_mel(nn.functional.pad(x, (0, n - x.numel())), n_frames, n_mels=self.config.n_mels)
+        mel = log_mel(samples_for_frames(wave, n_frames), n_frames, n_mels=self.config.n_mels)
         return torch.sigmoid(self(mel[None].to(self.device))[0]).float().cpu()
 
 

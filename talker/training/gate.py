@@ -29,14 +29,13 @@ import numpy as np
 import torch
 
 from ..audio import SAMPLES_PER_FRAME
-from ..defaults import FPS, SAMPLE_RATE
+from ..defaults import FPS, NOISE_TEST_LEVEL_DBFS, SAMPLE_RATE
 from ..errors import TalkerError
 from .augment import Augmenter, add_noise, make_noise, speech_power
 from .configs import GateConfig
 from .data import load_dataset, split_clips
 from .runs import TrainingRun
 
-BABBLE_LEVEL_DBFS = -26.0  # babble alone in the held-out score: a speech-like level
 NOISE_ALONE_KINDS = ("white", "pink", "brown", "hum")
 
 
@@ -115,7 +114,8 @@ def evaluate_gate(model, voices, seed: int, seconds: float = 10.0) -> dict:
         passed_noisy.append(q[talk] >= 0.5)
         shut_pauses.append(p[~talk] < 0.5)
         babble = make_noise("babble", int(seconds * SAMPLE_RATE), np.random.default_rng([seed, 1, k]), others)
-        shut_babble.append(model.probability(babble * 10 ** (BABBLE_LEVEL_DBFS / 20), int(seconds * FPS)).numpy() < 0.5)
+        babble = babble * 10 ** (NOISE_TEST_LEVEL_DBFS / 20)
+        shut_babble.append(model.probability(babble, int(seconds * FPS)).numpy() < 0.5)
     model.train()
     scores = {name: float(np.concatenate(v).mean()) for name, v in
               (("speech_passed", passed), ("speech_in_babble_passed", passed_noisy),
