@@ -14,6 +14,10 @@ of the model), as are the truth frames:
   from the other held-out clips; the noise also fills the pauses);
 - ``noise_only``: ``--noise-seconds`` of noise alone at a speech-like level, per kind;
 - ``espeak``: espeak-ng clips in voices the speaker did not train on;
+- ``other:NAME`` (``--other NAME=DIR``, repeated): recorded speech of other speakers and languages
+  (``talker synth --speech ... --language``), as they are; with a real set, ``noise_only_crowd``
+  is babble alone made of these other voices at once (a crowd of different people, where the
+  ``noise_only`` babble is the real set's one voice over itself);
 - ``real_autoencoded``: no speech at all: the truth frames of the real set encoded and decoded by
   the same decoder and steps (and refiner), the most its renderer can show of perfect latents
   (the ceiling of the lip figures above that the renderer, not speech2latent, sets).
@@ -138,6 +142,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="checkpoints/astronaut-64")
     ap.add_argument("--real", help="prepared held-out clips of recorded speech (talker synth --speech)")
     ap.add_argument("--espeak", help="prepared held-out espeak-ng clips in voices not trained on")
+    ap.add_argument("--other", action="append", default=[], metavar="NAME=DIR",
+                    help="prepared held-out clips of other recorded voices or languages (repeat for each)")
     ap.add_argument("--out", default="bench/results/real_speech.json")
     ap.add_argument("--decoder", help="distilled or ddim (default: the speaker's default)")
     ap.add_argument("--clips", type=int, default=16, help="at most this many clips per set")
@@ -158,7 +164,11 @@ def main(argv=None) -> int:
     pipe.set_progress_bar_config(disable=True)
     probe = FaceProbe()
     tic = time.perf_counter()
-    results = {"model": args.model, "data": {"real": args.real, "espeak": args.espeak},
+    others = [o.partition("=")[::2] for o in args.other]
+    bad = [o for o, (name, path) in zip(args.other, others, strict=True) if not name or not path]
+    if bad:
+        ap.error(f"--other takes NAME=DIR; got {', '.join(bad)}")
+    results = {"model": args.model, "data": {"real": args.real, "espeak": args.espeak, **{f"other:{n}": d for n, d in others}},
                "device": describe_device("cpu"),
                "precision": str(compute_dtype(torch.device("cpu"), pipe.unet.dtype, pipe.precision)),
                "decoder": args.decoder or pipe.default_decoder, "live": args.live,
@@ -187,6 +197,18 @@ def main(argv=None) -> int:
         common["truth_size"] = truth_size_for(index, clips, results["output_size"])
         results["sets"]["espeak"] = run_set(pipe, probe, clips, **common, desc="espeak-ng, unseen voices",
                                             live=args.live, context=args.context)
+    crowd = []
+    for name, path in others:
+        index, clips = load_dataset(path)
+        clips = [c for c in clips if (c.path / "truth.npz").is_file()][: args.clips]
+        common["truth_size"] = truth_size_for(index, clips, results["output_size"])
+        results["sets"][f"other:{name}"] = run_set(pipe, probe, clips, **common, desc=f"recorded speech: {name}",
+                                                   live=args.live, context=args.context)
+        crowd += [c.audio for c in clips]
+    if threshold is not None and len(crowd) > 1:
+        results["sets"]["noise_only_crowd"] = noise_only_scores(
+            pipe, probe, threshold, seconds=args.noise_seconds, kinds=("babble",), babble_sources=crowd,
+            seed=args.seed, decoder=args.decoder, refine=args.refine)
     results["seconds"] = round(time.perf_counter() - tic, 1)
     write_results(args.out, results)
     for name, res in results["sets"].items():

@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from .defaults import (DATASET_RESOLUTION, DECODERS, DEFAULT_DISTILLED_STEPS, DEFAULT_MAX_DURATION, DEFAULT_STEPS,
-                       POSE_MODES, PRECISIONS, SCHEDULERS)
+                       POSE_MODES, PRECISIONS, SCHEDULERS, SPEECH_LANGUAGE)
 from .errors import TalkerError
 from .training.configs import DAEConfig, DistillConfig, GateConfig, RefinerConfig, S2LConfig, add_options, from_options
 
@@ -224,7 +224,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     metas = synth_dataset(args.out, clips=args.clips, seconds=args.seconds or 10.0, text_file=args.text_file,
                           seed=args.seed, resolution=args.resolution, voices=voices, emotion=emotion,
                           speech=args.speech, transcripts=args.transcripts, held_out=args.held_out, split=args.split,
-                          speaker=args.speaker, credit=args.credit, workers=args.workers, progress=not args.quiet)
+                          speaker=args.speaker, credit=args.credit, language=args.language, workers=args.workers, progress=not args.quiet)
     total = sum(m["duration"] for m in metas)
     print(f"wrote {len(metas)} clips, {total / 60:.1f} min of speech, to {args.out} in {time.perf_counter() - start:.0f} s")
     return 0
@@ -438,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --speech: use the training part, the held-out part, or all recordings (default)")
     s.add_argument("--speaker", default="recorded", help="with --speech: a label for the recorded voice in meta.json")
     s.add_argument("--credit", help="with --speech: who recorded the speech and its licence, for model cards")
+    s.add_argument("--language", default=SPEECH_LANGUAGE,
+                   help="with --speech: the recordings' language as an espeak-ng voice (default en-us; fr, es, it, "
+                        "ru, de, ...): the aligner's pronunciations come from espeak-ng in that language")
     s.add_argument("--emotion", nargs="*", metavar="SPEC", help="none, random (default) or NAME=VALUE ...")
     s.add_argument("--workers", type=int, help="parallel processes (default: all cores)")
     s.add_argument("-q", "--quiet", action="store_true")

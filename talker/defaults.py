@@ -30,3 +30,6 @@ SCHEDULERS = ("ddim", "dpmsolver++", "unipc")
 DATASET_RESOLUTION = 128
 
 NOISE_TEST_LEVEL_DBFS = -26.0  # RMS of the noise-alone tests (evaluate, train gate): a speech-like level
+# the language recorded speech is aligned in unless told (an espeak-ng voice): the aligner's own
+# acoustic model and pronouncing dictionary are US English
+SPEECH_LANGUAGE = "en-us"

@@ -15,6 +15,7 @@ import torch
 
 DATA = Path(__file__).parent / "data"
 REAL = DATA / "all-circuits-busy-now.flac"
+REAL_FR = DATA / "conf-full-fr.flac"  # "Cette conférence est pleine." (June Wallack, CC-BY-SA-3.0)
 TRANSCRIPTS = DATA / "transcripts.txt"
 needs_espeak = pytest.mark.skipif(ctypes.util.find_library("espeak-ng") is None, reason="needs espeak-ng")
 
@@ -100,10 +101,54 @@ def test_speech_that_reaches_the_edges_of_its_file_aligns():
     assert all(0 <= p.start < p.end <= duration for p in result.speech.phonemes)
 
 
+@needs_espeak
+def test_a_real_recording_in_another_language_aligns_with_espeak_pronunciations():
+    pytest.importorskip("pocketsphinx", reason="needs requirements-prepare.txt")
+    from talker.data.align import ARPABET_IPA, ForcedAligner
+    from talker.data.synthetic import viseme_of
+
+    audio = sf.read(REAL_FR, dtype="float32")[0]
+    duration = len(audio) / 16000
+    aligner = ForcedAligner("fr")
+    # French words are not looked up in the English dictionary ("est" is an English word too)
+    assert aligner.decoder.lookup_word("est") and aligner.pronunciation("est") == "EH"
+    assert aligner.key("est") != "est"
+    result = aligner.align(audio, "Cette conférence est pleine.")
+    assert [w for w, _, _ in result.words] == ["cette", "conférence", "est", "pleine"]
+    bounds = [t for _, a, b in result.words for t in (a, b)]
+    assert bounds == sorted(bounds) and 0 <= bounds[0] and bounds[-1] <= duration + 1e-6
+    phones = result.speech.phonemes
+    assert all(0 <= p.start < p.end <= duration + 1e-6 for p in phones) and all(p.symbol in ARPABET_IPA.values() for p in phones)
+    # "pleine" opens with the lips shut (p), "conférence" holds an f (lip on teeth)
+    pleine = next(a for w, a, _ in result.words if w == "pleine")
+    assert viseme_of(next(p for p in phones if abs(p.start - pleine) < 1e-6).symbol) == "pbm"
+    conf = next((a, b) for w, a, b in result.words if w == "conférence")
+    assert any(viseme_of(p.symbol) == "fv" for p in phones if conf[0] <= p.start < conf[1])
+    # the words are where the recording is loud
+    t = np.arange(len(audio)) / 16000
+    inside = np.zeros(len(audio), bool)
+    for _, a, b in result.words:
+        inside |= (t >= a) & (t < b)
+    assert np.sqrt(np.mean(audio[inside] ** 2)) > 3 * np.sqrt(np.mean(audio[~inside] ** 2) + 1e-12)
+
+
+@needs_espeak
+def test_synth_names_an_unknown_language(tmp_path):
+    from talker.data.synthetic import synth_dataset
+    from talker.errors import InputError
+
+    with pytest.raises(InputError, match="--language 'xx-nowhere'.*espeak-ng has no such voice"):
+        synth_dataset(tmp_path / "out", speech=[REAL_FR], transcripts=TRANSCRIPTS, language="xx-nowhere")
+    assert not (tmp_path / "out").exists()
+
+
 def test_transcript_text_and_files():
     from talker.data.align import number_words, read_transcripts, transcript_words
 
     assert transcript_words("Press 1, then #. It's 25!") == ["press", "one", "then", "pound", "it's", "twenty", "five"]
+    # other languages: words of any script, apostrophes kept inside words, digits left to espeak-ng
+    assert transcript_words("Вы ввели ПИН-код, затем 5.", "ru") == ["вы", "ввели", "пин", "код", "затем", "5"]
+    assert transcript_words("Ce choix n'est pas valide à 100%", "fr") == ["ce", "choix", "n'est", "pas", "valide", "à", "100"]
     assert number_words(1903) == ["one", "thousand", "nine", "hundred", "three"]
     assert read_transcripts(TRANSCRIPTS) == {"all-circuits-busy-now": "All circuits are busy now."}
 

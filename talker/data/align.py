@@ -9,6 +9,11 @@ phone-level segments inside every word.
 
 Words missing from the dictionary get a pronunciation from espeak-ng (its IPA phonemes mapped
 to ARPAbet); when that fails too, the prompt is reported and skipped, never guessed.
+
+Speech in another language (``language``: an espeak-ng voice such as ``fr`` or ``ru``) is aligned
+the same way with every word's pronunciation from espeak-ng in that language, mapped to the
+nearest ARPAbet phones: the English acoustic model then places approximate phones, which is what
+the face needs (when the lips close, open and round), not a phonetic transcription.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import AUDIO_FILE_TYPES, SAMPLE_RATE, decode_audio_file, load_audio
+from ..defaults import SPEECH_LANGUAGE as ENGLISH
 from ..errors import AudioError, TalkerError
 from .tts import Phoneme, Speech
 
@@ -47,6 +53,11 @@ _IPA_ARPABET = sorted({
     "a": "AA", "ɐ": "AH", "ə": "AH", "ɚ": "ER", "ɜ": "ER", "e": "EH", "o": "OW", "ɒ": "AA", "r": "R",
     "ɾ": "T", "ʔ": "T", "g": "G", "x": "K", "ɬ": "L", "i": "IY", "ɪ": "IH", "əʊ": "OW", "eə": "EH",
     "ɪə": "IH", "ʊə": "UH", "aɪə": "AY", "oː": "OW", "y": "IY", "ɫ": "L", "ɹ": "R", "ʍ": "W", "ç": "HH",
+    # other languages' sounds (espeak-ng's es, fr, it, ru, de, ...), by the nearest English mouth shape
+    "β": "B", "ɣ": "G", "ʝ": "Y", "ʎ": "L", "ɲ": "N", "ʁ": "R", "ʀ": "R", "χ": "HH", "ɦ": "HH", "ɭ": "L",
+    "ɨ": "IH", "ɵ": "OW", "ø": "UW", "œ": "ER", "ɶ": "AA", "ʏ": "UH", "ɤ": "AH", "ɯ": "UW", "ɥ": "W",
+    "ʋ": "V", "ɕ": "SH", "ʑ": "ZH", "c": "K", "ɟ": "G", "ɱ": "M", "ɳ": "N", "ʂ": "SH", "ʐ": "ZH",
+    "ɸ": "F", "ɐ̃": "AH",
 }.items(), key=lambda kv: -len(kv[0]))
 
 _UNITS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen " \
@@ -72,9 +83,12 @@ def number_words(n: int) -> list[str]:
     return [w for d in str(n) for w in number_words(int(d))]
 
 
-def transcript_words(text: str) -> list[str]:
+def transcript_words(text: str, language: str = ENGLISH) -> list[str]:
     """A transcript as the aligner's words: lower case, numbers and symbols spelt out,
-    punctuation dropped (apostrophes inside words kept)."""
+    punctuation dropped (apostrophes inside words kept). In another ``language`` words are
+    letters of any script, and numbers stay digits (espeak-ng reads them in that language)."""
+    if language != ENGLISH:
+        return [w.lower() for w in re.findall(r"[^\W_]+(?:['’][^\W_]+)*", text)]
     words = []
     for token in re.findall(r"[A-Za-z]+(?:'[A-Za-z]+)*|\d+|[#*&%@+]", text):
         if token.isdigit():
@@ -114,31 +128,48 @@ class Alignment:
 
 
 class ForcedAligner:
-    """pocketsphinx forced alignment with the en-us model that ships in its wheel."""
+    """pocketsphinx forced alignment with the en-us model that ships in its wheel.
 
-    def __init__(self):
+    Args:
+        language: the speech's language as an espeak-ng voice (``en-us``, ``fr``, ``es``, ``ru``,
+            ...); other than English, pronunciations come from espeak-ng in that voice.
+    """
+
+    def __init__(self, language: str = ENGLISH):
         try:
             from pocketsphinx import Decoder
         except ImportError:
             raise TalkerError("alignment needs pocketsphinx: pip install pocketsphinx") from None
+        self.language = language
         self.decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
+        self._keys: dict[str, str] = {}  # word → its entry in the decoder's dictionary (other languages)
+
+    def key(self, word: str) -> str:
+        """The dictionary entry that ``word`` is aligned as: the word itself in English; an ASCII
+        name of its own in another language (so that Spanish "me" is not English "me")."""
+        return word if self.language == ENGLISH else self._keys.get(word, word)
 
     def pronunciation(self, word: str) -> str | None:
-        """The dictionary's phones of ``word`` ("HH AH L OW"), else espeak-ng's, added to the
-        dictionary; None when neither knows the word."""
-        phones = self.decoder.lookup_word(word)
-        if phones:
-            return phones
+        """The dictionary's phones of ``word`` ("HH AH L OW"), else espeak-ng's (always espeak-ng's
+        in another language), added to the dictionary; None when neither knows the word."""
+        if self.language == ENGLISH:
+            phones = self.decoder.lookup_word(word)
+            if phones:
+                return phones
+        elif word in self._keys:
+            return self.decoder.lookup_word(self._keys[word])
         try:
             from .tts import synthesize
 
-            arpabet = ipa_to_arpabet(p.symbol for p in synthesize(word).phonemes)
+            arpabet = ipa_to_arpabet(p.symbol for p in synthesize(word, voice=self.language).phonemes)
         except TalkerError:
             return None
         if not arpabet:
             return None
         phones = " ".join(arpabet)
-        self.decoder.add_word(word, phones, True)
+        if self.language != ENGLISH:
+            self._keys[word] = f"w{len(self._keys)}_{re.sub(r'[^a-z]', '', self.language.lower())}"
+        self.decoder.add_word(self.key(word), phones, True)
         return phones
 
     def align(self, audio: np.ndarray, text: str) -> Alignment:
@@ -148,7 +179,7 @@ class ForcedAligner:
             AlignmentError: no words in the transcript, a word without a pronunciation, or a
                 recording the aligner cannot fit to the transcript.
         """
-        words = transcript_words(text)
+        words = transcript_words(text, self.language)
         if not words:
             raise AlignmentError(f"no words in the transcript {text!r}")
         unknown = [w for w in words if self.pronunciation(w) is None]
@@ -158,7 +189,7 @@ class ForcedAligner:
         pcm = np.concatenate([pad, (np.clip(audio, -1, 1) * 32767).astype(np.int16), pad]).tobytes()
         d = self.decoder
         try:
-            d.set_align_text(" ".join(words))
+            d.set_align_text(" ".join(self.key(w) for w in words))
             d.start_utt()
             d.process_raw(pcm, full_utt=True)
             d.end_utt()
@@ -173,16 +204,18 @@ class ForcedAligner:
             from pocketsphinx import Decoder
 
             self.decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")  # a failed utterance can leave it unusable
+            self._keys = {}
             raise AlignmentError(f"alignment failed ({e})") from None
         if alignment is None:
             raise AlignmentError("the recording does not fit its transcript")
+        spoken = {self.key(w): w for w in words}
         duration = len(audio) / SAMPLE_RATE
         phonemes, word_spans = [], []
         for w in alignment:
             name = re.sub(r"\(\d+\)$", "", w.name)
             start, end = w.start * ALIGN_FRAME - ALIGN_PAD, (w.start + w.duration) * ALIGN_FRAME - ALIGN_PAD
             if name not in ("<s>", "</s>", "<sil>") and not name.startswith("++"):
-                word_spans.append((name, min(max(start, 0.0), duration), min(max(end, 0.0), duration)))
+                word_spans.append((spoken.get(name, name), min(max(start, 0.0), duration), min(max(end, 0.0), duration)))
             for p in w:
                 ipa = ARPABET_IPA.get(p.name, "_")
                 phonemes.append(Phoneme(ipa, p.start * ALIGN_FRAME - ALIGN_PAD,
@@ -279,16 +312,16 @@ def find_recordings(paths: Iterable[str | Path], transcripts: dict[str, str]) ->
     return recordings, skipped
 
 
-def align_recording(rec: Recording) -> Alignment:
-    """Load (16 kHz mono) and align one recording; raises AlignmentError or AudioError."""
-    return _aligner().align(load_audio(rec.path), rec.text)
+def align_recording(rec: Recording, language: str = ENGLISH) -> Alignment:
+    """Load (16 kHz mono) and align one recording in ``language`` (an espeak-ng voice); raises
+    AlignmentError or AudioError."""
+    return _aligner(language).align(load_audio(rec.path), rec.text)
 
 
-_ALIGNER: ForcedAligner | None = None
+_ALIGNERS: dict[str, ForcedAligner] = {}
 
 
-def _aligner() -> ForcedAligner:
-    global _ALIGNER
-    if _ALIGNER is None:
-        _ALIGNER = ForcedAligner()
-    return _ALIGNER
+def _aligner(language: str) -> ForcedAligner:
+    if language not in _ALIGNERS:
+        _ALIGNERS[language] = ForcedAligner(language)
+    return _ALIGNERS[language]

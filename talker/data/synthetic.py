@@ -28,7 +28,8 @@ from scipy.ndimage import gaussian_filter1d
 
 from ..audio import FPS, SAMPLE_RATE, num_frames
 from ..defaults import EMOTIONS
-from ..errors import InputError
+from ..defaults import SPEECH_LANGUAGE as ENGLISH
+from ..errors import InputError, TalkerError
 from .face import FaceState, SyntheticFace
 from .tts import Phoneme, Speech, synthesize
 
@@ -369,8 +370,10 @@ def plan_recorded_clips(alignments: Sequence[tuple[str, Speech]], *, clips: int 
     return specs
 
 
-def align_recordings(recordings, *, workers: int = 1, progress: bool = True) -> tuple[list, list[dict]]:
-    """Align every recording (``align.Recording``) in ``workers`` processes.
+def align_recordings(recordings, *, language: str = ENGLISH, workers: int = 1,
+                     progress: bool = True) -> tuple[list, list[dict]]:
+    """Align every recording (``align.Recording``), spoken in ``language`` (an espeak-ng voice),
+    in ``workers`` processes.
 
     Returns ([(name, Speech)], skipped [{source, reason}]) in the recordings' order.
     """
@@ -382,7 +385,7 @@ def align_recordings(recordings, *, workers: int = 1, progress: bool = True) -> 
     done, skipped = [], []
     with ProcessPoolExecutor(max(1, workers)) as pool, \
             tqdm(total=len(recordings), desc="aligning recordings", unit="file", disable=not progress) as bar:
-        futures = [pool.submit(align_recording, rec) for rec in recordings]
+        futures = [pool.submit(align_recording, rec, language) for rec in recordings]
         for rec, fut in zip(recordings, futures, strict=True):
             try:
                 done.append((rec.name, fut.result().speech))
@@ -397,7 +400,7 @@ def synth_dataset(out_dir: str | Path, *, clips: int | None = None, seconds: flo
                   voices: Sequence[str] = DEFAULT_VOICES, emotion: str | Sequence[float] = "random",
                   speech: Sequence[str | Path] | None = None, transcripts: str | Path | None = None,
                   held_out: float = 0.0, split: str = "all", speaker: str = "recorded", credit: str | None = None,
-                  workers: int | None = None, progress: bool = True) -> list[dict]:
+                  language: str = ENGLISH, workers: int | None = None, progress: bool = True) -> list[dict]:
     """Generate the synthetic speaker's clips into ``out_dir``; returns the meta entries.
 
     With ``speech`` (recordings, or folders of them) and ``transcripts`` (``name: text`` lines),
@@ -407,7 +410,9 @@ def synth_dataset(out_dir: str | Path, *, clips: int | None = None, seconds: flo
     stable hash of their names) and ``split`` ("train", "heldout" or "all") choose which
     recordings are used, so a training and a held-out set never share a recording. ``speaker``
     names the recorded voice and ``credit`` says whose recordings they are, under which licence
-    (kept in ``meta.json``; ``talker export`` puts it in the model card).
+    (kept in ``meta.json``; ``talker export`` puts it in the model card). ``language`` is the
+    recordings' language as an espeak-ng voice (``fr``, ``es``, ``ru``, ...): the pronunciations
+    the aligner uses come from espeak-ng in that language.
     """
     from tqdm.auto import tqdm
 
@@ -424,19 +429,24 @@ def synth_dataset(out_dir: str | Path, *, clips: int | None = None, seconds: flo
             raise InputError(f"split must be train, heldout or all; got {split!r}")
         if not 0 <= held_out < 1:
             raise InputError(f"--held-out must be a fraction in [0, 1); got {held_out}")
+        try:
+            synthesize("a", voice=language)
+        except TalkerError:
+            raise InputError(f"--language {language!r}: espeak-ng has no such voice (e.g. en-us, fr, es, it, ru, de; "
+                             "`espeak-ng --voices` lists them)") from None
         recordings, skipped = find_recordings(speech, read_transcripts(transcripts))
         if split != "all":
             recordings = [r for r in recordings if in_held_out(r.name, held_out) == (split == "heldout")]
         if not recordings:
             raise InputError("no recording with a transcript was found in --speech")
-        aligned, failed = align_recordings(recordings, workers=workers, progress=progress)
+        aligned, failed = align_recordings(recordings, language=language, workers=workers, progress=progress)
         skipped += failed
         for s in failed:
             print(f"skipped {s['source']}: {s['reason']}")
         if not aligned:
             raise InputError("no recording could be aligned to its transcript")
         specs = plan_recorded_clips(aligned, clips=clips, seconds=seconds, seed=seed, emotion=emotion,
-                                    voice=f"recorded:{speaker}")
+                                    voice=f"recorded:{speaker}" + ("" if language == ENGLISH else f":{language}"))
     else:
         specs = plan_clips(clips=clips, seconds=seconds, text_file=text_file, seed=seed, voices=voices, emotion=emotion)
     out = Path(out_dir)
@@ -459,5 +469,6 @@ def synth_dataset(out_dir: str | Path, *, clips: int | None = None, seconds: flo
              "visemes": list(VISEMES), "clips": metas, "skipped": skipped}
     if speech is not None:
         index["speech_credit"] = credit
+        index["speech_language"] = language
     (out / "meta.json").write_text(json.dumps(index, indent=1) + "\n")
     return metas
