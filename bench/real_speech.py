@@ -15,9 +15,10 @@ of the model), as are the truth frames:
 - ``noise_only``: ``--noise-seconds`` of noise alone at a speech-like level, per kind;
 - ``espeak``: espeak-ng clips in voices the speaker did not train on;
 - ``other:NAME`` (``--other NAME=DIR``, repeated): recorded speech of other speakers and languages
-  (``talker synth --speech ... --language``), as they are; with a real set, ``noise_only_crowd``
+  (``talker synth --speech ... --language``), as they are; ``noise_only_crowd``
   is babble alone made of these other voices at once (a crowd of different people, where the
-  ``noise_only`` babble is the real set's one voice over itself);
+  ``noise_only`` babble is the real set's one voice over itself), lips judged closed by the real
+  set's truth threshold (without one: the first other set's);
 - ``real_autoencoded``: no speech at all: the truth frames of the real set encoded and decoded by
   the same decoder and steps (and refiner), the most its renderer can show of perfect latents
   (the ceiling of the lip figures above that the renderer, not speech2latent, sets).
@@ -205,6 +206,8 @@ def main(argv=None) -> int:
         results["sets"][f"other:{name}"] = run_set(pipe, probe, clips, **common, desc=f"recorded speech: {name}",
                                                    live=args.live, context=args.context)
         crowd += [c.audio for c in clips]
+        if threshold is None:  # the truth frames' closed-lips threshold, from the first recorded set measured
+            threshold = results["sets"][f"other:{name}"]["mean"]["closed_threshold"]
     if threshold is not None and len(crowd) > 1:
         results["sets"]["noise_only_crowd"] = noise_only_scores(
             pipe, probe, threshold, seconds=args.noise_seconds, kinds=("babble",), babble_sources=crowd,
