@@ -64,6 +64,14 @@ def truth_size_for(index: dict, clips, size: int) -> int:
     return size if all(c.has_frames_at(size) for c in clips) else int(index["resolution"])
 
 
+def held_out_set(path: str, max_clips: int, size: int) -> tuple[list, int]:
+    """A prepared held-out set's first ``max_clips`` clips with truth, and the side of the truth
+    frames their generated frames (``size``) are compared with."""
+    index, clips = load_dataset(path)
+    clips = [c for c in clips if (c.path / "truth.npz").is_file()][:max_clips]
+    return clips, truth_size_for(index, clips, size)
+
+
 def truth_gaps(probe, clip, n: int, size: int) -> np.ndarray:
     """The lip gaps of the clip's first ``n`` truth frames at side ``size`` (its crops at that
     size where it keeps them, else its own)."""
@@ -177,9 +185,7 @@ def main(argv=None) -> int:
     common = dict(seconds=args.seconds, seed=args.seed, decoder=args.decoder, refine=args.refine)
     threshold = None
     if args.real:
-        index, clips = load_dataset(args.real)
-        clips = [c for c in clips if (c.path / "truth.npz").is_file()][: args.clips]
-        common["truth_size"] = truth_size_for(index, clips, results["output_size"])
+        clips, common["truth_size"] = held_out_set(args.real, args.clips, results["output_size"])
         results["sets"]["real"] = run_set(pipe, probe, clips, **common, desc="recorded speech", live=args.live,
                                           context=args.context)
     if args.real and not args.live:
@@ -193,16 +199,12 @@ def main(argv=None) -> int:
                                                           babble_sources=sources, seed=args.seed, decoder=args.decoder,
                                                           refine=args.refine)
     if args.espeak:
-        index, clips = load_dataset(args.espeak)
-        clips = [c for c in clips if (c.path / "truth.npz").is_file()][: args.clips]
-        common["truth_size"] = truth_size_for(index, clips, results["output_size"])
+        clips, common["truth_size"] = held_out_set(args.espeak, args.clips, results["output_size"])
         results["sets"]["espeak"] = run_set(pipe, probe, clips, **common, desc="espeak-ng, unseen voices",
                                             live=args.live, context=args.context)
     crowd = []
     for name, path in others:
-        index, clips = load_dataset(path)
-        clips = [c for c in clips if (c.path / "truth.npz").is_file()][: args.clips]
-        common["truth_size"] = truth_size_for(index, clips, results["output_size"])
+        clips, common["truth_size"] = held_out_set(path, args.clips, results["output_size"])
         results["sets"][f"other:{name}"] = run_set(pipe, probe, clips, **common, desc=f"recorded speech: {name}",
                                                    live=args.live, context=args.context)
         crowd += [c.audio for c in clips]

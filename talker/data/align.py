@@ -147,7 +147,7 @@ class ForcedAligner:
     def key(self, word: str) -> str:
         """The dictionary entry that ``word`` is aligned as: the word itself in English; an ASCII
         name of its own in another language (so that Spanish "me" is not English "me")."""
-        return word if self.language == ENGLISH else self._keys.get(word, word)
+        return self._keys.get(word, word)  # English words have no entry of their own
 
     def pronunciation(self, word: str) -> str | None:
         """The dictionary's phones of ``word`` ("HH AH L OW"), else espeak-ng's (always espeak-ng's
