@@ -298,7 +298,7 @@ def cmd_train_gate(args: argparse.Namespace) -> int:
     from .training.gate import train_gate
 
     figures = train_gate(args.data, args.output, from_options(GateConfig, args), resume=args.resume,
-                         progress=not args.quiet)
+                         progress=not args.quiet, speech=args.speech)
     best = figures["best"]
     print(f"{args.output}: {figures['steps']} steps; kept step {best.get('step')}: held-out speech passed "
           f"{best.get('speech_passed', float('nan')):.1%} ({best.get('speech_in_babble_passed', float('nan')):.1%} "
@@ -572,7 +572,10 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Train a small causal network on the datasets' audio and per-frame truth "
                                     "(`talker synth` clips, espeak-ng or recorded) mixed with noise and babble, and "
                                     "on noise and babble alone: per frame, P(a foreground voice speaks).")
-    q.add_argument("--data", required=True, nargs="+", help="prepared datasets with synthetic truth")
+    q.add_argument("--data", nargs="+", default=[], help="prepared datasets with synthetic truth")
+    q.add_argument("--speech", nargs="+", default=[],
+                   help="folders (or files) of recorded speech, no transcript needed, any language: more voices "
+                        "to speak and to make babble of (truth from Silero VAD)")
     q.add_argument("--output", required=True, help="run folder (checkpoints, best.json, voice_gate/)")
     add_options(q, GateConfig)
     q.add_argument("--resume", action="store_true")

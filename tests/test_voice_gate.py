@@ -208,3 +208,76 @@ def test_training_windows_are_seeded_and_noise_alone_has_no_voice(tmp_path):
     (x1, y1), (x2, y2) = draw(voiced, 7), draw(voiced, 7)
     assert np.array_equal(x1, x2) and np.array_equal(y1, y2) and y1.sum() > 0
     assert not np.array_equal(draw(voiced, 8)[0], x1)
+
+
+def test_recorded_speech_without_transcripts_becomes_clips_with_voice_activity_truth_minus_the_held_out_part(tmp_path):
+    import soundfile as sf
+
+    from talker.data.synthetic import in_held_out
+    from talker.training.gate import RECORDED_CLIP_SECONDS, load_recorded_voices
+
+    folder = tmp_path / "prompts"
+    (folder / "digits").mkdir(parents=True)
+    names = [f"digits/{k}" for k in range(12)] + ["hello", "goodbye"]
+    for k, name in enumerate(names):
+        sf.write(folder / f"{name}.wav", speech_like(2.5, seed=k), 16000)
+    sf.write(folder / "hello.flac", speech_like(2.5, seed=99)[::2], 8000)  # the same prompt at a lower rate
+    held = [n for n in names if in_held_out(n, 0.3)]
+    assert 0 < len(held) < len(names)
+    voices = load_recorded_voices([folder], held_out=0.3, progress=False)
+    kept = sum(len(v.audio) for v in voices) / 16000
+    n = len(names) - len(held)  # each kept recording once, 0.3-1 s of silence before it, one more at the end
+    assert n * 2.8 + len(voices) * 0.3 <= kept <= n * 3.5 + len(voices) * 1.0
+    for v in voices:
+        assert len(v.audio) == len(v.speaking) * 640 and len(v.audio) < (RECORDED_CLIP_SECONDS + 5) * 16000
+        assert 0 < v.speaking.mean() < 1  # the recordings speak, the gaps between them do not
+    again = load_recorded_voices([folder], held_out=0.3, progress=False)
+    assert all(np.array_equal(a.audio, b.audio) for a, b in zip(voices, again, strict=True))
+    everything = load_recorded_voices([folder], held_out=0.0, progress=False)
+    assert sum(len(v.audio) for v in everything) > sum(len(v.audio) for v in voices)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = subprocess.run([sys.executable, "-m", "talker", "train", "gate", "--speech", str(empty), "--output",
+                        str(tmp_path / "run"), "--max-steps", "1", "-q"], capture_output=True, text=True)
+    assert r.returncode != 0 and "no recordings to train on" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_babble_talkers_at_their_own_speeds_are_other_voices_of_the_same_recordings():
+    from talker.training.augment import babble
+
+    src = [np.sin(2 * np.pi * 200 * np.arange(32000) / 16000).astype(np.float32)]  # one 200 Hz "voice"
+    plain = babble(16000, np.random.default_rng(0), src, talkers=(1, 1))
+    varied = babble(16000, np.random.default_rng(0), src, talkers=(1, 1), speeds=0.2)
+    peak = lambda x: np.argmax(np.abs(np.fft.rfft(x))) * 16000 / len(x)  # noqa: E731
+    assert abs(peak(plain) - 200) < 2 and 160 <= peak(varied) <= 240 and abs(peak(varied) - 200) > 2
+    assert varied.shape == (16000,) and abs(np.sqrt(np.mean(varied**2)) - 1) < 1e-3
+    assert np.array_equal(varied, babble(16000, np.random.default_rng(0), src, talkers=(1, 1), speeds=0.2))
+
+
+def test_the_gate_bench_scores_every_set_and_a_crowd_of_them(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    import soundfile as sf
+
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    monkeypatch.syspath_prepend(str(bench))
+    sys.modules.pop("voice_gate", None)
+    import voice_gate
+
+    _gate().save_pretrained(tmp_path / "run" / "voice_gate")
+    data = _dataset(tmp_path / "data", n_clips=3)
+    folder = tmp_path / "unseen"
+    folder.mkdir()
+    for k in range(4):
+        sf.write(folder / f"p{k}.wav", speech_like(3.0, seed=10 + k), 16000)
+    out = tmp_path / "gate.json"
+    assert voice_gate.main(["--gate", str(tmp_path / "run"), "--set", f"synth={data}", "--speech", f"unseen={folder}",
+                            "--draws", "2", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert set(results["sets"]) == {"synth", "unseen"} and results["sets"]["synth"]["clips"] == 3
+    for row in results["sets"].values():
+        assert all(0 <= row[k] <= 1 for k in ("speech_passed", "speech_in_babble_passed", "pauses_shut",
+                                               "babble_alone_shut"))
+    assert 0 <= results["crowd"]["babble_alone_shut"] <= 1 and results["crowd"]["voices"] == 2
+    with pytest.raises(SystemExit):
+        voice_gate.main(["--gate", str(tmp_path / "run"), "--set", str(data)])  # no NAME=

@@ -231,7 +231,7 @@ class ForcedAligner:
 # Recordings and their transcripts
 # ----------------------------------------------------------------------------------------------
 
-SPEECH_FILE_TYPES = (*AUDIO_FILE_TYPES, "g722")
+SPEECH_FILE_TYPES = (*AUDIO_FILE_TYPES, "g722", "gsm")  # and the telephone prompt formats (Asterisk)
 
 
 def read_transcripts(path: str | Path) -> dict[str, str]:
@@ -270,28 +270,33 @@ class Recording:
     text: str
 
 
-def find_recordings(paths: Iterable[str | Path], transcripts: dict[str, str]) -> tuple[list[Recording], list[dict]]:
-    """Files (or folders, searched recursively) matched to transcripts by their path tail.
+def find_recordings(paths: Iterable[str | Path],
+                    transcripts: dict[str, str] | None) -> tuple[list[Recording], list[dict]]:
+    """Files (or folders, searched recursively) matched to transcripts by their path tail; with
+    ``transcripts`` None, every file is a recording named by its path inside the folder given
+    (``digits/1`` for ``FOLDER/digits/1.wav``; a file given alone by its stem), text empty.
 
     When one prompt exists in several files (``.wav`` at 8 kHz and ``.g722`` at 16 kHz), the one
     with the highest sampling rate is taken. Returns (recordings sorted by name, skipped files
     with the reason).
     """
-    files: list[Path] = []
+    files: list[tuple[Path, str]] = []  # (file, its name when there are no transcripts)
     for given in paths:
         p = Path(given)
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower().lstrip(".") in SPEECH_FILE_TYPES)
+            files += [(f, f.relative_to(p).with_suffix("").as_posix()) for f in sorted(p.rglob("*"))
+                      if f.suffix.lower().lstrip(".") in SPEECH_FILE_TYPES]
         elif p.is_file():
-            files.append(p)
+            files.append((p, p.stem))
         else:
             raise TalkerError(f"speech file or folder not found: {p}")
     candidates: dict[str, list[Path]] = {}
     skipped = []
-    for f in files:
+    for f, name in files:
         parts = f.with_suffix("").parts
-        key = next(("/".join(parts[-k:]) for k in range(min(3, len(parts)), 0, -1)
-                    if "/".join(parts[-k:]) in transcripts), None)
+        key = name if transcripts is None else next(
+            ("/".join(parts[-k:]) for k in range(min(3, len(parts)), 0, -1) if "/".join(parts[-k:]) in transcripts),
+            None)
         if key is None:
             skipped.append({"source": str(f), "reason": "no transcript"})
         else:
@@ -308,7 +313,7 @@ def find_recordings(paths: Iterable[str | Path], transcripts: dict[str, str]) ->
             if rate > best_rate:
                 best, best_rate = f, rate
         if best is not None:
-            recordings.append(Recording(key, best, transcripts[key]))
+            recordings.append(Recording(key, best, "" if transcripts is None else transcripts[key]))
     return recordings, skipped
 
 

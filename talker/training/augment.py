@@ -74,16 +74,23 @@ def hum(n: int, rng: np.random.Generator) -> np.ndarray:
     return (x / (np.sqrt(np.mean(x**2)) + 1e-12)).astype(np.float32)
 
 
-def babble(n: int, rng: np.random.Generator, sources: list[np.ndarray], talkers: tuple[int, int] = (3, 8)) -> np.ndarray:
-    """Several other utterances summed (a room of people talking), unit RMS."""
+def babble(n: int, rng: np.random.Generator, sources: list[np.ndarray], talkers: tuple[int, int] = (3, 8),
+           speeds: float = 0.0) -> np.ndarray:
+    """Several other utterances summed (a room of people talking), unit RMS. ``speeds`` > 0 plays
+    each talker at its own speed in [1 - speeds, 1 + speeds] (pitch, formants and tempo move
+    together: another person, as far as a spectrum can tell), so a few recorded voices make many."""
     x = np.zeros(n, np.float32)
     for _ in range(int(rng.integers(talkers[0], talkers[1] + 1))):
         src = sources[int(rng.integers(len(sources)))]
-        if len(src) >= n:
-            start = int(rng.integers(0, len(src) - n + 1))
-            seg = src[start : start + n]
+        speed = float(rng.uniform(1 - speeds, 1 + speeds)) if speeds > 0 else 1.0
+        m = max(1, round(n * speed))
+        if len(src) >= m:
+            start = int(rng.integers(0, len(src) - m + 1))
+            seg = src[start : start + m]
         else:
-            seg = np.resize(src, n)
+            seg = np.resize(src, m)
+        if m != n:
+            seg = np.resize(resample(seg, m, n), n)
         x += seg / (np.sqrt(np.mean(seg**2)) + 1e-6)
     return x / (np.sqrt(np.mean(x**2)) + 1e-12)
 

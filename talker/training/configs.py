@@ -145,6 +145,10 @@ class GateConfig(run_config(batch_size=16, lr=2e-3, max_steps=3000,
     window_seconds: float = option(4.0, "length of the training windows")
     noise_share: float = option(0.4, "share of windows with no voice: noise or babble alone, truth 0")
     babble_share: float = option(0.5, "share of those whose noise is babble (3-8 other clips at once)")
+    babble_speeds: float = option(0.0, "each babble talker plays at its own speed, up to this fraction off "
+                                       "(0.15: 0.85-1.15×; pitch and formants move: more people than recorded)")
+    speech_held_out: float = option(0.0, "with --speech: leave out the recordings `talker synth --held-out` of this "
+                                         "fraction holds out (the fraction your held-out sets were made with)")
     held_out: float = 0.1
 
 

@@ -8,8 +8,15 @@ Each training window (``window_seconds``) is one of two kinds, drawn with the st
   words are, from espeak-ng's timings or the forced alignment; for a speaker's own video, Silero
   VAD on its clean sound);
 - **no voice** (``noise_share``): noise alone at a random level, babble (3–8 other clips at
-  once) in ``babble_share`` of them, else white, pink or brown noise or hum; the truth is 0
+  once, each played at its own speed within ``babble_speeds``: more people than the recordings
+  hold) in ``babble_share`` of them, else white, pink or brown noise or hum; the truth is 0
   everywhere.
+
+Besides prepared datasets, folders of recorded speech with no transcript and no video
+(``speech``: any language, any person) add voices, to speak and to make babble of: their
+recordings are joined into clips of about ``RECORDED_CLIP_SECONDS`` with short gaps, the truth
+from Silero VAD; the recordings that ``talker synth --held-out`` of ``speech_held_out`` holds out
+(a hash of their names) are left out, so the gate never hears the prompts of a held-out set.
 
 The loss is binary cross-entropy per video frame. Held-out clips (whole clips, ``held_out``)
 score: the share of their speaking frames the gate passes (P ≥ 0.5) as they are and with babble
@@ -29,14 +36,16 @@ import numpy as np
 import torch
 
 from ..audio import SAMPLES_PER_FRAME
+from ..data.align import SPEECH_FILE_TYPES
 from ..defaults import FPS, NOISE_TEST_LEVEL_DBFS, SAMPLE_RATE
 from ..errors import TalkerError
-from .augment import Augmenter, add_noise, make_noise, speech_power
+from .augment import Augmenter, add_noise, babble, make_noise, speech_power
 from .configs import GateConfig
 from .data import load_dataset, split_clips
 from .runs import TrainingRun
 
 NOISE_ALONE_KINDS = ("white", "pink", "brown", "hum")
+RECORDED_CLIP_SECONDS = 12.0
 
 
 @dataclass
@@ -68,9 +77,46 @@ def load_voices(data_dirs: list[str | Path]) -> list[Voice]:
             if speaking is None:
                 speaking = (speech_probability(audio, c.n_frames, c.n_frames).numpy() >= 0.5).astype(np.float32)
             out.append(Voice(c.id, audio, speaking))
-    if len(out) < 2:
-        raise TalkerError(f"{', '.join(map(str, data_dirs))}: the voice gate needs at least 2 clips (one to hold "
-                          f"out); found {len(out)}")
+    return out
+
+
+def load_recorded_voices(paths: list[str | Path], held_out: float, seed: int = 0,
+                         progress: bool = True) -> list[Voice]:
+    """Recordings with no transcript (files or folders, module docstring) as clips of about
+    ``RECORDED_CLIP_SECONDS``: the training part of a ``held_out`` split by name, in a seeded
+    order, 0.3–1.0 s of silence between recordings; truth: Silero VAD P(speech) ≥ 0.5."""
+    from tqdm.auto import tqdm
+
+    from ..audio import load_audio
+    from ..data.align import find_recordings
+    from ..data.synthetic import in_held_out
+    from ..vad import speech_probability
+
+    out = []
+    for given in paths:
+        recordings, _ = find_recordings([given], None)
+        recordings = [r for r in recordings if not in_held_out(r.name, held_out)]
+        if not recordings:
+            raise TalkerError(f"{given}: no recordings to train on (audio files: "
+                              f"{', '.join(SPEECH_FILE_TYPES)}; the held-out part is left out)")
+        rng = np.random.default_rng([seed, len(out)])
+        groups: list[list[np.ndarray]] = [[]]
+        length = 0
+        for k in tqdm(rng.permutation(len(recordings)), desc=f"reading {Path(given).name}", unit="file",
+                      disable=not progress):
+            audio = load_audio(recordings[k].path)
+            if groups[-1] and length + len(audio) > RECORDED_CLIP_SECONDS * SAMPLE_RATE:
+                groups.append([])
+                length = 0
+            gap = np.zeros(int(rng.uniform(0.3, 1.0) * SAMPLE_RATE), np.float32)
+            groups[-1] += [gap, audio]
+            length += len(gap) + len(audio)
+        for i, group in enumerate(groups):
+            audio = np.concatenate([*group, group[0]])
+            n = len(audio) // SAMPLES_PER_FRAME
+            audio = audio[: n * SAMPLES_PER_FRAME]
+            speaking = (speech_probability(audio, n, n).numpy() >= 0.5).astype(np.float32)
+            out.append(Voice(f"{Path(given).name}-{i:04d}", audio, speaking))
     return out
 
 
@@ -90,11 +136,22 @@ def draw_example(voices: list[Voice], augmenter: Augmenter, cfg: GateConfig, rng
     if rng.random() < cfg.noise_share:
         kind = "babble" if rng.random() < cfg.babble_share else str(rng.choice(NOISE_ALONE_KINDS))
         level = float(rng.uniform(-50.0, -12.0))
-        x = make_noise(kind, n, rng, augmenter.babble_sources) * 10 ** (level / 20)
+        if kind == "babble":
+            x = babble(n, rng, augmenter.babble_sources, speeds=cfg.babble_speeds)
+        else:
+            x = make_noise(kind, n, rng)
+        x = x * 10 ** (level / 20)
         return np.clip(x, -1, 1).astype(np.float32), np.zeros(frames, np.float32)
     voice = voices[int(rng.integers(len(voices)))]
     x, y = voice_window(voice.audio, voice.speaking, frames, rng)
     return augmenter(x, rng, reference_power=speech_power(voice.audio)), y
+
+
+def babble_shut(model, sources: list[np.ndarray], rng: np.random.Generator, seconds: float = 10.0) -> np.ndarray:
+    """Per frame, whether the gate shuts ``seconds`` of babble alone made of ``sources`` (3–8 at
+    once, at a speech-like level)."""
+    x = make_noise("babble", int(seconds * SAMPLE_RATE), rng, sources) * 10 ** (NOISE_TEST_LEVEL_DBFS / 20)
+    return model.probability(x, int(seconds * FPS)).numpy() < 0.5
 
 
 def evaluate_gate(model, voices, seed: int, seconds: float = 10.0) -> dict:
@@ -113,9 +170,7 @@ def evaluate_gate(model, voices, seed: int, seconds: float = 10.0) -> dict:
         passed.append(p[talk] >= 0.5)
         passed_noisy.append(q[talk] >= 0.5)
         shut_pauses.append(p[~talk] < 0.5)
-        babble = make_noise("babble", int(seconds * SAMPLE_RATE), np.random.default_rng([seed, 1, k]), others)
-        babble = babble * 10 ** (NOISE_TEST_LEVEL_DBFS / 20)
-        shut_babble.append(model.probability(babble, int(seconds * FPS)).numpy() < 0.5)
+        shut_babble.append(babble_shut(model, others, np.random.default_rng([seed, 1, k]), seconds))
     model.train()
     scores = {name: float(np.concatenate(v).mean()) for name, v in
               (("speech_passed", passed), ("speech_in_babble_passed", passed_noisy),
@@ -137,14 +192,19 @@ def gate_speech(data_dirs: list[str | Path]) -> list[dict]:
 
 
 def train_gate(data_dirs: list[str | Path], run_dir: str | Path, cfg: GateConfig, resume: bool = False,
-               progress: bool = True) -> dict:
-    """Train (or resume) a voice gate on the clips of ``data_dirs``; returns its figures."""
+               progress: bool = True, speech: list[str | Path] = ()) -> dict:
+    """Train (or resume) a voice gate on the clips of ``data_dirs`` and the recordings in
+    ``speech`` (module docstring); returns its figures."""
     from ..frontends import log_mel
     from ..models import VoiceGate
 
     run = TrainingRun(run_dir, cfg, resume, "train gate", progress)
     cfg = run.cfg
-    voices = load_voices(data_dirs)
+    voices = (load_voices(data_dirs) if data_dirs else []) + load_recorded_voices(
+        list(speech), cfg.speech_held_out, cfg.seed, progress)
+    if len(voices) < 2:
+        raise TalkerError(f"the voice gate needs at least 2 clips (one to hold out); found {len(voices)} in "
+                          f"{', '.join(map(str, [*data_dirs, *speech])) or 'nothing (give --data or --speech)'}")
     by_id = {v.id: v for v in voices}
     train_ids, held_ids = split_clips(list(by_id), cfg.held_out)
     train, held = [by_id[i] for i in train_ids], [by_id[i] for i in held_ids]
@@ -174,8 +234,8 @@ def train_gate(data_dirs: list[str | Path], run_dir: str | Path, cfg: GateConfig
                 best_path.write_text(json.dumps(best, indent=1) + "\n")
         run.end_step()
     figures = run.figures(train_clips=len(train), heldout_clips=len(held), best=best, last=scores,
-                          speech=gate_speech(data_dirs))
+                          speech=gate_speech(data_dirs), recorded_speech=[str(p) for p in speech])
     return run.finish(figures)
 
 
-__all__ = ["Voice", "draw_example", "evaluate_gate", "load_voices", "train_gate"]
+__all__ = ["Voice", "babble_shut", "draw_example", "evaluate_gate", "load_recorded_voices", "load_voices", "train_gate"]
