@@ -298,7 +298,7 @@ def cmd_train_gate(args: argparse.Namespace) -> int:
     from .training.gate import train_gate
 
     figures = train_gate(args.data, args.output, from_options(GateConfig, args), resume=args.resume,
-                         progress=not args.quiet, speech=args.speech)
+                         progress=not args.quiet, speech=args.speech, speech_credit=args.speech_credit)
     best = figures["best"]
     print(f"{args.output}: {figures['steps']} steps; kept step {best.get('step')}: held-out speech passed "
           f"{best.get('speech_passed', float('nan')):.1%} ({best.get('speech_in_babble_passed', float('nan')):.1%} "
@@ -576,6 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--speech", nargs="+", default=[],
                    help="folders (or files) of recorded speech, no transcript needed, any language: more voices "
                         "to speak and to make babble of (truth from Silero VAD)")
+    q.add_argument("--speech-credit", help="who recorded the --speech folders and their licence (for the model card)")
     q.add_argument("--output", required=True, help="run folder (checkpoints, best.json, voice_gate/)")
     add_options(q, GateConfig)
     q.add_argument("--resume", action="store_true")

@@ -143,9 +143,16 @@ def _dataset(root, n_clips: int = 3, seconds: float = 2.0):
 def test_train_gate_resumes_keeps_its_best_step_and_is_added_to_a_speaker(tmp_path, speaker_dir):
     import shutil
 
+    import soundfile as sf
+
     data = _dataset(tmp_path / "data")
+    others = tmp_path / "others"  # recordings of other people, no transcript
+    others.mkdir()
+    for k in range(2):
+        sf.write(others / f"p{k}.wav", speech_like(3.0, seed=20 + k), 16000)
     run = tmp_path / "run"
     base = [sys.executable, "-m", "talker", "train", "gate", "--data", str(data), "--output", str(run),
+            "--speech", str(others), "--speech-credit", "two test prompts", "--babble-speeds", "0.15",
             "--batch-size", "2", "--window-seconds", "1", "--hidden-size", "8", "--eval-every", "2",
             "--checkpoint-every", "2", "-q"]
     subprocess.run(base + ["--max-steps", "2"], check=True, capture_output=True, text=True)
@@ -156,7 +163,10 @@ def test_train_gate_resumes_keeps_its_best_step_and_is_added_to_a_speaker(tmp_pa
     best = json.loads((run / "best.json").read_text())
     assert best["step"] in (2, 4) and 0 <= best["babble_alone_shut"] <= 1
     assert best["score"] == max(e["score"] for e in log if "score" in e)
-    assert json.loads((run / "figures.json").read_text())["steps"] == 4
+    figures = json.loads((run / "figures.json").read_text())
+    assert figures["steps"] == 4 and figures["train_clips"] + figures["heldout_clips"] == 4  # 3 + 2 prompts joined
+    row = next(r for r in figures["speech"] if r["voice"] == "recorded:others")
+    assert row["credit"] == "two test prompts" and 6.6 / 60 <= row["minutes"] <= 8.1 / 60  # 2 × 3 s + gaps
 
     speaker = tmp_path / "speaker"
     shutil.copytree(speaker_dir, speaker)

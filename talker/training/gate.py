@@ -116,7 +116,7 @@ def load_recorded_voices(paths: list[str | Path], held_out: float, seed: int = 0
             n = len(audio) // SAMPLES_PER_FRAME
             audio = audio[: n * SAMPLES_PER_FRAME]
             speaking = (speech_probability(audio, n, n).numpy() >= 0.5).astype(np.float32)
-            out.append(Voice(f"{Path(given).name}-{i:04d}", audio, speaking))
+            out.append(Voice(f"{given}:{i:04d}", audio, speaking))  # unique per folder given
     return out
 
 
@@ -192,16 +192,22 @@ def gate_speech(data_dirs: list[str | Path]) -> list[dict]:
 
 
 def train_gate(data_dirs: list[str | Path], run_dir: str | Path, cfg: GateConfig, resume: bool = False,
-               progress: bool = True, speech: list[str | Path] = ()) -> dict:
+               progress: bool = True, speech: list[str | Path] = (), speech_credit: str | None = None) -> dict:
     """Train (or resume) a voice gate on the clips of ``data_dirs`` and the recordings in
-    ``speech`` (module docstring); returns its figures."""
+    ``speech`` (module docstring; ``speech_credit`` names their source for the model card);
+    returns its figures."""
     from ..frontends import log_mel
     from ..models import VoiceGate
 
     run = TrainingRun(run_dir, cfg, resume, "train gate", progress)
     cfg = run.cfg
-    voices = (load_voices(data_dirs) if data_dirs else []) + load_recorded_voices(
-        list(speech), cfg.speech_held_out, cfg.seed, progress)
+    voices = load_voices(data_dirs) if data_dirs else []
+    recorded = []  # the --speech folders' rows for the model card
+    for folder in speech:
+        clips = load_recorded_voices([folder], cfg.speech_held_out, cfg.seed, progress)
+        voices += clips
+        recorded.append({"voice": f"recorded:{Path(folder).name}", "credit": speech_credit or f"recordings in {folder}",
+                         "minutes": round(sum(len(v.audio) for v in clips) / SAMPLE_RATE / 60, 2)})
     if len(voices) < 2:
         raise TalkerError(f"the voice gate needs at least 2 clips (one to hold out); found {len(voices)} in "
                           f"{', '.join(map(str, [*data_dirs, *speech])) or 'nothing (give --data or --speech)'}")
@@ -234,7 +240,7 @@ def train_gate(data_dirs: list[str | Path], run_dir: str | Path, cfg: GateConfig
                 best_path.write_text(json.dumps(best, indent=1) + "\n")
         run.end_step()
     figures = run.figures(train_clips=len(train), heldout_clips=len(held), best=best, last=scores,
-                          speech=gate_speech(data_dirs), recorded_speech=[str(p) for p in speech])
+                          speech=gate_speech(data_dirs) + recorded)
     return run.finish(figures)
 
 
