@@ -234,7 +234,10 @@ def test_recorded_speech_without_transcripts_becomes_clips_with_voice_activity_t
     sf.write(folder / "hello.flac", speech_like(2.5, seed=99)[::2], 8000)  # the same prompt at a lower rate
     held = [n for n in names if in_held_out(n, 0.3)]
     assert 0 < len(held) < len(names)
-    voices = load_recorded_voices([folder], held_out=0.3, progress=False)
+    (folder / "broken.wav").write_bytes(b"RIFF not audio")
+    unreadable = []
+    voices = load_recorded_voices([folder], held_out=0.3, progress=False, skipped=unreadable)
+    assert [u["source"] for u in unreadable] == [str(folder / "broken.wav")]  # reported, not fatal
     kept = sum(len(v.audio) for v in voices) / 16000
     n = len(names) - len(held)  # each kept recording once, 0.3-1 s of silence before it, one more at the end
     assert n * 2.8 + len(voices) * 0.3 <= kept <= n * 3.5 + len(voices) * 1.0

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from ..audio import SAMPLES_PER_FRAME
-from ..data.align import SPEECH_FILE_TYPES
+from ..data.align import SPEECH_FILE_TYPES, find_recordings
 from ..defaults import FPS, NOISE_TEST_LEVEL_DBFS, SAMPLE_RATE
 from ..errors import TalkerError
 from .augment import Augmenter, add_noise, babble, make_noise, speech_power
@@ -80,21 +80,23 @@ def load_voices(data_dirs: list[str | Path]) -> list[Voice]:
     return out
 
 
-def load_recorded_voices(paths: list[str | Path], held_out: float, seed: int = 0,
-                         progress: bool = True) -> list[Voice]:
+def load_recorded_voices(paths: list[str | Path], held_out: float, seed: int = 0, progress: bool = True,
+                         skipped: list[dict] | None = None) -> list[Voice]:
     """Recordings with no transcript (files or folders, module docstring) as clips of about
     ``RECORDED_CLIP_SECONDS``: the training part of a ``held_out`` split by name, in a seeded
-    order, 0.3–1.0 s of silence between recordings; truth: Silero VAD P(speech) ≥ 0.5."""
+    order, 0.3–1.0 s of silence between recordings; truth: Silero VAD P(speech) ≥ 0.5. Files that
+    cannot be read are left out and appended to ``skipped`` ({source, reason})."""
     from tqdm.auto import tqdm
 
     from ..audio import load_audio
-    from ..data.align import find_recordings
     from ..data.synthetic import in_held_out
     from ..vad import speech_probability
 
     out = []
     for given in paths:
-        recordings, _ = find_recordings([given], None)
+        recordings, unreadable = find_recordings([given], None)
+        if skipped is not None:
+            skipped += unreadable
         recordings = [r for r in recordings if not in_held_out(r.name, held_out)]
         if not recordings:
             raise TalkerError(f"{given}: no recordings to train on (audio files: "
@@ -204,10 +206,12 @@ def train_gate(data_dirs: list[str | Path], run_dir: str | Path, cfg: GateConfig
     voices = load_voices(data_dirs) if data_dirs else []
     recorded = []  # the --speech folders' rows for the model card
     for folder in speech:
-        clips = load_recorded_voices([folder], cfg.speech_held_out, cfg.seed, progress)
+        unreadable: list[dict] = []
+        clips = load_recorded_voices([folder], cfg.speech_held_out, cfg.seed, progress, unreadable)
         voices += clips
         recorded.append({"voice": f"recorded:{Path(folder).name}", "credit": speech_credit or f"recordings in {folder}",
-                         "minutes": round(sum(len(v.audio) for v in clips) / SAMPLE_RATE / 60, 2)})
+                         "minutes": round(sum(len(v.audio) for v in clips) / SAMPLE_RATE / 60, 2),
+                         **({"unreadable": unreadable} if unreadable else {})})
     if len(voices) < 2:
         raise TalkerError(f"the voice gate needs at least 2 clips (one to hold out); found {len(voices)} in "
                           f"{', '.join(map(str, [*data_dirs, *speech])) or 'nothing (give --data or --speech)'}")
