@@ -54,16 +54,16 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench/results/voice_gate.json")
     args = ap.parse_args(argv)
-    sets = named(args.set, "--set", ap) + named(args.speech, "--speech", ap)
+    prepared, recorded = named(args.set, "--set", ap), named(args.speech, "--speech", ap)
+    sets = prepared + recorded
     if not sets:
         ap.error("give at least one --set or --speech")
 
     torch.manual_seed(args.seed)
     gate = VoiceGate.from_pretrained(gate_folder(args.gate)).eval()
     tic = time.perf_counter()
-    voices = {name: load_voices([path])[: args.clips] for name, path in named(args.set, "--set", ap)}
-    voices |= {name: load_recorded_voices([path], held_out=0.0, seed=args.seed)[: args.clips]
-               for name, path in named(args.speech, "--speech", ap)}
+    voices = {name: load_voices([path])[: args.clips] for name, path in prepared}
+    voices |= {name: load_recorded_voices(path, held_out=0.0, seed=args.seed)[: args.clips] for name, path in recorded}
     results = {"gate": args.gate, "data": dict(sets), "device": describe_device("cpu"), "sets": {}}
     for name, vs in voices.items():
         scores = evaluate_gate(gate, vs, args.seed)

@@ -236,7 +236,7 @@ def test_recorded_speech_without_transcripts_becomes_clips_with_voice_activity_t
     assert 0 < len(held) < len(names)
     (folder / "broken.wav").write_bytes(b"RIFF not audio")
     unreadable = []
-    voices = load_recorded_voices([folder], held_out=0.3, progress=False, skipped=unreadable)
+    voices = load_recorded_voices(folder, held_out=0.3, progress=False, skipped=unreadable)
     assert [u["source"] for u in unreadable] == [str(folder / "broken.wav")]  # reported, not fatal
     kept = sum(len(v.audio) for v in voices) / 16000
     n = len(names) - len(held)  # each kept recording once, 0.3-1 s of silence before it, one more at the end
@@ -244,9 +244,9 @@ def test_recorded_speech_without_transcripts_becomes_clips_with_voice_activity_t
     for v in voices:
         assert len(v.audio) == len(v.speaking) * 640 and len(v.audio) < (RECORDED_CLIP_SECONDS + 5) * 16000
         assert 0 < v.speaking.mean() < 1  # the recordings speak, the gaps between them do not
-    again = load_recorded_voices([folder], held_out=0.3, progress=False)
+    again = load_recorded_voices(folder, held_out=0.3, progress=False)
     assert all(np.array_equal(a.audio, b.audio) for a, b in zip(voices, again, strict=True))
-    everything = load_recorded_voices([folder], held_out=0.0, progress=False)
+    everything = load_recorded_voices(folder, held_out=0.0, progress=False)
     assert sum(len(v.audio) for v in everything) > sum(len(v.audio) for v in voices)
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -95,8 +95,10 @@ def babble(n: int, rng: np.random.Generator, sources: list[np.ndarray], talkers:
     return x / (np.sqrt(np.mean(x**2)) + 1e-12)
 
 
-def make_noise(kind: str, n: int, rng: np.random.Generator, sources: list[np.ndarray] | None = None) -> np.ndarray:
-    """Unit-RMS noise of ``kind`` (one of NOISE_KINDS); babble needs ``sources``."""
+def make_noise(kind: str, n: int, rng: np.random.Generator, sources: list[np.ndarray] | None = None,
+               babble_speeds: float = 0.0) -> np.ndarray:
+    """Unit-RMS noise of ``kind`` (one of NOISE_KINDS); babble needs ``sources`` (its talkers'
+    speeds vary by ``babble_speeds``: :func:`babble`)."""
     if kind == "white":
         return colored_noise(n, rng, 0.0)
     if kind == "pink":
@@ -108,7 +110,7 @@ def make_noise(kind: str, n: int, rng: np.random.Generator, sources: list[np.nda
     if kind == "babble":
         if not sources:
             raise ValueError("babble noise needs source recordings")
-        return babble(n, rng, sources)
+        return babble(n, rng, sources, speeds=babble_speeds)
     raise ValueError(f"noise kind must be one of {', '.join(NOISE_KINDS)}; got {kind!r}")
 
 

@@ -39,7 +39,7 @@ from ..audio import SAMPLES_PER_FRAME
 from ..data.align import SPEECH_FILE_TYPES, find_recordings
 from ..defaults import FPS, NOISE_TEST_LEVEL_DBFS, SAMPLE_RATE
 from ..errors import TalkerError
-from .augment import Augmenter, add_noise, babble, make_noise, speech_power
+from .augment import Augmenter, add_noise, make_noise, speech_power
 from .configs import GateConfig
 from .data import load_dataset, split_clips
 from .runs import TrainingRun
@@ -80,45 +80,45 @@ def load_voices(data_dirs: list[str | Path]) -> list[Voice]:
     return out
 
 
-def load_recorded_voices(paths: list[str | Path], held_out: float, seed: int = 0, progress: bool = True,
+def load_recorded_voices(folder: str | Path, held_out: float, seed: int = 0, progress: bool = True,
                          skipped: list[dict] | None = None) -> list[Voice]:
-    """Recordings with no transcript (files or folders, module docstring) as clips of about
-    ``RECORDED_CLIP_SECONDS``: the training part of a ``held_out`` split by name, in a seeded
-    order, 0.3–1.0 s of silence between recordings; truth: Silero VAD P(speech) ≥ 0.5. Files that
-    cannot be read are left out and appended to ``skipped`` ({source, reason})."""
+    """The recordings with no transcript in ``folder`` (or one file; module docstring) as clips of
+    about ``RECORDED_CLIP_SECONDS``: the training part of a ``held_out`` split by name, in a seeded
+    order, 0.3–1.0 s of silence before each recording and at the end; truth: Silero VAD
+    P(speech) ≥ 0.5. Files that cannot be read are left out and appended to ``skipped``
+    ({source, reason})."""
     from tqdm.auto import tqdm
 
     from ..audio import load_audio
     from ..data.synthetic import in_held_out
     from ..vad import speech_probability
 
+    recordings, unreadable = find_recordings([folder], None)
+    if skipped is not None:
+        skipped += unreadable
+    recordings = [r for r in recordings if not in_held_out(r.name, held_out)]
+    if not recordings:
+        raise TalkerError(f"{folder}: no recordings to train on (audio files: "
+                          f"{', '.join(SPEECH_FILE_TYPES)}; the held-out part is left out)")
+    rng = np.random.default_rng([seed, 0])
+    groups: list[list[np.ndarray]] = [[]]
+    length = 0
+    for k in tqdm(rng.permutation(len(recordings)), desc=f"reading {Path(folder).name}", unit="file",
+                  disable=not progress):
+        audio = load_audio(recordings[k].path)
+        if groups[-1] and length + len(audio) > RECORDED_CLIP_SECONDS * SAMPLE_RATE:
+            groups.append([])
+            length = 0
+        gap = np.zeros(int(rng.uniform(0.3, 1.0) * SAMPLE_RATE), np.float32)
+        groups[-1] += [gap, audio]
+        length += len(gap) + len(audio)
     out = []
-    for given in paths:
-        recordings, unreadable = find_recordings([given], None)
-        if skipped is not None:
-            skipped += unreadable
-        recordings = [r for r in recordings if not in_held_out(r.name, held_out)]
-        if not recordings:
-            raise TalkerError(f"{given}: no recordings to train on (audio files: "
-                              f"{', '.join(SPEECH_FILE_TYPES)}; the held-out part is left out)")
-        rng = np.random.default_rng([seed, len(out)])
-        groups: list[list[np.ndarray]] = [[]]
-        length = 0
-        for k in tqdm(rng.permutation(len(recordings)), desc=f"reading {Path(given).name}", unit="file",
-                      disable=not progress):
-            audio = load_audio(recordings[k].path)
-            if groups[-1] and length + len(audio) > RECORDED_CLIP_SECONDS * SAMPLE_RATE:
-                groups.append([])
-                length = 0
-            gap = np.zeros(int(rng.uniform(0.3, 1.0) * SAMPLE_RATE), np.float32)
-            groups[-1] += [gap, audio]
-            length += len(gap) + len(audio)
-        for i, group in enumerate(groups):
-            audio = np.concatenate([*group, group[0]])
-            n = len(audio) // SAMPLES_PER_FRAME
-            audio = audio[: n * SAMPLES_PER_FRAME]
-            speaking = (speech_probability(audio, n, n).numpy() >= 0.5).astype(np.float32)
-            out.append(Voice(f"{given}:{i:04d}", audio, speaking))  # unique per folder given
+    for i, group in enumerate(groups):
+        audio = np.concatenate([*group, group[0]])  # the clip's first gap again at its end
+        n = len(audio) // SAMPLES_PER_FRAME
+        audio = audio[: n * SAMPLES_PER_FRAME]
+        speaking = (speech_probability(audio, n, n).numpy() >= 0.5).astype(np.float32)
+        out.append(Voice(f"{folder}:{i:04d}", audio, speaking))  # unique per folder given
     return out
 
 
@@ -138,11 +138,7 @@ def draw_example(voices: list[Voice], augmenter: Augmenter, cfg: GateConfig, rng
     if rng.random() < cfg.noise_share:
         kind = "babble" if rng.random() < cfg.babble_share else str(rng.choice(NOISE_ALONE_KINDS))
         level = float(rng.uniform(-50.0, -12.0))
-        if kind == "babble":
-            x = babble(n, rng, augmenter.babble_sources, speeds=cfg.babble_speeds)
-        else:
-            x = make_noise(kind, n, rng)
-        x = x * 10 ** (level / 20)
+        x = make_noise(kind, n, rng, augmenter.babble_sources, babble_speeds=cfg.babble_speeds) * 10 ** (level / 20)
         return np.clip(x, -1, 1).astype(np.float32), np.zeros(frames, np.float32)
     voice = voices[int(rng.integers(len(voices)))]
     x, y = voice_window(voice.audio, voice.speaking, frames, rng)
@@ -207,7 +203,7 @@ def train_gate(data_dirs: list[str | Path], run_dir: str | Path, cfg: GateConfig
     recorded = []  # the --speech folders' rows for the model card
     for folder in speech:
         unreadable: list[dict] = []
-        clips = load_recorded_voices([folder], cfg.speech_held_out, cfg.seed, progress, unreadable)
+        clips = load_recorded_voices(folder, cfg.speech_held_out, cfg.seed, progress, unreadable)
         voices += clips
         recorded.append({"voice": f"recorded:{Path(folder).name}", "credit": speech_credit or f"recordings in {folder}",
                          "minutes": round(sum(len(v.audio) for v in clips) / SAMPLE_RATE / 60, 2),
