@@ -38,6 +38,15 @@ def test_voice_gate_gives_one_probability_per_frame_from_the_audio_before_it(tmp
     with torch.no_grad():
         a, b = gate(mel)[0], gate(later)[0]
     assert torch.allclose(a[:29], b[:29], atol=1e-5) and not torch.allclose(a[31:], b[31:], atol=1e-3)
+    # bidirectional: each frame hears its whole window, so the change reaches the frames before it
+    torch.manual_seed(0)
+    both = VoiceGate(hidden_size=16, num_layers=1, bidirectional=True).eval()
+    with torch.no_grad():
+        a, b = both(mel)[0], both(later)[0]
+    assert a.shape == (50,) and not torch.allclose(a[:29], b[:29], atol=1e-4)
+    both.save_pretrained(tmp_path / "both")
+    loaded = VoiceGate.from_pretrained(tmp_path / "both")
+    assert loaded.config.bidirectional and torch.allclose(loaded.probability(x, 50), both.probability(x, 50), atol=1e-6)
     # loudness hardly matters (the window is standardised; only the log-mel floor sees the level)
     assert torch.allclose(gate.probability(0.1 * x, 50), gate.probability(x, 50), atol=1e-2)
     gate.save_pretrained(tmp_path / "voice_gate")
@@ -152,7 +161,7 @@ def test_train_gate_resumes_keeps_its_best_step_and_is_added_to_a_speaker(tmp_pa
         sf.write(others / f"p{k}.wav", speech_like(3.0, seed=20 + k), 16000)
     run = tmp_path / "run"
     base = [sys.executable, "-m", "talker", "train", "gate", "--data", str(data), "--output", str(run),
-            "--speech", str(others), "--speech-credit", "two test prompts", "--babble-speeds", "0.15",
+            "--speech", str(others), "--speech-credit", "two test prompts", "--babble-speeds", "0.15", "--bidirectional",
             "--batch-size", "2", "--window-seconds", "1", "--hidden-size", "8", "--eval-every", "2",
             "--checkpoint-every", "2", "-q"]
     subprocess.run(base + ["--max-steps", "2"], check=True, capture_output=True, text=True)
@@ -165,6 +174,20 @@ def test_train_gate_resumes_keeps_its_best_step_and_is_added_to_a_speaker(tmp_pa
     assert best["score"] == max(e["score"] for e in log if "score" in e)
     figures = json.loads((run / "figures.json").read_text())
     assert figures["steps"] == 4 and figures["train_clips"] + figures["heldout_clips"] == 4  # 3 + 2 prompts joined
+    from safetensors.torch import load_file
+
+    from talker.models import VoiceGate
+
+    kept = VoiceGate.from_pretrained(run / "voice_gate").state_dict()  # the moving average, not the step's weights
+    trained = load_file(run / "checkpoints" / f"step_{best['step']:07d}" / "model.safetensors")
+    assert kept.keys() == trained.keys() and not all(torch.equal(kept[k], trained[k]) for k in kept)
+    # a run saved without a moving average of its weights resumes with it off, or says so
+    config = json.loads((run / "train_config.json").read_text())
+    (run / "train_config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "ema_decay"}))
+    for ckpt in (run / "checkpoints").glob("step_*"):
+        (ckpt / "ema.safetensors").unlink()
+    old = subprocess.run(base + ["--max-steps", "6", "--resume"], capture_output=True, text=True)
+    assert old.returncode != 0 and "--ema-decay 0" in old.stderr and "Traceback" not in old.stderr
     row = next(r for r in figures["speech"] if r["voice"] == "recorded:others")
     assert row["credit"] == "two test prompts" and 6.6 / 60 <= row["minutes"] <= 8.1 / 60  # 2 × 3 s + gaps
 
@@ -176,6 +199,7 @@ def test_train_gate_resumes_keeps_its_best_step_and_is_added_to_a_speaker(tmp_pa
 
     loaded = DAETalkerPipeline.from_pretrained(speaker)
     assert loaded.voice_gate is not None and loaded.voice_gate.config.hidden_size == 8
+    assert loaded.voice_gate.config.bidirectional
     assert json.loads((speaker / "speaker.json").read_text())["training"]["voice_gate"]["best"]["step"] == best["step"]
     assert "Voice gate: P(a foreground voice speaks)" in (speaker / "README.md").read_text()
     bad = subprocess.run([sys.executable, "-m", "talker", "add-gate", str(speaker), "--gate", str(tmp_path)],
@@ -218,6 +242,31 @@ def test_training_windows_are_seeded_and_noise_alone_has_no_voice(tmp_path):
     (x1, y1), (x2, y2) = draw(voiced, 7), draw(voiced, 7)
     assert np.array_equal(x1, x2) and np.array_equal(y1, y2) and y1.sum() > 0
     assert not np.array_equal(draw(voiced, 8)[0], x1)
+
+
+def test_one_voice_babble_is_made_of_one_talkers_clips_only():
+    from talker.training.augment import Augmenter
+    from talker.training.configs import GateConfig
+    from talker.training.gate import Voice, draw_example
+
+    t = np.arange(48000) / 16000
+    tone = lambda hz: (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)  # noqa: E731
+    talk = np.ones(75, np.float32)
+    voices = [Voice("a0", tone(300), talk, "a"), Voice("a1", tone(500), talk, "a"),
+              Voice("b0", tone(1100), talk, "b"), Voice("b1", tone(1700), talk, "b")]
+    augmenter = Augmenter(babble_sources=[v.audio for v in voices])
+
+    def heard(share: float, seed: int) -> set[int]:
+        cfg = GateConfig(window_seconds=1.0, noise_share=1.0, babble_share=1.0, one_voice_babble=share)
+        x, y = draw_example(voices, augmenter, cfg, np.random.default_rng(seed))
+        assert y.sum() == 0
+        spectrum = np.abs(np.fft.rfft(x))  # 1 Hz bins
+        return {hz for hz in (300, 500, 1100, 1700) if spectrum[hz] > 0.05 * spectrum.max()}
+
+    one = [heard(1.0, seed) for seed in range(12)]
+    assert all(h and (h <= {300, 500} or h <= {1100, 1700}) for h in one)
+    assert {min(h) < 1000 for h in one} == {True, False}  # both talkers get their turn
+    assert any(len(heard(0.0, seed)) >= 3 for seed in range(12))  # without it babble mixes the talkers
 
 
 def test_recorded_speech_without_transcripts_becomes_clips_with_voice_activity_truth_minus_the_held_out_part(tmp_path):
@@ -290,7 +339,7 @@ def test_the_gate_bench_scores_every_set_and_a_crowd_of_them(tmp_path, monkeypat
     assert set(results["sets"]) == {"synth", "unseen"} and results["sets"]["synth"]["clips"] == 3
     for row in results["sets"].values():
         assert all(0 <= row[k] <= 1 for k in ("speech_passed", "speech_in_babble_passed", "pauses_shut",
-                                               "babble_alone_shut"))
+                                               "babble_alone_shut", "one_voice_babble_shut"))
     assert 0 <= results["crowd"]["babble_alone_shut"] <= 1 and results["crowd"]["voices"] == 2
     with pytest.raises(SystemExit):
         voice_gate.main(["--gate", str(tmp_path / "run"), "--set", str(data)])  # no NAME=

@@ -9,9 +9,12 @@ one speaks) (``talker train gate``). The pipeline multiplies the mouth opening b
 by P(speech) (``Speech2Latent.forward(..., speaking=...)``), so the lips stay shut on babble and
 follow the voice that stands out of it.
 
-Causal: a frame's probability depends on audio up to the end of that frame only (convolutions
-padded on the left, a unidirectional GRU), so live input would need no more look-ahead for it
-(the pipeline does not use it there yet: on 2-s live contexts it cost lip-sync).
+Causal by default: a frame's probability depends on audio up to the end of that frame only
+(convolutions padded on the left, a unidirectional GRU), so live input would need no more
+look-ahead for it (the pipeline does not use it there yet: on 2-s live contexts it cost
+lip-sync). ``bidirectional``: every frame hears its whole window, before and after (centred
+convolutions, a GRU each way): a causal gate needs seconds of babble before it knows it for one,
+while a whole clip lets the first frames know it too.
 Loudness independent: each call's log-mel is standardised over its whole window.
 """
 
@@ -38,18 +41,21 @@ class VoiceGate(ModelMixin, ConfigMixin):
         kernel_size: time width of each of the two convolutions (feature frames, causal).
         feature_rate: feature frames per second (100: hop 160 at 16 kHz).
         fps: video frames per second.
+        bidirectional: each frame's probability from the whole window (module docstring), not
+            only the audio up to it.
     """
 
     @register_to_config
     def __init__(self, n_mels: int = 80, hidden_size: int = 96, num_layers: int = 2, kernel_size: int = 5,
-                 feature_rate: int = 100, fps: int = FPS):
+                 feature_rate: int = 100, fps: int = FPS, bidirectional: bool = False):
         super().__init__()
         if feature_rate % fps:
             raise ValueError(f"feature_rate ({feature_rate}) must be a multiple of fps ({fps})")
         self.conv = nn.Sequential(nn.Conv1d(n_mels, hidden_size, kernel_size), nn.GELU(),
                                   nn.Conv1d(hidden_size, hidden_size, kernel_size), nn.GELU())
-        self.gru = nn.GRU(hidden_size, hidden_size, num_layers=num_layers, batch_first=True)
-        self.out = nn.Linear(hidden_size, 1)
+        self.gru = nn.GRU(hidden_size, hidden_size, num_layers=num_layers, batch_first=True,
+                          bidirectional=bidirectional)
+        self.out = nn.Linear(hidden_size * (2 if bidirectional else 1), 1)
 
     @property
     def features_per_frame(self) -> int:
@@ -60,7 +66,9 @@ class VoiceGate(ModelMixin, ConfigMixin):
         dtype = self.out.weight.dtype
         mel = mel.to(dtype)
         mel = (mel - mel.mean((1, 2), keepdim=True)) / (mel.std((1, 2), keepdim=True) + 1e-3)
-        x = nn.functional.pad(mel.transpose(1, 2), (2 * (self.config.kernel_size - 1), 0))  # causal
+        pad = 2 * (self.config.kernel_size - 1)  # two convolutions: causal, all of it on the left
+        left = pad // 2 if self.config.bidirectional else pad
+        x = nn.functional.pad(mel.transpose(1, 2), (left, pad - left))
         x, _ = self.gru(self.conv(x).transpose(1, 2))
         logits = self.out(x)[..., 0]
         return logits.reshape(logits.shape[0], -1, self.features_per_frame).mean(-1)

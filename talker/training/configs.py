@@ -142,11 +142,17 @@ class GateConfig(run_config(batch_size=16, lr=2e-3, max_steps=3000,
     """A voice gate run (``talker train gate``)."""
     hidden_size: int = option(96, "width of the network")
     num_layers: int = 2
+    bidirectional: bool = option(False, "each frame judged from its whole window, before and after (not for live "
+                                        "input; the gate is causal without it)")
     window_seconds: float = option(4.0, "length of the training windows")
     noise_share: float = option(0.4, "share of windows with no voice: noise or babble alone, truth 0")
     babble_share: float = option(0.5, "share of those whose noise is babble (3-8 other clips at once)")
+    one_voice_babble: float = option(0.5, "share of the babble windows made of one voice's clips only (talkers who "
+                                          "sound alike)")
     babble_speeds: float = option(0.0, "each babble talker plays at its own speed, up to this fraction off "
                                        "(0.15: 0.85-1.15×; pitch and formants move: more people than recorded)")
+    ema_decay: float = option(0.995, "decay of the moving average of the weights that is scored and kept (0: the "
+                                     "weights as trained)")
     speech_held_out: float = option(0.0, "with --speech: leave out the recordings `talker synth --held-out` of this "
                                          "fraction holds out (the fraction your held-out sets were made with)")
     held_out: float = 0.1

@@ -97,7 +97,9 @@ def _gate_line(g: dict | None) -> str:
     return (f"P(a foreground voice speaks) per frame scales the mouth opening; {g.get('steps', '?')} steps, step "
             f"{best.get('step', '?')} kept: on held-out clips it passes {pct('speech_passed')} of speaking frames "
             f"({pct('speech_in_babble_passed')} with babble at 10 dB SNR), shuts {pct('pauses_shut')} of pause frames "
-            f"and {pct('babble_alone_shut')} of frames of babble alone" + _gate_speech(g.get("speech")))
+            f"and {pct('babble_alone_shut')} of frames of babble alone"
+            + (f" ({pct('one_voice_babble_shut')} of babble of one voice)" if "one_voice_babble_shut" in best else "")
+            + _gate_speech(g.get("speech")))
 
 
 def _gate_speech(rows: list[dict] | None) -> str:
@@ -133,12 +135,12 @@ def _fmt(x) -> str:
     return f"{x:.4f}" if isinstance(x, (int, float)) else "n/a"
 
 
-def speech_sources(index: dict) -> list[dict]:
-    """The voices a dataset's speech came from, with minutes and credit: read from the
-    ``meta.json`` that ``talker synth`` wrote next to each source video (videos of other
-    origins are counted under their folder's name)."""
+def clip_voices(index: dict) -> dict[str, dict]:
+    """Per clip id of a dataset, the voice its speech came from and its credit ({voice, credit}):
+    read from the ``meta.json`` that ``talker synth`` wrote next to each source video (videos of
+    other origins are named by their folder)."""
     metas: dict[Path, dict] = {}
-    voices: dict[str, dict] = {}
+    out: dict[str, dict] = {}
     for clip in index["clips"]:
         src = Path(clip["source"])
         root = src.parent.parent
@@ -154,7 +156,17 @@ def speech_sources(index: dict) -> list[dict]:
             credit = "espeak-ng text-to-speech"
         else:
             credit = "the speaker's own video"
-        row = voices.setdefault(voice, {"voice": voice, "minutes": 0.0, "credit": credit})
+        out[clip["id"]] = {"voice": voice, "credit": credit}
+    return out
+
+
+def speech_sources(index: dict) -> list[dict]:
+    """The voices a dataset's speech came from, with minutes and credit (:func:`clip_voices`)."""
+    voices: dict[str, dict] = {}
+    sources = clip_voices(index)
+    for clip in index["clips"]:
+        source = sources[clip["id"]]
+        row = voices.setdefault(source["voice"], {**source, "minutes": 0.0})
         row["minutes"] = round(row["minutes"] + clip["frames"] / 25 / 60, 2)
     return sorted(voices.values(), key=lambda r: -r["minutes"])
 

@@ -10,7 +10,9 @@ Each training window (``window_seconds``) is one of two kinds, drawn with the st
 - **no voice** (``noise_share``): noise alone at a random level, babble (3–8 other clips at
   once, each played at its own speed within ``babble_speeds``: more people than the recordings
   hold) in ``babble_share`` of them, else white, pink or brown noise or hum; the truth is 0
-  everywhere.
+  everywhere. ``one_voice_babble`` of the babble is made of one voice's clips only (people who
+  sound alike: the gate cannot tell a crowd from a speaker by a mix of timbres alone, only by
+  several voices at once).
 
 Besides prepared datasets, folders of recorded speech with no transcript and no video
 (``speech``: any language, any person) add voices, to speak and to make babble of: their
@@ -18,11 +20,14 @@ recordings are joined into clips of about ``RECORDED_CLIP_SECONDS`` with short g
 from Silero VAD; the recordings that ``talker synth --held-out`` of ``speech_held_out`` holds out
 (a hash of their names) are left out, so the gate never hears the prompts of a held-out set.
 
-The loss is binary cross-entropy per video frame. Held-out clips (whole clips, ``held_out``)
+The loss is binary cross-entropy per video frame; a moving average of the weights
+(``ema_decay``) is what is scored and kept, so the kept step is not one swing of the boundary
+between speech in babble and babble alone. Held-out clips (whole clips, ``held_out``)
 score: the share of their speaking frames the gate passes (P ≥ 0.5) as they are and with babble
 at 10 dB SNR, the share of their pause frames it shuts, and the share of frames of 10 s of babble
-alone (made of other held-out clips, at a speech-like level) that it shuts; the step with the best
-mean of the four is kept (``RUN/voice_gate``, ``RUN/best.json``). Checkpoints and ``--resume``
+alone (made of other held-out clips, at a speech-like level) and of babble of the clip's own voice
+(its held-out clips, itself among them) that it shuts; the step with the best mean of the five is
+kept (``RUN/voice_gate``, ``RUN/best.json``). Checkpoints and ``--resume``
 as for the other stages.
 """
 
@@ -50,11 +55,13 @@ RECORDED_CLIP_SECONDS = 12.0
 
 @dataclass
 class Voice:
-    """One clip for the gate: 16 kHz audio and its per-frame speaking truth (0/1)."""
+    """One clip for the gate: 16 kHz audio, its per-frame speaking truth (0/1) and whose voice
+    it is (``talker``: clips of one talker make one-voice babble)."""
 
     id: str
     audio: np.ndarray
     speaking: np.ndarray
+    talker: str
 
 
 def load_voices(data_dirs: list[str | Path]) -> list[Voice]:
@@ -62,10 +69,12 @@ def load_voices(data_dirs: list[str | Path]) -> list[Voice]:
     the truth of ``talker synth`` clips (``truth.npz``: where the words are), else, for a
     speaker's own recordings, Silero VAD on the clip's clean audio (P(speech) ≥ 0.5)."""
     from ..vad import speech_probability
+    from .export import clip_voices
 
     out = []
     for d in data_dirs:
-        _, clips = load_dataset(d)
+        index, clips = load_dataset(d)
+        talkers = clip_voices(index)
         for c in clips:
             audio = c.audio[: c.n_frames * SAMPLES_PER_FRAME]
             path = c.path / "truth.npz"
@@ -76,7 +85,7 @@ def load_voices(data_dirs: list[str | Path]) -> list[Voice]:
                         speaking = truth["speaking"][: c.n_frames].astype(np.float32)
             if speaking is None:
                 speaking = (speech_probability(audio, c.n_frames, c.n_frames).numpy() >= 0.5).astype(np.float32)
-            out.append(Voice(c.id, audio, speaking))
+            out.append(Voice(c.id, audio, speaking, f"{d}:{talkers[c.id]['voice']}"))
     return out
 
 
@@ -118,7 +127,7 @@ def load_recorded_voices(folder: str | Path, held_out: float, seed: int = 0, pro
         n = len(audio) // SAMPLES_PER_FRAME
         audio = audio[: n * SAMPLES_PER_FRAME]
         speaking = (speech_probability(audio, n, n).numpy() >= 0.5).astype(np.float32)
-        out.append(Voice(f"{folder}:{i:04d}", audio, speaking))  # unique per folder given
+        out.append(Voice(f"{folder}:{i:04d}", audio, speaking, str(folder)))  # ids unique per folder given
     return out
 
 
@@ -131,6 +140,11 @@ def voice_window(audio: np.ndarray, speaking: np.ndarray, frames: int, rng: np.r
     return np.pad(x, (0, n - len(x))).astype(np.float32), np.pad(y, (0, frames - len(y))).astype(np.float32)
 
 
+def one_voice(voices: list[Voice], talker: str) -> list[np.ndarray]:
+    """The audio of ``talker``'s clips among ``voices``."""
+    return [v.audio for v in voices if v.talker == talker]
+
+
 def draw_example(voices: list[Voice], augmenter: Augmenter, cfg: GateConfig, rng: np.random.Generator):
     """One training window: (samples, per-frame truth)."""
     frames = round(cfg.window_seconds * FPS)
@@ -138,7 +152,10 @@ def draw_example(voices: list[Voice], augmenter: Augmenter, cfg: GateConfig, rng
     if rng.random() < cfg.noise_share:
         kind = "babble" if rng.random() < cfg.babble_share else str(rng.choice(NOISE_ALONE_KINDS))
         level = float(rng.uniform(-50.0, -12.0))
-        x = make_noise(kind, n, rng, augmenter.babble_sources, babble_speeds=cfg.babble_speeds) * 10 ** (level / 20)
+        sources = augmenter.babble_sources
+        if kind == "babble" and rng.random() < cfg.one_voice_babble:
+            sources = one_voice(voices, voices[int(rng.integers(len(voices)))].talker)
+        x = make_noise(kind, n, rng, sources, babble_speeds=cfg.babble_speeds) * 10 ** (level / 20)
         return np.clip(x, -1, 1).astype(np.float32), np.zeros(frames, np.float32)
     voice = voices[int(rng.integers(len(voices)))]
     x, y = voice_window(voice.audio, voice.speaking, frames, rng)
@@ -156,7 +173,7 @@ def evaluate_gate(model, voices, seed: int, seconds: float = 10.0) -> dict:
     """The held-out figures (module docstring) and their mean, ``score``."""
     model.eval()
     sources = [v.audio for v in voices]
-    passed, passed_noisy, shut_pauses, shut_babble = [], [], [], []
+    passed, passed_noisy, shut_pauses, shut_babble, shut_one_voice = [], [], [], [], []
     for k, voice in enumerate(voices):
         audio, speaking = voice.audio, voice.speaking
         n = len(speaking)
@@ -169,10 +186,13 @@ def evaluate_gate(model, voices, seed: int, seconds: float = 10.0) -> dict:
         passed_noisy.append(q[talk] >= 0.5)
         shut_pauses.append(p[~talk] < 0.5)
         shut_babble.append(babble_shut(model, others, np.random.default_rng([seed, 1, k]), seconds))
+        shut_one_voice.append(babble_shut(model, one_voice(voices, voice.talker), np.random.default_rng([seed, 3, k]),
+                                          seconds))
     model.train()
     scores = {name: float(np.concatenate(v).mean()) for name, v in
               (("speech_passed", passed), ("speech_in_babble_passed", passed_noisy),
-               ("pauses_shut", shut_pauses), ("babble_alone_shut", shut_babble))}
+               ("pauses_shut", shut_pauses), ("babble_alone_shut", shut_babble),
+               ("one_voice_babble_shut", shut_one_voice))}
     scores["score"] = float(np.mean(list(scores.values())))
     return scores
 
@@ -194,6 +214,8 @@ def train_gate(data_dirs: list[str | Path], run_dir: str | Path, cfg: GateConfig
     """Train (or resume) a voice gate on the clips of ``data_dirs`` and the recordings in
     ``speech`` (module docstring; ``speech_credit`` names their source for the model card);
     returns its figures."""
+    from diffusers.training_utils import EMAModel
+
     from ..frontends import log_mel
     from ..models import VoiceGate
 
@@ -215,8 +237,9 @@ def train_gate(data_dirs: list[str | Path], run_dir: str | Path, cfg: GateConfig
     train_ids, held_ids = split_clips(list(by_id), cfg.held_out)
     train, held = [by_id[i] for i in train_ids], [by_id[i] for i in held_ids]
     augmenter = Augmenter(babble_sources=[v.audio for v in train])
-    model = VoiceGate(hidden_size=cfg.hidden_size, num_layers=cfg.num_layers)
-    model, optimizer = run.start(model, torch.optim.AdamW(model.parameters(), lr=cfg.lr))
+    model = VoiceGate(hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, bidirectional=cfg.bidirectional)
+    ema = EMAModel(model.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=3 / 4) if cfg.ema_decay else None
+    model, optimizer = run.start(model, torch.optim.AdamW(model.parameters(), lr=cfg.lr), ema)
     unwrapped = run.accelerator.unwrap_model(model)
     best_path = run.path / "best.json"
     best = json.loads(best_path.read_text()) if best_path.is_file() else {"score": -1.0}
@@ -232,16 +255,22 @@ def train_gate(data_dirs: list[str | Path], run_dir: str | Path, cfg: GateConfig
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), truth)
         run.update(loss, model, optimizer)
         if run.is_main and run.due(cfg.eval_every):
+            if ema is not None:
+                ema.store(unwrapped.parameters())
+                ema.copy_to(unwrapped.parameters())
             scores = evaluate_gate(unwrapped, held, cfg.seed)
             run.note(**scores)
             if scores["score"] > best["score"]:
                 best = {"step": run.step, **scores}
                 unwrapped.save_pretrained(run.path / "voice_gate")
                 best_path.write_text(json.dumps(best, indent=1) + "\n")
+            if ema is not None:
+                ema.restore(unwrapped.parameters())
         run.end_step()
     figures = run.figures(train_clips=len(train), heldout_clips=len(held), best=best, last=scores,
                           speech=gate_speech(data_dirs) + recorded)
     return run.finish(figures)
 
 
-__all__ = ["Voice", "babble_shut", "draw_example", "evaluate_gate", "load_recorded_voices", "load_voices", "train_gate"]
+__all__ = ["Voice", "babble_shut", "draw_example", "evaluate_gate", "load_recorded_voices", "load_voices", "one_voice",
+           "train_gate"]

@@ -271,6 +271,9 @@ def load_checkpoint(accelerator, ckpt: Path, ema=None) -> int:
     from safetensors.torch import load_file
 
     accelerator.load_state(str(ckpt))
+    if ema is not None and not (ckpt / "ema.safetensors").is_file():
+        raise TalkerError(f"{ckpt} holds no moving average of the weights, which this run keeps; resume it "
+                          "with the moving average off (for `train gate`: --ema-decay 0) or start a new run")
     if ema is not None:
         ema.load_state_dict({**json.loads((ckpt / "ema.json").read_text()),
                              "shadow_params": list(load_file(ckpt / "ema.safetensors").values())})
