@@ -29,18 +29,17 @@ def describe_device(device: str = "cpu") -> str:
 
     import torch
 
+    from ..pipelines.ddim import cpu_native_bf16
+
     if str(device).startswith("cuda"):
         return torch.cuda.get_device_name()
-    model, flags = platform.processor() or platform.machine(), set()
+    model = platform.processor() or platform.machine()
     try:
         for line in open("/proc/cpuinfo"):
             key, _, value = line.partition(":")
             if key.strip() == "model name":
                 model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
                 break
     except OSError:  # not Linux
         pass
-    bf16 = "AMX" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else "no native bfloat16"
-    return f"{model} ({bf16}), {torch.get_num_threads()} threads"
+    return f"{model} ({cpu_native_bf16() or 'no native bfloat16'}), {torch.get_num_threads()} threads"

@@ -23,10 +23,18 @@ from ..defaults import MAX_STEPS, PRECISIONS, SCHEDULERS
 from ..errors import InputError
 
 
+def cpu_native_bf16() -> str | None:
+    """How this CPU computes bfloat16 in hardware ("AMX" or "AVX512-BF16"), or None."""
+    for kind, name in (("AMX", "_is_amx_tile_supported"), ("AVX512-BF16", "_is_avx512_bf16_supported")):
+        check = getattr(torch.cpu, name, None)
+        if check is not None and check():
+            return kind
+    return None
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX)."""
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(check() for check in checks if check is not None)
+    return cpu_native_bf16() is not None
 
 
 def check_steps(num_inference_steps) -> None:
