@@ -97,8 +97,10 @@ class VideoOutputMixin:
             raise InputError("generate_video writes the frames to the file; output_type does not apply")
         check_output_path(path)  # a path it cannot write fails before any work,
         self.written_size(output_size, watermark)  # as does a size it cannot write
-        track = audio if isinstance(audio, (str, os.PathLike)) else np.asarray(load_audio(audio, sampling_rate, max_duration=None))
-        rate = None if isinstance(track, (str, os.PathLike)) else SAMPLE_RATE
+        rate = None  # a file: its own sound track, as it is
+        if not isinstance(audio, (str, os.PathLike)):  # samples: decoded once, for the track and the frames
+            audio, sampling_rate = np.asarray(load_audio(audio, sampling_rate, max_duration=None)), SAMPLE_RATE
+            rate = SAMPLE_RATE
         poses, latents, n = [], [], 0
         try:  # __call__'s arguments with its defaults
             call = inspect.signature(self.__call__).bind(audio, sampling_rate, **kwargs)
@@ -108,7 +110,7 @@ class VideoOutputMixin:
         gen = self._generate(caller="generate_video",
                              **{k: v for k, v in call.arguments.items() if k not in ("output_type", "return_dict")})
         first = next(gen)  # input errors surface before a file is opened
-        with self.video_writer(path, track, rate, crf, watermark, output_size) as writer:
+        with self.video_writer(path, audio, rate, crf, watermark, output_size) as writer:
             for images, z, p, settings in _chain_first(first, gen):
                 writer.write(postprocess_frames(images, "np"))
                 poses.append(p.float().cpu())
