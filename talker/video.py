@@ -367,12 +367,20 @@ def _displayed(frame) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
 
-def _first_frame_time(container, stream) -> float | None:
-    """When the stream's first frame is presented (seconds on the container's clock)."""
-    for frame in container.decode(stream):
-        if frame.time is not None:
-            return float(frame.time)
-    return None
+def _first_frame_times(container, streams) -> dict[str, float]:
+    """When the first frame of each of ``streams`` (one audio, at most one video) is presented,
+    seconds on the container's clock, by kind ("audio", "video"); one pass over the file."""
+    import av
+
+    kinds = {s.type for s in streams}
+    found: dict[str, float] = {}
+    for frame in container.decode(*streams):
+        kind = "audio" if isinstance(frame, av.AudioFrame) else "video"
+        if frame.time is not None and kind not in found:
+            found[kind] = float(frame.time)
+            if found.keys() == kinds:
+                break
+    return found
 
 
 def read_audio_track(path) -> np.ndarray | None:
@@ -385,11 +393,10 @@ def read_audio_track(path) -> np.ndarray | None:
         with av.open(str(path)) as container:
             if not container.streams.audio:
                 return None
-            audio_start = _first_frame_time(container, container.streams.audio[0])
-        with av.open(str(path)) as container:
-            video_start = _first_frame_time(container, container.streams.video[0]) if container.streams.video else None
+            starts = _first_frame_times(container, [container.streams.audio[0], *container.streams.video[:1]])
     except av.error.FFmpegError as e:
         raise VideoError(f"{path}: not a readable video ({e})") from None
+    audio_start, video_start = starts.get("audio"), starts.get("video")
     samples, rate = decode_audio_file(path)
     wave = resample(to_mono(samples), rate, SAMPLE_RATE) if samples.size else np.zeros(0, np.float32)
     if audio_start is None or video_start is None:

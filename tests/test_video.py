@@ -101,3 +101,23 @@ def test_parts_left_by_killed_writers_are_removed_by_the_next_writer(tmp_path):
     mine.write_bytes(b"being written")
     write_video(tmp_path / "next.mp4", np.zeros((2, 16, 16, 3), np.uint8))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, "next.mp4"])
+
+
+def test_the_audio_track_is_aligned_to_the_first_picture(tmp_path):
+    import subprocess
+
+    import soundfile as sf
+
+    from talker.video import read_audio_track
+
+    beep = np.zeros(32000, np.float32)
+    beep[:8000] = 0.5 * np.sin(2 * np.pi * 440 * np.arange(8000) / 16000)
+    sf.write(tmp_path / "beep.wav", beep, 16000)
+    late = tmp_path / "late.mp4"  # the picture from 0 s, the sound from 0.5 s
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "color=c=gray:s=64x64:r=25:d=3",
+                    "-itsoffset", "0.5", "-i", str(tmp_path / "beep.wav"), "-c:v", "libx264", "-c:a", "aac",
+                    "-shortest", str(late)], check=True)
+    wave = read_audio_track(late)
+    onset = np.argmax(np.abs(wave) > 0.05) / 16000
+    assert abs(onset - 0.5) < 0.01 and np.abs(wave[:7500]).max() < 0.01  # silence until the sound starts
+    assert read_audio_track(tmp_path / "beep.wav").shape == (32000,)  # no picture: the sound as stored
