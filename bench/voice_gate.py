@@ -10,7 +10,8 @@ events); a ``--speech`` folder holds recordings of a voice the gate never heard,
 them used, joined into clips as ``talker train gate --speech`` joins them (truth from Silero VAD).
 Per set, the held-out figures of ``talker train gate``: speech frames passed (as they are and
 with babble of the set's other clips at 10 dB SNR), pause frames shut, frames of 10 s of babble
-alone made of the set's clips (one voice over itself) shut; and ``crowd``: babble made of every
+alone made of the set's other clips shut, and of babble of the clip's own voice (its clips in the
+set, itself among them); and ``crowd``: babble made of every
 set's clips at once (different people), ``--draws`` draws of 10 s. Writes JSON.
 """
 

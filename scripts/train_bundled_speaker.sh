@@ -157,6 +157,6 @@ EXTRA2_VOICES=en-us+Alex,en-gb+aunty,en-us+caleb,en-gb-x-rp+Denis,en-us+ed,en-gb
 [ -f "$WORK/voices-gate/dataset.json" ] || talker prepare "$WORK/synth-espeak/videos" "$WORK/synth-allison/videos" \
     "$WORK/synth-espeak-extra/videos" "$WORK/synth-espeak-extra2/videos" "$WORK/synth-festival/videos" \
     --out "$WORK/voices-gate" --resolution "$RES"
-talker train gate --data "$WORK/voices-gate" --output "$WORK/gate" --max-steps "$GATE_STEPS" --eval-every 250 \
+talker train gate --data "$WORK/voices-gate" --output "$WORK/gate" --max-steps "$GATE_STEPS" --eval-every 250 --bidirectional \
     --checkpoint-every 250 --resume
 talker add-gate "$OUT" --gate "$WORK/gate"
