@@ -38,7 +38,8 @@ class VoiceGate(ModelMixin, ConfigMixin):
         n_mels: log-mel bands (those of :func:`talker.frontends.log_mel`).
         hidden_size: width of the convolutions and of the GRU.
         num_layers: GRU layers.
-        kernel_size: time width of each of the two convolutions (feature frames, causal).
+        kernel_size: time width of each of the two convolutions (feature frames; causal unless
+            ``bidirectional``).
         feature_rate: feature frames per second (100: hop 160 at 16 kHz).
         fps: video frames per second.
         bidirectional: each frame's probability from the whole window (module docstring), not

@@ -11,8 +11,8 @@ Each training window (``window_seconds``) is one of two kinds, drawn with the st
   once, each played at its own speed within ``babble_speeds``: more people than the recordings
   hold) in ``babble_share`` of them, else white, pink or brown noise or hum; the truth is 0
   everywhere. ``one_voice_babble`` of the babble is made of one voice's clips only (people who
-  sound alike: the gate cannot tell a crowd from a speaker by a mix of timbres alone, only by
-  several voices at once).
+  sound alike), so that the gate learns a crowd by its several voices at once, not by a mix of
+  timbres that one speaker does not have.
 
 Besides prepared datasets, folders of recorded speech with no transcript and no video
 (``speech``: any language, any person) add voices, to speak and to make babble of: their
