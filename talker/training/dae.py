@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import TalkerError
 from .configs import DAEConfig
 from .data import load_dataset
-from .runs import TrainingRun, save_grid, to_model
+from .runs import TrainingRun, ema_weights, save_grid, to_model
 
 
 class DiffusionAutoencoder(nn.Module):
@@ -175,13 +175,6 @@ def _sample_grid(model, ema, scheduler, images, noise, path: Path, stats_frames:
     image's own latent and with another image's (``z_use`` = 1 - own/other; 0: z is ignored)."""
     from ..pipelines.ddim import ddim_decode
 
-    ema.store(model.parameters())
-    ema.copy_to(model.parameters())
-    refresh_z_stats(model.encoder, stats_frames)
-    model.eval()
-    z = model.encoder(images)
-    recon = ddim_decode(model.unet, scheduler, z, noise.to(images.device, images.dtype), 20, len(images),
-                        precision="float32")
     t = 500
     a = scheduler.alphas_cumprod[t].to(images.device)
     x_t = a.sqrt() * images + (1 - a).sqrt() * noise.to(images.device, images.dtype)
@@ -190,8 +183,13 @@ def _sample_grid(model, ema, scheduler, images, noise, path: Path, stats_frames:
         eps = model.unet(x_t, t, zz).sample
         return ((x_t - (1 - a).sqrt() * eps) / a.sqrt() - images).abs().mean().item()
 
-    own, other = x0_error(z), x0_error(z.roll(1, 0))
-    ema.restore(model.parameters())
+    with ema_weights(ema, model.parameters()):
+        refresh_z_stats(model.encoder, stats_frames)
+        model.eval()
+        z = model.encoder(images)
+        recon = ddim_decode(model.unet, scheduler, z, noise.to(images.device, images.dtype), 20, len(images),
+                            precision="float32")
+        own, other = x0_error(z), x0_error(z.roll(1, 0))
     save_grid(path, [images, recon])
     return {"x0_error_own_z": own, "x0_error_other_z": other, "z_use": 1 - own / other if other else 0.0}
 
@@ -199,13 +197,11 @@ def _sample_grid(model, ema, scheduler, images, noise, path: Path, stats_frames:
 def export_dae(model, ema, scheduler, out: Path, stats_frames: torch.Tensor) -> None:
     """The EMA weights as ``encoder/``, ``unet/``, ``scheduler/`` (save_pretrained layout), with the
     latent statistics measured for the EMA encoder."""
-    ema.store(model.parameters())
-    ema.copy_to(model.parameters())
-    refresh_z_stats(model.encoder, stats_frames)
-    model.encoder.save_pretrained(out / "encoder")
-    model.unet.save_pretrained(out / "unet")
-    scheduler.save_pretrained(out / "scheduler")
-    ema.restore(model.parameters())
+    with ema_weights(ema, model.parameters()):
+        refresh_z_stats(model.encoder, stats_frames)
+        model.encoder.save_pretrained(out / "encoder")
+        model.unet.save_pretrained(out / "unet")
+        scheduler.save_pretrained(out / "scheduler")
 
 
 def load_dae(run_dir: str | Path):

@@ -47,7 +47,7 @@ from ..errors import TalkerError
 from .augment import Augmenter, add_noise, make_noise, speech_power
 from .configs import GateConfig
 from .data import load_dataset, split_clips
-from .runs import TrainingRun
+from .runs import TrainingRun, ema_weights
 
 NOISE_ALONE_KINDS = ("white", "pink", "brown", "hum")
 RECORDED_CLIP_SECONDS = 12.0
@@ -255,17 +255,13 @@ def train_gate(data_dirs: list[str | Path], run_dir: str | Path, cfg: GateConfig
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), truth)
         run.update(loss, model, optimizer)
         if run.is_main and run.due(cfg.eval_every):
-            if ema is not None:
-                ema.store(unwrapped.parameters())
-                ema.copy_to(unwrapped.parameters())
-            scores = evaluate_gate(unwrapped, held, cfg.seed)
-            run.note(**scores)
-            if scores["score"] > best["score"]:
-                best = {"step": run.step, **scores}
-                unwrapped.save_pretrained(run.path / "voice_gate")
-                best_path.write_text(json.dumps(best, indent=1) + "\n")
-            if ema is not None:
-                ema.restore(unwrapped.parameters())
+            with ema_weights(ema, unwrapped.parameters()):
+                scores = evaluate_gate(unwrapped, held, cfg.seed)
+                run.note(**scores)
+                if scores["score"] > best["score"]:
+                    best = {"step": run.step, **scores}
+                    unwrapped.save_pretrained(run.path / "voice_gate")
+                    best_path.write_text(json.dumps(best, indent=1) + "\n")
         run.end_step()
     figures = run.figures(train_clips=len(train), heldout_clips=len(held), best=best, last=scores,
                           speech=gate_speech(data_dirs) + recorded)

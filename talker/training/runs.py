@@ -21,6 +21,7 @@ import math
 import shutil
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -266,15 +267,31 @@ def save_checkpoint(accelerator, run: Path, step: int, ema=None) -> None:
         prune_checkpoints(run)
 
 
+@contextmanager
+def ema_weights(ema, parameters):
+    """Within the block the parameters hold ``ema``'s moving average (diffusers' ``EMAModel``),
+    after it their trained values again; with ``ema`` None they stay as they are."""
+    if ema is None:
+        yield
+        return
+    parameters = list(parameters)
+    ema.store(parameters)
+    ema.copy_to(parameters)
+    try:
+        yield
+    finally:
+        ema.restore(parameters)
+
+
 def load_checkpoint(accelerator, ckpt: Path, ema=None) -> int:
     """Restore what :func:`save_checkpoint` wrote (weights-only loads); returns its step."""
     from safetensors.torch import load_file
 
     accelerator.load_state(str(ckpt))
-    if ema is not None and not (ckpt / "ema.safetensors").is_file():
-        raise TalkerError(f"{ckpt} holds no moving average of the weights, which this run keeps; resume it "
-                          "with the moving average off (for `train gate`: --ema-decay 0) or start a new run")
     if ema is not None:
+        if not (ckpt / "ema.safetensors").is_file():
+            raise TalkerError(f"{ckpt} holds no moving average of the weights, which this run keeps; resume it "
+                              "with the moving average off (for `train gate`: --ema-decay 0) or start a new run")
         ema.load_state_dict({**json.loads((ckpt / "ema.json").read_text()),
                              "shadow_params": list(load_file(ckpt / "ema.safetensors").values())})
     step = json.loads((ckpt / "trainer_state.json").read_text())["step"]
