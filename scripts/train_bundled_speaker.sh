@@ -29,7 +29,7 @@ DISTILL_STEPS=${DISTILL_STEPS:-3000}
 FRAMES_STEPS=${FRAMES_STEPS:-500}
 REFINER_STEPS=${REFINER_STEPS:-3500}
 LIVE_STEPS=${LIVE_STEPS:-600}
-GATE_STEPS=${GATE_STEPS:-2000}
+GATE_STEPS=${GATE_STEPS:-3000}
 DAE_LR=${DAE_LR:-2e-4}
 SNR_GAMMA=${SNR_GAMMA:-5}
 INIT_FROM=${INIT_FROM:-}
@@ -53,9 +53,14 @@ fi
 # 3. speech2latent learns voices, not one TTS: espeak-ng in 27 voices plus a real recorded voice,
 #    force-aligned to its transcripts. The recordings come from Debian at data-preparation time.
 TRAIN_VOICES=en-us,en-gb+f3,en-us+m3,en-gb-scotland,en-us+f2,en-029+m4,en-gb-x-rp+m1,en-us+f4,en-gb-x-gbclan+m6,en-us+klatt2,en-gb+Andy
-# 16 more: other variants and accents, none of the held-out ones (unseen espeak-ng voices 0.75 -> 0.84
-# mouth correlation, recorded prompts 0.79 -> 0.81: bench/results/real_speech.json)
-EXTRA_VOICES=en-us+Adam,en-gb+Alicia,en-us-nyc+David,en-029+Belinda,en-gb-x-rp+Benjamin,en-us+Linda,en-gb-scotland+Michael,en-us+Steph,en-gb+Zac,en-us+klatt4,en-gb-x-gbclan+female2,en-us-nyc+male5,en-029+Max,en-us+Jacky,en-gb+Quincy,en-us+f3
+# 16 more draws: other variants and accents, none of the held-out ones (unseen espeak-ng voices 0.75 -> 0.84
+# mouth correlation, recorded prompts 0.79 -> 0.81). Written as espeak-ng spoke them: nine of the
+# names first given here were variants it does not have (Adam, David, ...: the names are
+# case-sensitive) and it spoke the plain accent, which `talker synth` now refuses
+EXTRA_VOICES=en-us,en-gb+Alicia,en-us-nyc,en-029,en-gb-x-rp,en-us,en-gb-scotland+Michael,en-us,en-gb,en-us+klatt4,en-gb-x-gbclan,en-us-nyc,en-029,en-us+Jacky,en-gb,en-us+f3
+# 36 variants that exist, spread over the seven training accents (the West Midlands accent and the
+# held-out variants m7, f1, f5, Annie, grandpa, m2 stay unseen, and so does grandma)
+VARIANT_VOICES=en-us+adam,en-us-nyc+david,en-029+belinda,en-gb-x-rp+benjamin,en-us+linda,en-us+steph,en-gb+zac,en-gb-x-gbclan+f2,en-us-nyc+m5,en-029+max,en-gb+quincy,en-us+Alex,en-gb+Andrea,en-gb-scotland+Denis,en-us+Gene,en-gb-x-rp+Hugo,en-gb-x-gbclan+Lee,en-us+Mike,en-us-nyc+aunty,en-029+caleb,en-us+ed,en-gb+edward,en-us+john,en-gb-scotland+norbert,en-029+paul,en-us-nyc+rob,en-gb-x-rp+robert,en-us+shelby,en-gb+travis,en-us+victor,en-gb-x-gbclan+m8,en-us+klatt3,en-gb+iven,en-us+steph2,en-gb-scotland+anika,en-029+klatt5
 HELDOUT_VOICES=en-us+m7,en-gb-x-gbcwmd+f1,en-029+f5,en-us+Annie,en-us+grandpa,en-gb+m2   # never trained on
 AST="$WORK/asterisk"
 if [ ! -d "$AST/usr/share/asterisk/sounds" ]; then
@@ -70,6 +75,8 @@ CREDIT="Allison Smith's recordings of the Asterisk core sound prompts (Debian as
     --emotion random --voices "$TRAIN_VOICES"
 [ -f "$WORK/synth-espeak-extra/meta.json" ] || talker synth --out "$WORK/synth-espeak-extra" --clips 48 --seconds 14 \
     --seed 500 --emotion random --voices "$EXTRA_VOICES"
+[ -f "$WORK/synth-espeak-variants/meta.json" ] || talker synth --out "$WORK/synth-espeak-variants" --clips 64 \
+    --seconds 14 --seed 600 --emotion random --voices "$VARIANT_VOICES"
 [ -f "$WORK/synth-allison/meta.json" ] || talker synth --out "$WORK/synth-allison" --speech "$SPEECH" \
     --transcripts "$TRANSCRIPTS" --held-out 0.12 --split train --seconds 14 --clips 52 --seed 400 --emotion random \
     --speaker allison --credit "$CREDIT"
@@ -78,8 +85,34 @@ CREDIT="Allison Smith's recordings of the Asterisk core sound prompts (Debian as
     --speaker allison --credit "$CREDIT"
 [ -f "$WORK/synth-espeak-heldout/meta.json" ] || talker synth --out "$WORK/synth-espeak-heldout" --clips 8 --seconds 8 \
     --seed 300 --emotion none --voices "$HELDOUT_VOICES"
-[ -f "$WORK/voices/dataset.json" ] || talker prepare "$WORK/synth-espeak/videos" "$WORK/synth-allison/videos" \
-    "$WORK/synth-espeak-extra/videos" --out "$WORK/voices" --resolution "$RES"
+# recorded prompts in other languages, the same way: Spanish, French and Russian to train on (their
+# held-out prompts kept for bench/real_speech.py --other), Italian for evaluation only
+lang_speech() {  # CODE FOLDER SPEAKER TRAIN_CLIPS CREDIT
+    local dir="$WORK/asterisk-$1"
+    if [ ! -d "$dir/usr/share/asterisk/sounds/$2" ]; then
+        mkdir -p "$dir/deb"
+        (cd "$dir/deb" && apt-get download "asterisk-core-sounds-$1-g722" "asterisk-core-sounds-$1")
+        for deb in "$dir"/deb/*.deb; do dpkg-deb -x "$deb" "$dir"; done
+    fi
+    local args=(--speech "$dir/usr/share/asterisk/sounds/$2" --transcripts
+                "$dir/usr/share/doc/asterisk-core-sounds-$1/core-sounds-$1.txt.gz" --language "$1" --held-out 0.12
+                --speaker "$3" --credit "$5")
+    if [ "$4" -gt 0 ] && [ ! -f "$WORK/synth-$1/meta.json" ]; then
+        talker synth --out "$WORK/synth-$1" "${args[@]}" --split train --seconds 14 --clips "$4" --seed 410 --emotion random
+    fi
+    [ -f "$WORK/synth-$1-heldout/meta.json" ] || talker synth --out "$WORK/synth-$1-heldout" "${args[@]}" \
+        --split heldout --seconds 10 --seed 402 --emotion none
+    [ -f "$WORK/heldout-$1/dataset.json" ] || talker prepare "$WORK/synth-$1-heldout/videos" --out "$WORK/heldout-$1" \
+        --resolution "$RES" --refiner-resolution "$REFINE_RES"
+}
+lang_speech es es_MX_f_Allison allison-es 16 "Allison Smith's recordings of the Asterisk core sound prompts in Mexican Spanish (Debian asterisk-core-sounds-es-g722), CC-BY-SA-3.0"
+lang_speech fr fr_CA_f_June june 24 "June Wallack's recordings of the Asterisk core sound prompts in Canadian French (Debian asterisk-core-sounds-fr-g722), CC-BY-SA-3.0"
+lang_speech ru ru_RU_f_IvrvoiceRU maxim-topal-ru 24 "The Asterisk core sound prompts in Russian provided by Maxim Topal, ivrvoice.ru (Debian asterisk-core-sounds-ru-g722), CC-BY-3.0"
+lang_speech it it_IT_m_Carlo carlo 0 "Carlo Flora's recordings of the Asterisk core sound prompts in Italian (Debian asterisk-core-sounds-it-g722), CC-BY-3.0"
+# speech2latent's data; `talker prepare` and `talker encode` run again only add what is new
+talker prepare "$WORK/synth-espeak/videos" "$WORK/synth-allison/videos" "$WORK/synth-espeak-extra/videos" \
+    "$WORK/synth-es/videos" "$WORK/synth-fr/videos" "$WORK/synth-ru/videos" "$WORK/synth-espeak-variants/videos" \
+    --out "$WORK/voices" --resolution "$RES"
 # the held-out sets keep their crops at the refiner's size too: bench/real_speech.py compares
 # refined frames with truth frames of the same size
 [ -f "$WORK/heldout-allison/dataset.json" ] || talker prepare "$WORK/synth-allison-heldout/videos" \
@@ -142,21 +175,21 @@ talker train s2l --data "$WORK/voices" --dae "$S2L_DAE" --output "$WORK/s2l-live
     --checkpoint-every 200 --eval-every 200 --chunk-frames 3 --init-from "$OUT/speech_to_latent" --resume
 talker add-live "$OUT" --s2l "$WORK/s2l-live"
 
-# 8. the voice gate (lips shut on babble): trained on speech2latent's voices, 16 more espeak-ng
-#    voices and festival's three (none of the held-out ones), mixed with noise and babble, and on
-#    noise and babble alone (the shipped gate: 2,000 steps, step 1,500 kept); added to the checkpoint
-EXTRA2_VOICES=en-us+Alex,en-gb+aunty,en-us+caleb,en-gb-x-rp+Denis,en-us+ed,en-gb+edward,en-029+Gene,en-us-nyc+Hugo,en-gb-scotland+iven,en-us+john,en-gb+Lee,en-us+Mike,en-gb-x-gbclan+norbert,en-us+m5,en-gb+travis,en-us+victor
-[ -f "$WORK/synth-espeak-extra2/meta.json" ] || talker synth --out "$WORK/synth-espeak-extra2" --clips 48 --seconds 14 \
-    --seed 600 --emotion random --voices "$EXTRA2_VOICES"
-# festival (apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts): its
-# sentences are force-aligned like the recordings
-[ -f "$WORK/festival/transcripts.txt" ] || python scripts/festival_speech.py --out "$WORK/festival" --sentences 56 --seed 800
-[ -f "$WORK/synth-festival/meta.json" ] || talker synth --out "$WORK/synth-festival" --speech "$WORK/festival" \
-    --transcripts "$WORK/festival/transcripts.txt" --seconds 14 --seed 800 --emotion random --speaker festival \
-    --credit "festival's voices kal_diphone, ked_diphone and cmu_us_slt_arctic_hts (Debian festvox-kallpc16k, festvox-kdlpc16k, festvox-us-slt-hts)"
-[ -f "$WORK/voices-gate/dataset.json" ] || talker prepare "$WORK/synth-espeak/videos" "$WORK/synth-allison/videos" \
-    "$WORK/synth-espeak-extra/videos" "$WORK/synth-espeak-extra2/videos" "$WORK/synth-festival/videos" \
-    --out "$WORK/voices-gate" --resolution "$RES"
-talker train gate --data "$WORK/voices-gate" --output "$WORK/gate" --max-steps "$GATE_STEPS" --eval-every 250 --bidirectional \
-    --checkpoint-every 250 --resume
+# 8. the voice gate (lips shut on babble): trained on speech2latent's clips mixed with noise and
+#    babble (half of it made of one voice's clips), on noise and babble alone, and on the training
+#    prompts of five recorded voices in five languages with Silero VAD's truth (Italian's Menardi
+#    prompts only here); bidirectional, kept as a moving average. The shipped gate: 3,000 steps, step
+#    2,750 kept, on these data without synth-espeak-variants
+IT_PROMPTS="$WORK/asterisk-prompt-it"
+if [ ! -d "$IT_PROMPTS/usr/share/asterisk/sounds" ]; then
+    mkdir -p "$IT_PROMPTS/deb"
+    (cd "$IT_PROMPTS/deb" && apt-get download asterisk-prompt-it-menardi-wav)
+    for deb in "$IT_PROMPTS"/deb/*.deb; do dpkg-deb -x "$deb" "$IT_PROMPTS"; done
+fi
+SOUNDS=usr/share/asterisk/sounds
+talker train gate --data "$WORK/voices" --speech "$SPEECH" "$WORK/asterisk-es/$SOUNDS/es_MX_f_Allison" \
+    "$WORK/asterisk-fr/$SOUNDS/fr_CA_f_June" "$WORK/asterisk-ru/$SOUNDS/ru_RU_f_IvrvoiceRU" \
+    "$IT_PROMPTS/$SOUNDS/it_IT_f_Menardi" --speech-held-out 0.12 --babble-speeds 0.15 --bidirectional \
+    --speech-credit "Asterisk prompts: Allison Smith (English, Spanish), June Wallack (French), Maxim Topal (Russian), Paola Dal Zot (Italian, by Marco Menardi); CC-BY-SA-3.0 / CC-BY-3.0" \
+    --ema-decay 0.995 --output "$WORK/gate" --max-steps "$GATE_STEPS" --eval-every 250 --checkpoint-every 250 --resume
 talker add-gate "$OUT" --gate "$WORK/gate"

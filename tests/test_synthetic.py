@@ -49,6 +49,10 @@ def test_unknown_voice_is_a_clear_error():
 
     with pytest.raises(TalkerError, match="no voice 'xx-nowhere'"):
         synthesize("hi", "xx-nowhere")
+    # espeak-ng itself speaks the plain language when a variant is missing (names are case-sensitive)
+    with pytest.raises(TalkerError, match="no voice variant 'Adam' in 'en-us\\+Adam'.*adam"):
+        synthesize("hi", "en-us+Adam")
+    assert len(synthesize("hi", "en-us+adam").audio) > 0
 
 
 def test_viseme_classes():
@@ -182,6 +186,7 @@ def test_synth_from_a_text_file_with_fixed_emotion(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (("--emotion", "bored=1"), "NAME=VALUE with NAME in happy, sad, angry, surprised"),
     (("--voices", "xx-nowhere"), "no voice"),
+    (("--voices", "en-us,en-gb+Zac"), "no voice variant 'Zac'"),
     (("--resolution", "31"), "even number"),
     (("--seconds", "2", "--text-file", "x.txt"), "either --seconds or --text-file"),
 ])

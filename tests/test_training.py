@@ -91,6 +91,11 @@ def test_train_encode_export_generate(dataset, tmp_path):
     z_use = [json.loads(x) for x in (dae / "train_log.jsonl").read_text().splitlines() if "z_use" in x]
     assert len(z_use) == 1 and z_use[0]["step"] == 3 and z_use[0]["x0_error_other_z"] > 0
     talker("encode", "--data", data, "--dae", dae, "-q")
+    first = {p.parent.name: np.load(p) for p in (data / "clips").glob("*/latents.npy")}
+    # run again (as after `talker prepare` added videos): the same encoder's latents are kept
+    talker("encode", "--data", data, "--dae", dae, "-q")
+    assert json.loads((data / "latents.json").read_text())["reused_clips"] == len(first) == 3
+    assert all(np.array_equal(np.load(data / "clips" / k / "latents.npy"), z) for k, z in first.items())
     talker("train", "s2l", "--data", data, "--dae", dae, "--output", s2l, "--max-steps", 3, "--hidden-size", 32,
            "--window-seconds", 2, "--eval-every", 3, "-q")
     figures = json.loads((s2l / "figures.json").read_text())
@@ -389,6 +394,7 @@ def test_s2l_resume_repeats_the_augmented_batches(dataset, tmp_path):
     data, dae = dataset / "data", tmp_path / "dae"
     talker("train", "dae", "--data", data, "--output", dae, *TINY_DAE, "--max-steps", 1, "--checkpoint-every", 1, "-q")
     talker("encode", "--data", data, "--dae", dae, "-q")
+    assert json.loads((data / "latents.json").read_text())["reused_clips"] == 0  # other weights: encoded anew
     common = ("--data", data, "--dae", dae, "--hidden-size", 32, "--window-seconds", 2, "--checkpoint-every", 2,
               "--eval-every", 2, "-q")
     talker("train", "s2l", "--output", tmp_path / "straight", "--max-steps", 4, *common)

@@ -31,7 +31,7 @@ from ..defaults import EMOTIONS
 from ..defaults import SPEECH_LANGUAGE as ENGLISH
 from ..errors import InputError, TalkerError
 from .face import FaceState, SyntheticFace
-from .tts import Phoneme, Speech, synthesize
+from .tts import ESpeak, Phoneme, Speech, synthesize
 
 VISEMES = ("rest", "pbm", "fv", "th", "aa", "e", "i", "o", "u", "cons", "sh", "r")
 """Viseme classes; ``truth["viseme"]`` holds indices into this tuple."""
@@ -448,6 +448,11 @@ def synth_dataset(out_dir: str | Path, *, clips: int | None = None, seconds: flo
         specs = plan_recorded_clips(aligned, clips=clips, seconds=seconds, seed=seed, emotion=emotion,
                                     voice=f"recorded:{speaker}" + ("" if language == ENGLISH else f":{language}"))
     else:
+        for voice in voices:
+            try:
+                ESpeak.get().check_voice(voice)
+            except TalkerError as e:
+                raise InputError(f"--voices: {e}") from None
         specs = plan_clips(clips=clips, seconds=seconds, text_file=text_file, seed=seed, voices=voices, emotion=emotion)
     out = Path(out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ import ctypes
 import ctypes.util
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -95,6 +96,7 @@ class ESpeak:
                 "libespeak-ng was not found; install it (Debian/Ubuntu: apt-get install espeak-ng)"
             ) from None
         self._chunks: list[np.ndarray] = []
+        self._variants: list[str] | None = None
         self._events: list[tuple[int, int, str]] = []
         self._callback = _CALLBACK(self._on_synth)
         self._initialize()
@@ -108,6 +110,29 @@ class ESpeak:
         self.lib.espeak_SetSynthCallback(self._callback)
         self.lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
                                           ctypes.c_uint, ctypes.c_uint, ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p]
+
+    def variants(self) -> list[str]:
+        """The voice variants this espeak-ng has (``f3``, ``klatt2``, ``Andy``, ...: the files in
+        ``espeak-ng-data/voices/!v``; the names are case-sensitive)."""
+        if self._variants is None:
+            path = ctypes.c_char_p()
+            self.lib.espeak_Info.restype = ctypes.c_char_p
+            self.lib.espeak_Info(ctypes.byref(path))
+            folder = Path(path.value.decode() if path.value else "") / "voices" / "!v"
+            self._variants = sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+        return self._variants
+
+    def check_voice(self, voice: str) -> None:
+        """Raise a TalkerError naming what is accepted unless espeak-ng has ``voice`` (language and
+        variant): espeak-ng itself falls back to the plain language when a variant is missing."""
+        base, _, variant = voice.partition("+")
+        with self._lock:
+            known = self.lib.espeak_SetVoiceByName(_VOICE_ALIASES.get(base, base).encode()) == 0
+        if not known:
+            raise TalkerError(f"espeak-ng has no voice {base!r} (`espeak-ng --voices` lists them, e.g. en-us, en-gb, fr)")
+        if variant and variant not in self.variants():
+            raise TalkerError(f"espeak-ng has no voice variant {variant!r} in {voice!r}; the variants (case-sensitive) are: "
+                              + ", ".join(self.variants()))
 
     @classmethod
     def get(cls) -> ESpeak:
@@ -137,6 +162,7 @@ class ESpeak:
             rate: words per minute (80–450).
             pitch: base pitch 0–100 (50 = the voice's default).
         """
+        self.check_voice(voice)
         base, plus, variant = voice.partition("+")
         name = _VOICE_ALIASES.get(base, base) + plus + variant
         with self._lock:
