@@ -167,7 +167,7 @@ def speech_sources(index: dict) -> list[dict]:
     for clip in index["clips"]:
         source = sources[clip["id"]]
         row = voices.setdefault(source["voice"], {**source, "minutes": 0.0})
-        row["minutes"] = round(row["minutes"] + clip["frames"] / 25 / 60, 2)
+        row["minutes"] = round(row["minutes"] + clip["frames"] / index["fps"] / 60, 2)
     return sorted(voices.values(), key=lambda r: -r["minutes"])
 
 
@@ -258,7 +258,7 @@ def export_speaker(dae_run: str | os.PathLike, s2l_run: str | os.PathLike, data_
         "source": source or ", ".join(sorted({Path(c["source"]).parent.name or c["source"] for c in index["clips"]})),
         "resolution": unet.config.sample_size,
         "output_resolution": refiner.out_resolution if refiner is not None else unet.config.sample_size,
-        "minutes": sum(c.n_frames for c in clips) / 25 / 60,
+        "minutes": sum(c.n_frames for c in clips) / index["fps"] / 60,
         "audio_frontend": s2l.config.audio_frontend,
         "voice_activity": bool(s2l.config.get("voice_activity", False)),
         "shuts_silent_mouth": bool(s2l.config.get("voice_activity", False) and s2l.config.get("mouth_readout", False)),
