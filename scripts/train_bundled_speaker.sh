@@ -12,7 +12,8 @@
 # keeping its best held-out step: 500 steps, 1,500 more with --init-from, 1,000 more with voice
 # activity as a new input (--init-from), then 750 more with the loss on the mouth opening
 # (--init-from; the default since), then 1,000 more on the data with 16 more espeak-ng voices
-# (EXTRA_VOICES; --init-from, --mixed-precision bf16 on a CPU with AMX, step 500 kept).
+# (EXTRA_VOICES; --init-from, --mixed-precision bf16 on a CPU with AMX, step 500 kept), then 750
+# more with 36 more variants (VARIANT_VOICES; --init-from, step 250 kept).
 # S2L_FROM_DAE=checkpoints/astronaut-64 retrains only
 # speech2latent and continues the distilled decoder on the speaker's frames, against the shipped
 # DAE (what the current checkpoint did); the refiner (stage 6) was trained 3,500 steps on the
@@ -109,10 +110,10 @@ lang_speech es es_MX_f_Allison allison-es 16 "Allison Smith's recordings of the 
 lang_speech fr fr_CA_f_June june 24 "June Wallack's recordings of the Asterisk core sound prompts in Canadian French (Debian asterisk-core-sounds-fr-g722), CC-BY-SA-3.0"
 lang_speech ru ru_RU_f_IvrvoiceRU maxim-topal-ru 24 "The Asterisk core sound prompts in Russian provided by Maxim Topal, ivrvoice.ru (Debian asterisk-core-sounds-ru-g722), CC-BY-3.0"
 lang_speech it it_IT_m_Carlo carlo 0 "Carlo Flora's recordings of the Asterisk core sound prompts in Italian (Debian asterisk-core-sounds-it-g722), CC-BY-3.0"
-# speech2latent's data; `talker prepare` and `talker encode` run again only add what is new
+# speech2latent's data (English: a mix with the other languages' prompts and half the English
+# clips lost on every English set); `talker prepare` and `talker encode` run again only add what is new
 talker prepare "$WORK/synth-espeak/videos" "$WORK/synth-allison/videos" "$WORK/synth-espeak-extra/videos" \
-    "$WORK/synth-es/videos" "$WORK/synth-fr/videos" "$WORK/synth-ru/videos" "$WORK/synth-espeak-variants/videos" \
-    --out "$WORK/voices" --resolution "$RES"
+    "$WORK/synth-espeak-variants/videos" --out "$WORK/voices" --resolution "$RES"
 # the held-out sets keep their crops at the refiner's size too: bench/real_speech.py compares
 # refined frames with truth frames of the same size
 [ -f "$WORK/heldout-allison/dataset.json" ] || talker prepare "$WORK/synth-allison-heldout/videos" \
@@ -187,7 +188,10 @@ if [ ! -d "$IT_PROMPTS/usr/share/asterisk/sounds" ]; then
     for deb in "$IT_PROMPTS"/deb/*.deb; do dpkg-deb -x "$deb" "$IT_PROMPTS"; done
 fi
 SOUNDS=usr/share/asterisk/sounds
-talker train gate --data "$WORK/voices" --speech "$SPEECH" "$WORK/asterisk-es/$SOUNDS/es_MX_f_Allison" \
+# (the shipped gate's synth clips: 24, 26 and 24 of the first three English sets and the three languages)
+talker prepare "$WORK/synth-espeak/videos" "$WORK/synth-allison/videos" "$WORK/synth-espeak-extra/videos" \
+    "$WORK/synth-es/videos" "$WORK/synth-fr/videos" "$WORK/synth-ru/videos" --out "$WORK/voices-gate" --resolution "$RES"
+talker train gate --data "$WORK/voices-gate" --speech "$SPEECH" "$WORK/asterisk-es/$SOUNDS/es_MX_f_Allison" \
     "$WORK/asterisk-fr/$SOUNDS/fr_CA_f_June" "$WORK/asterisk-ru/$SOUNDS/ru_RU_f_IvrvoiceRU" \
     "$IT_PROMPTS/$SOUNDS/it_IT_f_Menardi" --speech-held-out 0.12 --babble-speeds 0.15 --bidirectional \
     --speech-credit "Asterisk prompts: Allison Smith (English, Spanish), June Wallack (French), Maxim Topal (Russian), Paola Dal Zot (Italian, by Marco Menardi); CC-BY-SA-3.0 / CC-BY-3.0" \
