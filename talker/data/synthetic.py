@@ -430,7 +430,7 @@ def synth_dataset(out_dir: str | Path, *, clips: int | None = None, seconds: flo
         if not 0 <= held_out < 1:
             raise InputError(f"--held-out must be a fraction in [0, 1); got {held_out}")
         try:
-            synthesize("a", voice=language)
+            ESpeak.get().check_voice(language)
         except TalkerError:
             raise InputError(f"--language {language!r}: espeak-ng has no such voice (e.g. en-us, fr, es, it, ru, de; "
                              "`espeak-ng --voices` lists them)") from None

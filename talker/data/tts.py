@@ -122,17 +122,23 @@ class ESpeak:
             self._variants = sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
         return self._variants
 
+    def _check_variant(self, voice: str) -> None:
+        """Raise a TalkerError listing the variants unless ``voice``'s variant (if any) exists:
+        espeak-ng itself falls back to the plain language when a variant is missing."""
+        variant = voice.partition("+")[2]
+        if variant and variant not in self.variants():
+            raise TalkerError(f"espeak-ng has no voice variant {variant!r} in {voice!r}; the variants (case-sensitive) are: "
+                              + ", ".join(self.variants()))
+
     def check_voice(self, voice: str) -> None:
         """Raise a TalkerError naming what is accepted unless espeak-ng has ``voice`` (language and
-        variant): espeak-ng itself falls back to the plain language when a variant is missing."""
-        base, _, variant = voice.partition("+")
+        variant), without synthesising anything."""
+        self._check_variant(voice)
+        base = voice.partition("+")[0]
         with self._lock:
             known = self.lib.espeak_SetVoiceByName(_VOICE_ALIASES.get(base, base).encode()) == 0
         if not known:
             raise TalkerError(f"espeak-ng has no voice {base!r} (`espeak-ng --voices` lists them, e.g. en-us, en-gb, fr)")
-        if variant and variant not in self.variants():
-            raise TalkerError(f"espeak-ng has no voice variant {variant!r} in {voice!r}; the variants (case-sensitive) are: "
-                              + ", ".join(self.variants()))
 
     @classmethod
     def get(cls) -> ESpeak:
@@ -162,7 +168,7 @@ class ESpeak:
             rate: words per minute (80–450).
             pitch: base pitch 0–100 (50 = the voice's default).
         """
-        self.check_voice(voice)
+        self._check_variant(voice)
         base, plus, variant = voice.partition("+")
         name = _VOICE_ALIASES.get(base, base) + plus + variant
         with self._lock:
