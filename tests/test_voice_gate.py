@@ -48,13 +48,37 @@ def test_voice_gate_gives_one_probability_per_frame_from_the_audio_before_it(tmp
     loaded = VoiceGate.from_pretrained(tmp_path / "both")
     assert loaded.config.bidirectional and torch.allclose(loaded.probability(x, 50), both.probability(x, 50), atol=1e-6)
     # loudness hardly matters (the window is standardised; only the log-mel floor sees the level)
-    assert torch.allclose(gate.probability(0.1 * x, 50), gate.probability(x, 50), atol=1e-2)
+    with torch.no_grad():
+        quiet, loud = torch.sigmoid(gate(log_mel(0.1 * x, 50)[None])), torch.sigmoid(gate(mel))
+    assert torch.allclose(quiet, loud, atol=1e-2)
     gate.save_pretrained(tmp_path / "voice_gate")
     assert (tmp_path / "voice_gate" / "diffusion_pytorch_model.safetensors").is_file()
     loaded = VoiceGate.from_pretrained(tmp_path / "voice_gate", use_safetensors=True)
     assert torch.equal(loaded.probability(x, 50), p)
     with pytest.raises(ValueError, match="multiple of fps"):
         VoiceGate(feature_rate=90)
+
+
+def test_the_gate_probability_is_pushed_toward_its_decision_by_its_sharpness(tmp_path):
+    from talker.frontends import log_mel
+    from talker.models import VoiceGate
+
+    x = speech_like(2.0)
+    gate = _gate()
+    with torch.no_grad():
+        logits = gate(log_mel(x, 50)[None])[0]
+    for k in (1.0, 5.0):
+        gate.register_to_config(sharpness=k)
+        p = gate.probability(x, 50)
+        assert torch.allclose(p, torch.sigmoid(k * logits), atol=1e-6)
+        assert torch.equal(p >= 0.5, logits >= 0)  # the same frames pass at any sharpness
+    unsure = (logits.abs() > 0.05) & (logits.abs() < 0.4)  # P between 0.4 and 0.6 as trained
+    assert unsure.any()
+    sharp = gate.probability(x, 50)
+    assert ((sharp - 0.5).abs()[unsure] > (torch.sigmoid(logits) - 0.5).abs()[unsure]).all()
+    gate.save_pretrained(tmp_path / "g")
+    assert VoiceGate.from_pretrained(tmp_path / "g").config.sharpness == 5.0
+    assert VoiceGate().config.sharpness == 5.0  # gates saved before it existed load with the default
 
 
 def _shaping_s2l(dim: int = 8):
@@ -343,3 +367,36 @@ def test_the_gate_bench_scores_every_set_and_a_crowd_of_them(tmp_path, monkeypat
     assert 0 <= results["crowd"]["babble_alone_shut"] <= 1 and results["crowd"]["voices"] == 2
     with pytest.raises(SystemExit):
         voice_gate.main(["--gate", str(tmp_path / "run"), "--set", str(data)])  # no NAME=
+
+
+def test_the_gate_hears_seconds_around_each_window_and_a_stream_gives_the_same_frames():
+    from talker.pipelines.dae_talker.windows import GATE_CONTEXT
+
+    pipe = tiny_pipeline()
+    pipe.register_modules(speech_to_latent=_shaping_s2l(Z_DIM), voice_gate=_gate())
+    pipe.set_progress_bar_config(disable=True)
+    heard = []
+    original = pipe.voice_gate.probability
+
+    def listening(wave, n_frames):
+        heard.append(n_frames)
+        return original(wave, n_frames)
+
+    pipe.voice_gate.probability = listening
+    audio = speech_like(8.0)  # 200 frames: windows of 40 every 30
+    kw = dict(num_inference_steps=1, window_frames=40, overlap_frames=10, frame_batch_size=8)
+    whole = pipe(audio, sampling_rate=16000, generator=torch.Generator().manual_seed(0), **kw)
+    # the first window hears its 40 frames and GATE_CONTEXT after; inner ones GATE_CONTEXT on each side
+    assert heard[0] == 40 + GATE_CONTEXT and max(heard) == 40 + 2 * GATE_CONTEXT
+    pulled = []
+
+    def chunks():
+        for i in range(0, len(audio), 1000):
+            pulled.append(i + 1000)
+            yield audio[i : i + 1000]
+
+    it = pipe.stream(chunks(), 16000, generator=torch.Generator().manual_seed(0), **kw)
+    first = next(it)
+    assert (40 + GATE_CONTEXT) * 640 <= pulled[-1] <= (40 + GATE_CONTEXT) * 640 + 1000  # the gate's context, no more
+    frames = np.stack([first, *it])
+    assert frames.shape[0] == 200 and np.abs(frames.astype(int) - whole.frames.astype(int)).max() <= 1

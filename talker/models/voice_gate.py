@@ -5,9 +5,9 @@ once, none of them the speaker) opens the lips as a voice does. The voice gate i
 network on log-mel frames that gives, per video frame, the probability that one foreground voice
 is speaking; trained on the speaker's own training speech (per-frame truth: where its words are)
 mixed with noises and with babble made of other clips, and on noise and babble alone (truth: no
-one speaks) (``talker train gate``). The pipeline multiplies the mouth opening by it as it does
-by P(speech) (``Speech2Latent.forward(..., speaking=...)``), so the lips stay shut on babble and
-follow the voice that stands out of it.
+one speaks) (``talker train gate``). The pipeline multiplies the mouth opening by it (sharpened
+toward its decision: ``sharpness``) as it does by P(speech) (``Speech2Latent.forward(...,
+speaking=...)``), so the lips stay shut on babble and follow the voice that stands out of it.
 
 Causal by default: a frame's probability depends on audio up to the end of that frame only
 (convolutions padded on the left, a unidirectional GRU), so live input would need no more
@@ -44,11 +44,15 @@ class VoiceGate(ModelMixin, ConfigMixin):
         fps: video frames per second.
         bidirectional: each frame's probability from the whole window (module docstring), not
             only the audio up to it.
+        sharpness: :meth:`probability` multiplies the logits by it before the sigmoid, so the
+            frames the gate is unsure of move toward its decision (P ≥ 0.5 passes; at 5, P 0.4
+            and 0.6 as trained become 0.12 and 0.88): babble it shuts at 0.3 – 0.5 leaves the
+            lips shut instead of a third open. Training and the pass/shut figures do not see it.
     """
 
     @register_to_config
     def __init__(self, n_mels: int = 80, hidden_size: int = 96, num_layers: int = 2, kernel_size: int = 5,
-                 feature_rate: int = 100, fps: int = FPS, bidirectional: bool = False):
+                 feature_rate: int = 100, fps: int = FPS, bidirectional: bool = False, sharpness: float = 5.0):
         super().__init__()
         if feature_rate % fps:
             raise ValueError(f"feature_rate ({feature_rate}) must be a multiple of fps ({fps})")
@@ -77,11 +81,11 @@ class VoiceGate(ModelMixin, ConfigMixin):
     @torch.no_grad()
     def probability(self, wave: np.ndarray | torch.Tensor, n_frames: int) -> torch.Tensor:
         """16 kHz mono ``wave`` (cut or zero-padded to ``n_frames`` video frames) → (n_frames,)
-        float32 probabilities that a foreground voice speaks in each frame."""
+        float32 probabilities that a foreground voice speaks in each frame (logits × ``sharpness``)."""
         from ..frontends import log_mel
 
         mel = log_mel(samples_for_frames(wave, n_frames), n_frames, n_mels=self.config.n_mels)
-        return torch.sigmoid(self(mel[None].to(self.device))[0]).float().cpu()
+        return torch.sigmoid(self.config.sharpness * self(mel[None].to(self.device))[0]).float().cpu()
 
 
 __all__ = ["VoiceGate"]

@@ -4,7 +4,11 @@ batches of decoded frames out, in order, as soon as they are final.
 speech2latent runs on overlapping windows of the audio heard so far (:mod:`.windows`), whose
 outputs are cross-faded into one latent and one pose per frame; every batch of final latents is
 decoded from the video's one fixed noise image (and refined, where the speaker has a refiner).
-Memory holds only the audio and latents not yet final, plus one batch.
+Where the speaker has a voice gate, the gate hears ``GATE_CONTEXT`` frames more on each side of
+a window (a crowd is told from one voice by seconds of it, and the frames near a window's edges
+have little of it inside the window), so a stream runs each window once that much audio beyond
+it is in. Memory holds only the audio and latents not yet
+final, plus one batch.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from diffusers.utils import BaseOutput
 from ..ddim import ddim_decode
 from .incoming import FrameAudio, incoming_audio
 from .inputs import Settings
-from .windows import CrossFader, runnable_windows
+from .windows import GATE_CONTEXT, CrossFader, runnable_windows
 
 
 @dataclass
@@ -51,16 +55,21 @@ def generate_frames(pipe, chunks: Iterable, sampling_rate: int, settings: Settin
     audio, fader = FrameAudio(pipe.fps), CrossFader(overlap)
     next_start = 0  # the next window's first frame
     ready = Ready(settings.frame_batch_size, first_batch)
+    context = GATE_CONTEXT if pipe.voice_gate is not None else 0
     for samples, n_frames in incoming_audio(chunks, sampling_rate, pipe.fps, max_duration):
         audio.extend(samples, n_frames)
-        for start, end, last in runnable_windows(next_start, audio.heard, audio.ended, window, overlap):
+        usable = audio.heard if audio.ended else max(0, audio.heard - context)  # the gate's context is in
+        for start, end, last in runnable_windows(next_start, usable, audio.ended, window, overlap):
             pose_t = pipe.prepare_pose(settings.pose_mode, settings.pose, end)
+            around = max(audio.first, start - context), min(audio.heard, end + context)
             out = pipe.predict_latents(audio.frames(start, end), end - start,
-                                       None if pose_t is None else pose_t[:, start:end], settings.emotion)
+                                       None if pose_t is None else pose_t[:, start:end], settings.emotion,
+                                       gate_context=(audio.frames(*around), start - around[0]) if context else None)
             fader.add(start, out, first=start == 0, last=last)
             ready.add(fader.pop(end if last else start + window - overlap))
             next_start = start + window - overlap
-            audio.forget_before(min(next_start, audio.heard))  # the next window starts there
+            # the next window starts there; its gate hears from `context` frames before
+            audio.forget_before(max(0, min(next_start, audio.heard) - context))
         if audio.ended:  # frames the last window ended on, if it was run before the end was known
             ready.add(fader.pop(audio.heard))
         while ready.count and (ready.count >= ready.next_batch or audio.ended):

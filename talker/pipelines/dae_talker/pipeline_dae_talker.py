@@ -158,16 +158,23 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
         return speech_features(wave, n_frames, s2l.config, self.audio_encoder, self.feature_extractor)[None].to(s2l.device)
 
     def predict_latents(self, wave: np.ndarray, n_frames: int, pose_t, emotion_t,
-                        s2l: Speech2Latent | None = None, gate: bool = True) -> dict[str, torch.Tensor]:
+                        s2l: Speech2Latent | None = None, gate: bool = True,
+                        gate_context: tuple[np.ndarray, int] | None = None) -> dict[str, torch.Tensor]:
         """speech2latent (``s2l``, default ``speech_to_latent``) on one window: ``n_frames`` frames
         of 16 kHz ``wave`` (pose_t: that window's (1, n, 3) pose or None) → {"z_sem": (n, D),
         "pose": (n, 3)}; where the speaker has voice activity and a mouth read-out, mouths shut
-        where nobody speaks (and, with a voice gate and ``gate``, where only babble is heard)."""
+        where nobody speaks (and, with a voice gate and ``gate``, where only babble is heard).
+        ``gate_context``: (the samples of whole frames around the window, the frame where the
+        window starts in them): the voice gate hears those instead of the window alone."""
         s2l = s2l if s2l is not None else self.speech_to_latent
-        wave = wave[: n_frames * (SAMPLE_RATE // self.fps)]
+        spf = SAMPLE_RATE // self.fps
+        wave = wave[: n_frames * spf]
         features = self.encode_audio(wave, n_frames, s2l)
-        speaking = (self.voice_gate.probability(wave, n_frames)[None].to(s2l.device)
-                    if gate and self.voice_gate is not None else None)
+        speaking = None
+        if gate and self.voice_gate is not None:
+            heard, offset = gate_context if gate_context is not None else (wave, 0)
+            p = self.voice_gate.probability(heard, len(heard) // spf)[offset : offset + n_frames]
+            speaking = p[None].to(s2l.device)
         out = s2l(features, pose=pose_t, emotion=emotion_t, shape_mouth=True, speaking=speaking)
         return {"z_sem": out.z_sem[0], "pose": out.pose[0]}
 

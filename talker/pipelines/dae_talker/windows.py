@@ -16,6 +16,7 @@ from ...errors import InputError
 
 DEFAULT_WINDOW = 100  # frames: 4 s at 25 fps, the length speech2latent is trained on
 DEFAULT_OVERLAP = 25  # frames: 1 s cross-fade, also the look-ahead of streaming
+GATE_CONTEXT = 50  # frames: 2 s of audio on each side of a window that the voice gate also hears
 
 
 def check_windows(window: int, overlap: int) -> None:
