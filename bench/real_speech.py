@@ -13,6 +13,8 @@ of the model), as are the truth frames:
 - ``real_noisy``: the same prompts with noise at ``--snr`` dB (pink, brown, hum or babble made
   from the other held-out clips; the noise also fills the pauses);
 - ``noise_only``: ``--noise-seconds`` of noise alone at a speech-like level, per kind;
+  ``noise_only_babble_draws`` (``--babble-draws`` > 1): that many draws of the babble (each its
+  own talkers, 3 to 8, and stretches of them) with their mean, since one draw of 10 s says little;
 - ``espeak``: espeak-ng clips in voices the speaker did not train on;
 - ``other:NAME`` (``--other NAME=DIR``, repeated): recorded speech of other speakers and languages
   (``talker synth --speech ... --language``), as they are; ``noise_only_crowd``
@@ -159,6 +161,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=12.0, help="at most this many seconds of each clip")
     ap.add_argument("--snr", type=float, default=10.0, help="SNR (dB) of the noisy copy of the real set")
     ap.add_argument("--noise-seconds", type=float, default=10.0)
+    ap.add_argument("--babble-draws", type=int, default=1,
+                    help="draws of the real set's babble alone (the first is noise_only's own)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--live", action="store_true",
                     help="frames made live (`stream(..., live=True)`, the speaker's streaming speech2latent) from "
@@ -198,6 +202,12 @@ def main(argv=None) -> int:
         results["sets"]["noise_only"] = noise_only_scores(pipe, probe, threshold, seconds=args.noise_seconds,
                                                           babble_sources=sources, seed=args.seed, decoder=args.decoder,
                                                           refine=args.refine)
+        if args.babble_draws > 1:
+            draws = [results["sets"]["noise_only"]["babble"]] + [
+                noise_only_scores(pipe, probe, threshold, seconds=args.noise_seconds, kinds=("babble",),
+                                  babble_sources=sources, seed=args.seed + d, decoder=args.decoder,
+                                  refine=args.refine)["babble"] for d in range(1, args.babble_draws)]
+            results["sets"]["noise_only_babble_draws"] = {"draws": draws, "mean": float(np.mean(draws))}
     if args.espeak:
         clips, common["truth_size"] = held_out_set(args.espeak, args.clips, results["output_size"])
         results["sets"]["espeak"] = run_set(pipe, probe, clips, **common, desc="espeak-ng, unseen voices",

@@ -216,9 +216,12 @@ def test_train_encode_export_generate(dataset, tmp_path):
 
     out = tmp_path / "real_speech.json"
     assert real_speech.main(["--model", str(ckpt), "--real", str(data), "--espeak", str(data), "--out", str(out),
-                             "--clips", "1", "--seconds", "1", "--noise-seconds", "1"]) == 0
+                             "--clips", "1", "--seconds", "1", "--noise-seconds", "1", "--babble-draws", "2"]) == 0
     bench = json.loads(out.read_text())["sets"]
-    assert set(bench) == {"real", "real_noisy", "real_autoencoded", "noise_only", "espeak"}
+    assert set(bench) == {"real", "real_noisy", "real_autoencoded", "noise_only", "noise_only_babble_draws", "espeak"}
+    draws = bench["noise_only_babble_draws"]
+    assert len(draws["draws"]) == 2 and draws["draws"][0] == bench["noise_only"]["babble"]
+    assert draws["mean"] == pytest.approx(np.mean(draws["draws"]))
     from talker.defaults import DEFAULT_STEPS
 
     # this speaker has no distilled decoder: its frames go through DDIM at the default steps
