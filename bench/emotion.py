@@ -24,7 +24,10 @@ monotony (change at 0.5 ÷ change at 1.0; the bar: 0.4–0.6) and lip-sync at 1.
 
 The latent view: the emotion's direction is where the speaker's own frames move in z_sem when the
 emotion is on (a least-squares fit over the training clips' encoder latents, with mouth, blink and
-pose as covariates); speech2latent's change of z_sem at 1.0 is projected on it (1.0 = all of it).
+pose as covariates); speech2latent's change of z_sem at 1.0 is projected on it (1.0 = all of it),
+and so is the encoder's change between the truth's frames with the emotion and without
+(``truth_latent_along_direction``; 1.0 if the fitted direction is the encoder's own response to
+the emotion; ``truth_latent_change_over_direction``: the size of that change ÷ the direction's).
 """
 
 from __future__ import annotations
@@ -157,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
             along = float(dz @ w / (w @ w))
             row["latent_along_direction"] = round(along, 3)
             row["latent_off_direction"] = round(float((dz - along * w).norm() / w.norm()), 3)
+            # the encoder's own view: the truth's frames with the emotion against without, in z_sem
+            with torch.inference_mode():
+                dz_truth = (ae.encode(truth_frames) - ae.encode(neutral_frames)).float().mean(0)
+            row["truth_latent_along_direction"] = round(float(dz_truth @ w / (w @ w)), 3)
+            row["truth_latent_change_over_direction"] = round(float(dz_truth.norm() / w.norm()), 3)
         results["settings"][name] = row
         print(name, json.dumps(row), flush=True)
     for name in names:  # monotony: the change at 0.5 ÷ at 1.0, on the counted features
