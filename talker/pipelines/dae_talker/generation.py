@@ -7,8 +7,7 @@ decoded from the video's one fixed noise image (and refined, where the speaker h
 Where the speaker has a voice gate, the gate hears ``GATE_CONTEXT`` frames more on each side of
 a window (a crowd is told from one voice by seconds of it, and the frames near a window's edges
 have little of it inside the window), so a stream runs each window once that much audio beyond
-it is in. Memory holds only the audio and latents not yet
-final, plus one batch.
+it is in. Memory holds only the audio and latents not yet final, plus one batch.
 """
 
 from __future__ import annotations

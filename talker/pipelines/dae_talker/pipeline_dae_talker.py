@@ -172,8 +172,11 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
         features = self.encode_audio(wave, n_frames, s2l)
         speaking = None
         if gate and self.voice_gate is not None:
-            heard, offset = gate_context if gate_context is not None else (wave, 0)
-            p = self.voice_gate.probability(heard, len(heard) // spf)[offset : offset + n_frames]
+            if gate_context is None:
+                p = self.voice_gate.probability(wave, n_frames)
+            else:
+                heard, offset = gate_context
+                p = self.voice_gate.probability(heard, len(heard) // spf)[offset : offset + n_frames]
             speaking = p[None].to(s2l.device)
         out = s2l(features, pose=pose_t, emotion=emotion_t, shape_mouth=True, speaking=speaking)
         return {"z_sem": out.z_sem[0], "pose": out.pose[0]}
