@@ -127,11 +127,12 @@ def main(argv: list[str] | None = None) -> int:
                 images = pipe.refine_frames(images * 2 - 1).add(1).div(2)
         return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
-    def reconstruct(frames):
+    def encode(frames):
         with torch.inference_mode():
-            return decode(ae.encode(frames))
+            return ae.encode(frames)
 
-    reconstructed_neutral = probe.features(reconstruct(neutral_frames))
+    z_neutral_truth = encode(neutral_frames)
+    reconstructed_neutral = probe.features(decode(z_neutral_truth))
     for name, e in settings.items():
         truth_frames = render_truth(truth, e, n, crop, res)
         t_change, t_se = change(probe.features(truth_frames), neutral_truth)
@@ -148,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         row["direction_change"] = a_change.round(4).tolist()
         row["direction_ratio"] = ratios(a_change, t_change, moved)
         # the ceiling: the truth's own frames through the encoder and decoder
-        r_change, _ = change(probe.features(reconstruct(truth_frames)), reconstructed_neutral)
+        z_truth = encode(truth_frames)
+        r_change, _ = change(probe.features(decode(z_truth)), reconstructed_neutral)
         row["reconstruction_change"] = r_change.round(4).tolist()
         row["reconstruction_ratio"] = ratios(r_change, t_change, moved)
         if name.endswith("@1"):
@@ -161,8 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             row["latent_along_direction"] = round(along, 3)
             row["latent_off_direction"] = round(float((dz - along * w).norm() / w.norm()), 3)
             # the encoder's own view: the truth's frames with the emotion against without, in z_sem
-            with torch.inference_mode():
-                dz_truth = (ae.encode(truth_frames) - ae.encode(neutral_frames)).float().mean(0)
+            dz_truth = (z_truth - z_neutral_truth).float().mean(0)
             row["truth_latent_along_direction"] = round(float(dz_truth @ w / (w @ w)), 3)
             row["truth_latent_change_over_direction"] = round(float(dz_truth.norm() / w.norm()), 3)
         results["settings"][name] = row
