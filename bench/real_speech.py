@@ -84,12 +84,13 @@ def truth_gaps(probe, clip, n: int, size: int) -> np.ndarray:
     return _TRUTH_GAPS[key]
 
 
-def generate(pipe, audio: np.ndarray, *, seed: int, decoder, live: bool = False, context: int | None = None,
-             refine: bool = True) -> np.ndarray:
+def generate(pipe, audio: np.ndarray, *, seed: int, decoder, steps: int | None = None, live: bool = False,
+             context: int | None = None, refine: bool = True) -> np.ndarray:
     """The speaker's frames for 16 kHz ``audio``: offline (``pipe(...)``), or live as from a
     microphone (``pipe.stream(..., live=True)`` on 20-ms blocks, the streaming speech2latent,
     hearing ``context`` frames of audio; default: the pipeline's)."""
-    kwargs = dict(generator=torch.Generator().manual_seed(seed), decoder=decoder, emotion=[0, 0, 0, 0], refine=refine)
+    kwargs = dict(generator=torch.Generator().manual_seed(seed), decoder=decoder, num_inference_steps=steps,
+                  emotion=[0, 0, 0, 0], refine=refine)
     if live:
         blocks = (audio[i : i + 320] for i in range(0, len(audio), 320))
         context_arg = {} if context is None else {"window_frames": context}
@@ -97,7 +98,7 @@ def generate(pipe, audio: np.ndarray, *, seed: int, decoder, live: bool = False,
     return pipe(audio, sampling_rate=16000, **kwargs).frames
 
 
-def run_set(pipe, probe, clips, *, seconds: float, seed: int, decoder, snr: float | None = None,
+def run_set(pipe, probe, clips, *, seconds: float, seed: int, decoder, steps: int | None = None, snr: float | None = None,
             babble_sources=None, desc: str = "clips", live: bool = False, context: int | None = None,
             refine: bool = True, truth_size: int) -> dict:
     from tqdm.auto import tqdm
@@ -113,7 +114,8 @@ def run_set(pipe, probe, clips, *, seconds: float, seed: int, decoder, snr: floa
             others = [a for j, a in enumerate(babble_sources) if j != k]
             noise = make_noise(noise_kind, len(audio), np.random.default_rng([seed, k]), others)
             audio = add_noise(audio, noise, snr)
-        frames = generate(pipe, audio, seed=seed, decoder=decoder, live=live, context=context, refine=refine)
+        frames = generate(pipe, audio, seed=seed, decoder=decoder, steps=steps, live=live, context=context,
+                          refine=refine)
         gap_gen = probe.features(frames)[:, 0]
         gap_truth = truth_gaps(probe, clip, n, truth_size)
         rows.append({"clip": clip.id, "frames": n, "noise": noise_kind, **lipsync_scores(gap_gen, gap_truth, truth, n)})
@@ -124,7 +126,8 @@ def run_set(pipe, probe, clips, *, seconds: float, seed: int, decoder, snr: floa
     return {"mean": mean, "truth_size": truth_size, "per_clip": rows}
 
 
-def run_autoencoded(pipe, probe, clips, *, seconds: float, seed: int, decoder, refine: bool = True,
+def run_autoencoded(pipe, probe, clips, *, seconds: float, seed: int, decoder, steps: int | None = None,
+                    refine: bool = True,
                     truth_size: int) -> dict:
     """The lip figures of the clips' own frames after the speaker's encoder and decoder (and
     refiner, with ``refine`` where the speaker has one)."""
@@ -132,7 +135,7 @@ def run_autoencoded(pipe, probe, clips, *, seconds: float, seed: int, decoder, r
 
     ae = pipe.autoencoder_for(decoder)
     settings = pipe.settings("real_autoencoded", generator=torch.Generator().manual_seed(seed), decoder=decoder,
-                             refine=refine)
+                             num_inference_steps=steps, refine=refine)
     batch = settings.frame_batch_size
     rows = []
     for clip in tqdm(clips, desc="truth frames through the autoencoder", unit="clip"):
@@ -157,6 +160,7 @@ def main(argv=None) -> int:
                     help="prepared held-out clips of other recorded voices or languages (repeat for each)")
     ap.add_argument("--out", default="bench/results/real_speech.json")
     ap.add_argument("--decoder", help="distilled or ddim (default: the speaker's default)")
+    ap.add_argument("--steps", type=int, help="denoising steps per frame (default: the decoder's default)")
     ap.add_argument("--clips", type=int, default=16, help="at most this many clips per set")
     ap.add_argument("--seconds", type=float, default=12.0, help="at most this many seconds of each clip")
     ap.add_argument("--snr", type=float, default=10.0, help="SNR (dB) of the noisy copy of the real set")
@@ -184,9 +188,10 @@ def main(argv=None) -> int:
     results = {"model": args.model, "data": {"real": args.real, "espeak": args.espeak, **{f"other:{n}": d for n, d in others}},
                "device": describe_device("cpu"),
                "precision": str(compute_dtype(torch.device("cpu"), pipe.unet.dtype, pipe.precision)),
-               "decoder": args.decoder or pipe.default_decoder, "live": args.live,
+               "decoder": args.decoder or pipe.default_decoder,
+               "steps": args.steps or pipe.default_steps(args.decoder), "live": args.live,
                "context_frames": args.context, "output_size": pipe.output_resolution(args.refine), "sets": {}}
-    common = dict(seconds=args.seconds, seed=args.seed, decoder=args.decoder, refine=args.refine)
+    common = dict(seconds=args.seconds, seed=args.seed, decoder=args.decoder, steps=args.steps, refine=args.refine)
     threshold = None
     if args.real:
         clips, common["truth_size"] = held_out_set(args.real, args.clips, results["output_size"])
@@ -201,12 +206,12 @@ def main(argv=None) -> int:
         results["sets"]["real_autoencoded"] = run_autoencoded(pipe, probe, clips, **common)
         results["sets"]["noise_only"] = noise_only_scores(pipe, probe, threshold, seconds=args.noise_seconds,
                                                           babble_sources=sources, seed=args.seed, decoder=args.decoder,
-                                                          refine=args.refine)
+                                                          steps=args.steps, refine=args.refine)
         if args.babble_draws > 1:
             draws = [results["sets"]["noise_only"]["babble"]] + [
                 noise_only_scores(pipe, probe, threshold, seconds=args.noise_seconds, kinds=("babble",),
                                   babble_sources=sources, seed=args.seed + d, decoder=args.decoder,
-                                  refine=args.refine)["babble"] for d in range(1, args.babble_draws)]
+                                  steps=args.steps, refine=args.refine)["babble"] for d in range(1, args.babble_draws)]
             results["sets"]["noise_only_babble_draws"] = {"draws": draws, "mean": float(np.mean(draws))}
     if args.espeak:
         clips, common["truth_size"] = held_out_set(args.espeak, args.clips, results["output_size"])
@@ -223,7 +228,7 @@ def main(argv=None) -> int:
     if threshold is not None and len(crowd) > 1:
         results["sets"]["noise_only_crowd"] = noise_only_scores(
             pipe, probe, threshold, seconds=args.noise_seconds, kinds=("babble",), babble_sources=crowd,
-            seed=args.seed, decoder=args.decoder, refine=args.refine)
+            seed=args.seed, decoder=args.decoder, steps=args.steps, refine=args.refine)
     results["seconds"] = round(time.perf_counter() - tic, 1)
     write_results(args.out, results)
     for name, res in results["sets"].items():
