@@ -98,9 +98,9 @@ def generate(pipe, audio: np.ndarray, *, seed: int, decoder, steps: int | None =
     return pipe(audio, sampling_rate=16000, **kwargs).frames
 
 
-def run_set(pipe, probe, clips, *, seconds: float, seed: int, decoder, steps: int | None = None, snr: float | None = None,
-            babble_sources=None, desc: str = "clips", live: bool = False, context: int | None = None,
-            refine: bool = True, truth_size: int) -> dict:
+def run_set(pipe, probe, clips, *, seconds: float, seed: int, decoder, steps: int | None = None,
+            snr: float | None = None, babble_sources=None, desc: str = "clips", live: bool = False,
+            context: int | None = None, refine: bool = True, truth_size: int) -> dict:
     from tqdm.auto import tqdm
 
     rows = []
