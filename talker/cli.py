@@ -325,6 +325,15 @@ def cmd_add_live(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_add_refiner(args: argparse.Namespace) -> int:
+    from .hub import read_speaker
+    from .training.export import add_refiner
+
+    folder = add_refiner(args.speaker, args.refiner)
+    print(f"{folder}: refiner/ from {args.refiner}; frames are rendered at {read_speaker(folder)['output_resolution']}²")
+    return 0
+
+
 def cmd_add_gate(args: argparse.Namespace) -> int:
     from .training.export import add_voice_gate
 
@@ -501,6 +510,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("speaker", help="speaker checkpoint folder")
     a.add_argument("--s2l", required=True, help="the streaming speech2latent's training run")
     a.set_defaults(func=cmd_add_live)
+
+    a = sub.add_parser("add-refiner", help="add (or replace) the refiner of a speaker checkpoint",
+                       description="Store a `talker train refiner` run's network as the speaker's refiner (its frames "
+                                   "are then rendered at the refiner's size), with its record in speaker.json and the "
+                                   "model card.")
+    a.add_argument("speaker", help="speaker checkpoint folder")
+    a.add_argument("--refiner", required=True, help="the refiner's training run")
+    a.set_defaults(func=cmd_add_refiner)
 
     a = sub.add_parser("add-gate", help="add a voice gate (lips shut on babble) to a speaker checkpoint",
                        description="Store a `talker train gate` run's network as the speaker's voice_gate, with its "

@@ -316,7 +316,7 @@ def test_distilled_decoder_is_the_default_and_renders_its_image(pipe, tmp_path):
         run(pipe, decoder="fast")
     ddim = run(pipe)
     pipe.register_modules(distilled_unet=distilled_like(pipe, 0.3))
-    assert pipe.default_decoder == "distilled" and pipe.default_steps() == 2
+    assert pipe.default_decoder == "distilled" and pipe.default_steps() == 1
     for steps in (1, 2, 4):
         # DDIM from x0 predictions lands on the predicted image, whatever the step count
         frames = run(pipe, num_inference_steps=steps).frames

@@ -53,6 +53,38 @@ def test_refiner_shapes_patches_and_errors():
     assert eight(x).shape == (2, 3, RES * 8, RES * 8) and eight.out_resolution == RES * 8
 
 
+def test_a_warping_refiner_moves_its_references_detail_to_the_frame(tmp_path):
+    from talker.models import Refiner
+
+    torch.manual_seed(0)
+    refiner = Refiner(in_resolution=RES, scale=4, channels=8, num_blocks=1, up_channels=8, warp_reference=True)
+    reference = torch.rand(3, RES * 4, RES * 4) * 2 - 1
+    refiner.set_reference(reference)
+    x = torch.rand(2, 3, RES, RES) * 2 - 1
+    with torch.no_grad():
+        out, warped = refiner(x, return_warped=True)
+        assert torch.equal(warped[0], reference) and torch.equal(warped[1], reference)  # untrained: no flow
+        # half the reference's high frequencies (mask 0.5) on top of bicubic upscaling
+        bicubic = F.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False)
+        detail = reference - refiner.low_pass(reference[None])[0]
+        assert torch.allclose(out, (bicubic + 0.5 * detail).clamp(-1, 1), atol=1e-5)
+        # a flow of one low-resolution pixel to the right samples the reference 4 pixels on
+        refiner.warp.bias[0] = 1.0
+        _, moved = refiner(x, return_warped=True)
+        assert torch.allclose(moved[0, :, :, :-4], reference[:, :, 4:], atol=1e-5)
+        assert not torch.allclose(moved[0], reference, atol=1e-2)
+        # a patch's warped reference is that part of the whole frame's
+        _, part = refiner(x[:, :, 2:10, 4:12], region=(2, 4), return_warped=True)
+        assert torch.allclose(part, moved[:, :, 8:40, 16:48], atol=1e-5)
+        refiner.save_pretrained(tmp_path / "refiner")
+        loaded = Refiner.from_pretrained(tmp_path / "refiner")
+        assert loaded.config.warp_reference and torch.equal(loaded(x), refiner(x))
+    with pytest.raises(ValueError, match="does not warp"):
+        tiny_refiner()(x, return_warped=True)
+    with pytest.raises(ValueError, match="needs use_reference"):
+        Refiner(in_resolution=RES, use_reference=False, warp_reference=True)
+
+
 def test_pipeline_with_a_refiner_saves_loads_and_can_skip_it(tmp_path, wav_3s):
     from talker import DAETalkerPipeline
 

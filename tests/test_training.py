@@ -5,6 +5,7 @@ import ctypes.util
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ TINY_DAE = ("--batch-size", 4, "--base-channels", 8, "--channel-mult", "1,2", "-
 # commands that neither train (accelerate keeps process-wide state) nor start worker processes run
 # in this process, sparing an interpreter start each; the CLI's own process behaviour is tested
 # in test_cli.py
-IN_PROCESS = {"export", "generate", "add-live", "add-emotion", "evaluate"}
+IN_PROCESS = {"export", "generate", "add-live", "add-emotion", "add-refiner", "evaluate"}
 
 
 def talker(*args, timeout=600, check=True):
@@ -191,8 +192,8 @@ def test_train_encode_export_generate(dataset, tmp_path):
     r = talker("evaluate", "--model", fast, "--data", data, "--out", tmp_path / "q2" / "quality.json",
                "--clips", 1, "--seconds", 1, "--no-emotion", "--no-noise-test")
     fast_results = json.loads((tmp_path / "q2" / "quality.json").read_text())
-    assert fast_results["decoder"] == "distilled" and list(fast_results["steps"]) == ["2"]
-    assert r.stderr.count("evaluating (distilled, 2 steps)") >= 1 and "75/75" in r.stderr, r.stderr[-2000:]
+    assert fast_results["decoder"] == "distilled" and list(fast_results["steps"]) == ["1"]
+    assert r.stderr.count("evaluating (distilled, 1 steps)") >= 1 and "75/75" in r.stderr, r.stderr[-2000:]
     r = talker("evaluate", "--model", fast, "--data", data, "--out", tmp_path / "q3.json", "--steps", "9", check=False)
     assert r.returncode == 2 and "renders in 1–8 steps" in r.stderr
     # a new run can start from an exported speaker (fine-tuning, or carrying training over)
@@ -251,7 +252,8 @@ def test_train_refiner_on_the_speakers_own_frames_and_resume(dataset, speaker_di
                "--refiner-resolution", 40, check=False)
     assert r.returncode != 0 and "--refiner-resolution must be 16 × 2, 4, 8" in r.stderr
     run = tmp_path / "refiner"
-    tiny = ("--frames", 12, "--patch", 8, "--channels", 8, "--batch-size", 2, "--eval-every", 2, "--checkpoint-every", 2)
+    tiny = ("--frames", 12, "--patch", 8, "--channels", 8, "--batch-size", 2, "--eval-every", 2, "--checkpoint-every", 2,
+            "--warp-reference")
     talker("train", "refiner", "--model", speaker_dir, "--data", data, "--output", run, *tiny, "--max-steps", 2, "-q")
     log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log] == [2]
@@ -268,17 +270,21 @@ def test_train_refiner_on_the_speakers_own_frames_and_resume(dataset, speaker_di
     assert json.loads((run / "figures.json").read_text())["steps"] == 4
     after = load_file(run / "refiner" / "diffusion_pytorch_model.safetensors")
     assert any(not torch.equal(first[k], after[k]) for k in first)
+    assert not torch.equal(after["warp.weight"], torch.zeros_like(after["warp.weight"]))  # the flow and mask learn
     from talker import DAETalkerPipeline
-    from talker.models import Refiner
 
-    pipe = DAETalkerPipeline.from_pretrained(speaker_dir)
-    pipe.register_modules(refiner=Refiner.from_pretrained(run / "refiner"))
+    # `add-refiner` stores it in a speaker folder, which then renders at its size
+    shutil.copytree(speaker_dir, tmp_path / "refined-speaker")
+    r = talker("add-refiner", tmp_path / "refined-speaker", "--refiner", data, check=False)
+    assert r.returncode != 0 and "has no refiner" in r.stderr and "Traceback" not in r.stderr
+    talker("add-refiner", tmp_path / "refined-speaker", "--refiner", run)
+    pipe = DAETalkerPipeline.from_pretrained(tmp_path / "refined-speaker")
     pipe.set_progress_bar_config(disable=True)
+    assert pipe.refiner.config.warp_reference and pipe.speaker["output_resolution"] == 64
+    assert pipe.speaker["training"]["refiner"]["steps"] == 4
     wav = next((data / "clips").glob("*/audio.wav"))
     assert pipe(str(wav), num_inference_steps=1).frames.shape[1:] == (64, 64, 3)
     # the refiner benchmark runs on held-out clips with truth and writes its JSON and contact sheet
-    pipe.speaker = {"name": "tiny-refined", "consent": "random weights for tests"}
-    pipe.save_pretrained(tmp_path / "refined-speaker")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
     import refiner as refiner_bench
 

@@ -5,7 +5,15 @@ residual trunk at the low resolution, then ×2 sub-pixel upsamplings (ESPCN, Shi
 2016), predicting what bicubic upscaling misses. It also sees a fixed high-resolution reference
 frame of the speaker, folded to the low resolution by pixel-unshuffle (``scale``² pixels per
 low-resolution position become channels), so that detail that does not move with speech (hair,
-background, the eyes' shape) can be copied rather than invented. It is trained on the speaker's
+background, the eyes' shape) can be copied rather than invented.
+
+With ``warp_reference`` it also moves that detail to where the frame has it: the trunk predicts a
+flow (in low-resolution pixels, upsampled) and a mask; the reference, warped by the flow at the
+output size (``grid_sample``, as in the warping of First Order Motion Model, Siarohin et al.,
+NeurIPS 2019), gives its high frequencies (the warped reference minus its own area-and-bicubic
+low-pass) where the mask allows: hair strands, the suit's seams and the eyes' lashes come from the
+speaker's own photo at their moved place, while colours, shading and the mouth stay the decoder's.
+It is trained on the speaker's
 own frames with the decoder's outputs as inputs (``talker train refiner``), so that training and
 use see the same blur. Deterministic: no noise, one frame in, one frame out (no flicker of its own).
 """
@@ -43,15 +51,19 @@ class Refiner(ModelMixin, ConfigMixin):
             ×2 goes straight to RGB.
         use_reference: the network takes a fixed reference frame of the speaker at the output size
             (the ``reference`` buffer, set by :meth:`set_reference`).
+        warp_reference: the reference's detail is also warped to the frame and added where a
+            predicted mask allows (needs ``use_reference``).
     """
 
     @register_to_config
     def __init__(self, in_resolution: int = 64, scale: int = 4, channels: int = 32, num_blocks: int = 6,
-                 up_channels: int = 32, use_reference: bool = True):
+                 up_channels: int = 32, use_reference: bool = True, warp_reference: bool = False):
         super().__init__()
         n_up = round(math.log2(scale))
         if scale < 2 or 2**n_up != scale:
             raise ValueError(f"scale must be a power of two ≥ 2, got {scale}")
+        if warp_reference and not use_reference:
+            raise ValueError("warp_reference needs use_reference")
         ref_channels = 3 * scale * scale if use_reference else 0
         self.head = nn.Conv2d(3 + ref_channels, channels, 3, padding=1)
         self.trunk = nn.Sequential(*(_ResBlock(channels) for _ in range(num_blocks)))
@@ -70,6 +82,11 @@ class Refiner(ModelMixin, ConfigMixin):
         if use_reference:
             size = in_resolution * scale
             self.register_buffer("reference", torch.zeros(3, size, size))
+        if warp_reference:
+            # flow (2, low-resolution pixels) and mask logit; zero flow: the reference unmoved
+            self.warp = nn.Conv2d(channels, 3, 3, padding=1)
+            nn.init.zeros_(self.warp.weight)
+            nn.init.zeros_(self.warp.bias)
 
     @property
     def out_resolution(self) -> int:
@@ -83,9 +100,31 @@ class Refiner(ModelMixin, ConfigMixin):
             raise ValueError(f"the reference must be {tuple(self.reference.shape)}, got {tuple(frame.shape)}")
         self.reference.copy_(frame.to(self.reference))
 
-    def forward(self, frames: torch.Tensor, region: tuple[int, int] | None = None) -> torch.Tensor:
+    def low_pass(self, x: torch.Tensor) -> torch.Tensor:
+        """What survives of (B, 3, H, W) images at the decoder's resolution: area-downscaled by
+        ``scale``, bicubic back up (how the refiner's base is made from a decoder frame)."""
+        s = self.config.scale
+        return F.interpolate(F.avg_pool2d(x, s), scale_factor=s, mode="bicubic", align_corners=False)
+
+    def warped_reference(self, flow: torch.Tensor, region: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+        """The reference sampled at each output pixel of the region moved by ``flow`` (B, 2, h, w)
+        (x, y in low-resolution pixels, upsampled bilinearly to the output size)."""
+        s, big = self.config.scale, self.reference.shape[-1]
+        y, x0 = region
+        h, w = size
+        flow = F.interpolate(flow.float(), scale_factor=s, mode="bilinear", align_corners=False) * (2 * s / big)
+        ys = (torch.arange(y * s, (y + h) * s, device=flow.device, dtype=torch.float32) + 0.5) * (2 / big) - 1
+        xs = (torch.arange(x0 * s, (x0 + w) * s, device=flow.device, dtype=torch.float32) + 0.5) * (2 / big) - 1
+        base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # (H, W, 2): x, y
+        grid = base[None] + flow.permute(0, 2, 3, 1)
+        ref = self.reference.float()[None].expand(flow.shape[0], -1, -1, -1)
+        return F.grid_sample(ref, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    def forward(self, frames: torch.Tensor, region: tuple[int, int] | None = None,
+                return_warped: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Refine (B, 3, r, r) frames; in training, (B, 3, h, w) patches whose top-left corner is
-        at low-resolution pixel ``region`` = (y, x) of the frame (the reference is cut to match)."""
+        at low-resolution pixel ``region`` = (y, x) of the frame (the reference is cut to match).
+        ``return_warped`` (a refiner with ``warp_reference``): also the warped reference."""
         r = self.config.in_resolution
         if frames.dim() != 4 or frames.shape[1] != 3:
             raise ValueError(f"the refiner takes (B, 3, {r}, {r}) frames, got {tuple(frames.shape)}")
@@ -103,5 +142,17 @@ class Refiner(ModelMixin, ConfigMixin):
             feats = torch.cat([x, ref.expand(x.shape[0], -1, -1, -1)], 1)
         feats = self.head(feats.contiguous(memory_format=torch.channels_last))  # faster convolutions
         feats = feats + self.trunk_out(self.trunk(feats))
-        residual = F.pixel_shuffle(self.tail(self.up(feats)), 2)
-        return (base + residual.float()).clamp(-1, 1).contiguous()
+        out = base + F.pixel_shuffle(self.tail(self.up(feats)), 2).float()
+        warped = None
+        if self.config.warp_reference:
+            flow_mask = self.warp(feats).float()
+            warped = self.warped_reference(flow_mask[:, :2], (y, x0), (h, w))
+            mask = torch.sigmoid(F.interpolate(flow_mask[:, 2:], scale_factor=self.config.scale, mode="bilinear",
+                                               align_corners=False))
+            out = out + mask * (warped - self.low_pass(warped))
+        out = out.clamp(-1, 1).contiguous()
+        if return_warped:
+            if warped is None:
+                raise ValueError("this refiner does not warp its reference")
+            return out, warped
+        return out

@@ -124,6 +124,9 @@ class RefinerConfig(run_config(batch_size=16, lr=2e-4, max_steps=2000,
     num_blocks: int = 6
     up_channels: int = 32
     use_reference: bool = True
+    warp_reference: bool = option(False, "also warp the reference's detail to each frame (a predicted flow and mask)")
+    warp_weight: float = option(0.5, "with --warp-reference: weight of L1 between the warped reference and the truth "
+                                     "(teaches the flow)")
     frames: int = option(2048, "training frames rendered by the decoder (spread over the training clips)")
     heldout_frames: int = 64
     patch: int = option(32, "low-resolution side of the training patches (0: whole frames)")

@@ -215,17 +215,7 @@ def export_speaker(dae_run: str | os.PathLike, s2l_run: str | os.PathLike, data_
         distilled_unet = DAEDecoderUNet.from_pretrained(path, use_safetensors=True)
         if distilled_unet.config.prediction_type != "sample" or distilled_unet.config.sample_size != unet.config.sample_size:
             raise CheckpointError(f"{path} is not a distilled decoder of this {unet.config.sample_size}px DAE")
-    refiner = None
-    if refiner_run is not None:
-        from ..models import Refiner
-
-        path = next((d for d in (Path(refiner_run) / "refiner", Path(refiner_run)) if (d / "config.json").is_file()), None)
-        if path is None:
-            raise CheckpointError(f"{refiner_run} has no refiner (refiner/); run `talker train refiner` first")
-        refiner = Refiner.from_pretrained(path, use_safetensors=True)
-        if refiner.config.in_resolution != unet.config.sample_size:
-            raise CheckpointError(f"{path} refines {refiner.config.in_resolution}px frames, not this "
-                                  f"{unet.config.sample_size}px decoder's")
+    refiner = None if refiner_run is None else load_refiner(refiner_run, unet.config.sample_size)
     live = None if live_s2l_run is None else load_live_s2l(live_s2l_run, s2l)
     gate = None if gate_run is None else load_voice_gate(gate_run)
     index, clips = load_dataset(data_dir)
@@ -323,6 +313,36 @@ def add_live_s2l(folder: str | os.PathLike, run: str | os.PathLike) -> Path:
     torch.nn.Module.to(live, stored_dtype(folder / "speech_to_latent"))  # (ModelMixin.to warns here)
     return add_component(folder, "live_speech_to_latent", live, "talker.models.speech2latent", run, "live_s2l",
                          live=live_record(live))
+
+
+def load_refiner(run: str | os.PathLike, resolution: int):
+    """The refiner of a ``talker train refiner`` run (``RUN/refiner``, or a refiner folder), checked
+    to refine ``resolution``-pixel frames."""
+    from ..models import Refiner
+
+    path = next((d for d in (Path(run) / "refiner", Path(run)) if (d / "config.json").is_file()), None)
+    if path is None:
+        raise CheckpointError(f"{run} has no refiner (refiner/); run `talker train refiner` first")
+    refiner = Refiner.from_pretrained(path, use_safetensors=True)
+    if refiner.config.in_resolution != resolution:
+        raise CheckpointError(f"{path} refines {refiner.config.in_resolution}px frames, not this "
+                              f"{resolution}px decoder's")
+    return refiner
+
+
+def add_refiner(folder: str | os.PathLike, run: str | os.PathLike) -> Path:
+    """Add (or replace) the refiner of a speaker folder (``talker add-refiner``): ``refiner/``
+    stored in the precision of its decoder's weights, the component in model_index.json, its
+    training record in speaker.json, ``output_resolution``, and the model card."""
+    import torch
+
+    folder = Path(folder)
+    check_checkpoint(folder, ("unet", "scheduler", "speech_to_latent"))
+    unet_config = json.loads((folder / "unet" / "config.json").read_text())
+    refiner = load_refiner(run, unet_config["sample_size"])
+    torch.nn.Module.to(refiner, stored_dtype(folder / "unet"))  # (ModelMixin.to warns here)
+    return add_component(folder, "refiner", refiner, "talker.models.refiner", run, "refiner",
+                         output_resolution=refiner.out_resolution)
 
 
 def add_component(folder: Path, name: str, model, module: str, run: str | os.PathLike, stage: str,

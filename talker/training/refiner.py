@@ -13,7 +13,9 @@ amount and with a little noise (matched degradations, aligned with their targets
 the detail. Training is on random patches (``patch`` low-resolution pixels square; the reference
 frame is cut at the same place): an L1 loss plus an L1 loss on image gradients (finite
 differences), which pulls edges (lips, teeth, eyes, hair) against the over-smoothing of a pixel
-loss alone. EMA
+loss alone. With
+``warp_reference`` the refiner also warps its reference frame's detail to each frame; an L1 loss
+between the warped reference and the truth (``warp_weight``) teaches the flow directly. EMA
 weights, checkpoints and ``--resume`` as for the other stages. Held-out clips score PSNR against
 their truth and sharpness (mean gradient magnitude ÷ the truth's), for the refiner and for
 bicubic upscaling of the same decoder frames (``RUN/train_log.jsonl``); ``RUN/samples/`` holds
@@ -209,7 +211,7 @@ def train_refiner(model_dir: str | Path, data_dir: str | Path, run_dir: str | Pa
     held = make("heldout", held_clips, cfg.heldout_frames, cfg.seed + 1)
 
     model = Refiner(in_resolution=lo_res, scale=hi_res // lo_res, channels=cfg.channels, num_blocks=cfg.num_blocks,
-                    up_channels=cfg.up_channels, use_reference=cfg.use_reference)
+                    up_channels=cfg.up_channels, use_reference=cfg.use_reference, warp_reference=cfg.warp_reference)
     if cfg.use_reference:
         model.set_reference(reference_frame(train_clips, hi_res))
     ema = EMAModel(model.parameters(), decay=cfg.ema_decay)
@@ -233,8 +235,12 @@ def train_refiner(model_dir: str | Path, data_dir: str | Path, run_dir: str | Pa
             lo[aligned] = degrade(hi[aligned], scale, g)
         lo, hi = lo.to(dev), hi.to(dev)
         with run.accelerator.autocast():
-            out = model(lo, region=(y0, x0))
-            loss = refiner_loss(out.float(), hi, cfg.grad_weight)
+            if cfg.warp_reference:
+                out, warped = model(lo, region=(y0, x0), return_warped=True)
+                loss = refiner_loss(out.float(), hi, cfg.grad_weight) + cfg.warp_weight * (warped - hi).abs().mean()
+            else:
+                out = model(lo, region=(y0, x0))
+                loss = refiner_loss(out.float(), hi, cfg.grad_weight)
         run.update(loss, model, optimizer)
         if run.is_main and run.due(cfg.eval_every):
             ema.store(unwrapped.parameters())

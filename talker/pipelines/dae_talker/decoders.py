@@ -34,7 +34,7 @@ class DecoderChoiceMixin:
         return "distilled" if self.distilled_unet is not None else "ddim"
 
     def default_steps(self, decoder: str | None = None) -> int:
-        """Denoising steps used when none are given: 2 for the distilled decoder, 10 for DDIM."""
+        """Denoising steps used when none are given: 1 for the distilled decoder, 10 for DDIM."""
         return DEFAULT_DISTILLED_STEPS if (decoder or self.default_decoder) == "distilled" else DEFAULT_STEPS
 
     def decoder_for(self, decoder: str | None = None):

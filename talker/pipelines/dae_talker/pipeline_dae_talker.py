@@ -218,7 +218,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
                 ((T,), (T, C) or (C, T)) with ``sampling_rate``.
             sampling_rate: Hz of an array input; any rate is resampled to 16 kHz.
             num_inference_steps: denoising steps per frame (DAE-Talker: 100 DDIM steps); default
-                :meth:`default_steps` of the decoder (distilled: 2, DDIM: 10).
+                :meth:`default_steps` of the decoder (distilled: 1, DDIM: 10).
             pose_mode: "predicted" (from speech), "static" (``pose`` = 3 angles, default the
                 speaker's mean pose) or "reference" (``pose`` = (M, 3) degrees, looped
                 back and forth or trimmed to N frames; default the speaker's reference pose).
