@@ -28,7 +28,7 @@ S2L_FROM_DAE=${S2L_FROM_DAE:-}
 DISTILL_PAIRS=${DISTILL_PAIRS:-10240}
 DISTILL_STEPS=${DISTILL_STEPS:-3000}
 FRAMES_STEPS=${FRAMES_STEPS:-500}
-REFINER_STEPS=${REFINER_STEPS:-3500}
+REFINER_STEPS=${REFINER_STEPS:-7000}
 LIVE_STEPS=${LIVE_STEPS:-600}
 GATE_STEPS=${GATE_STEPS:-3000}
 DAE_LR=${DAE_LR:-2e-4}
@@ -164,7 +164,7 @@ export_speaker
 [ -f "$WORK/refine-heldout/dataset.json" ] || talker prepare "$WORK/synth-refine-heldout/videos" \
     --out "$WORK/refine-heldout" --resolution "$RES" --refiner-resolution "$REFINE_RES"
 if [ -z "${REFINER:-}" ]; then
-    talker train refiner --model "$OUT" --data "$WORK/refine" --output "$WORK/refiner" --max-steps "$REFINER_STEPS" \
+    talker train refiner --model "$OUT" --data "$WORK/refine" --output "$WORK/refiner" --max-steps "$REFINER_STEPS" --warp-reference \
         --checkpoint-every 250 --eval-every 250 --resume
     REFINER=$WORK/refiner
     export_speaker
