@@ -13,9 +13,10 @@ output size (``grid_sample``, as in the warping of First Order Motion Model, Sia
 NeurIPS 2019), gives its high frequencies (the warped reference minus its own area-and-bicubic
 low-pass) where the mask allows: hair strands, the suit's seams and the eyes' lashes come from the
 speaker's own photo at their moved place, while colours, shading and the mouth stay the decoder's.
-It is trained on the speaker's
-own frames with the decoder's outputs as inputs (``talker train refiner``), so that training and
-use see the same blur. Deterministic: no noise, one frame in, one frame out (no flicker of its own).
+
+It is trained on the speaker's own frames with the decoder's outputs as inputs (``talker train
+refiner``), so that training and use see the same blur. Deterministic: no noise, one frame in,
+one frame out (no flicker of its own).
 """
 
 from __future__ import annotations

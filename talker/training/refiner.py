@@ -13,10 +13,9 @@ amount and with a little noise (matched degradations, aligned with their targets
 the detail. Training is on random patches (``patch`` low-resolution pixels square; the reference
 frame is cut at the same place): an L1 loss plus an L1 loss on image gradients (finite
 differences), which pulls edges (lips, teeth, eyes, hair) against the over-smoothing of a pixel
-loss alone. With
-``warp_reference`` the refiner also warps its reference frame's detail to each frame; an L1 loss
-between the warped reference and the truth (``warp_weight``) teaches the flow directly. EMA
-weights, checkpoints and ``--resume`` as for the other stages. Held-out clips score PSNR against
+loss alone. With ``warp_reference`` the refiner also warps its reference frame's detail to each
+frame; an L1 loss between the warped reference and the truth (``warp_weight``) teaches the flow
+directly. EMA weights, checkpoints and ``--resume`` as for the other stages. Held-out clips score PSNR against
 their truth and sharpness (mean gradient magnitude ÷ the truth's), for the refiner and for
 bicubic upscaling of the same decoder frames (``RUN/train_log.jsonl``); ``RUN/samples/`` holds
 grids of truth, bicubic and refined frames; ``RUN/refiner`` the EMA weights of the last step.
