@@ -127,8 +127,7 @@ def run_set(pipe, probe, clips, *, seconds: float, seed: int, decoder, steps: in
 
 
 def run_autoencoded(pipe, probe, clips, *, seconds: float, seed: int, decoder, steps: int | None = None,
-                    refine: bool = True,
-                    truth_size: int) -> dict:
+                    refine: bool = True, truth_size: int) -> dict:
     """The lip figures of the clips' own frames after the speaker's encoder and decoder (and
     refiner, with ``refine`` where the speaker has one)."""
     from tqdm.auto import tqdm

@@ -101,11 +101,15 @@ class Refiner(ModelMixin, ConfigMixin):
             raise ValueError(f"the reference must be {tuple(self.reference.shape)}, got {tuple(frame.shape)}")
         self.reference.copy_(frame.to(self.reference))
 
+    def upscale(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, h, w) → (B, 3, h·scale, w·scale) by bicubic interpolation: the refiner's base,
+        to which it adds what bicubic upscaling misses."""
+        return F.interpolate(x.float(), scale_factor=self.config.scale, mode="bicubic", align_corners=False)
+
     def low_pass(self, x: torch.Tensor) -> torch.Tensor:
         """What survives of (B, 3, H, W) images at the decoder's resolution: area-downscaled by
-        ``scale``, bicubic back up (how the refiner's base is made from a decoder frame)."""
-        s = self.config.scale
-        return F.interpolate(F.avg_pool2d(x, s), scale_factor=s, mode="bicubic", align_corners=False)
+        ``scale``, then :meth:`upscale` (how the refiner's base is made from a decoder frame)."""
+        return self.upscale(F.avg_pool2d(x, self.config.scale))
 
     def warped_reference(self, flow: torch.Tensor, region: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
         """The reference sampled at each output pixel of the region moved by ``flow`` (B, 2, h, w)
@@ -136,7 +140,7 @@ class Refiner(ModelMixin, ConfigMixin):
                              f"{tuple(frames.shape)} at {region}")
         dtype = self.head.weight.dtype
         x = frames.to(dtype)
-        base = F.interpolate(x.float(), scale_factor=self.config.scale, mode="bicubic", align_corners=False)
+        base = self.upscale(x)
         feats = x
         if self.config.use_reference:
             ref = F.pixel_unshuffle(self.reference.to(dtype)[None], self.config.scale)[..., y : y + h, x0 : x0 + w]
