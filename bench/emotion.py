@@ -22,9 +22,9 @@ for those the ratio generated ÷ truth is reported (the bar: 0.8–1.2), the
 monotony (change at 0.5 ÷ change at 1.0; the bar: 0.4–0.6) and lip-sync at 1.0 against neutral
 (mouth correlation with the truth's mouth opening, lips closed in pauses).
 
-The latent view: the emotion's direction is where the speaker's own frames move in z_sem when the
-emotion is on (a least-squares fit over the training clips' encoder latents, with mouth, blink and
-pose as covariates); speech2latent's change of z_sem at 1.0 is projected on it (1.0 = all of it),
+The latent view: the emotion's direction is the speaker's own (``talker add-emotion``) where it has
+them, else where the speaker's own frames move in z_sem when the emotion is on (a least-squares fit
+over the training clips' encoder latents, with mouth, blink and pose as covariates); speech2latent's change of z_sem at 1.0 is projected on it (1.0 = all of it),
 and so is the encoder's change between the truth's frames with the emotion and without
 (``truth_latent_along_direction``; 1.0 if the fitted direction is the encoder's own response to
 the emotion; ``truth_latent_change_over_direction``: the size of that change ÷ the direction's).
@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -78,11 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench/results/emotion.json")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--clip", type=int, default=0, help="which held-out clip")
+    parser.add_argument("--intensities", type=float, nargs="+", default=INTENSITIES,
+                        help="intensities to measure (0.5 and 1 always are: the monotony)")
     args = parser.parse_args(argv)
+    intensities = sorted(set(args.intensities) | {0.5, 1.0})
 
     from talker import DAETalkerPipeline
     from talker.cli import bundled_speaker
     from talker.evaluation.metrics import FaceProbe, lipsync_scores
+    from talker.hub import read_speaker
     from talker.training.data import load_dataset
     from talker.training.emotion import fit_emotion_directions
 
@@ -102,17 +107,22 @@ def main(argv: list[str] | None = None) -> int:
     def generate(emotion):
         return pipe(audio, sampling_rate=16000, generator=torch.Generator().manual_seed(0), emotion=emotion)
 
-    settings = {f"{name}@{i:g}": np.eye(len(names))[k] * i for k, name in enumerate(names) for i in INTENSITIES}
+    settings = {f"{name}@{i:g}": np.eye(len(names))[k] * i for k, name in enumerate(names) for i in intensities}
     settings[f"{names[0]}@0.5+{names[3]}@0.5"] = np.eye(len(names))[0] * 0.5 + np.eye(len(names))[3] * 0.5
     neutral_frames = render_truth(truth, np.zeros(len(names)), n, crop, res)
     neutral_truth = probe.features(neutral_frames)
     neutral = generate([0.0] * len(names))
     neutral_gen = probe.features(neutral.frames)
-    directions, fit = fit_emotion_directions(args.train_data, len(names))
-    directions = torch.from_numpy(directions)
+    s2l = pipe.speech_to_latent
+    if s2l.config.get("emotion_directions"):  # the speaker's own (talker add-emotion), as it records them
+        directions = s2l.emotion_direction.detach().float().cpu()
+        fit = read_speaker(Path(model)).get("emotion", {}) if Path(model).is_dir() else {}
+    else:
+        directions, fit = fit_emotion_directions(args.train_data, len(names))
+        directions = torch.from_numpy(directions)
     results = {"command": "python bench/emotion.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                "model": str(model), "clip": clip.id, "frames": n, "features": FEATURES,
-               "emotion_mode": "directions" if pipe.speech_to_latent.config.get("emotion_directions") else "network",
+               "emotion_mode": "directions" if s2l.config.get("emotion_directions") else "network",
                "directions_fit": fit, "settings": {}}
     sync_neutral = lipsync_scores(neutral_gen[:, 0], neutral_truth[:, 0], truth, n)
     results["lipsync_neutral"] = {k: round(sync_neutral[k], 4) for k in ("mouth_corr", "silent_closed")}

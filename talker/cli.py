@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from .defaults import (DATASET_RESOLUTION, DECODERS, DEFAULT_DISTILLED_STEPS, DEFAULT_MAX_DURATION, DEFAULT_STEPS,
-                       POSE_MODES, PRECISIONS, SCHEDULERS, SPEECH_LANGUAGE)
+                       EMOTION_LEARNING, EMOTION_METHODS, POSE_MODES, PRECISIONS, SCHEDULERS, SPEECH_LANGUAGE)
 from .errors import TalkerError
 from .training.configs import DAEConfig, DistillConfig, GateConfig, RefinerConfig, S2LConfig, add_options, from_options
 
@@ -345,9 +345,11 @@ def cmd_add_gate(args: argparse.Namespace) -> int:
 def cmd_add_emotion(args: argparse.Namespace) -> int:
     from .training.emotion import add_emotion_directions
 
-    record = add_emotion_directions(args.speaker, args.data)
-    print(f"{args.speaker}: emotion shown along directions fitted on {record['frames']} frames of {record['clips']} "
-          f"clips (norms {', '.join(f'{v:g}' for v in record['direction_norms'])})")
+    learn = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
+    record = add_emotion_directions(args.speaker, args.data, method=args.method,
+                                    **(learn if args.method == "decoder" else {}))
+    print(f"{args.speaker}: emotion shown along directions ({args.method}) fitted on {record['frames']} frames "
+          f"(norms {', '.join(f'{v:g}' for v in record['direction_norms'])})")
     return 0
 
 
@@ -528,11 +530,19 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=cmd_add_gate)
 
     m = sub.add_parser("add-emotion", help="show emotions along directions fitted on the speaker's own frames",
-                       description="Fit each emotion's direction in z_sem on a prepared, encoded dataset (its "
-                                   "training clips' latents and emotion labels) and store it in the speaker's "
-                                   "speech2latent networks: intensity i then moves z_sem by i × the direction.")
+                       description="Find each emotion's direction in z_sem on a prepared, encoded dataset (its "
+                                   "training clips' frames, speech, latents and emotion labels) and store it in the "
+                                   "speaker's speech2latent networks: intensity i then moves z_sem by i × the "
+                                   "direction. --method decoder (default) learns the directions through the "
+                                   "speaker's decoder so that its frames show each emotion as the clips do; "
+                                   "latents fits them to the encoder's latents by least squares.")
     m.add_argument("speaker", help="speaker checkpoint folder")
     m.add_argument("--data", required=True, help="prepared dataset with latents (`talker encode`) and emotion labels")
+    m.add_argument("--method", choices=EMOTION_METHODS, default=EMOTION_METHODS[0])
+    m.add_argument("--steps", type=int, default=EMOTION_LEARNING["steps"], help="optimiser steps (decoder)")
+    m.add_argument("--batch-size", type=int, default=EMOTION_LEARNING["batch_size"], help="frames per step (decoder)")
+    m.add_argument("--lr", type=float, default=EMOTION_LEARNING["lr"], help="Adam step, in latent spreads (decoder)")
+    m.add_argument("--seed", type=int, default=EMOTION_LEARNING["seed"])
     m.set_defaults(func=cmd_add_emotion)
 
     u = sub.add_parser("push", help="upload a speaker checkpoint to the Hugging Face Hub")

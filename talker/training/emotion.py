@@ -16,8 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from ..defaults import EMOTION_LEARNING, EMOTION_METHODS, SAMPLE_RATE
 from ..errors import TalkerError
+from ..pipelines.dae_talker.windows import DEFAULT_WINDOW
 from .data import load_dataset, split_clips
 
 
@@ -55,21 +58,149 @@ def fit_emotion_directions(data_dir: str | Path, n_emotions: int) -> tuple[np.nd
     return coef[1 : 1 + n_emotions].astype(np.float32), record
 
 
-def add_emotion_directions(folder: str | Path, data_dir: str | Path) -> dict:
-    """Fit the directions on ``data_dir`` and store them in the speaker folder's speech2latent
-    networks (offline and live); speaker.json and the model card record it. Returns the record."""
-    import torch
+@torch.no_grad()
+def speech_latents(pipe, clip, window: int) -> torch.Tensor:
+    """(N, D) z_sem that the speaker's speech2latent gives ``clip``'s speech with no emotion, on
+    the pipeline's windows and with the clip's own head pose (what the decoder starts from)."""
+    wave, n, out = clip.audio, clip.n_frames, []
+    spf = SAMPLE_RATE // pipe.fps
+    for start in range(0, n, window):
+        m = min(window, n - start)
+        pose = torch.from_numpy(clip.pose[start : start + m]).float()[None].to(pipe.speech_to_latent.device)
+        out.append(pipe.predict_latents(wave[start * spf : (start + m) * spf], m, pose, None)["z_sem"].float().cpu())
+    return torch.cat(out)
 
-    from ..hub import read_speaker, stored_dtype, write_speaker
-    from ..models import Speech2Latent
+
+def decoder_training_set(pipe, clips, progress: bool = True) -> dict[str, torch.Tensor | np.ndarray]:
+    """What :func:`learn_emotion_directions` fits on: for every frame of ``clips`` (with emotion
+    labels), speech2latent's neutral z_sem ("speech", (F, D)), the frame's intensities
+    ("emotion", (F, E)), the frame itself ("frames", (F, R, R, 3) uint8) and how many clips ("clips")."""
+    from tqdm.auto import tqdm
+
+    n_emotions = len(pipe.emotion_names)
+    speech, emotion, frames = [], [], []
+    for c in tqdm(clips, desc="speech latents", disable=not progress):
+        z = speech_latents(pipe, c, DEFAULT_WINDOW)
+        n = min(len(z), len(c.emotion), c.n_frames)
+        speech.append(z[:n])
+        emotion.append(torch.from_numpy(c.emotion[:n, :n_emotions]).float())
+        frames.append(c.frames[:n])
+    return {"speech": torch.cat(speech), "emotion": torch.cat(emotion), "frames": np.concatenate(frames),
+            "clips": len(clips)}
+
+
+def learn_emotion_directions(pipe, data_dir: str | Path, steps: int = EMOTION_LEARNING["steps"],
+                             batch_size: int = EMOTION_LEARNING["batch_size"], lr: float = EMOTION_LEARNING["lr"],
+                             seed: int = EMOTION_LEARNING["seed"], progress: bool = True,
+                             sets: tuple[dict, dict] | None = None) -> tuple[np.ndarray, dict]:
+    """(E, D) directions learned through the speaker's own decoder, and a record of the fit.
+
+    Each training frame of ``data_dir`` (a prepared dataset with per-frame emotion labels) is
+    rendered by the speaker's default decoder from z_sem = s + c + e·directions, where s is what
+    speech2latent makes of the clip's speech with no emotion (:func:`speech_latents`), e the
+    frame's intensities and c a shared offset (what speech2latent gets wrong on every frame,
+    whatever the emotion; fitted, then dropped); the directions and c minimise the frames'
+    squared error, weighted towards where the face moves. They start from the least-squares
+    directions of :func:`fit_emotion_directions`. The held-out clips' error with and without the
+    directions is recorded. ``sets``: the (training, held-out) :func:`decoder_training_set` of
+    ``data_dir``'s split, when already made."""
+    from tqdm.auto import tqdm
+
+    from ..pipelines.ddim import ddim_decode
+    from .distill import frames_to_x0, motion_weights
+
+    if steps < 1 or batch_size < 1 or lr <= 0:
+        raise TalkerError(f"steps and batch size must be at least 1 and lr positive; got {steps}, {batch_size}, {lr}")
+    start_directions, _ = fit_emotion_directions(data_dir, len(pipe.emotion_names))
+    unet, scheduler = pipe.decoder_for(pipe.default_decoder)
+    if sets is None:
+        _, clips = load_dataset(data_dir)
+        sets = tuple(decoder_training_set(pipe, [c for c in group if c.emotion is not None], progress)
+                     for group in split_clips(clips))
+    train, held = sets
+    if train["frames"].shape[1] != unet.config.sample_size:
+        raise TalkerError(f"{data_dir}: frames are {train['frames'].shape[1]}² but the speaker's decoder renders "
+                          f"{unet.config.sample_size}²")
+    n_steps, device = pipe.default_steps(), unet.device
+    weights = motion_weights(train["frames"], 2.0)
+    scale = pipe.speech_to_latent.latent_std.float().cpu()
+    directions = torch.nn.Parameter(torch.from_numpy(start_directions) / scale)  # in units of the latents' spread
+    offset = torch.nn.Parameter(torch.zeros_like(scale))
+    opt = torch.optim.Adam([directions, offset], lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    x_shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+
+    def render(s, e, noise, with_offset=True):
+        z = s + ((offset if with_offset else 0) + e @ directions) * scale
+        return ddim_decode(unet, scheduler, z.to(device), noise.to(device), n_steps, len(z), precision="float32")
+
+    def error(x, target):
+        return (((x.float().cpu() - target) ** 2).mean(1) * weights).mean()
+
+    losses = []
+    unet.requires_grad_(False)
+    try:
+        for _ in tqdm(range(steps), desc="emotion directions", disable=not progress):
+            idx = torch.randint(len(train["speech"]), (batch_size,), generator=g)
+            target = frames_to_x0(train["frames"][idx.numpy()])
+            noise = torch.randn(batch_size, *x_shape, generator=g)
+            loss = error(render(train["speech"][idx], train["emotion"][idx], noise), target)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        record = {"method": "decoder", "data": str(data_dir), "clips": train["clips"],
+                  "frames": int(len(train["speech"])),
+                  "steps": steps, "batch_size": batch_size, "lr": lr,
+                  "training_error_first_last": [round(float(np.mean(losses[:20])), 5),
+                                                round(float(np.mean(losses[-20:])), 5)]}
+        if len(held["speech"]):
+            pick = np.linspace(0, len(held["speech"]) - 1, min(256, len(held["speech"]))).round().astype(int)
+            target = frames_to_x0(held["frames"][pick])
+            noise = torch.randn(len(pick), *x_shape, generator=torch.Generator().manual_seed(seed + 1))
+            s, e = held["speech"][pick], held["emotion"][pick]
+            with torch.no_grad():
+                record["heldout_error"] = {"with_directions": round(float(error(render(s, e, noise, False), target)), 5),
+                                           "without": round(float(error(render(s, 0 * e, noise, False), target)), 5),
+                                           "frames": len(pick)}
+    finally:
+        unet.requires_grad_(True)
+    learned = (directions.detach() * scale).numpy().astype(np.float32)
+    record["direction_norms"] = np.linalg.norm(learned, axis=1).round(3).tolist()
+    return learned, record
+
+
+def add_emotion_directions(folder: str | Path, data_dir: str | Path, method: str = EMOTION_METHODS[0],
+                           progress: bool = True, **learn) -> dict:
+    """Find the directions on ``data_dir`` (``method`` "decoder": :func:`learn_emotion_directions`,
+    with ``learn``'s settings; "latents": :func:`fit_emotion_directions`) and store them in the
+    speaker folder's speech2latent networks (offline and live); speaker.json and the model card
+    record it. Returns the record."""
     from ..pipelines import DAETalkerPipeline
-    from .export import write_model_card
 
     folder = Path(folder)
     pipe = DAETalkerPipeline.from_pretrained(folder)
     if not pipe.emotion_names:
         raise TalkerError(f"{folder}: this speaker has no emotion control")
-    directions, record = fit_emotion_directions(data_dir, len(pipe.emotion_names))
+    if method not in EMOTION_METHODS:
+        raise TalkerError(f"method must be one of {', '.join(EMOTION_METHODS)}; got {method!r}")
+    if method == "decoder":
+        pipe.set_progress_bar_config(disable=True)
+        directions, record = learn_emotion_directions(pipe, data_dir, progress=progress, **learn)
+    else:
+        directions, record = fit_emotion_directions(data_dir, len(pipe.emotion_names))
+    store_emotion_directions(pipe, folder, directions, record)
+    return record
+
+
+def store_emotion_directions(pipe, folder: Path, directions: np.ndarray, record: dict) -> None:
+    """Write (E, D) ``directions`` into the speech2latent networks of the speaker folder that
+    ``pipe`` was loaded from, each in its stored dtype; ``record`` goes to speaker.json and the
+    model card."""
+    from ..hub import read_speaker, stored_dtype, write_speaker
+    from ..models import Speech2Latent
+    from .export import write_model_card
+
     for name in ("speech_to_latent", "live_speech_to_latent"):
         old = getattr(pipe, name, None)
         if old is None:
@@ -84,4 +215,3 @@ def add_emotion_directions(folder: str | Path, data_dir: str | Path) -> dict:
     speaker["emotion"] = record
     write_speaker(folder, speaker)
     write_model_card(folder, speaker=speaker)
-    return record

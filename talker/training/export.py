@@ -113,6 +113,12 @@ def _gate_speech(rows: list[dict] | None) -> str:
 def _emotion_line(e: dict | None) -> str:
     if not e:
         return "through speech2latent's emotion input"
+    if e.get("method") == "decoder":
+        held = e.get("heldout_error")
+        return (f"intensity × each emotion's direction in z_sem, learned through the speaker's decoder on "
+                f"{e['frames']} frames of {e['clips']} training clips (`talker add-emotion`"
+                + (f"; held-out frames' error {held['without']:.4f} without the directions, "
+                   f"{held['with_directions']:.4f} with them" if held else "") + ")")
     return (f"intensity × each emotion's direction in z_sem, fitted on {e['frames']} frames of {e['clips']} training "
             f"clips (`talker add-emotion`; {e['variance_explained']:.0%} of the latents' variance explained"
             + (f" with {', '.join(e['covariates'])} as covariates" if e.get("covariates") else "") + ")")
