@@ -1,7 +1,7 @@
 """Emotion control, measured against the truth: how far each intensity moves the face.
 
     python bench/emotion.py --out bench/results/emotion.json [--model checkpoints/astronaut-64] \
-        [--data runs/real/heldout-espeak] [--train-data runs/real/voices] [--seconds 6]
+        [--data runs/bundled/heldout-espeak] [--train-data runs/bundled/voices] [--seconds 6]
 
 On a held-out clip (never trained on), with each emotion at 0.25, 0.5, 0.75 and 1.0, a mix of two,
 and none:
@@ -9,8 +9,9 @@ and none:
 - **truth**: the clip's own face states (mouth, blinks, head pose; from ``talker synth``) rendered by
   the synthetic renderer with that emotion, cropped and scaled as ``talker prepare`` cropped the clip;
 - **generated**: the speaker driven by the clip's speech with that emotion;
-- **direction**: the neutral generated latents moved by the emotion's direction in the speaker's
-  latent space, decoded (what ``talker add-emotion`` makes of it);
+- **direction**: the neutral generated latents moved by the emotion's offset in the speaker's
+  latent space (its direction × intensity, or its offsets at knots), decoded (what ``talker
+  add-emotion`` makes of it);
 - **reconstruction**: the truth frames through the speaker's encoder and decoder (the ceiling:
   what the latent space and decoder can show of the truth at all);
 
@@ -45,8 +46,9 @@ INTENSITIES = (0.25, 0.5, 0.75, 1.0)
 FEATURES = ("lip_gap", "corner_lift", "mouth_width", "brow_height", "eye_opening")
 
 
-def render_truth(truth: dict, emotion: np.ndarray, n: int, crop, resolution: int) -> np.ndarray:
-    """The clip's face states with ``emotion`` instead of theirs, as ``talker prepare`` crops them."""
+def render_truth(truth: dict, emotion: np.ndarray, frames, crop, resolution: int) -> np.ndarray:
+    """The clip's face states at ``frames`` (indices) with ``emotion`` instead of theirs, as
+    ``talker prepare`` crops them."""
     from talker.data.face import FaceState, SyntheticFace
     from talker.data.prepare import crop_frame
 
@@ -54,7 +56,28 @@ def render_truth(truth: dict, emotion: np.ndarray, n: int, crop, resolution: int
     return np.stack([crop_frame(face.render(FaceState(pose=truth["pose"][k], mouth_open=float(truth["mouth_open"][k]),
                                                       mouth_width=float(truth["mouth_width"][k]),
                                                       blink=float(truth["blink"][k]), emotion=emotion)),
-                                crop, resolution) for k in range(n)])
+                                crop, resolution) for k in frames])
+
+
+def contact_sheet(path: str, names: list[str], truth: dict, generated: dict, tile: int = 192) -> None:
+    """PNG: one row per emotion, the truth at 0, 0.5 and 1.0 then the speaker's frames at the same
+    intensities (``truth``/``generated``: {(name, intensity): (H, W, 3) uint8})."""
+    from PIL import Image, ImageDraw
+
+    levels = (0.0, 0.5, 1.0)
+    head = 22
+    sheet = Image.new("RGB", (tile * 2 * len(levels), head + tile * len(names)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, (kind, frames) in enumerate([("truth", truth), ("speaker", generated)]):
+        for j, level in enumerate(levels):
+            x = (c * len(levels) + j) * tile
+            draw.text((x + 6, 5), f"{kind} {level:g}", fill="black")
+            for r, name in enumerate(names):
+                img = Image.fromarray(frames[name, level]).resize((tile, tile), Image.BICUBIC)
+                sheet.paste(img, (x, head + r * tile))
+                if j == 0:
+                    draw.text((x + 6, head + r * tile + 4), name, fill="white")
+    sheet.save(path)
 
 
 def change(features: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -74,13 +97,15 @@ def ratios(changes: np.ndarray, truth: np.ndarray, counted: np.ndarray) -> list:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="speaker (default: the bundled speaker)")
-    parser.add_argument("--data", default="runs/real/heldout-espeak", help="held-out prepared clips with truth")
-    parser.add_argument("--train-data", default="runs/real/voices", help="the speaker's training clips (latents, truth)")
+    parser.add_argument("--data", default="runs/bundled/heldout-espeak", help="held-out prepared clips with truth")
+    parser.add_argument("--train-data", default="runs/bundled/voices", help="the speaker's training clips (latents, truth)")
     parser.add_argument("--out", default="bench/results/emotion.json")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--clip", type=int, default=0, help="which held-out clip")
     parser.add_argument("--intensities", type=float, nargs="+", default=INTENSITIES,
                         help="intensities to measure (0.5 and 1 always are: the monotony)")
+    parser.add_argument("--sheet", help="also write a contact sheet (PNG): each emotion at 0, 0.5 and 1.0, truth "
+                                        "and speaker, on the middle frame at the speaker's output size")
     args = parser.parse_args(argv)
     intensities = sorted(set(args.intensities) | {0.5, 1.0})
 
@@ -109,17 +134,23 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = {f"{name}@{i:g}": np.eye(len(names))[k] * i for k, name in enumerate(names) for i in intensities}
     settings[f"{names[0]}@0.5+{names[3]}@0.5"] = np.eye(len(names))[0] * 0.5 + np.eye(len(names))[3] * 0.5
-    neutral_frames = render_truth(truth, np.zeros(len(names)), n, crop, res)
+    neutral_frames = render_truth(truth, np.zeros(len(names)), range(n), crop, res)
     neutral_truth = probe.features(neutral_frames)
     neutral = generate([0.0] * len(names))
+    middle = n // 2  # the contact sheet's frame
+    sheet_truth, sheet_generated = {}, {}
     neutral_gen = probe.features(neutral.frames)
     s2l = pipe.speech_to_latent
     if s2l.config.get("emotion_directions"):  # the speaker's own (talker add-emotion), as it records them
-        directions = s2l.emotion_direction.detach().float().cpu()
+        def offset_of(e):
+            with torch.inference_mode():
+                return s2l.emotion_offset(torch.from_numpy(e).to(s2l.device)).float().cpu()
         fit = read_speaker(Path(model)).get("emotion", {}) if Path(model).is_dir() else {}
     else:
         directions, fit = fit_emotion_directions(args.train_data, len(names))
-        directions = torch.from_numpy(directions)
+
+        def offset_of(e):
+            return torch.from_numpy(e).float() @ torch.from_numpy(directions)
     results = {"command": "python bench/emotion.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                "model": str(model), "clip": clip.id, "frames": n, "features": FEATURES,
                "emotion_mode": "directions" if s2l.config.get("emotion_directions") else "network",
@@ -144,17 +175,21 @@ def main(argv: list[str] | None = None) -> int:
     z_neutral_truth = encode(neutral_frames)
     reconstructed_neutral = probe.features(decode(z_neutral_truth))
     for name, e in settings.items():
-        truth_frames = render_truth(truth, e, n, crop, res)
+        truth_frames = render_truth(truth, e, range(n), crop, res)
         t_change, t_se = change(probe.features(truth_frames), neutral_truth)
         out = generate(e.tolist())
         g_feats = probe.features(out.frames)
+        name_, _, level = name.partition("@")
+        if level in ("0.5", "1"):
+            sheet_generated[name_, float(level)] = out.frames[middle]
+            sheet_truth[name_, float(level)] = render_truth(truth, e, [middle], crop, out.frames.shape[1])[0]
         g_change, g_se = change(g_feats, neutral_gen)
         moved = np.abs(t_change) > 3 * (t_se + g_se)  # more than the probe can tell on either side
         row = {"truth_change": t_change.round(4).tolist(), "generated_change": g_change.round(4).tolist(),
                "counted": moved.tolist(),
                "ratio": ratios(g_change, t_change, moved)}
         # what the latent space can show: the neutral latents moved along the emotion's direction
-        z = torch.from_numpy(neutral.latents) + torch.from_numpy(e).float() @ directions
+        z = torch.from_numpy(neutral.latents) + offset_of(e)
         a_change, _ = change(probe.features(decode(z)), neutral_gen)
         row["direction_change"] = a_change.round(4).tolist()
         row["direction_ratio"] = ratios(a_change, t_change, moved)
@@ -168,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             row["lipsync"] = {k: round(sync[k], 4) for k in ("mouth_corr", "silent_closed")}
             k = names.index(name.split("@")[0])
             dz = torch.from_numpy((out.latents - neutral.latents).mean(0)).float()
-            w = directions[k]
+            w = offset_of(np.eye(len(names))[k])  # the direction of the emotion at 1.0
             along = float(dz @ w / (w @ w))
             row["latent_along_direction"] = round(along, 3)
             row["latent_off_direction"] = round(float((dz - along * w).norm() / w.norm()), 3)
@@ -184,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
             round(h / f, 3) if m and abs(f) > 1e-6 else None
             for h, f, m in zip(half["generated_change"], full["generated_change"], full["counted"])]
     write_results(args.out, results)
+    if args.sheet:
+        for name in names:
+            sheet_generated[name, 0.0] = neutral.frames[middle]
+            sheet_truth[name, 0.0] = render_truth(truth, np.zeros(len(names)), [middle], crop, neutral.frames.shape[1])[0]
+        contact_sheet(args.sheet, names, sheet_truth, sheet_generated)
     return 0
 
 

@@ -345,7 +345,8 @@ def cmd_add_gate(args: argparse.Namespace) -> int:
 def cmd_add_emotion(args: argparse.Namespace) -> int:
     from .training.emotion import add_emotion_directions
 
-    learn = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
+    learn = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+             "knots": args.knots, "hold_mouth": args.hold_mouth}
     record = add_emotion_directions(args.speaker, args.data, method=args.method,
                                     **(learn if args.method == "decoder" else {}))
     print(f"{args.speaker}: emotion shown along directions ({args.method}) fitted on {record['frames']} frames "
@@ -533,9 +534,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Find each emotion's direction in z_sem on a prepared, encoded dataset (its "
                                    "training clips' frames, speech, latents and emotion labels) and store it in the "
                                    "speaker's speech2latent networks: intensity i then moves z_sem by i × the "
-                                   "direction. --method decoder (default) learns the directions through the "
-                                   "speaker's decoder so that its frames show each emotion as the clips do; "
-                                   "latents fits them to the encoder's latents by least squares.")
+                                   "direction. --method decoder (default) learns them through the speaker's "
+                                   "decoder so that its frames show each emotion as the clips do, as offsets at "
+                                   "--knots intensities (i moves z_sem along the line through them); latents fits "
+                                   "one direction each to the encoder's latents by least squares.")
     m.add_argument("speaker", help="speaker checkpoint folder")
     m.add_argument("--data", required=True, help="prepared dataset with latents (`talker encode`) and emotion labels")
     m.add_argument("--method", choices=EMOTION_METHODS, default=EMOTION_METHODS[0])
@@ -543,6 +545,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--batch-size", type=int, default=EMOTION_LEARNING["batch_size"], help="frames per step (decoder)")
     m.add_argument("--lr", type=float, default=EMOTION_LEARNING["lr"], help="Adam step, in latent spreads (decoder)")
     m.add_argument("--seed", type=int, default=EMOTION_LEARNING["seed"])
+    m.add_argument("--knots", type=int, default=EMOTION_LEARNING["knots"],
+                   help="offsets per emotion along its intensity, at 1/K … 1 (decoder; 1: one straight direction)")
+    m.add_argument("--hold-mouth", action=argparse.BooleanOptionalAction, default=EMOTION_LEARNING["hold_mouth"],
+                   help="keep the offsets off speech2latent's mouth read-out: emotion never opens the lips (decoder)")
     m.set_defaults(func=cmd_add_emotion)
 
     u = sub.add_parser("push", help="upload a speaker checkpoint to the Hugging Face Hub")

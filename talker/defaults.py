@@ -27,8 +27,9 @@ EMOTIONS = ("happy", "sad", "angry", "surprised")
 # how `talker add-emotion` finds each emotion's direction in z_sem: "decoder" learns it through the
 # speaker's decoder against the clips' frames (the default), "latents" fits the encoder's latents
 EMOTION_METHODS = ("decoder", "latents")
-# its optimiser for "decoder": steps, frames per step, Adam's step in units of the latents' spread
-EMOTION_LEARNING = {"steps": 300, "batch_size": 16, "lr": 0.02, "seed": 0}
+# its optimiser for "decoder": steps, frames per step, Adam's step in units of the latents' spread;
+# offsets per emotion along its intensity (knots), kept off the mouth read-out (hold_mouth)
+EMOTION_LEARNING = {"steps": 300, "batch_size": 16, "lr": 0.02, "seed": 0, "knots": 4, "hold_mouth": True}
 # head motion: predicted from speech, held still, or a reference sequence
 POSE_MODES = ("predicted", "static", "reference")
 DEFAULT_MAX_DURATION = 600.0  # longest audio (seconds) accepted unless the caller says otherwise

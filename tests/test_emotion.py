@@ -111,6 +111,7 @@ def rendered_dataset(root, pipe, directions, clips=10, seconds=1.0):
 def test_directions_learned_through_the_decoder_bring_its_frames_to_the_clips(speaker_dir, tmp_path):
     from talker import DAETalkerPipeline
     from talker.cli import main as talker
+    from talker.training.emotion import learn_emotion_directions
 
     folder = tmp_path / "speaker"
     shutil.copytree(speaker_dir, folder)
@@ -123,5 +124,52 @@ def test_directions_learned_through_the_decoder_bring_its_frames_to_the_clips(sp
     assert record["method"] == "decoder" and record["frames"] == 9 * 25
     held = record["heldout_error"]  # clip c9 (an emotion on), never trained on
     assert held["with_directions"] < held["without"], held  # a random tiny decoder: noise dominates its frames
+    assert record["knots"] == 4 and not record["hold_mouth"]  # the tiny speaker reads no mouth out of z_sem
     learned = DAETalkerPipeline.from_pretrained(folder).speech_to_latent.emotion_direction.numpy()
-    assert learned.shape == truth.shape and not np.allclose(learned, 0)
+    assert learned.shape == (4, 4, Z_DIM) and not np.allclose(learned, 0)  # offsets at 0.25, 0.5, 0.75, 1
+    assert "offsets in z_sem at 4 intensities" in (folder / "README.md").read_text()
+    with pytest.raises(TalkerError, match="knots must be at least 1"):
+        learn_emotion_directions(pipe, data, knots=0)
+
+
+def tiny_s2l(**config):
+    from talker.models import Speech2Latent
+
+    return Speech2Latent(hidden_size=32, num_heads=2, ffn_size=64, num_encoder_layers=1, num_decoder_layers=1,
+                         latent_dim=8, pose_predictor_channels=16, **config).eval()
+
+
+def test_offsets_at_knots_give_each_intensity_its_own_and_lines_between():
+    model = tiny_s2l(emotion_directions=True, emotion_knots=4)
+    table = torch.randn(4, 4, 8)  # (emotion, knot at 0.25 … 1, latent)
+    model.set_emotion_directions(table)
+
+    def offset(*e):
+        return model.emotion_offset(torch.tensor(e))
+
+    assert torch.equal(offset(0, 0, 0, 0), torch.zeros(8))  # neutral is neutral
+    assert torch.allclose(offset(0.5, 0, 0, 0), table[0, 1]) and torch.allclose(offset(0, 0, 1, 0), table[2, 3])
+    assert torch.allclose(offset(0.625, 0, 0, 0), (table[0, 1] + table[0, 2]) / 2)  # halfway between two knots
+    assert torch.allclose(offset(0.1, 0, 0, 0), 0.4 * table[0, 0])  # from zero up to the first knot
+    assert torch.allclose(offset(0.5, 0, 0, 0.25), table[0, 1] + table[3, 0])  # a mix adds
+    with pytest.raises(ValueError, match=r"\(4, 4, 8\)"):
+        model.set_emotion_directions(torch.randn(4, 8))
+    with pytest.raises(ValueError, match="emotion_knots must be at least 1"):
+        tiny_s2l(emotion_directions=True, emotion_knots=0)
+    straight = tiny_s2l(emotion_directions=True)  # one knot: intensity × direction, as before
+    straight.set_emotion_directions(table[:, 3])
+    assert torch.allclose(straight.emotion_offset(torch.tensor([0.3, 0, 0.5, 0])), 0.3 * table[0, 3] + 0.5 * table[2, 3])
+
+
+def test_offsets_held_off_the_mouth_read_out_cannot_move_the_lips():
+    from talker.training.emotion import off_mouth
+
+    model = tiny_s2l(voice_activity=True, mouth_readout=True)
+    weight = torch.tensor([0.5, 0.5, 0, 0, 0, 0, 0, 0])
+    model.set_mouth_readout(torch.zeros(8), weight, 0.2, torch.tensor([1.0, 0.5, 0, 0, 0, 0, 0, 0]))
+    offsets = torch.randn(4, 3, 8)
+    held = off_mouth(offsets, model)
+    z = torch.randn(8)
+    assert torch.allclose(model.mouth_open(z + held), model.mouth_open(z).expand(4, 3), atol=1e-5)
+    assert not torch.allclose(model.mouth_open(z + offsets), model.mouth_open(z).expand(4, 3), atol=1e-3)
+    assert torch.equal(held[..., 2:], offsets[..., 2:])  # only moved along the mouth direction

@@ -96,6 +96,17 @@ class FrameNorm(nn.LayerNorm):
         return super().forward(x.transpose(1, 2)).transpose(1, 2)
 
 
+def emotion_knot_weights(emotion: torch.Tensor, knots: int) -> torch.Tensor:
+    """(..., E) intensities → (..., E, K) weights of each emotion's offsets at the intensities
+    1/K, 2/K … 1: piecewise linear in the intensity (a "hat" around each knot, the zero offset at
+    intensity 0), so the weights of one emotion are its intensity itself when K = 1."""
+    if knots == 1:
+        return emotion[..., None]
+    position = emotion.clamp(0, 1)[..., None] * knots  # in knot units
+    at = torch.arange(1, knots + 1, dtype=emotion.dtype, device=emotion.device)
+    return (1 - (position - at).abs()).clamp_min(0)
+
+
 def conv1d(causal: bool, in_ch: int, out_ch: int, kernel_size: int, **kwargs) -> nn.Conv1d:
     """A same-length Conv1d: centred, or causal (for the streaming network)."""
     if causal:
@@ -244,6 +255,12 @@ class Speech2Latent(ModelMixin, ConfigMixin):
             speaker's own frames move per unit of that emotion, fitted by ``talker add-emotion``),
             intensity × direction, instead of through the network's emotion input: an intensity
             moves the face in proportion, emotions mix by adding, and zeros leave it neutral.
+        emotion_knots: with ``emotion_directions``, how many offsets each emotion has along its
+            intensity: 1, one direction (the offset is intensity × direction); K > 1,
+            ``emotion_direction`` is (E, K, latent_dim), the offsets at intensities 1/K, 2/K … 1,
+            and an intensity between two knots takes the straight line between their offsets
+            (from zero below the first), so that a decoder which answers a straight direction
+            unevenly can still show each intensity in proportion (:func:`emotion_knot_weights`).
     """
 
     @register_to_config
@@ -275,8 +292,11 @@ class Speech2Latent(ModelMixin, ConfigMixin):
         mouth_gain: float = 1.0,
         chunk_frames: int = 0,
         emotion_directions: bool = False,
+        emotion_knots: int = 1,
     ):
         super().__init__()
+        if emotion_knots < 1:
+            raise ValueError(f"emotion_knots must be at least 1, got {emotion_knots}")
         if chunk_frames < 0:
             raise ValueError(f"chunk_frames must be 0 (bidirectional) or a positive number of frames, got {chunk_frames}")
         causal = chunk_frames > 0
@@ -321,7 +341,8 @@ class Speech2Latent(ModelMixin, ConfigMixin):
             self.register_buffer("mouth_bias", torch.zeros(()))
             self.register_buffer("mouth_direction", torch.zeros(latent_dim))
         if emotion_directions:
-            self.register_buffer("emotion_direction", torch.zeros(len(emotion_names), latent_dim))
+            shape = (len(emotion_names), latent_dim) if emotion_knots == 1 else (len(emotion_names), emotion_knots, latent_dim)
+            self.register_buffer("emotion_direction", torch.zeros(shape))
 
     @property
     def lookahead_ms(self) -> int:
@@ -358,13 +379,20 @@ class Speech2Latent(ModelMixin, ConfigMixin):
             buf.copy_(torch.as_tensor(value, dtype=buf.dtype, device=buf.device).reshape(buf.shape))
 
     def set_emotion_directions(self, directions) -> None:
-        """(E, latent_dim): each emotion's direction in z_sem (per unit of intensity)."""
+        """(E, latent_dim): each emotion's direction in z_sem (per unit of intensity); with
+        ``emotion_knots`` K > 1, (E, K, latent_dim): its offsets at intensities 1/K … 1."""
         if not self.config.emotion_directions:
             raise ValueError("this speech2latent shows emotion through its network (emotion_directions=False)")
         directions = torch.as_tensor(directions, dtype=self.emotion_direction.dtype)
         if directions.shape != self.emotion_direction.shape:
             raise ValueError(f"emotion directions must be {tuple(self.emotion_direction.shape)}; got {tuple(directions.shape)}")
         self.emotion_direction.copy_(directions.to(self.emotion_direction.device))
+
+    def emotion_offset(self, emotion: torch.Tensor) -> torch.Tensor:
+        """(..., E) intensities in [0, 1] → (..., latent_dim): how far they move z_sem."""
+        table = self.emotion_direction.reshape(-1, self.emotion_direction.shape[-1])  # (E·K, D)
+        weights = emotion_knot_weights(emotion.to(table.dtype), self.config.emotion_knots)
+        return weights.flatten(-2) @ table
 
     def mouth_open(self, z_sem: torch.Tensor) -> torch.Tensor:
         """(..., D) z_sem → (...) mouth opening by the stored read-out."""
@@ -491,7 +519,7 @@ class Speech2Latent(ModelMixin, ConfigMixin):
             z_sem = self.scale_mouth(z_sem, scale)
             latents = self.normalize_latents(z_sem)
         if self.config.emotion_directions and e is not None:
-            z_sem = z_sem + e @ self.emotion_direction
+            z_sem = z_sem + self.emotion_offset(e)
             latents = self.normalize_latents(z_sem)
         used = predicted if pose is None else pose_in
         out = Speech2LatentOutput(

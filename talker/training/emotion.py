@@ -7,8 +7,13 @@ semantic encoder, though, separates emotion cleanly: a least-squares fit of the 
 latents on their emotion intensities (mouth opening and width, blinks and head pose held as
 covariates where the clips have synthetic truth) gives one direction per emotion.
 ``talker add-emotion`` stores those directions in a speaker's speech2latent (``emotion_directions``),
-which then shows an emotion at intensity i as z_sem + i × direction: proportional, additive for
-mixes, and exactly neutral at zero.
+which then shows an emotion at intensity i as z_sem + i × direction: additive for mixes, and
+exactly neutral at zero.
+
+The default (:func:`learn_emotion_directions`) learns them through the speaker's decoder instead,
+against the clips' frames, and as offsets at several intensities (knots): the decoder answers a
+straight direction unevenly (on the bundled speaker happy at 0.5 showed a tenth of happy at 1.0),
+so each intensity gets the offset that shows it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import torch
 
 from ..defaults import EMOTION_LEARNING, EMOTION_METHODS, SAMPLE_RATE
 from ..errors import TalkerError
+from ..models.speech2latent import emotion_knot_weights
 from ..pipelines.dae_talker.windows import DEFAULT_WINDOW
 from .data import load_dataset, split_clips
 
@@ -91,26 +97,34 @@ def decoder_training_set(pipe, clips, progress: bool = True) -> dict[str, torch.
 
 def learn_emotion_directions(pipe, data_dir: str | Path, steps: int = EMOTION_LEARNING["steps"],
                              batch_size: int = EMOTION_LEARNING["batch_size"], lr: float = EMOTION_LEARNING["lr"],
-                             seed: int = EMOTION_LEARNING["seed"], progress: bool = True,
+                             seed: int = EMOTION_LEARNING["seed"], knots: int = EMOTION_LEARNING["knots"],
+                             hold_mouth: bool = EMOTION_LEARNING["hold_mouth"], progress: bool = True,
                              sets: tuple[dict, dict] | None = None) -> tuple[np.ndarray, dict]:
-    """(E, D) directions learned through the speaker's own decoder, and a record of the fit.
+    """(E, K, D) offsets (K = ``knots``; (E, D) directions when 1) learned through the speaker's
+    own decoder, and a record of the fit.
 
     Each training frame of ``data_dir`` (a prepared dataset with per-frame emotion labels) is
-    rendered by the speaker's default decoder from z_sem = s + c + e·directions, where s is what
+    rendered by the speaker's default decoder from z_sem = s + c + offset(e), where s is what
     speech2latent makes of the clip's speech with no emotion (:func:`speech_latents`), e the
-    frame's intensities and c a shared offset (what speech2latent gets wrong on every frame,
-    whatever the emotion; fitted, then dropped); the directions and c minimise the frames'
-    squared error, weighted towards where the face moves. They start from the least-squares
-    directions of :func:`fit_emotion_directions`. The held-out clips' error with and without the
-    directions is recorded. ``sets``: the (training, held-out) :func:`decoder_training_set` of
-    ``data_dir``'s split, when already made."""
+    frame's intensities, offset(e) the emotions' offsets at their knots weighted as
+    :func:`~talker.models.speech2latent.emotion_knot_weights` weighs them, and c a shared offset
+    (what speech2latent gets wrong on every frame, whatever the emotion; fitted, then dropped);
+    the offsets and c minimise the frames' squared error, weighted towards where the face moves.
+    They start from the least-squares directions of :func:`fit_emotion_directions` (each knot at
+    its intensity × the direction). ``hold_mouth`` (with a speech2latent that reads the mouth
+    opening out of z_sem): every offset is kept off the mouth read-out (moved along the mouth
+    direction until its read-out change is zero), so that an emotion never opens or shuts the
+    lips that speech moves. The held-out clips' error with and without the offsets is recorded.
+    ``sets``: the (training, held-out) :func:`decoder_training_set` of ``data_dir``'s split, when
+    already made."""
     from tqdm.auto import tqdm
 
     from ..pipelines.ddim import ddim_decode
     from .distill import frames_to_x0, motion_weights
 
-    if steps < 1 or batch_size < 1 or lr <= 0:
-        raise TalkerError(f"steps and batch size must be at least 1 and lr positive; got {steps}, {batch_size}, {lr}")
+    if steps < 1 or batch_size < 1 or knots < 1 or lr <= 0:
+        raise TalkerError(f"steps, batch size and knots must be at least 1 and lr positive; "
+                          f"got {steps}, {batch_size}, {knots}, {lr}")
     start_directions, _ = fit_emotion_directions(data_dir, len(pipe.emotion_names))
     unet, scheduler = pipe.decoder_for(pipe.default_decoder)
     if sets is None:
@@ -123,15 +137,24 @@ def learn_emotion_directions(pipe, data_dir: str | Path, steps: int = EMOTION_LE
                           f"{unet.config.sample_size}²")
     n_steps, device = pipe.default_steps(), unet.device
     weights = motion_weights(train["frames"], 2.0)
-    scale = pipe.speech_to_latent.latent_std.float().cpu()
-    directions = torch.nn.Parameter(torch.from_numpy(start_directions) / scale)  # in units of the latents' spread
+    s2l = pipe.speech_to_latent
+    scale = s2l.latent_std.float().cpu()
+    at = torch.arange(1, knots + 1).float()[:, None] / knots
+    start = torch.from_numpy(start_directions)[:, None] * at  # (E, K, D): each knot at its intensity
+    table = torch.nn.Parameter(start / scale)  # in units of the latents' spread
     offset = torch.nn.Parameter(torch.zeros_like(scale))
-    opt = torch.optim.Adam([directions, offset], lr=lr)
+    opt = torch.optim.Adam([table, offset], lr=lr)
     g = torch.Generator().manual_seed(seed)
     x_shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+    hold = hold_mouth and bool(s2l.config.get("mouth_readout"))
+
+    def offsets():
+        """(E, K, D) in z_sem units, off the mouth read-out when ``hold``."""
+        return off_mouth(table * scale, s2l) if hold else table * scale
 
     def render(s, e, noise, with_offset=True):
-        z = s + ((offset if with_offset else 0) + e @ directions) * scale
+        shift = emotion_knot_weights(e, knots).flatten(-2) @ offsets().flatten(0, 1)
+        z = s + (offset * scale if with_offset else 0) + shift
         return ddim_decode(unet, scheduler, z.to(device), noise.to(device), n_steps, len(z), precision="float32")
 
     def error(x, target):
@@ -150,7 +173,7 @@ def learn_emotion_directions(pipe, data_dir: str | Path, steps: int = EMOTION_LE
             opt.step()
             losses.append(loss.item())
         record = {"method": "decoder", "data": str(data_dir), "clips": train["clips"],
-                  "frames": int(len(train["speech"])),
+                  "frames": int(len(train["speech"])), "knots": knots, "hold_mouth": hold,
                   "steps": steps, "batch_size": batch_size, "lr": lr,
                   "training_error_first_last": [round(float(np.mean(losses[:20])), 5),
                                                 round(float(np.mean(losses[-20:])), 5)]}
@@ -165,9 +188,19 @@ def learn_emotion_directions(pipe, data_dir: str | Path, steps: int = EMOTION_LE
                                            "frames": len(pick)}
     finally:
         unet.requires_grad_(True)
-    learned = (directions.detach() * scale).numpy().astype(np.float32)
-    record["direction_norms"] = np.linalg.norm(learned, axis=1).round(3).tolist()
+    with torch.no_grad():
+        learned = offsets().numpy().astype(np.float32)
+    learned = learned[:, 0] if knots == 1 else learned
+    record["direction_norms"] = np.linalg.norm(learned[:, -1] if knots > 1 else learned, axis=1).round(3).tolist()
     return learned, record
+
+
+def off_mouth(offsets: torch.Tensor, s2l) -> torch.Tensor:
+    """(..., D) z_sem ``offsets`` moved along ``s2l``'s mouth direction until its mouth read-out
+    (``mouth_readout``) no longer changes with them: what is left cannot open or shut the lips."""
+    weight, direction = s2l.mouth_weight.float().cpu(), s2l.mouth_direction.float().cpu()
+    unit = (direction @ weight).clamp_min(1e-6)  # read-out change per unit step along the mouth direction
+    return offsets - ((offsets @ weight) / unit)[..., None] * direction
 
 
 def add_emotion_directions(folder: str | Path, data_dir: str | Path, method: str = EMOTION_METHODS[0],
@@ -194,7 +227,7 @@ def add_emotion_directions(folder: str | Path, data_dir: str | Path, method: str
 
 
 def store_emotion_directions(pipe, folder: Path, directions: np.ndarray, record: dict) -> None:
-    """Write (E, D) ``directions`` into the speech2latent networks of the speaker folder that
+    """Write (E, D) ``directions`` (or (E, K, D) offsets at K knots) into the speech2latent networks of the speaker folder that
     ``pipe`` was loaded from, each in its stored dtype; ``record`` goes to speaker.json and the
     model card."""
     from ..hub import read_speaker, stored_dtype, write_speaker
@@ -206,7 +239,8 @@ def store_emotion_directions(pipe, folder: Path, directions: np.ndarray, record:
         if old is None:
             continue
         config = {k: v for k, v in old.config.items() if not k.startswith("_")}
-        new = Speech2Latent(**{**config, "emotion_directions": True})
+        knots = 1 if directions.ndim == 2 else directions.shape[1]
+        new = Speech2Latent(**{**config, "emotion_directions": True, "emotion_knots": knots})
         new.load_state_dict(old.state_dict(), strict=False)  # everything but the directions
         new.set_emotion_directions(directions)
         torch.nn.Module.to(new.eval(), stored_dtype(folder / name))

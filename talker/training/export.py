@@ -115,8 +115,12 @@ def _emotion_line(e: dict | None) -> str:
         return "through speech2latent's emotion input"
     if e.get("method") == "decoder":
         held = e.get("heldout_error")
-        return (f"intensity × each emotion's direction in z_sem, learned through the speaker's decoder on "
-                f"{e['frames']} frames of {e['clips']} training clips (`talker add-emotion`"
+        knots = e.get("knots", 1)
+        shape = (f"each emotion's offsets in z_sem at {knots} intensities (straight lines between them)"
+                 if knots > 1 else "intensity × each emotion's direction in z_sem")
+        return (f"{shape}, learned through the speaker's decoder on {e['frames']} frames of {e['clips']} training "
+                f"clips" + ("; the mouth opening that speech2latent reads out is left to speech" if e.get("hold_mouth") else "")
+                + " (`talker add-emotion`"
                 + (f"; held-out frames' error {held['without']:.4f} without the directions, "
                    f"{held['with_directions']:.4f} with them" if held else "") + ")")
     return (f"intensity × each emotion's direction in z_sem, fitted on {e['frames']} frames of {e['clips']} training "
