@@ -191,7 +191,8 @@ def learn_emotion_directions(pipe, data_dir: str | Path, steps: int = EMOTION_LE
     with torch.no_grad():
         learned = offsets().numpy().astype(np.float32)
     learned = learned[:, 0] if knots == 1 else learned
-    record["direction_norms"] = np.linalg.norm(learned[:, -1] if knots > 1 else learned, axis=1).round(3).tolist()
+    at_one = learned[:, -1] if knots > 1 else learned  # each emotion's offset at intensity 1
+    record["direction_norms"] = np.linalg.norm(at_one.astype(np.float64), axis=1).round(3).tolist()
     return learned, record
 
 
