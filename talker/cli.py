@@ -548,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--knots", type=int, default=EMOTION_LEARNING["knots"],
                    help="offsets per emotion along its intensity, at 1/K … 1 (decoder; 1: one straight direction)")
     m.add_argument("--hold-mouth", action=argparse.BooleanOptionalAction, default=EMOTION_LEARNING["hold_mouth"],
-                   help="keep the offsets off speech2latent's mouth read-out: emotion never opens the lips (decoder)")
+                   help="keep the offsets off speech2latent's mouth read-out, leaving the opening it reads to speech (decoder)")
     m.set_defaults(func=cmd_add_emotion)
 
     u = sub.add_parser("push", help="upload a speaker checkpoint to the Hugging Face Hub")

@@ -13,7 +13,7 @@ exactly neutral at zero.
 The default (:func:`learn_emotion_directions`) learns them through the speaker's decoder instead,
 against the clips' frames, and as offsets at several intensities (knots): the decoder answers a
 straight direction unevenly (on the bundled speaker happy at 0.5 showed a tenth of happy at 1.0),
-so each intensity gets the offset that shows it.
+so each intensity can get an offset of its own.
 """
 
 from __future__ import annotations
@@ -113,8 +113,9 @@ def learn_emotion_directions(pipe, data_dir: str | Path, steps: int = EMOTION_LE
     They start from the least-squares directions of :func:`fit_emotion_directions` (each knot at
     its intensity × the direction). ``hold_mouth`` (with a speech2latent that reads the mouth
     opening out of z_sem): every offset is kept off the mouth read-out (moved along the mouth
-    direction until its read-out change is zero), so that an emotion never opens or shuts the
-    lips that speech moves. The held-out clips' error with and without the offsets is recorded.
+    direction until its read-out change is zero), so that an emotion does not move the opening that
+    speech2latent reads (the decoder can still part the lips by other ways: on the bundled speaker
+    happy and sad at 1.0 still left them apart in pauses). The held-out clips' error with and without the offsets is recorded.
     ``sets``: the (training, held-out) :func:`decoder_training_set` of ``data_dir``'s split, when
     already made."""
     from tqdm.auto import tqdm
