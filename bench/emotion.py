@@ -21,7 +21,13 @@ neutral, frame by frame. A feature counts where the truth moves it by more than 
 error of the truth's change + that of the generated change), i.e. more than the probe can tell;
 for those the ratio generated ÷ truth is reported (the bar: 0.8–1.2), the
 monotony (change at 0.5 ÷ change at 1.0; the bar: 0.4–0.6) and lip-sync at 1.0 against neutral
-(mouth correlation with the truth's mouth opening, lips closed in pauses).
+(mouth correlation with the truth's mouth opening, lips closed in pauses). Lips count as closed
+under the gap that the truth's own shut-mouth frames *with the same emotion* stay under: an
+emotion reshapes the lips, and the probe reads a smile's or a frown's closed lips as slightly
+apart (the truth's own frames at happy, sad or angry 1.0 are closed in none of the pauses by
+neutral's threshold), so neutral's threshold would count the truth itself as failing. The
+truth frames' own scores (by both thresholds), and the generated frames' by neutral's, are
+reported beside them.
 
 The latent view: the emotion's direction is the speaker's own (``talker add-emotion``) where it has
 them, else where the speaker's own frames move in z_sem when the emotion is on (a least-squares fit
@@ -40,10 +46,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from talker.evaluation.metrics import PROBE_FEATURES as FEATURES
 from talker.evaluation.results import write_results
 
 INTENSITIES = (0.25, 0.5, 0.75, 1.0)
-FEATURES = ("lip_gap", "corner_lift", "mouth_width", "brow_height", "eye_opening")
 
 
 def render_truth(truth: dict, emotion: np.ndarray, frames, crop, resolution: int) -> np.ndarray:
@@ -156,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
                "emotion_mode": "directions" if s2l.config.get("emotion_directions") else "network",
                "directions_fit": fit, "settings": {}}
     sync_neutral = lipsync_scores(neutral_gen[:, 0], neutral_truth[:, 0], truth, n)
-    results["lipsync_neutral"] = {k: round(sync_neutral[k], 4) for k in ("mouth_corr", "silent_closed")}
+    results["lipsync_neutral"] = {k: round(sync_neutral[k], 4) for k in ("mouth_corr", "silent_closed",
+                                                                         "mouth_corr_truth_frames",
+                                                                         "silent_closed_truth_frames")}
     x_T = neutral.fixed_noise
     ae = pipe.autoencoder_for(pipe.default_decoder)
 
@@ -176,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     reconstructed_neutral = probe.features(decode(z_neutral_truth))
     for name, e in settings.items():
         truth_frames = render_truth(truth, e, range(n), crop, res)
-        t_change, t_se = change(probe.features(truth_frames), neutral_truth)
+        t_feats = probe.features(truth_frames)
+        t_change, t_se = change(t_feats, neutral_truth)
         out = generate(e.tolist())
         g_feats = probe.features(out.frames)
         name_, _, level = name.partition("@")
@@ -199,8 +208,13 @@ def main(argv: list[str] | None = None) -> int:
         row["reconstruction_change"] = r_change.round(4).tolist()
         row["reconstruction_ratio"] = ratios(r_change, t_change, moved)
         if name.endswith("@1"):
-            sync = lipsync_scores(g_feats[:, 0], neutral_truth[:, 0], truth, n)
-            row["lipsync"] = {k: round(sync[k], 4) for k in ("mouth_corr", "silent_closed")}
+            sync = lipsync_scores(g_feats[:, 0], t_feats[:, 0], truth, n)  # closed: under this emotion's truth
+            row["lipsync"] = {k: round(sync[k], 4) for k in ("mouth_corr", "silent_closed", "mouth_corr_truth_frames",
+                                                               "silent_closed_truth_frames")}
+            by_neutral = lipsync_scores(g_feats[:, 0], neutral_truth[:, 0], truth, n)
+            row["lipsync"]["silent_closed_neutral_threshold"] = round(by_neutral["silent_closed"], 4)
+            row["lipsync"]["silent_closed_truth_frames_neutral_threshold"] = round(
+                lipsync_scores(t_feats[:, 0], neutral_truth[:, 0], truth, n)["silent_closed"], 4)
             k = names.index(name.split("@")[0])
             dz = torch.from_numpy((out.latents - neutral.latents).mean(0)).float()
             w = offset_of(np.eye(len(names))[k])  # the direction of the emotion at 1.0

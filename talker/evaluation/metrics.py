@@ -32,6 +32,8 @@ from ..errors import TalkerError
 from .results import write_results
 
 PROBE_SIZE = 256  # frames are upscaled to this side before the face mesh looks at them
+# what FaceProbe.features reads, in its columns' order
+PROBE_FEATURES = ("lip_gap", "corner_lift", "mouth_width", "brow_height", "eye_opening")
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -257,7 +259,7 @@ def evaluate_speaker(model: str, data_dir: str, steps_list=None, max_clips: int 
                                     generator=torch.Generator().manual_seed(seed), emotion=e, refine=False).frames)
             change[name] = np.nanmean(f - base, axis=0).round(4).tolist()
             bar.update(n)
-        results["emotion"] = {"features": ["lip_gap", "corner_lift", "mouth_width", "brow_height", "eye_opening"],
+        results["emotion"] = {"features": list(PROBE_FEATURES),
                               "generated_change": change, "truth_change": _emotion_truth_change(probe, res)}
     bar.close()
     return results
