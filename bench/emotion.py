@@ -12,8 +12,10 @@ and none:
 - **direction**: the neutral generated latents moved by the emotion's offset in the speaker's
   latent space (its direction × intensity, or its offsets at knots), decoded (what ``talker
   add-emotion`` makes of it);
-- **reconstruction**: the truth frames through the speaker's encoder and decoder (the ceiling:
-  what the latent space and decoder can show of the truth at all);
+- **reconstruction**: the truth frames through the speaker's encoder and decoder (what the latent
+  space and decoder can show of the truth at all); for a decoder that takes the emotion as an
+  input of its own (``talker add-emotion --method input``), also with the intensities given to it
+  (``reconstruction_with_input``);
 
 all read by the same MediaPipe face mesh (lip gap, mouth-corner lift, mouth width, brow height, eye
 opening, each ÷ the eye-corner distance). A change is the mean feature with the emotion minus
@@ -160,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     results = {"command": "python bench/emotion.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                "model": str(model), "clip": clip.id, "frames": n, "features": FEATURES,
                "emotion_mode": "directions" if s2l.config.get("emotion_directions") else "network",
-               "directions_fit": fit, "settings": {}}
+               "decoder_emotion_input": bool(getattr(pipe.decoder_for(pipe.default_decoder)[0], "takes_emotion", False)),
+               "directions_fit": fit,
+               "speaker_emotion": read_speaker(Path(model)).get("emotion") if Path(model).is_dir() else None,
+               "settings": {}}
     sync_neutral = lipsync_scores(neutral_gen[:, 0], neutral_truth[:, 0], truth, n)
     results["lipsync_neutral"] = {k: round(sync_neutral[k], 4) for k in ("mouth_corr", "silent_closed",
                                                                          "mouth_corr_truth_frames",
@@ -168,10 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     x_T = neutral.fixed_noise
     ae = pipe.autoencoder_for(pipe.default_decoder)
 
-    def decode(z):
-        """z_sem → the frames the speaker shows for them (decoder at its default steps, refiner)."""
+    takes_emotion = getattr(ae.unet, "takes_emotion", False)
+
+    def decode(z, emotion=None):
+        """z_sem (and intensities, for a decoder that takes them) → the frames the speaker shows for
+        them (decoder at its default steps, refiner)."""
+        e = None if emotion is None else torch.from_numpy(emotion).float()[None]
         with torch.inference_mode():
-            images = ae.decode(z, x_T, pipe.default_steps(), batch_size=16, output_type="pt")
+            images = ae.decode(z, x_T, pipe.default_steps(), batch_size=16, output_type="pt", emotion=e)
             if pipe.refiner is not None:
                 images = pipe.refine_frames(images * 2 - 1).add(1).div(2)
         return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
@@ -207,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         r_change, _ = change(probe.features(decode(z_truth)), reconstructed_neutral)
         row["reconstruction_change"] = r_change.round(4).tolist()
         row["reconstruction_ratio"] = ratios(r_change, t_change, moved)
+        if takes_emotion:  # the same with the intensities given to the decoder too
+            i_change, _ = change(probe.features(decode(z_truth, e)), reconstructed_neutral)
+            row["reconstruction_with_input_change"] = i_change.round(4).tolist()
+            row["reconstruction_with_input_ratio"] = ratios(i_change, t_change, moved)
         if name.endswith("@1"):
             sync = lipsync_scores(g_feats[:, 0], t_feats[:, 0], truth, n)  # closed: under this emotion's truth
             row["lipsync"] = {k: round(sync[k], 4) for k in ("mouth_corr", "silent_closed", "mouth_corr_truth_frames",

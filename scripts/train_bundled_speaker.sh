@@ -197,3 +197,10 @@ talker train gate --data "$WORK/voices-gate" --speech "$SPEECH" "$WORK/asterisk-
     --speech-credit "Asterisk prompts: Allison Smith (English, Spanish), June Wallack (French), Maxim Topal (Russian), Paola Dal Zot (Italian, by Marco Menardi); CC-BY-SA-3.0 / CC-BY-3.0" \
     --ema-decay 0.995 --output "$WORK/gate" --max-steps "$GATE_STEPS" --eval-every 250 --checkpoint-every 250 --resume
 talker add-gate "$OUT" --gate "$WORK/gate"
+
+# 9. emotion that shows: the decoders take the intensities as an input of their own, trained on
+#    speech2latent's labelled clips with the rest of them frozen. The shipped speaker: the distilled
+#    decoder 600 steps (lr 1e-3), then 900 more (lr 2e-3, seed 1); the DDIM decoder 600 steps (lr 2e-3)
+EMOTION_STEPS=${EMOTION_STEPS:-600}
+grep -q '"emotion_dim": [1-9]' "$OUT/unet/config.json" \
+    || talker add-emotion "$OUT" --data "$WORK/voices" --steps "$EMOTION_STEPS"   # skipped once added

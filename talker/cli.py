@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from .defaults import (DATASET_RESOLUTION, DECODERS, DEFAULT_DISTILLED_STEPS, DEFAULT_MAX_DURATION, DEFAULT_STEPS,
-                       EMOTION_LEARNING, EMOTION_METHODS, POSE_MODES, PRECISIONS, SCHEDULERS, SPEECH_LANGUAGE)
+                       EMOTION_INPUT, EMOTION_LEARNING, EMOTION_METHODS, POSE_MODES, PRECISIONS, SCHEDULERS, SPEECH_LANGUAGE)
 from .errors import TalkerError
 from .training.configs import DAEConfig, DistillConfig, GateConfig, RefinerConfig, S2LConfig, add_options, from_options
 
@@ -343,14 +343,24 @@ def cmd_add_gate(args: argparse.Namespace) -> int:
 
 
 def cmd_add_emotion(args: argparse.Namespace) -> int:
-    from .training.emotion import add_emotion_directions
+    from .training.emotion import add_emotion
 
-    learn = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-             "knots": args.knots, "hold_mouth": args.hold_mouth}
-    record = add_emotion_directions(args.speaker, args.data, method=args.method,
-                                    **(learn if args.method == "decoder" else {}))
-    print(f"{args.speaker}: emotion shown along directions ({args.method}) fitted on {record['frames']} frames "
-          f"(norms {', '.join(f'{v:g}' for v in record['direction_norms'])})")
+    learn = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
+                                ("seed", args.seed)) if v is not None}
+    if args.method == "decoder":
+        learn.update(knots=args.knots, hold_mouth=args.hold_mouth)
+    elif args.method == "input":
+        learn.update(motion_weight=args.motion_weight,
+                     decoders=tuple(args.decoders.split(",")) if args.decoders else None)
+    else:
+        learn = {}
+    record = add_emotion(args.speaker, args.data, method=args.method, **learn)
+    if args.method == "input":
+        print(f"{args.speaker}: the decoders ({', '.join(record['decoders'])}) take the emotion as an input, "
+              f"trained on {record['frames']} frames")
+    else:
+        print(f"{args.speaker}: emotion shown along directions ({args.method}) fitted on {record['frames']} frames "
+              f"(norms {', '.join(f'{v:g}' for v in record['direction_norms'])})")
     return 0
 
 
@@ -530,21 +540,28 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--gate", required=True, help="the voice gate's training run")
     a.set_defaults(func=cmd_add_gate)
 
-    m = sub.add_parser("add-emotion", help="show emotions along directions fitted on the speaker's own frames",
-                       description="Find each emotion's direction in z_sem on a prepared, encoded dataset (its "
-                                   "training clips' frames, speech, latents and emotion labels) and store it in the "
-                                   "speaker's speech2latent networks: intensity i then moves z_sem by i × the "
-                                   "direction. --method decoder (default) learns them through the speaker's "
-                                   "decoder so that its frames show each emotion as the clips do, as offsets at "
-                                   "--knots intensities (i moves z_sem along the line through them); latents fits "
-                                   "one direction each to the encoder's latents by least squares.")
+    m = sub.add_parser("add-emotion", help="teach a speaker to show emotions as its own labelled frames do",
+                       description="Teach the speaker to show each emotion as the labelled frames of a prepared, "
+                                   "encoded dataset (its training clips' frames, speech, latents and emotion labels) "
+                                   "show it. --method input (default) gives the decoders the intensities as an "
+                                   "input of their own, trained with the rest of them frozen (neutral renders as "
+                                   "before); decoder learns offsets of z_sem through the speaker's decoder, at "
+                                   "--knots intensities, stored in speech2latent; latents fits one direction of "
+                                   "z_sem each to the encoder's latents by least squares.")
     m.add_argument("speaker", help="speaker checkpoint folder")
     m.add_argument("--data", required=True, help="prepared dataset with latents (`talker encode`) and emotion labels")
     m.add_argument("--method", choices=EMOTION_METHODS, default=EMOTION_METHODS[0])
-    m.add_argument("--steps", type=int, default=EMOTION_LEARNING["steps"], help="optimiser steps (decoder)")
-    m.add_argument("--batch-size", type=int, default=EMOTION_LEARNING["batch_size"], help="frames per step (decoder)")
-    m.add_argument("--lr", type=float, default=EMOTION_LEARNING["lr"], help="Adam step, in latent spreads (decoder)")
-    m.add_argument("--seed", type=int, default=EMOTION_LEARNING["seed"])
+    m.add_argument("--steps", type=int, help=f"optimiser steps (input: {EMOTION_INPUT['steps']}, "
+                                             f"decoder: {EMOTION_LEARNING['steps']})")
+    m.add_argument("--batch-size", type=int, help=f"frames per step (input: {EMOTION_INPUT['batch_size']}, "
+                                                  f"decoder: {EMOTION_LEARNING['batch_size']})")
+    m.add_argument("--lr", type=float, help=f"Adam's step (input: {EMOTION_INPUT['lr']:g}; decoder: "
+                                            f"{EMOTION_LEARNING['lr']:g} latent spreads)")
+    m.add_argument("--seed", type=int)
+    m.add_argument("--decoders", help=f"which decoders learn the input, comma-separated ({', '.join(DECODERS)}; "
+                                      "default: every one the speaker has) (input)")
+    m.add_argument("--motion-weight", type=float, default=EMOTION_INPUT["motion_weight"],
+                   help="weight of the loss on where the face moves: 1 + w × temporal std / mean (input)")
     m.add_argument("--knots", type=int, default=EMOTION_LEARNING["knots"],
                    help="offsets per emotion along its intensity, at 1/K … 1 (decoder; 1: one straight direction)")
     m.add_argument("--hold-mouth", action=argparse.BooleanOptionalAction, default=EMOTION_LEARNING["hold_mouth"],

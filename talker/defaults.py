@@ -24,12 +24,15 @@ LIVE_BLOCK_S = 0.1
 LIVE_CONTEXT_FRAMES = 48
 # the emotions the synthetic data, speech2latent's emotion input and the demo's sliders name
 EMOTIONS = ("happy", "sad", "angry", "surprised")
-# how `talker add-emotion` finds each emotion's direction in z_sem: "decoder" learns it through the
-# speaker's decoder against the clips' frames (the default), "latents" fits the encoder's latents
-EMOTION_METHODS = ("decoder", "latents")
+# how `talker add-emotion` shows emotion: "input" trains the decoders' own emotion input on the
+# clips' frames (the default), "decoder" learns offsets of z_sem through the speaker's decoder,
+# "latents" fits directions on the encoder's latents
+EMOTION_METHODS = ("input", "decoder", "latents")
 # its optimiser for "decoder": steps, frames per step, Adam's step in units of the latents' spread;
 # offsets per emotion along its intensity (knots), kept off the mouth read-out (hold_mouth)
 EMOTION_LEARNING = {"steps": 300, "batch_size": 16, "lr": 0.02, "seed": 0, "knots": 4, "hold_mouth": True}
+# its optimiser for "input" (the emotion layers alone, Adam), and the loss's weight on where the face moves
+EMOTION_INPUT = {"steps": 600, "batch_size": 16, "lr": 1e-3, "seed": 0, "motion_weight": 4.0}
 # head motion: predicted from speech, held still, or a reference sequence
 POSE_MODES = ("predicted", "static", "reference")
 DEFAULT_MAX_DURATION = 600.0  # longest audio (seconds) accepted unless the caller says otherwise

@@ -1,4 +1,5 @@
-"""Emotion directions (talker.training.emotion): fitted on a speaker's own latents or learned
+"""Emotion (talker add-emotion): the decoders' own emotion input trained on labelled frames
+(talker.training.emotion_input), or directions fitted on a speaker's own latents or learned
 through its decoder, stored in its speech2latent, shown in proportion."""
 
 import json
@@ -119,7 +120,8 @@ def test_directions_learned_through_the_decoder_bring_its_frames_to_the_clips(sp
     pipe.set_progress_bar_config(disable=True)
     truth = 3 * np.random.default_rng(4).normal(size=(4, Z_DIM)).astype(np.float32)
     data = rendered_dataset(tmp_path / "data", pipe, truth)
-    assert talker(["add-emotion", str(folder), "--data", str(data), "--steps", "40", "--lr", "0.1"]) == 0
+    assert talker(["add-emotion", str(folder), "--data", str(data), "--method", "decoder", "--steps", "40",
+                   "--lr", "0.1"]) == 0
     record = json.loads((folder / "speaker.json").read_text())["emotion"]
     assert record["method"] == "decoder" and record["frames"] == 9 * 25
     held = record["heldout_error"]  # clip c9 (an emotion on), never trained on
@@ -173,3 +175,81 @@ def test_offsets_held_off_the_mouth_read_out_cannot_move_the_lips():
     assert torch.allclose(model.mouth_open(z + held), model.mouth_open(z).expand(4, 3), atol=1e-5)
     assert not torch.allclose(model.mouth_open(z + offsets), model.mouth_open(z).expand(4, 3), atol=1e-3)
     assert torch.equal(held[..., 2:], offsets[..., 2:])  # only moved along the mouth direction
+
+
+def quadrant_dataset(root, clips=10, frames=20, res=16, seed=5):
+    """Labelled frames that no z_sem tells apart: a grey square whose quadrant k brightens with
+    emotion k's intensity, under random latents; every fifth clip neutral."""
+    from talker.video import write_video
+
+    rng = np.random.default_rng(seed)
+    entries = []
+    for k in range(clips):
+        path = root / "clips" / f"c{k}"
+        path.mkdir(parents=True)
+        emotion = np.zeros((frames, 4), np.float32)
+        if k % 5:
+            emotion[:, k % 4] = rng.uniform(0.5, 1.0)
+        images = np.full((frames, res, res, 3), 70.0)
+        for q in range(4):
+            rows, cols = slice(q // 2 * res // 2, (q // 2 + 1) * res // 2), slice(q % 2 * res // 2, (q % 2 + 1) * res // 2)
+            images[:, rows, cols] += 150 * emotion[:, q, None, None, None]
+        write_video(path / "frames.mp4", images.astype(np.uint8))
+        np.save(path / "emotion.npy", emotion)
+        np.save(path / "pose.npy", np.zeros((frames, 3), np.float32))
+        np.save(path / "latents.npy", rng.normal(size=(frames, Z_DIM)).astype(np.float32))
+        entries.append({"id": f"c{k}", "frames": frames})
+    (root / "dataset.json").write_text(json.dumps({"fps": 25, "clips": entries}))
+    return root
+
+
+def test_emotion_input_shows_what_z_sem_cannot_and_leaves_neutral_as_it_was(speaker_dir, tmp_path):
+    from talker import DAEDecoderUNet, DAETalkerPipeline
+    from talker.cli import main as talker
+    from talker.training.emotion import add_emotion
+
+    folder = tmp_path / "speaker"
+    shutil.copytree(speaker_dir, folder)
+    pipe = DAETalkerPipeline.from_pretrained(folder)
+    distilled = DAEDecoderUNet.from_config(pipe.unet.config, prediction_type="sample")
+    distilled.load_state_dict(pipe.unet.state_dict())
+    pipe.register_modules(distilled_unet=distilled.eval())
+    pipe.save_pretrained(folder)
+    audio = speech_like(1.0)
+
+    def frames(p, decoder, emotion):
+        return p(audio, sampling_rate=16000, decoder=decoder, num_inference_steps=2, emotion=emotion,
+                 generator=torch.Generator().manual_seed(0)).frames.astype(float)
+
+    before = {(d, e): frames(pipe, d, e) for d in ("distilled", "ddim") for e in (None, (0, 0, 0, 0))}
+    data = quadrant_dataset(tmp_path / "data")
+    assert talker(["add-emotion", str(folder), "--data", str(data), "--steps", "120", "--lr", "0.01"]) == 0
+    record = json.loads((folder / "speaker.json").read_text())["emotion"]
+    assert record["method"] == "input" and record["frames"] == 9 * 20 and set(record["decoders"]) == {"distilled", "ddim"}
+    for row in record["decoders"].values():
+        first, last = row["training_loss_first_last"]
+        assert last < first, row
+    held = record["decoders"]["distilled"]["heldout_error"]  # clip c9 (sad), never trained on
+    assert held["with_emotion_input"] < held["without"], held
+    assert "an input of the decoders (distilled, ddim)" in (folder / "README.md").read_text()
+    after = DAETalkerPipeline.from_pretrained(folder)
+    assert after.unet.takes_emotion and after.distilled_unet.takes_emotion
+    for decoder in ("distilled", "ddim"):
+        for e in (None, (0, 0, 0, 0)):  # neutral renders as before
+            assert np.array_equal(frames(after, decoder, e), before[decoder, e])
+        assert not np.array_equal(frames(after, decoder, (1, 0, 0, 0)), before[decoder, None])
+    # the distilled decoder renders the frame in one prediction: each emotion lights its own quadrant
+    # most (the tiny DDIM decoder's random noise prediction leaves its frames to chance)
+    for q in range(4):
+        change = (frames(after, "distilled", np.eye(4)[q]) - before["distilled", None]).mean((0, 3))
+        quadrants = [change[r * 8 : r * 8 + 8, c * 8 : c * 8 + 8].mean() for r in (0, 1) for c in (0, 1)]
+        assert int(np.argmax(quadrants)) == q, (q, quadrants)
+    with pytest.raises(TalkerError, match="take the emotion as an input"):
+        add_emotion(folder, data, method="latents")
+    unlabelled = quadrant_dataset(tmp_path / "unlabelled")
+    for path in (unlabelled / "clips").glob("*/emotion.npy"):
+        path.unlink()
+    with pytest.raises(TalkerError, match="no clip has emotion labels"):
+        add_emotion(folder, unlabelled)
+    with pytest.raises(TalkerError, match="decoder must be one of"):
+        add_emotion(folder, data, decoders=("ddpm",))

@@ -121,6 +121,28 @@ def test_emotion_zero_is_neutral_and_intensities_matter():
     assert torch.allclose(per_frame, happy, atol=1e-5)
 
 
+def test_decoder_emotion_input_starts_silent_and_leaves_neutral_alone():
+    from talker import DAEDecoderUNet
+
+    plain = tiny_components()["unet"]
+    config = {k: v for k, v in plain.config.items() if not k.startswith("_")}
+    unet = DAEDecoderUNet(**{**config, "emotion_dim": 4}).eval()
+    unet.load_state_dict(plain.state_dict(), strict=False)
+    x, t, z = torch.randn(3, 3, 16, 16), torch.tensor([900, 500, 20]), torch.randn(3, 16)
+    with torch.no_grad():
+        base = plain(x, t, z).sample
+        assert torch.equal(unet(x, t, z, emotion=torch.rand(3, 4)).sample, base)  # zero-initialised layers
+        for p in unet.parameters():  # trained emotion layers: any intensities now matter, but not neutral
+            p.add_(0.1 * torch.randn_like(p))
+        neutral = unet(x, t, z).sample
+        assert torch.equal(unet(x, t, z, emotion=torch.zeros(1, 4)).sample, neutral)
+        happy = unet(x, t, z, emotion=torch.tensor([[1.0, 0, 0, 0]])).sample
+        assert not torch.allclose(happy, neutral)
+        assert torch.allclose(unet(x, t, z, emotion=torch.tensor([[1.0, 0, 0, 0]]).expand(3, 4)).sample, happy, atol=1e-6)
+    with pytest.raises(ValueError, match="takes no emotion input"):
+        plain(x, t, z, emotion=torch.zeros(1, 4))
+
+
 def test_emotion_directions_move_z_sem_in_proportion_and_mix_by_adding(tmp_path):
     """With emotion_directions, intensity i moves every frame's z_sem by i × the emotion's
     direction (and nothing else): zeros are the network's neutral output, mixes add up, and

@@ -89,6 +89,7 @@ def ddim_decode(
     on_step: Callable[[], None] | None = None,
     on_batch: Callable[[torch.Tensor], None] | None = None,
     precision: str = "auto",
+    emotion: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     """Decode images from semantic latents with deterministic DDIM (eta = 0) or another
     deterministic diffusers scheduler.
@@ -102,6 +103,9 @@ def ddim_decode(
             nothing is kept (constant memory); otherwise all images are returned.
         precision: "auto", "float32" or "bfloat16" (see the module's docstring); the scheduler
             always steps in ``x_T``'s type.
+        emotion: (1, E) intensities shared by every image, or (N, E) one per image, for a
+            decoder that takes them (``unet.takes_emotion``); ignored by one that does not (its
+            speaker shows emotion through z_sem alone) and None for neutral.
 
     Returns:
         (N, C, H, W) images in [-1, 1], or None when ``on_batch`` consumed them.
@@ -114,6 +118,10 @@ def ddim_decode(
         # per batch: multistep solvers keep a history that must not leak into the next batch
         scheduler.set_timesteps(num_inference_steps, device=device)
         z = z_sem[start : start + batch_size].to(device, dtype)
+        kwargs = {}
+        if emotion is not None and getattr(unet, "takes_emotion", False):
+            e = emotion if emotion.shape[0] == 1 else emotion[start : start + batch_size]
+            kwargs["emotion"] = e.to(device)
         if x_T.shape[0] == 1:
             x = x_T.expand(z.shape[0], -1, -1, -1).clone()
         else:
@@ -124,7 +132,7 @@ def ddim_decode(
         x = (x * scheduler.init_noise_sigma).contiguous(memory_format=torch.channels_last)
         for t in scheduler.timesteps:
             with decoder_autocast(device, weights_dtype, precision):
-                eps = unet(scheduler.scale_model_input(x, t), t, z).sample
+                eps = unet(scheduler.scale_model_input(x, t), t, z, **kwargs).sample
             x = scheduler.step(eps.to(dtype), t, x, **step_kwargs).prev_sample
             if on_step is not None:
                 on_step()

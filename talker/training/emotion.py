@@ -25,6 +25,7 @@ import torch
 
 from ..defaults import EMOTION_LEARNING, EMOTION_METHODS, SAMPLE_RATE
 from ..errors import TalkerError
+from ..hub import read_speaker
 from ..models.speech2latent import emotion_knot_weights
 from ..pipelines.dae_talker.windows import DEFAULT_WINDOW
 from .data import load_dataset, split_clips
@@ -205,27 +206,56 @@ def off_mouth(offsets: torch.Tensor, s2l) -> torch.Tensor:
     return offsets - ((offsets @ weight) / unit)[..., None] * direction
 
 
-def add_emotion_directions(folder: str | Path, data_dir: str | Path, method: str = EMOTION_METHODS[0],
-                           progress: bool = True, **learn) -> dict:
-    """Find the directions on ``data_dir`` (``method`` "decoder": :func:`learn_emotion_directions`,
-    with ``learn``'s settings; "latents": :func:`fit_emotion_directions`) and store them in the
-    speaker folder's speech2latent networks (offline and live); speaker.json and the model card
-    record it. Returns the record."""
+def add_emotion(folder: str | Path, data_dir: str | Path, method: str = EMOTION_METHODS[0], progress: bool = True,
+                **learn) -> dict:
+    """Teach the speaker folder's model to show emotion from ``data_dir`` (a prepared, encoded
+    dataset with per-frame emotion labels) and store it there; speaker.json and the model card
+    record it. ``method`` "input": the decoders' own emotion input
+    (:func:`~.emotion_input.train_emotion_input`); "decoder": offsets of z_sem learned through the
+    decoder (:func:`learn_emotion_directions`); "latents": directions fitted to the encoder's
+    latents (:func:`fit_emotion_directions`). ``learn``: the chosen method's settings. A speaker
+    takes one way: z_sem offsets on top of decoders that take the emotion would show it twice.
+    Returns the record."""
     from ..pipelines import DAETalkerPipeline
+    from .emotion_input import store_emotion_input, train_emotion_input
 
+    if method not in EMOTION_METHODS:
+        raise TalkerError(f"method must be one of {', '.join(EMOTION_METHODS)}; got {method!r}")
     folder = Path(folder)
     pipe = DAETalkerPipeline.from_pretrained(folder)
     if not pipe.emotion_names:
         raise TalkerError(f"{folder}: this speaker has no emotion control")
-    if method not in EMOTION_METHODS:
-        raise TalkerError(f"method must be one of {', '.join(EMOTION_METHODS)}; got {method!r}")
+    has_input = any(getattr(u, "takes_emotion", False) for u in (pipe.unet, pipe.distilled_unet) if u is not None)
+    has_directions = bool(pipe.speech_to_latent.config.get("emotion_directions"))
+    if method == "input" and has_directions:
+        raise TalkerError(f"{folder}: this speaker already shows emotion along directions in z_sem (method "
+                          f"{read_method(folder)}); the decoders' emotion input is trained for a speaker whose "
+                          "speech2latent takes emotion as an input: start from the speaker without them")
+    if method != "input" and has_input:
+        raise TalkerError(f"{folder}: this speaker's decoders take the emotion as an input (method input); "
+                          "directions in z_sem would show it twice: start from the speaker without it")
+    pipe.set_progress_bar_config(disable=True)
+    if method == "input":
+        trained, record = train_emotion_input(pipe, data_dir, progress=progress, **learn)
+        if has_input:  # decoders trained before keep their rows; one trained again keeps its earlier row
+            old = read_speaker(folder).get("emotion", {}).get("decoders", {})
+            for name, row in record["decoders"].items():
+                if name in old:
+                    row["continued_from"] = old[name]
+            record["decoders"] = {**old, **record["decoders"]}
+        store_emotion_input(pipe, folder, trained, record)
+        return record
     if method == "decoder":
-        pipe.set_progress_bar_config(disable=True)
         directions, record = learn_emotion_directions(pipe, data_dir, progress=progress, **learn)
     else:
         directions, record = fit_emotion_directions(data_dir, len(pipe.emotion_names))
     store_emotion_directions(pipe, folder, directions, record)
     return record
+
+
+def read_method(folder: Path) -> str:
+    """How the speaker folder's emotion was added (speaker.json), or "unknown"."""
+    return str(read_speaker(folder).get("emotion", {}).get("method", "unknown"))
 
 
 def store_emotion_directions(pipe, folder: Path, directions: np.ndarray, record: dict) -> None:

@@ -75,8 +75,11 @@ class DiffusionAutoencoderPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         generator: torch.Generator | None = None,
         batch_size: int = 16,
         output_type: str = "np",
+        emotion: torch.Tensor | None = None,
     ):
-        """Render z_sem (B, D) from x_T ((1 or B), 3, H, W; one random image shared if None)."""
+        """Render z_sem (B, D) from x_T ((1 or B), 3, H, W; one random image shared if None);
+        ``emotion``: (1 or B, E) intensities, for a decoder that takes them (see
+        :func:`~talker.pipelines.ddim.ddim_decode`)."""
         check_steps(num_inference_steps)
         check_output_type(output_type)
         check_precision(self.precision)
@@ -95,7 +98,7 @@ class DiffusionAutoencoderPipeline(SpeakerCheckpointMixin, DiffusionPipeline):
         total = -(-z_sem.shape[0] // batch_size) * num_inference_steps
         with self.progress_bar(total=total) as bar:
             images = ddim_decode(self.unet, self.scheduler, z_sem, x_T, num_inference_steps, batch_size, self._tick(bar),
-                                 precision=self.precision)
+                                 precision=self.precision, emotion=emotion)
         return postprocess_frames(images, output_type)
 
     @torch.no_grad()
