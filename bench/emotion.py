@@ -1,7 +1,7 @@
 """Emotion control, measured against the truth: how far each intensity moves the face.
 
     python bench/emotion.py --out bench/results/emotion.json [--model checkpoints/astronaut-64] \
-        [--data runs/bundled/heldout-espeak] [--train-data runs/bundled/voices] [--seconds 6]
+        [--data runs/bundled/heldout-espeak] [--train-data runs/bundled/voices] [--seconds 6] [--decoder ddim]
 
 On a held-out clip (never trained on), with each emotion at 0.25, 0.5, 0.75 and 1.0, a mix of two,
 and none:
@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from talker.defaults import DECODERS
 from talker.evaluation.metrics import PROBE_FEATURES as FEATURES
 from talker.evaluation.results import write_results
 
@@ -112,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clip", type=int, default=0, help="which held-out clip")
     parser.add_argument("--intensities", type=float, nargs="+", default=INTENSITIES,
                         help="intensities to measure (0.5 and 1 always are: the monotony)")
+    parser.add_argument("--decoder", choices=DECODERS,
+                        help="which decoder renders (default: the speaker's default), at its default steps")
     parser.add_argument("--sheet", help="also write a contact sheet (PNG): each emotion at 0, 0.5 and 1.0, truth "
                                         "and speaker, on the middle frame at the speaker's output size")
     args = parser.parse_args(argv)
@@ -128,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     pipe = DAETalkerPipeline.from_pretrained(model)
     pipe.set_progress_bar_config(disable=True)
     names = list(pipe.emotion_names)
+    decoder = args.decoder or pipe.default_decoder
     index, clips = load_dataset(args.data)
     clip = clips[args.clip]
     crop = next(e["crop"] for e in index["clips"] if e["id"] == clip.id)
@@ -138,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     res = pipe.resolution
 
     def generate(emotion):
-        return pipe(audio, sampling_rate=16000, generator=torch.Generator().manual_seed(0), emotion=emotion)
+        return pipe(audio, sampling_rate=16000, generator=torch.Generator().manual_seed(0), emotion=emotion,
+                    decoder=decoder)
 
     settings = {f"{name}@{i:g}": np.eye(len(names))[k] * i for k, name in enumerate(names) for i in intensities}
     settings[f"{names[0]}@0.5+{names[3]}@0.5"] = np.eye(len(names))[0] * 0.5 + np.eye(len(names))[3] * 0.5
@@ -162,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {"command": "python bench/emotion.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                "model": str(model), "clip": clip.id, "frames": n, "features": FEATURES,
                "emotion_mode": "directions" if s2l.config.get("emotion_directions") else "network",
-               "decoder_emotion_input": bool(getattr(pipe.decoder_for(pipe.default_decoder)[0], "takes_emotion", False)),
+               "decoder": decoder, "steps": pipe.default_steps(decoder),
+               "decoder_emotion_input": bool(getattr(pipe.decoder_for(decoder)[0], "takes_emotion", False)),
                "directions_fit": fit,
                "speaker_emotion": read_speaker(Path(model)).get("emotion") if Path(model).is_dir() else None,
                "settings": {}}
@@ -171,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                          "mouth_corr_truth_frames",
                                                                          "silent_closed_truth_frames")}
     x_T = neutral.fixed_noise
-    ae = pipe.autoencoder_for(pipe.default_decoder)
+    ae = pipe.autoencoder_for(decoder)
 
     takes_emotion = getattr(ae.unet, "takes_emotion", False)
 
@@ -180,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         them (decoder at its default steps, refiner)."""
         e = None if emotion is None else torch.from_numpy(emotion).float()[None]
         with torch.inference_mode():
-            images = ae.decode(z, x_T, pipe.default_steps(), batch_size=16, output_type="pt", emotion=e)
+            images = ae.decode(z, x_T, pipe.default_steps(decoder), batch_size=16, output_type="pt", emotion=e)
             if pipe.refiner is not None:
                 images = pipe.refine_frames(images * 2 - 1).add(1).div(2)
         return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
