@@ -6,14 +6,18 @@ for sad, angry and surprised, with as much again off that direction (``bench/emo
 semantic encoder, though, separates emotion cleanly: a least-squares fit of the training frames'
 latents on their emotion intensities (mouth opening and width, blinks and head pose held as
 covariates where the clips have synthetic truth) gives one direction per emotion.
-``talker add-emotion`` stores those directions in a speaker's speech2latent (``emotion_directions``),
-which then shows an emotion at intensity i as z_sem + i × direction: additive for mixes, and
-exactly neutral at zero.
+``talker add-emotion --method latents`` stores those directions in a speaker's speech2latent
+(``emotion_directions``), which then shows an emotion at intensity i as z_sem + i × direction:
+additive for mixes, and exactly neutral at zero.
 
-The default (:func:`learn_emotion_directions`) learns them through the speaker's decoder instead,
-against the clips' frames, and as offsets at several intensities (knots): the decoder answers a
-straight direction unevenly (on the bundled speaker happy at 0.5 showed a tenth of happy at 1.0),
-so each intensity can get an offset of its own.
+``--method decoder`` (:func:`learn_emotion_directions`) learns them through the speaker's decoder
+instead, against the clips' frames, and as offsets at several intensities (knots): the decoder
+answers a straight direction unevenly (on the bundled speaker happy at 0.5 showed a tenth of happy
+at 1.0), so each intensity can get an offset of its own.
+
+The decoder cannot show much more than the encoder keeps of an expression, though, so the default
+(``--method input``, :mod:`.emotion_input`) gives the decoders the intensities themselves;
+:func:`add_emotion` runs any of the three.
 """
 
 from __future__ import annotations
