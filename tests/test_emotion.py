@@ -13,21 +13,29 @@ from conftest import Z_DIM, speech_like
 from talker.errors import TalkerError
 
 
+def labelled_clip(root, k, frames, rng, lowest):
+    """Clip c``k`` of a prepared dataset at ``root``: its folder, with emotion.npy (one emotion per
+    clip at an intensity from ``lowest`` to 1; every fifth clip neutral) and a still pose.npy;
+    returns (folder, emotion)."""
+    path = root / "clips" / f"c{k}"
+    path.mkdir(parents=True)
+    emotion = np.zeros((frames, 4), np.float32)
+    if k % 5:
+        emotion[:, k % 4] = rng.uniform(lowest, 1.0)
+    np.save(path / "emotion.npy", emotion)
+    np.save(path / "pose.npy", np.zeros((frames, 3), np.float32))
+    return path, emotion
+
+
 def encoded_dataset(root, directions, clips=10, frames=60, seed=0):
     """A prepared dataset whose latents move by intensity × ``directions`` (plus noise)."""
     rng = np.random.default_rng(seed)
     base = rng.normal(size=Z_DIM)
     entries = []
     for k in range(clips):
-        path = root / "clips" / f"c{k}"
-        path.mkdir(parents=True)
-        emotion = np.zeros((frames, 4), np.float32)
-        if k % 5:  # one emotion per clip at a random intensity; every fifth clip neutral
-            emotion[:, k % 4] = rng.uniform(0.2, 1.0)
+        path, emotion = labelled_clip(root, k, frames, rng, 0.2)
         latents = base + emotion @ directions + 0.05 * rng.normal(size=(frames, Z_DIM))
-        np.save(path / "emotion.npy", emotion)
         np.save(path / "latents.npy", latents.astype(np.float32))
-        np.save(path / "pose.npy", np.zeros((frames, 3), np.float32))
         entries.append({"id": f"c{k}", "frames": frames})
     (root / "dataset.json").write_text(json.dumps({"fps": 25, "clips": entries}))
     return root
@@ -87,13 +95,7 @@ def rendered_dataset(root, pipe, directions, clips=10, seconds=1.0):
     frames = int(seconds * 25)
     entries = []
     for k in range(clips):
-        path = root / "clips" / f"c{k}"
-        path.mkdir(parents=True)
-        emotion = np.zeros((frames, 4), np.float32)
-        if k % 5:
-            emotion[:, k % 4] = rng.uniform(0.5, 1.0)
-        np.save(path / "emotion.npy", emotion)
-        np.save(path / "pose.npy", np.zeros((frames, 3), np.float32))
+        path, _ = labelled_clip(root, k, frames, rng, 0.5)
         np.save(path / "latents.npy", rng.normal(size=(frames, Z_DIM)).astype(np.float32))
         sf.write(path / "audio.wav", speech_like(seconds, seed=k), 16000)
         entries.append({"id": f"c{k}", "frames": frames})
@@ -185,18 +187,13 @@ def quadrant_dataset(root, clips=10, frames=20, res=16, seed=5):
     rng = np.random.default_rng(seed)
     entries = []
     for k in range(clips):
-        path = root / "clips" / f"c{k}"
-        path.mkdir(parents=True)
-        emotion = np.zeros((frames, 4), np.float32)
-        if k % 5:
-            emotion[:, k % 4] = rng.uniform(0.5, 1.0)
+        path, emotion = labelled_clip(root, k, frames, rng, 0.5)
         images = np.full((frames, res, res, 3), 70.0)
+        half = res // 2
         for q in range(4):
-            rows, cols = slice(q // 2 * res // 2, (q // 2 + 1) * res // 2), slice(q % 2 * res // 2, (q % 2 + 1) * res // 2)
+            rows, cols = slice(q // 2 * half, (q // 2 + 1) * half), slice(q % 2 * half, (q % 2 + 1) * half)
             images[:, rows, cols] += 150 * emotion[:, q, None, None, None]
         write_video(path / "frames.mp4", images.astype(np.uint8))
-        np.save(path / "emotion.npy", emotion)
-        np.save(path / "pose.npy", np.zeros((frames, 3), np.float32))
         np.save(path / "latents.npy", rng.normal(size=(frames, Z_DIM)).astype(np.float32))
         entries.append({"id": f"c{k}", "frames": frames})
     (root / "dataset.json").write_text(json.dumps({"fps": 25, "clips": entries}))

@@ -14,7 +14,8 @@ with their emotion labels, everything else frozen. Each training frame x0 is noi
 from its own encoder latent z (what speech2latent learned to predict) and its intensities e:
 
 - the distilled decoder (``prediction_type="sample"``): x_t on the DDIM line from fresh noise at
-  the timesteps that 1–8 step decoding visits (half) or any (half), loss |decoder(x_t, t, z, e) − x0|²;
+  the timesteps that 1–8 step decoding visits (half) or any (half), as ``talker train distill``
+  trains it (:class:`~.configs.DistillConfig`'s defaults), loss |decoder(x_t, t, z, e) − x0|²;
 - the DDIM decoder: the DAE's own noise loss with Min-SNR weights;
 
 both weighted towards where the speaker's face moves (:func:`~.distill.motion_weights`). Neutral
@@ -34,6 +35,7 @@ from ..defaults import EMOTION_INPUT
 from ..errors import TalkerError
 from ..models import DAEDecoderUNet
 from .data import load_dataset, split_clips
+from .configs import DistillConfig
 from .dae import loss_weights
 from .distill import frames_to_x0, line_point, motion_weights, timestep_grid
 
@@ -78,16 +80,17 @@ class DecoderLoss:
         self.unet, self.weights, self.snr_gamma = unet, weights, snr_gamma
         self.scheduler = DDIMScheduler.from_config(scheduler_config)
         self.sample = unet.config.prediction_type == "sample"
-        if self.sample:  # where the distilled decoder's x_T sits, and the timesteps it visits
-            self.scheduler.set_timesteps(100)
+        if self.sample:  # as the distilled decoder was trained: where its x_T sits, the timesteps it visits
+            line = DistillConfig()
+            self.scheduler.set_timesteps(line.teacher_steps)
             self.t_start = int(self.scheduler.timesteps[0])
-            self.grid = timestep_grid(scheduler_config, (1, 2, 3, 4, 5, 6, 8))
+            self.grid, self.grid_share = timestep_grid(scheduler_config, tuple(line.grid_steps)), line.grid_share
 
     def __call__(self, x0, z, e, g: torch.Generator) -> torch.Tensor:
         b, n_train = len(x0), self.scheduler.config.num_train_timesteps
         noise = torch.randn(x0.shape, generator=g)
         if self.sample:
-            on_grid = torch.rand(b, generator=g) < 0.5
+            on_grid = torch.rand(b, generator=g) < self.grid_share
             t = torch.where(on_grid, self.grid[torch.randint(len(self.grid), (b,), generator=g)],
                             torch.randint(0, n_train, (b,), generator=g))
             pred = self.unet(line_point(x0, noise, t, self.scheduler, self.t_start), t, z, emotion=e).sample

@@ -114,12 +114,13 @@ def _emotion_line(e: dict | None) -> str:
     if not e:
         return "through speech2latent's emotion input"
     if e.get("method") == "input":
-        held = [f"{name} {row['heldout_error']['without']:.4f} without it, {row['heldout_error']['with_emotion_input']:.4f} "
-                f"with it" for name, row in e["decoders"].items() if row.get("heldout_error")]
+        held = [f"{name} {row['heldout_error']['without']:.4f} without it, "
+                f"{row['heldout_error']['with_emotion_input']:.4f} with it"
+                for name, row in e["decoders"].items() if row.get("heldout_error")]
         return (f"an input of the decoders ({', '.join(e['decoders'])}) as well as of speech2latent, trained on "
-                f"{e['frames']} frames of {e['clips']} training clips with the rest of the decoders frozen, so neutral "
-                f"renders as without it (`talker add-emotion`" + (f"; held-out frames' error: {'; '.join(held)}" if held else "")
-                + ")")
+                f"{e['frames']} frames of {e['clips']} training clips with the rest of the decoders frozen, so "
+                f"neutral renders as without it (`talker add-emotion`"
+                + (f"; held-out frames' error: {'; '.join(held)}" if held else "") + ")")
     if e.get("method") == "decoder":
         held = e.get("heldout_error")
         knots = e.get("knots", 1)
