@@ -154,7 +154,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 continue
             if not args.quiet:
                 print(f"wrote {out_path}: {describe_video(out_path)}, "
-                      f"{made_at(pipe, args.refine)}")
+                      f"{made_at(pipe, args.refine)}", flush=True)  # as each file is done, not at exit
     return 2 if failed else 0
 
 

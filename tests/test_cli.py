@@ -138,7 +138,8 @@ def test_generate_many_files_into_a_folder_and_a_bad_one_does_not_stop_the_rest(
 
 
 def test_generate_splits_files_between_processes(speaker_dir, tmp_path):
-    """Under a 2-process launch (torchrun, as `accelerate launch` does) each file is made once."""
+    """Under a 2-process launch (torchrun, as `accelerate launch` does) each file is made once, by the
+    process accelerate gives it to: the first two files to process 0, the third to process 1."""
     import socket
 
     (tmp_path / "in").mkdir()
@@ -147,14 +148,20 @@ def test_generate_splits_files_between_processes(speaker_dir, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # each process's stdout to its own file (logs/<run>/attempt_0/<rank>/stdout.log): two processes
+    # printing into one pipe is not a record of which made what
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(port), "-m", "talker", "generate", "--model", str(speaker_dir),
+           "--master_port", str(port), "--redirects", "1", "--log-dir", str(tmp_path / "logs"),
+           "-m", "talker", "generate", "--model", str(speaker_dir),
            "--audio", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--steps", "1"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
-    wrote = [line for line in r.stdout.splitlines() if line.startswith("wrote ")]
-    assert sorted(Path(line.split()[1].rstrip(":")).name for line in wrote) == ["s0.mp4", "s1.mp4", "s2.mp4"]
+    made = {}
+    for log in sorted((tmp_path / "logs").glob("*/attempt_0/*/stdout.log")):
+        wrote = [line for line in log.read_text().splitlines() if line.startswith("wrote ")]
+        made[int(log.parent.name)] = [Path(line.split()[1].rstrip(":")).name for line in wrote]
+    assert made == {0: ["s0.mp4", "s1.mp4"], 1: ["s2.mp4"]}, r.stderr[-3000:]
     assert all(probe(tmp_path / "out" / f"s{i}.mp4")["frames"] == 10 for i in range(3))
 
 
