@@ -245,6 +245,8 @@ def build_demo(pipes: dict[str, DAETalkerPipeline], folders: WorkFolders | None 
         try:
             if session is None or session.intake.sampling_rate != rate:
                 pipe, kwargs = settings(pose_mode, None, steps, happy, sad, angry, surprised, seed, speaker, decoder)
+                if kwargs["decoder"] in (None, "distilled"):  # the speaker's live decoder: its light one where it has one
+                    kwargs["decoder"] = pipe.live_decoder
                 session = pipe.live_session(rate, newest_only=True, **kwargs)
             frames = session.push(samples)
         except TalkerError as e:

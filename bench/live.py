@@ -1,14 +1,14 @@
 """Live generation as a microphone would drive it: latency from audio to frame, and whether it keeps up.
 
     python bench/live.py --out bench/results/live.json [--model checkpoints/astronaut-64] \
-        [--seconds 60] [--block-ms 20] [--steps 1,2] [--sizes decoder,refined]
+        [--seconds 60] [--block-ms 20] [--steps 1,2] [--sizes decoder,refined] [--decoders light,distilled]
 
 Speech (the example recordings, repeated to ``--seconds``) is handed to ``pipe.stream(...,
 live=True)`` in ``--block-ms`` blocks paced by the wall clock, as a microphone delivers them: block
 k is not given before its last sample would have been spoken, and is given at once when the
 generator asks for it late (a backlog). A frame's latency is the time from the moment the last
 audio sample of that frame (its 40 ms) was spoken to the moment the frame comes out. Reported per
-setting (decoder steps, with or without the refiner): median, 95th percentile and worst latency,
+setting (decoder, its steps, with or without the refiner): median, 95th percentile and worst latency,
 the latency's drift over the run (ms per second of input: above 0, a growing backlog), frames per
 second over the run, the real-time factor (time not spent waiting for audio ÷ audio time), and
 what one chunk of frames costs, stage by stage.
@@ -111,15 +111,16 @@ def run_display(pipe, audio: np.ndarray, block: int, **kwargs) -> dict:
             "drift_ms_per_s": round(float(np.polyfit(at, age, 1)[0]) * 1000, 2)}
 
 
-def chunk_costs(pipe, audio: np.ndarray, steps: int, refine: bool, context: int, repeats: int = 5) -> dict:
+def chunk_costs(pipe, audio: np.ndarray, decoder: str, steps: int, refine: bool, context: int,
+                repeats: int = 5) -> dict:
     """Milliseconds of each stage for one chunk of frames, as live generation runs it: the audio
-    front end with voice activity, speech2latent on ``context`` frames, the decoder and the refiner."""
+    front end with voice activity, speech2latent on ``context`` frames, ``decoder`` and the refiner."""
     from talker.pipelines.ddim import ddim_decode
 
     s2l = pipe.streaming_speech_to_latent
     c, n = s2l.config.chunk_frames, max(1, context // s2l.config.chunk_frames) * s2l.config.chunk_frames
     wave = audio[: n * 640]
-    unet, scheduler = pipe.decoder_for(None)
+    unet, scheduler = pipe.decoder_for(decoder)
     x_T = pipe.prepare_fixed_noise(torch.Generator().manual_seed(0))
 
     def timed(fn):
@@ -146,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--block-ms", type=float, default=20.0, help="microphone block length")
     parser.add_argument("--steps", default="1,2", help="decoder step counts to measure")
+    parser.add_argument("--decoders", help="decoders to measure, comma-separated (default: the speaker's live "
+                                           "decoder: light where it has one)")
     parser.add_argument("--sizes", default="decoder,refined",
                         help="decoder: the decoder's own frames; refined: through the speaker's refiner (if any)")
     parser.add_argument("--context", type=int, help="frames of audio speech2latent hears (default: the pipeline's)")
@@ -170,18 +173,20 @@ def main(argv: list[str] | None = None) -> int:
         refine = size == "refined"
         if refine and pipe.refiner is None:
             continue
-        for steps in (int(s) for s in args.steps.split(",")):
-            kwargs = dict(num_inference_steps=steps, refine=refine, generator=torch.Generator().manual_seed(0),
-                          window_frames=args.context or LIVE_CONTEXT_FRAMES)
-            run_live(pipe, audio[: 16000 * 2], block, **kwargs)  # warm-up
-            row = run_live(pipe, audio, block, **kwargs)
-            row["per_chunk_ms"] = chunk_costs(pipe, audio, steps, refine, args.context or LIVE_CONTEXT_FRAMES)
-            kwargs["generator"] = torch.Generator().manual_seed(0)
-            row["display"] = run_display(pipe, audio, int(LIVE_BLOCK_S * 16000), **kwargs)
-            row["resolution"] = pipe.output_resolution(refine)
-            name = f"{row['resolution']}px_{steps}step"
-            results["settings"][name] = row
-            print(name, json.dumps(row))
+        for decoder in (args.decoders or pipe.live_decoder).split(","):
+            for steps in (int(s) for s in args.steps.split(",")):
+                kwargs = dict(num_inference_steps=steps, refine=refine, generator=torch.Generator().manual_seed(0),
+                              window_frames=args.context or LIVE_CONTEXT_FRAMES, decoder=decoder)
+                run_live(pipe, audio[: 16000 * 2], block, **kwargs)  # warm-up
+                row = run_live(pipe, audio, block, **kwargs)
+                row["per_chunk_ms"] = chunk_costs(pipe, audio, decoder, steps, refine,
+                                                  args.context or LIVE_CONTEXT_FRAMES)
+                kwargs["generator"] = torch.Generator().manual_seed(0)
+                row["display"] = run_display(pipe, audio, int(LIVE_BLOCK_S * 16000), **kwargs)
+                row["resolution"], row["decoder"] = pipe.output_resolution(refine), decoder
+                name = f"{row['resolution']}px_{decoder}_{steps}step"
+                results["settings"][name] = row
+                print(name, json.dumps(row))
     write_results(args.out, results)
     return 0
 

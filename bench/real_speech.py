@@ -158,7 +158,8 @@ def main(argv=None) -> int:
     ap.add_argument("--other", action="append", default=[], metavar="NAME=DIR",
                     help="prepared held-out clips of other recorded voices or languages (repeat for each)")
     ap.add_argument("--out", default="bench/results/real_speech.json")
-    ap.add_argument("--decoder", help="distilled or ddim (default: the speaker's default)")
+    ap.add_argument("--decoder", help="distilled, ddim or light (default: the speaker's default; with --live, its "
+                                      "live decoder)")
     ap.add_argument("--steps", type=int, help="denoising steps per frame (default: the decoder's default)")
     ap.add_argument("--clips", type=int, default=16, help="at most this many clips per set")
     ap.add_argument("--seconds", type=float, default=12.0, help="at most this many seconds of each clip")
@@ -187,7 +188,7 @@ def main(argv=None) -> int:
     results = {"model": args.model, "data": {"real": args.real, "espeak": args.espeak, **{f"other:{n}": d for n, d in others}},
                "device": describe_device("cpu"),
                "precision": str(compute_dtype(torch.device("cpu"), pipe.unet.dtype, pipe.precision)),
-               "decoder": args.decoder or pipe.default_decoder,
+               "decoder": args.decoder or (pipe.live_decoder if args.live else pipe.default_decoder),
                "steps": args.steps or pipe.default_steps(args.decoder), "live": args.live,
                "context_frames": args.context, "output_size": pipe.output_resolution(args.refine), "sets": {}}
     common = dict(seconds=args.seconds, seed=args.seed, decoder=args.decoder, steps=args.steps, refine=args.refine)

@@ -334,6 +334,14 @@ def cmd_add_refiner(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_add_light(args: argparse.Namespace) -> int:
+    from .training.export import add_light_decoder
+
+    folder = add_light_decoder(args.speaker, args.decoder)
+    print(f"{folder}: light_unet/ from {args.decoder}; live input renders with it (decoder='light' elsewhere)")
+    return 0
+
+
 def cmd_add_gate(args: argparse.Namespace) -> int:
     from .training.export import add_voice_gate
 
@@ -405,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True, help="output .mp4 (one input) or a folder (one <name>.mp4 per input)")
     g.add_argument("--decoder", choices=DECODERS,
                    help="distilled: the speaker's few-step decoder (the default where it has one); "
-                        "ddim: the paper's DDIM decoder")
+                        "ddim: the paper's DDIM decoder; light: a narrower distilled decoder (live input's)")
     g.add_argument("--steps", type=int,
                    help=f"denoising steps per frame (default: {DEFAULT_DISTILLED_STEPS} distilled, {DEFAULT_STEPS} DDIM; "
                         "the paper used 100 DDIM steps)")
@@ -532,6 +540,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--refiner", required=True, help="the refiner's training run")
     a.set_defaults(func=cmd_add_refiner)
 
+    a = sub.add_parser("add-light", help="add a light decoder (live input's) to a speaker checkpoint",
+                       description="Store a `talker train distill --teacher distilled --student-channels C` run's "
+                                   "decoder as the speaker's light_unet: live input renders with it, and "
+                                   "decoder='light' (--decoder light) chooses it elsewhere.")
+    a.add_argument("speaker", help="speaker checkpoint folder")
+    a.add_argument("--decoder", required=True, help="the light decoder's training run")
+    a.set_defaults(func=cmd_add_light)
+
     a = sub.add_parser("add-gate", help="add a voice gate (lips shut on babble) to a speaker checkpoint",
                        description="Store a `talker train gate` run's network as the speaker's voice_gate, with its "
                                    "record in speaker.json and the model card: the mouth opening is scaled by its "
@@ -581,7 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--out", default="bench/results/quality.json")
     v.add_argument("--steps", help="step counts, comma-separated (default: the decoder's default, "
                                    f"{DEFAULT_DISTILLED_STEPS} distilled or {DEFAULT_STEPS} DDIM)")
-    v.add_argument("--decoder", choices=DECODERS, help="distilled or ddim (default: the speaker's default)")
+    v.add_argument("--decoder", choices=DECODERS, help="distilled, ddim or light (default: the speaker's default)")
     v.add_argument("--clips", type=int, default=4)
     v.add_argument("--seconds", type=float, default=8.0, help="seconds of each clip that are generated")
     v.add_argument("--no-emotion", action="store_true", help="skip the emotion measurement")

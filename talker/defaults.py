@@ -14,7 +14,10 @@ PRECISIONS = ("auto", "float32", "bfloat16")  # the decoder's compute type (talk
 DEFAULT_DISTILLED_STEPS = 1
 MAX_DISTILLED_STEPS = 8  # it is trained for 1-8; more steps cost time and change nothing
 MAX_STEPS = 1000  # the DDIM decoder's training schedule; the paper used 100
-DECODERS = ("distilled", "ddim")  # which decoder renders the frames; default: distilled when the speaker has one
+# which decoder renders the frames; default: distilled when the speaker has one. "light" is a
+# narrower decoder distilled from the distilled one (`talker train distill --teacher distilled
+# --student-channels 16`): live input's default where the speaker has one, a third of the time per frame
+DECODERS = ("distilled", "ddim", "light")
 # a live display (the demo's microphone panel) pushes this much audio at a time and shows the
 # newest frame after each push
 LIVE_BLOCK_S = 0.1

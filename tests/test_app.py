@@ -182,3 +182,25 @@ def test_live_step_shows_marked_frames_of_the_newest_audio_and_names_bad_setting
     with pytest.raises(gr.Error, match="pose_mode") as e:
         live_step((48000, audio[:4800]), None, "sideways")
     assert not e.value.print_exception
+
+
+def test_the_live_panel_renders_with_the_light_decoder_in_place_of_the_distilled_one(live_speaker_dir):
+    """A speaker with a light decoder: the live panel's sessions render with it when the form says
+    the distilled decoder (what live input is for), and with DDIM when the form says DDIM."""
+    import numpy as np
+
+    import app
+    from conftest import speech_like
+    from talker import DAEDecoderUNet
+    from talker.training.distill import new_student
+
+    pipes = app.load_speakers([str(live_speaker_dir)])
+    pipe = next(iter(pipes.values()))
+    distilled = DAEDecoderUNet.from_config(pipe.unet.config, prediction_type="sample").eval()
+    pipe.register_modules(distilled_unet=distilled, light_unet=new_student(distilled, 4).eval())
+    live_step = next(f for f in app.build_demo(pipes).fns.values() if f.api_name == "live").fn
+    block = (48000, (speech_like(0.1, 48000) * 20000).astype(np.int16))
+    _, session = live_step(block, None, "Predicted from speech", 1, 0, 0, 0, 0, 0, None, "Distilled (fast)")
+    assert session.settings.unet is pipe.light_unet
+    _, session = live_step(block, None, "Predicted from speech", 4, 0, 0, 0, 0, 0, None, "DDIM (paper)")
+    assert session.settings.unet is pipe.unet and session.settings.steps == 4

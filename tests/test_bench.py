@@ -69,7 +69,8 @@ def test_live_benchmark_paces_the_audio_and_writes_its_figures(tmp_path, monkeyp
     assert live.main(["--model", str(tmp_path / "speaker"), "--out", str(out), "--seconds", "2", "--steps", "1",
                       "--sizes", "decoder"]) == 0
     results = json.loads(out.read_text())
-    row = results["settings"][f"{pipe.resolution}px_1step"]
+    row = results["settings"][f"{pipe.resolution}px_ddim_1step"]  # its live decoder: the only one it has
+    assert row["decoder"] == "ddim"
     assert results["chunk_frames"] == 2 and results["lookahead_ms"] == 40 and row["frames"] == 50
     # paced like a microphone: 2 s of audio take about 2 s, and no frame comes before its audio
     assert 1.9 <= row["wall_s"] and row["latency_ms"]["median"] > 0 and 0 < row["real_time_factor"] < row["wall_s"] / 2

@@ -252,6 +252,36 @@ def test_a_live_stream_hears_the_live_context_unless_told_otherwise():
         next(pipe.stream(blocks, 16000, live=True, window_frames=0))
 
 
+def test_live_input_renders_with_the_light_decoder_where_the_speaker_has_one():
+    """A speaker with a light decoder: live sessions render with it unless told otherwise, and
+    their frames are its frames; offline generation keeps the distilled decoder."""
+    from talker import DAEDecoderUNet
+    from talker.training.distill import new_student
+
+    pipe = streaming_pipeline(3)
+    distilled = DAEDecoderUNet.from_config(pipe.unet.config, prediction_type="sample").eval()
+    torch.manual_seed(1)
+    light = new_student(distilled, 4)
+    for p in light.parameters():  # (its output layer starts at zero: frames would not differ)
+        p.data.normal_(0, 0.2)
+    pipe.register_modules(distilled_unet=distilled)
+    audio = speech_like(1.0)
+    without = np.stack([f for _, f in live_frames(pipe, [audio])])
+    pipe.register_modules(light_unet=light.eval())
+    assert pipe.default_decoder == "distilled" and pipe.live_decoder == "light"
+    assert light.config.base_channels == 4 and light.config.norm_groups == 4  # gcd(4, the teacher's 4)
+    live = np.stack([f for _, f in live_frames(pipe, [audio])])
+    told = np.stack([f for _, f in live_frames(pipe, [audio], decoder="light")])
+    distilled_live = np.stack([f for _, f in live_frames(pipe, [audio], decoder="distilled")])
+    assert np.array_equal(live, told) and np.array_equal(distilled_live, without)
+    assert np.abs(live.astype(int) - without.astype(int)).max() > 10
+    assert pipe.settings(num_inference_steps=1).unet is distilled  # offline: the distilled decoder
+    assert pipe.settings(decoder="light").unet is light
+    pipe.register_modules(light_unet=None)
+    with pytest.raises(InputError, match="no light decoder"):
+        pipe.settings(decoder="light")
+
+
 def test_final_latents_are_handed_out_as_copies_of_their_own():
     """A batch of final latents holds only its own frames: generate_video keeps every batch's, and
     views into all the latents waiting at the time grew memory with the square of the length."""

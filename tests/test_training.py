@@ -188,6 +188,28 @@ def test_train_encode_export_generate(dataset, tmp_path):
     talker("generate", "--model", fast, "--audio", wav, "--out", tmp_path / "fast.mp4", "-q")
     with av.open(str(tmp_path / "fast.mp4")) as c:
         assert sum(1 for _ in c.decode(c.streams.video[0])) > 25
+    # a light decoder: a new, narrower student of the distilled decoder (one step), added for live input
+    light = tmp_path / "light"
+    r = talker("train", "distill", "--model", fast, "--data", data, "--output", tmp_path / "bad-light",
+               "--teacher", "distilled", check=False)
+    assert r.returncode != 0 and "a distilled teacher renders in 1-8 steps" in r.stderr
+    r = talker("train", "distill", "--model", dae, "--data", data, "--output", tmp_path / "bad-light",
+               "--teacher", "distilled", "--teacher-steps", 1, check=False)
+    assert r.returncode != 0 and "no distilled_unet/ to teach from" in r.stderr
+    talker("train", "distill", "--model", fast, "--data", data, "--output", light, "--teacher", "distilled",
+           "--teacher-steps", 1, "--student-channels", 8, "--grid-steps", 1, "--grid-share", 0.8, "--pairs", 8,
+           "--batch-size", 4, "--max-steps", 2, "--eval-every", 2, "--motion-weight", 4, "-q")
+    figures = json.loads((light / "figures.json").read_text())
+    assert figures["teacher"] == "distilled" and figures["teacher_steps"] == 1 and figures["student_channels"] == 8
+    r = talker("add-light", ckpt, "--decoder", light, check=False)  # a speaker without a distilled decoder
+    assert r.returncode == 2 and "distilled_unet" in r.stderr, r.stderr
+    talker("add-light", fast, "--decoder", light)
+    light_pipe = DAETalkerPipeline.from_pretrained(fast)
+    assert light_pipe.light_unet.config.base_channels == 8 and light_pipe.live_decoder == "light"
+    assert light_pipe.default_decoder == "distilled" and light_pipe.speaker["training"]["light_decoder"]["steps"] == 2
+    talker("generate", "--model", fast, "--audio", wav, "--out", tmp_path / "light.mp4", "--decoder", "light", "-q")
+    with av.open(str(tmp_path / "light.mp4")) as c:
+        assert sum(1 for _ in c.decode(c.streams.video[0])) > 25
     # without --steps, evaluate runs the speaker's default decoder at its default steps, under one progress bar
     r = talker("evaluate", "--model", fast, "--data", data, "--out", tmp_path / "q2" / "quality.json",
                "--clips", 1, "--seconds", 1, "--no-emotion", "--no-noise-test")

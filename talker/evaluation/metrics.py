@@ -165,7 +165,7 @@ def noise_only_scores(pipe, probe: FaceProbe, threshold: float, *, seconds: floa
 def evaluate_speaker(model: str, data_dir: str, steps_list=None, max_clips: int = 4,
                      max_seconds: float = 8.0, seed: int = 0, emotions: bool = True, progress: bool = True,
                      decoder: str | None = None, noise_test: bool = True) -> dict:
-    """Run every measurement with ``decoder`` ("distilled" or "ddim"; default: the speaker's
+    """Run every measurement with ``decoder`` ("distilled", "ddim" or "light"; default: the speaker's
     default) at each step count of ``steps_list`` (default: that decoder's default); returns a
     JSON-able dict (per step count, averaged over clips). ``noise_test`` adds ``noise_only``:
     lips closed on 10 s of noise alone (room noise, hum, babble). One progress bar counts the

@@ -104,16 +104,24 @@ class S2LConfig(run_config(batch_size=8, lr=3e-4, max_steps=5000,
 @dataclass
 class DistillConfig(run_config(batch_size=128, lr=2e-4, max_steps=4000, eval_every=(500, "held-out PSNR figures"))):
     """A decoder distillation run (``talker train distill``)."""
-    teacher_steps: int = option(100, "teacher DDIM steps (the paper's 100)")
+    teacher: str = option("ddim", "the decoder that renders the targets: the DAE's DDIM decoder, or a speaker's "
+                                  "distilled decoder (for a light decoder: with --student-channels)",
+                          choices=("ddim", "distilled"))
+    teacher_steps: int = option(100, "teacher DDIM steps (the paper's 100; a distilled teacher's are 1-8)")
     pairs: int = option(16384, "teacher frames rendered for training (0 with --frames-share 1: none)")
     ema_decay: float = 0.999
-    grid_steps: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8)
-    grid_share: float = 0.5
+    grid_steps: tuple[int, ...] = option((1, 2, 3, 4, 5, 6, 8), "step counts whose timesteps the student trains on "
+                                         "(a light decoder for one step: 1)", parse=_ints)
+    grid_share: float = option(0.5, "share of each batch on those timesteps (the rest uniform)")
     z_mix: float = 0.5
     pair_batch: int = 256
     frames_share: float = option(0.0, "share of each batch that is the dataset's own frames (target: the frame)")
     motion_weight: float = option(0.0, "weight the loss by where the frames move over time: 1 + w * temporal std / mean")
     init_student: str | None = option(None, "continue from this distilled decoder (a distill run or a speaker folder)")
+    student_channels: int | None = option(None, "a new, narrower student of this base width instead of a copy of the "
+                                                "teacher (a light decoder: 16)")
+    emotion_share: float = option(0.5, "share of the teacher's frames rendered with random emotion intensities (a "
+                                       "teacher that takes emotion)")
 
 
 @dataclass

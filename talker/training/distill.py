@@ -20,11 +20,20 @@ in the DDIM parameterisation of Song et al., ICLR 2021):
 **The person's own frames** (``frames_share``). Trained on the teacher alone, the student also
 learns its blur, and the last details of a 64-pixel mouth (lips that meet) are the first a
 two-step student loses. A share of every batch can instead be the dataset's own frames: x0 is
-the frame, z_sem its encoded latent, x_T fresh noise on the same line; ``motion_weight`` weights
-the loss by where the speaker's frames change over time (1 + w · per-pixel temporal std / its
-mean: mouth, eyes, the head's outline). ``init_student`` continues from an existing distilled
+the frame, z_sem its encoded latent, x_T fresh noise on the same line. ``motion_weight`` weights
+the loss (on teacher pairs and frames alike) by where the speaker's frames change over time
+(1 + w · per-pixel temporal std / its mean: mouth, eyes, the head's outline). ``init_student`` continues from an existing distilled
 decoder, and ``frames_share=1`` with ``pairs=0`` needs no teacher pairs at all (what a CPU can
 afford): the figures are then PSNR against held-out frames of the person.
+
+**A light decoder** (``teacher="distilled"``, ``student_channels``): the teacher is then a
+speaker's distilled decoder at its own few steps (``teacher_steps``, 1-8; its pairs cost one
+UNet pass each, so a CPU makes thousands in minutes), and the student a new, narrower UNet of the
+same design (``student_channels`` base width; at 16 a third of the bundled decoder's time per
+frame on a CPU), trained on the same line, for one step mostly (``grid_steps`` 1, ``grid_share``
+0.8). A teacher that takes emotion renders a share of the pairs (``emotion_share``) with random
+intensities, and the student learns its emotion input from them. ``talker add-light`` stores the result as the speaker's ``light_unet``, which live
+input renders with.
 
 Pairs are cached in RUN/pairs.safetensors, so a resumed run skips them. x_T differs per pair (a
 video draws its own); z_sem comes from the dataset's latents (``talker encode``), half of the
@@ -35,12 +44,14 @@ frames at 1/2/4/8 steps, with teacher DDIM at the same step counts for reference
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..defaults import DEFAULT_DISTILLED_STEPS, MAX_DISTILLED_STEPS
 from ..errors import TalkerError
 from ..pipelines.ddim import distilled_scheduler
 from .configs import DistillConfig
@@ -105,23 +116,37 @@ def mix_latents(z: torch.Tensor, share: float, g: torch.Generator) -> torch.Tens
     return torch.where(pick[:, None], lam * z + (1 - lam) * other, z)
 
 
+def random_emotions(n: int, dim: int, share: float, g: torch.Generator) -> torch.Tensor:
+    """(n, dim) intensities: a ``share`` of the rows random (each emotion present with
+    probability 0.35 at a uniform intensity, so single emotions and mixes), the rest neutral."""
+    rows = torch.rand(n, 1, generator=g) < share
+    present = torch.rand(n, dim, generator=g) < 0.35
+    return torch.rand(n, dim, generator=g) * present * rows
+
+
 @torch.no_grad()
 def teacher_pairs(unet, scheduler, z_bank: torch.Tensor, n: int, cfg: DistillConfig, device, precision: str,
                   seed: int, bar=None) -> dict[str, torch.Tensor]:
-    """n (x_T, z_sem, x̂0) triples: the teacher's ``teacher_steps``-step DDIM from its own x_T."""
+    """n (x_T, z_sem, x̂0) triples: the teacher's ``teacher_steps``-step DDIM from its own x_T;
+    with ``emotion`` (n, E) too where the teacher takes emotion and ``cfg.emotion_share`` > 0."""
     from ..pipelines.ddim import ddim_decode
 
     g = torch.Generator().manual_seed(seed)
     res, ch = unet.config.sample_size, unet.config.in_channels
-    out = {"x_T": [], "z_sem": [], "x0": []}
+    with_emotion = getattr(unet, "takes_emotion", False) and cfg.emotion_share > 0
+    out = {"x_T": [], "z_sem": [], "x0": []} | ({"emotion": []} if with_emotion else {})
     for start in range(0, n, cfg.pair_batch):
         b = min(cfg.pair_batch, n - start)
         z = mix_latents(z_bank[torch.randint(len(z_bank), (b,), generator=g)], cfg.z_mix, g)
         x_T = torch.randn(b, ch, res, res, generator=g)
-        x0 = ddim_decode(unet, scheduler, z.to(device), x_T.to(device), cfg.teacher_steps, b, precision=precision)
+        e = random_emotions(b, unet.config.emotion_dim, cfg.emotion_share, g) if with_emotion else None
+        x0 = ddim_decode(unet, scheduler, z.to(device), x_T.to(device), cfg.teacher_steps, b, precision=precision,
+                         emotion=None if e is None else e.to(device))
         out["x_T"].append(x_T.half())
         out["z_sem"].append(z)
         out["x0"].append(x0.cpu().half())
+        if with_emotion:
+            out["emotion"].append(e)
         if bar is not None:
             bar.update(b)
     return {k: torch.cat(v).contiguous() for k, v in out.items()}
@@ -136,6 +161,7 @@ def evaluate_student(student, teacher, scheduler, val: dict[str, torch.Tensor], 
 
     target = val["x0"].float().to(device)
     z, x_T = val["z_sem"].to(device), val["x_T"].float().to(device)
+    e = val["emotion"].to(device) if "emotion" in val else None
     fast = distilled_scheduler(scheduler.config)
 
     def psnr(x):
@@ -146,14 +172,16 @@ def evaluate_student(student, teacher, scheduler, val: dict[str, torch.Tensor], 
     student.eval()
     figures = {"student": {}, "teacher_ddim": {}}
     for k in EVAL_STEPS:
-        figures["student"][str(k)] = psnr(ddim_decode(student, fast, z, x_T, k, len(z), precision=precision))
-        figures["teacher_ddim"][str(k)] = psnr(ddim_decode(teacher, scheduler, z, x_T, k, len(z), precision=precision))
+        figures["student"][str(k)] = psnr(ddim_decode(student, fast, z, x_T, k, len(z), precision=precision, emotion=e))
+        figures["teacher_ddim"][str(k)] = psnr(ddim_decode(teacher, scheduler, z, x_T, k, len(z), precision=precision,
+                                                           emotion=e))
     student.train(was_training)
     return figures
 
 
-def load_teacher(model_dir: str | Path):
-    """(unet, scheduler) of a speaker checkpoint or a DAE run (RUN/dae)."""
+def load_teacher(model_dir: str | Path, teacher: str = "ddim"):
+    """(unet, scheduler) of a speaker checkpoint or a DAE run (RUN/dae): its DDIM decoder, or
+    with ``teacher="distilled"`` a speaker's distilled decoder and the DDIM it runs with."""
     from diffusers import DDIMScheduler
 
     from ..models import DAEDecoderUNet
@@ -162,24 +190,40 @@ def load_teacher(model_dir: str | Path):
     src = root / "dae" if (root / "dae" / "unet").is_dir() else root
     if not (src / "unet").is_dir() or not (src / "scheduler").is_dir():
         raise TalkerError(f"{model_dir}: no unet/ and scheduler/ to distil (a speaker checkpoint or a DAE run)")
+    scheduler = DDIMScheduler.from_pretrained(src / "scheduler")
+    if teacher == "distilled":
+        if not (src / "distilled_unet").is_dir():
+            raise TalkerError(f"{model_dir}: no distilled_unet/ to teach from (a speaker checkpoint with a distilled "
+                              "decoder); or use --teacher ddim")
+        return load_student(src), distilled_scheduler(scheduler.config)
     unet = DAEDecoderUNet.from_pretrained(src / "unet", use_safetensors=True, dtype=torch.float32)
     if unet.config.prediction_type != "epsilon":
         raise TalkerError(f"{model_dir}: its decoder is already distilled (prediction_type {unet.config.prediction_type!r})")
-    return unet, DDIMScheduler.from_pretrained(src / "scheduler")
+    return unet, scheduler
+
+
+def new_student(teacher, channels: int):
+    """A new decoder of the teacher's design at base width ``channels`` (GroupNorm groups that
+    divide every level's width), predicting the image (``prediction_type="sample"``)."""
+    from ..models import DAEDecoderUNet
+
+    groups = math.gcd(channels, teacher.config.norm_groups)
+    return DAEDecoderUNet.from_config(teacher.config, base_channels=channels, norm_groups=groups,
+                                      prediction_type="sample")
 
 
 def load_student(path: str | Path):
-    """A distilled decoder to continue training: RUN/distilled_unet of a distill run, a speaker
-    checkpoint with distilled_unet/, or the folder itself."""
+    """A distilled decoder (to continue training, to teach, to add to a speaker): RUN/distilled_unet
+    of a distill run, a speaker checkpoint with distilled_unet/, or the folder itself."""
     from ..models import DAEDecoderUNet
 
     root = Path(path)
     src = next((d for d in (root / "distilled_unet", root) if (d / "config.json").is_file()), None)
     if src is None:
-        raise TalkerError(f"--init-student {path}: no distilled decoder there (distilled_unet/)")
+        raise TalkerError(f"{path}: no distilled decoder there (distilled_unet/ of a distill run or a speaker)")
     unet = DAEDecoderUNet.from_pretrained(src, use_safetensors=True, dtype=torch.float32)
     if unet.config.prediction_type != "sample":
-        raise TalkerError(f"--init-student {path}: not a distilled decoder (prediction_type {unet.config.prediction_type!r})")
+        raise TalkerError(f"{path}: not a distilled decoder (prediction_type {unet.config.prediction_type!r})")
     return unet
 
 
@@ -204,10 +248,18 @@ def distill_decoder(model_dir: str | Path, data_dir: str | Path, run_dir: str | 
         raise TalkerError(f"motion_weight must be at least 0; got {cfg.motion_weight}")
     if cfg.pairs < (0 if cfg.frames_share == 1.0 else 1):
         raise TalkerError(f"pairs must be at least 1 unless frames_share is 1 (frames only); got {cfg.pairs}")
+    if cfg.teacher == "distilled" and cfg.teacher_steps > MAX_DISTILLED_STEPS:
+        raise TalkerError(f"a distilled teacher renders in 1-{MAX_DISTILLED_STEPS} steps; got --teacher-steps "
+                          f"{cfg.teacher_steps} (its default is {DEFAULT_DISTILLED_STEPS})")
+    if cfg.student_channels is not None and (cfg.student_channels < 1 or cfg.init_student):
+        raise TalkerError("student_channels must be a positive width, and a new student does not continue "
+                          f"--init-student; got {cfg.student_channels} with init_student {cfg.init_student!r}")
+    if not 0.0 <= cfg.emotion_share <= 1.0:
+        raise TalkerError(f"emotion_share must be in [0, 1]; got {cfg.emotion_share}")
     device = run.device
     precision = "bfloat16" if device.type == "cuda" and run.accelerator.mixed_precision == "bf16" else "float32"
 
-    teacher, scheduler = load_teacher(model_dir)
+    teacher, scheduler = load_teacher(model_dir, cfg.teacher)
     teacher = teacher.to(device).eval().requires_grad_(False)
     _, clips = load_dataset(data_dir)
     train_clips, held = split_clips(clips)
@@ -215,8 +267,7 @@ def distill_decoder(model_dir: str | Path, data_dir: str | Path, run_dir: str | 
     if z_train.shape[1] != teacher.config.z_dim:
         raise TalkerError(f"the dataset's latents are {z_train.shape[1]}-d but the decoder takes {teacher.config.z_dim}-d")
 
-    use_frames = cfg.frames_share > 0
-    if use_frames:
+    if cfg.frames_share > 0 or cfg.motion_weight:
         bank_frames = np.concatenate([c.frames for c in train_clips])
         if len(bank_frames) != len(z_train):
             raise TalkerError(f"{data_dir}: the clips' frames and latents differ in length; run `talker encode` again")
@@ -243,6 +294,9 @@ def distill_decoder(model_dir: str | Path, data_dir: str | Path, run_dir: str | 
 
     if cfg.init_student:
         student = load_student(cfg.init_student).to(device).train().requires_grad_(True)
+    elif cfg.student_channels:
+        torch.manual_seed(cfg.seed)
+        student = new_student(teacher, cfg.student_channels).to(device).train()
     else:
         student = copy.deepcopy(teacher).train().requires_grad_(True)
         student.register_to_config(prediction_type="sample")
@@ -260,20 +314,23 @@ def distill_decoder(model_dir: str | Path, data_dir: str | Path, run_dir: str | 
         x0 = pairs["x0"][idx].float() if n_pairs else torch.zeros(0)
         x_T = pairs["x_T"][idx].float() if n_pairs else torch.zeros(0)
         z = pairs["z_sem"][idx] if n_pairs else torch.zeros(0)
+        e = pairs["emotion"][idx] if n_pairs and "emotion" in pairs else None
         if n_frames:  # the person's own frames as targets, their latents, fresh noise
             fi = torch.randint(len(bank_frames), (n_frames,), generator=g)
             f0 = frames_to_x0(bank_frames[fi.numpy()])
             fT = torch.randn(f0.shape, generator=g)
             x0, x_T, z = (torch.cat([a, b]) if n_pairs else b for a, b in ((x0, f0), (x_T, fT), (z, z_train[fi])))
+            if e is not None:  # the frames' rows neutral
+                e = torch.cat([e, e.new_zeros(n_frames, e.shape[1])])
         x0, x_T, z = x0.to(device), x_T.to(device), z.to(device)
         on_grid = torch.rand(cfg.batch_size, generator=g) < cfg.grid_share
         t = torch.where(on_grid, grid[torch.randint(len(grid), (cfg.batch_size,), generator=g)],
                         torch.randint(0, n_train, (cfg.batch_size,), generator=g)).to(device)
         x_t = line_point(x0, x_T, t, scheduler, t_start)
         with run.accelerator.autocast():
-            pred = student(x_t, t, z).sample
+            pred = student(x_t, t, z, emotion=None if e is None else e.to(device)).sample
         err = (pred.float() - x0).pow(2)
-        loss = (err * weights).mean() if use_frames and cfg.motion_weight else err.mean()
+        loss = (err * weights).mean() if cfg.motion_weight else err.mean()
         run.update(loss, student, optimizer)
         if run.is_main and run.due(cfg.eval_every):
             model = run.accelerator.unwrap_model(student)
@@ -287,7 +344,8 @@ def distill_decoder(model_dir: str | Path, data_dir: str | Path, run_dir: str | 
                           f"(teacher DDIM {figures['teacher_ddim']})")
         run.end_step()
 
-    figures = run.figures(device=str(device), teacher_steps=cfg.teacher_steps, pairs=cfg.pairs,
+    figures = run.figures(device=str(device), teacher=cfg.teacher, teacher_steps=cfg.teacher_steps,
+                          student_channels=run.accelerator.unwrap_model(student).config.base_channels, pairs=cfg.pairs,
                           pair_frames_per_s=cfg.extra.get("pair_frames_per_s"), frames_share=cfg.frames_share,
                           motion_weight=cfg.motion_weight, init_student=cfg.init_student,
                           val_target="teacher" if cfg.pairs else "frames")

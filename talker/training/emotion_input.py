@@ -120,9 +120,10 @@ def train_emotion_input(pipe, data_dir: str | Path, decoders: tuple[str, ...] | 
                         lr: float = EMOTION_INPUT["lr"], seed: int = EMOTION_INPUT["seed"],
                         motion_weight: float = EMOTION_INPUT["motion_weight"],
                         progress: bool = True) -> tuple[dict[str, DAEDecoderUNet], dict]:
-    """Train the emotion input of each of ``pipe``'s ``decoders`` ("distilled", "ddim"; None: every
-    one the speaker has) on the training clips of ``data_dir`` (a prepared, encoded dataset with
-    per-frame emotion labels, ``talker encode``'s latents from this speaker's encoder). Returns the
+    """Train the emotion input of each of ``pipe``'s ``decoders`` ("distilled", "ddim", "light"; None:
+    the distilled and DDIM ones the speaker has, as a light decoder learns it from its teacher) on
+    the training clips of ``data_dir`` (a prepared, encoded dataset with per-frame emotion labels,
+    ``talker encode``'s latents from this speaker's encoder). Returns the
     new decoders by name and a record: the held-out clips' weighted error at each decoder's
     default steps with the emotion input and without it. A decoder that already takes the emotion
     continues from its emotion layers."""
@@ -195,7 +196,8 @@ def train_emotion_input(pipe, data_dir: str | Path, decoders: tuple[str, ...] | 
     return trained, record
 
 
-COMPONENTS = {"distilled": "distilled_unet", "ddim": "unet"}  # where each decoder lives in a speaker folder
+# where each decoder lives in a speaker folder
+COMPONENTS = {"distilled": "distilled_unet", "ddim": "unet", "light": "light_unet"}
 
 
 def store_emotion_input(pipe, folder: str | Path, trained: dict[str, DAEDecoderUNet], record: dict) -> None:

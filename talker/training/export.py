@@ -53,6 +53,7 @@ def write_model_card(folder: Path, *, speaker: dict, repo_id: str | None = None,
         refined_by=" refined" if figures.get("refiner") else "",
         refiner=_refiner_line(figures.get("refiner")),
         live=_live_line(speaker.get("live"), figures.get("live_s2l")),
+        light=_light_line(figures.get("light_decoder")),
         voice_gate=_gate_line(figures.get("voice_gate")),
         emotion=_emotion_line(speaker.get("emotion")),
         speech=_speech_lines(speaker.get("speech")),
@@ -87,6 +88,16 @@ def _live_line(live: dict | None, run: dict | None) -> str:
             + (" (continued from the offline network's weights)" if run.get("init_from") else "")
             + (f", step {run['best_step']} kept (held-out latent MSE {_fmt(run.get('heldout_latent_mse'))}, mouth "
                f"{_fmt(run.get('heldout_mouth_mse'))})" if run.get("best_step") else ""))
+
+
+def _light_line(d: dict | None) -> str:
+    if not d:
+        return "none (live input renders with the distilled decoder)"
+    psnr = d.get("val_psnr", {}).get("student", {}).get("1")
+    return (f"a decoder {d.get('student_channels', '?')} channels wide distilled from the distilled decoder's "
+            f"{d.get('teacher_steps', '?')}-step frames ({d.get('steps', '?')} steps on {d.get('pairs', '?')} of "
+            f"them; held-out PSNR against them at one step: {psnr if psnr is not None else 'n/a'} dB); live input "
+            "renders with it")
 
 
 def _gate_line(g: dict | None) -> str:
@@ -361,6 +372,27 @@ def add_refiner(folder: str | os.PathLike, run: str | os.PathLike) -> Path:
     torch.nn.Module.to(refiner, stored_dtype(folder / "unet"))  # (ModelMixin.to warns here)
     return add_component(folder, "refiner", refiner, "talker.models.refiner", run, "refiner",
                          output_resolution=refiner.out_resolution)
+
+
+def add_light_decoder(folder: str | os.PathLike, run: str | os.PathLike) -> Path:
+    """Add (or replace) the light decoder of a speaker folder (``talker add-light``): a ``talker
+    train distill --teacher distilled --student-channels C`` run's student as ``light_unet/``,
+    checked to render this speaker's frames from its latents (and emotions, where its distilled
+    decoder takes them), stored in the precision of its decoder's weights."""
+    import torch
+
+    from .distill import load_student
+
+    folder = Path(folder)
+    check_checkpoint(folder, ("unet", "scheduler", "speech_to_latent", "distilled_unet"))
+    light = load_student(run)
+    reference = json.loads((folder / "distilled_unet" / "config.json").read_text())
+    for key in ("sample_size", "z_dim", "in_channels", "emotion_dim"):
+        if light.config.get(key) != reference.get(key):
+            raise CheckpointError(f"{run}: its decoder has {key} {light.config.get(key)!r}; this speaker's distilled "
+                                  f"decoder has {reference.get(key)!r}")
+    torch.nn.Module.to(light, stored_dtype(folder / "unet"))  # (ModelMixin.to warns here)
+    return add_component(folder, "light_unet", light, "talker.models.unet", run, "light_decoder")
 
 
 def add_component(folder: Path, name: str, model, module: str, run: str | os.PathLike, stage: str,

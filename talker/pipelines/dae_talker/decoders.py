@@ -33,28 +33,42 @@ class DecoderChoiceMixin:
         """"distilled" when the speaker has a distilled decoder, else "ddim"."""
         return "distilled" if self.distilled_unet is not None else "ddim"
 
+    @property
+    def live_decoder(self) -> str:
+        """What live input renders with unless told: "light" where the speaker has a light
+        decoder, else :attr:`default_decoder`."""
+        return "light" if self.light_unet is not None else self.default_decoder
+
     def default_steps(self, decoder: str | None = None) -> int:
-        """Denoising steps used when none are given: 1 for the distilled decoder, 10 for DDIM."""
-        return DEFAULT_DISTILLED_STEPS if (decoder or self.default_decoder) == "distilled" else DEFAULT_STEPS
+        """Denoising steps used when none are given: 1 for the distilled and light decoders, 10 for DDIM."""
+        return DEFAULT_STEPS if (decoder or self.default_decoder) == "ddim" else DEFAULT_DISTILLED_STEPS
 
     def decoder_for(self, decoder: str | None = None):
         """(unet, scheduler) that render frames: ``decoder`` "distilled" (``distilled_unet`` with its
         DDIM; :func:`talker.pipelines.ddim.distilled_scheduler`), "ddim" (``unet`` with
-        ``scheduler``, the paper's decoder), or None for :attr:`default_decoder`."""
+        ``scheduler``, the paper's decoder), "light" (``light_unet``, a narrower decoder distilled
+        from the distilled one, with the same DDIM), or None for :attr:`default_decoder`."""
         decoder = decoder or self.default_decoder
         if decoder not in DECODERS:
             raise InputError(f"decoder must be one of {', '.join(DECODERS)}; got {decoder!r}")
         if decoder == "ddim":
             return self.unet, self.scheduler
+        if decoder == "light":
+            if self.light_unet is None:
+                raise InputError("this speaker has no light decoder (light_unet/); use decoder='distilled', or make "
+                                 "one with `talker train distill --teacher distilled --student-channels 16` and "
+                                 "`talker add-light`")
+            return self.light_unet, distilled_scheduler(self.scheduler.config)
         if self.distilled_unet is None:
             raise InputError("this speaker has no distilled decoder (distilled_unet/); use decoder='ddim', "
                              "or make one with `talker train distill`")
         return self.distilled_unet, distilled_scheduler(self.scheduler.config)
 
     def max_steps(self, decoder: str | None = None) -> int:
-        """The most denoising steps ``decoder`` takes: 8 for the distilled decoder (trained for
-        1-8), 1000 for DDIM (its training schedule)."""
-        return MAX_DISTILLED_STEPS if (decoder or self.default_decoder) == "distilled" else MAX_STEPS
+        """The most denoising steps ``decoder`` takes: 8 for the distilled and light decoders
+        (the distill trainer's grid; a light decoder trained for one step renders best at one),
+        1000 for DDIM (its training schedule)."""
+        return MAX_STEPS if (decoder or self.default_decoder) == "ddim" else MAX_DISTILLED_STEPS
 
     def steps_for(self, decoder: str | None, num_inference_steps: int | None) -> int:
         """``num_inference_steps``, or ``decoder``'s default when None; an unknown or missing
@@ -64,6 +78,7 @@ class DecoderChoiceMixin:
             return self.default_steps(decoder)
         check_steps(num_inference_steps)
         if num_inference_steps > self.max_steps(decoder):
-            raise InputError(f"the distilled decoder renders in 1–{MAX_DISTILLED_STEPS} steps (default "
-                             f"{DEFAULT_DISTILLED_STEPS}); got {num_inference_steps}. More steps are for decoder='ddim'")
+            raise InputError(f"the {decoder or self.default_decoder} decoder renders in 1–{MAX_DISTILLED_STEPS} steps "
+                             f"(default {DEFAULT_DISTILLED_STEPS}); got {num_inference_steps}. More steps are for "
+                             "decoder='ddim'")
         return num_inference_steps

@@ -41,6 +41,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
     (Conformer with pose adaptor), optional ``encoder`` (semantic encoder, for encoding and
     inverting real frames), optional ``distilled_unet`` (a decoder distilled from ``unet`` that
     renders its 100-step frames in 1 to 8 steps, :mod:`talker.training.distill`), optional
+    ``light_unet`` (a narrower decoder distilled from ``distilled_unet``: live input's), optional
     ``refiner`` (renders the decoder's frames at 4× or 8× their size, trained on the speaker's
     own frames; used unless ``refine=False``), optional ``live_speech_to_latent`` (a streaming
     speech2latent, ``chunk_frames`` > 0, for ``stream(..., live=True)``), optional ``voice_gate``
@@ -49,9 +50,9 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
     checkpoint's ``speaker.json``.
     """
 
-    model_cpu_offload_seq = "audio_encoder->voice_gate->speech_to_latent->live_speech_to_latent->unet->distilled_unet->refiner"
+    model_cpu_offload_seq = "audio_encoder->voice_gate->speech_to_latent->live_speech_to_latent->unet->distilled_unet->light_unet->refiner"
     _optional_components = ["encoder", "audio_encoder", "feature_extractor", "distilled_unet", "refiner",
-                            "live_speech_to_latent", "voice_gate"]
+                            "live_speech_to_latent", "voice_gate", "light_unet"]
     _required_components = ("unet", "scheduler", "speech_to_latent")
     #: the decoder's compute type: "auto" (a float32 decoder runs under bfloat16 autocast on a CPU
     #: with native bfloat16, about 2× faster), "float32" or "bfloat16"; see :mod:`talker.pipelines.ddim`
@@ -69,6 +70,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
         refiner: Refiner | None = None,
         live_speech_to_latent: Speech2Latent | None = None,
         voice_gate: VoiceGate | None = None,
+        light_unet: DAEDecoderUNet | None = None,
     ):
         super().__init__()
         self.register_modules(
@@ -82,6 +84,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
             refiner=refiner,
             live_speech_to_latent=live_speech_to_latent,
             voice_gate=voice_gate,
+            light_unet=light_unet,
         )
         self.speaker: dict = {}
 
@@ -232,8 +235,9 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
             max_duration: longest accepted audio in seconds (None: no limit).
             window_frames / overlap_frames: speech2latent runs on windows of this many frames
                 (default 4 s, the training windows) joined by cross-fades of ``overlap_frames``.
-            decoder: "distilled" (the speaker's few-step decoder, the default where it has one) or
-                "ddim" (the paper's decoder, ``unet`` with ``scheduler``).
+            decoder: "distilled" (the speaker's few-step decoder, the default where it has one),
+                "ddim" (the paper's decoder, ``unet`` with ``scheduler``) or "light" (a narrower
+                distilled decoder, where the speaker has one: live input's default).
             refine: where the speaker has a refiner, return its frames (e.g. 256² from a 64²
                 decoder; :meth:`output_resolution`); False: the decoder's own frames.
 

@@ -77,11 +77,15 @@ class StreamingMixin:
                 the newest finished frame and skips those in between (``session.skipped`` counts
                 them), so the picture keeps up with the voice on any machine.
             window_frames: the audio context speech2latent hears (default about 2 s; whole
-                chunks). Other arguments as in ``stream``.
+                chunks).
+            decoder: as in ``stream``, but None is :attr:`live_decoder` (the light decoder
+                where the speaker has one). Other arguments as in ``stream``.
             caller: the method named in errors.
         """
         frame_options(options, self.__call__, caller)  # an argument it does not take fails first, as in any call
         check_live(self.streaming_speech_to_latent)
+        if options.get("decoder") is None:
+            options["decoder"] = self.live_decoder
         check_windows(window_frames, 0)
         check_flag("newest_only", newest_only)
         rate = check_sampling_rate(sampling_rate)
