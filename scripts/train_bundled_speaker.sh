@@ -30,6 +30,7 @@ DISTILL_STEPS=${DISTILL_STEPS:-3000}
 FRAMES_STEPS=${FRAMES_STEPS:-500}
 REFINER_STEPS=${REFINER_STEPS:-7000}
 LIVE_STEPS=${LIVE_STEPS:-600}
+LIGHT_STEPS=${LIGHT_STEPS:-3000}
 GATE_STEPS=${GATE_STEPS:-3000}
 DAE_LR=${DAE_LR:-2e-4}
 SNR_GAMMA=${SNR_GAMMA:-5}
@@ -204,3 +205,10 @@ talker add-gate "$OUT" --gate "$WORK/gate"
 EMOTION_STEPS=${EMOTION_STEPS:-600}
 grep -q '"emotion_dim": [1-9]' "$OUT/unet/config.json" \
     || talker add-emotion "$OUT" --data "$WORK/voices" --steps "$EMOTION_STEPS"   # skipped once added
+
+# 10. the light decoder live input renders with: a UNet 16 channels wide taught by the speaker's
+#     distilled decoder with its emotion input (one step), 3,000 steps at batch 32 (81 min on 2 cores)
+talker train distill --model "$OUT" --data "$WORK/voices" --output "$WORK/light" --teacher distilled --teacher-steps 1 \
+    --student-channels 16 --grid-steps 1 --grid-share 0.8 --motion-weight 4 --pairs 8192 --batch-size 32 --lr 1e-3 \
+    --max-steps "$LIGHT_STEPS" --eval-every 250 --checkpoint-every 250 --resume
+talker add-light "$OUT" --decoder "$WORK/light"
