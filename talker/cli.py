@@ -524,37 +524,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="storage precision of the weights (float16 halves the files; loading casts back)")
     x.set_defaults(func=cmd_export)
 
-    a = sub.add_parser("add-live", help="add a streaming speech2latent (live input) to a speaker checkpoint",
-                       description="Store a `talker train s2l --chunk-frames C` run's network as the speaker's "
-                                   "live_speech_to_latent (what `stream(..., live=True)` uses), with its record in "
-                                   "speaker.json and the model card.")
-    a.add_argument("speaker", help="speaker checkpoint folder")
-    a.add_argument("--s2l", required=True, help="the streaming speech2latent's training run")
-    a.set_defaults(func=cmd_add_live)
+    def add_component_parser(name: str, help: str, description: str, run_option: str, run_help: str, func) -> None:
+        """An ``add-*`` command: a speaker folder and the one training run whose network it stores."""
+        a = sub.add_parser(name, help=help, description=description)
+        a.add_argument("speaker", help="speaker checkpoint folder")
+        a.add_argument(run_option, required=True, help=run_help)
+        a.set_defaults(func=func)
 
-    a = sub.add_parser("add-refiner", help="add (or replace) the refiner of a speaker checkpoint",
-                       description="Store a `talker train refiner` run's network as the speaker's refiner (its frames "
-                                   "are then rendered at the refiner's size), with its record in speaker.json and the "
-                                   "model card.")
-    a.add_argument("speaker", help="speaker checkpoint folder")
-    a.add_argument("--refiner", required=True, help="the refiner's training run")
-    a.set_defaults(func=cmd_add_refiner)
-
-    a = sub.add_parser("add-light", help="add a light decoder (live input's) to a speaker checkpoint",
-                       description="Store a `talker train distill --teacher distilled --student-channels C` run's "
-                                   "decoder as the speaker's light_unet: live input renders with it, and "
-                                   "decoder='light' (--decoder light) chooses it elsewhere.")
-    a.add_argument("speaker", help="speaker checkpoint folder")
-    a.add_argument("--decoder", required=True, help="the light decoder's training run")
-    a.set_defaults(func=cmd_add_light)
-
-    a = sub.add_parser("add-gate", help="add a voice gate (lips shut on babble) to a speaker checkpoint",
-                       description="Store a `talker train gate` run's network as the speaker's voice_gate, with its "
-                                   "record in speaker.json and the model card: the mouth opening is scaled by its "
-                                   "probability that a foreground voice speaks.")
-    a.add_argument("speaker", help="speaker checkpoint folder")
-    a.add_argument("--gate", required=True, help="the voice gate's training run")
-    a.set_defaults(func=cmd_add_gate)
+    add_component_parser("add-live", "add a streaming speech2latent (live input) to a speaker checkpoint",
+                         "Store a `talker train s2l --chunk-frames C` run's network as the speaker's "
+                         "live_speech_to_latent (what `stream(..., live=True)` uses), with its record in "
+                         "speaker.json and the model card.",
+                         "--s2l", "the streaming speech2latent's training run", cmd_add_live)
+    add_component_parser("add-refiner", "add (or replace) the refiner of a speaker checkpoint",
+                         "Store a `talker train refiner` run's network as the speaker's refiner (its frames "
+                         "are then rendered at the refiner's size), with its record in speaker.json and the "
+                         "model card.",
+                         "--refiner", "the refiner's training run", cmd_add_refiner)
+    add_component_parser("add-light", "add a light decoder (live input's) to a speaker checkpoint",
+                         "Store a `talker train distill --teacher distilled --student-channels C` run's "
+                         "decoder as the speaker's light_unet: live input renders with it, and "
+                         "decoder='light' (--decoder light) chooses it elsewhere.",
+                         "--decoder", "the light decoder's training run", cmd_add_light)
+    add_component_parser("add-gate", "add a voice gate (lips shut on babble) to a speaker checkpoint",
+                         "Store a `talker train gate` run's network as the speaker's voice_gate, with its "
+                         "record in speaker.json and the model card: the mouth opening is scaled by its "
+                         "probability that a foreground voice speaks.",
+                         "--gate", "the voice gate's training run", cmd_add_gate)
 
     m = sub.add_parser("add-emotion", help="teach a speaker to show emotions as its own labelled frames do",
                        description="Teach the speaker to show each emotion as the labelled frames of a prepared, "
