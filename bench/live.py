@@ -78,7 +78,10 @@ def run_live(pipe, audio: np.ndarray, block: int, **kwargs) -> dict:
                        "p95": round(float(np.percentile(latency, 95)) * 1000, 1),
                        "max": round(float(latency.max()) * 1000, 1),
                        "first_frame": round(float(latency[0]) * 1000, 1),
-                       "last_second_median": round(float(np.median(latency[-25:])) * 1000, 1)},
+                       "last_second_median": round(float(np.median(latency[-25:])) * 1000, 1),
+                       # the median of each 10 s of input: a backlog grows from one to the next
+                       "median_by_10s": [round(float(np.median(latency[i : i + 250])) * 1000, 1)
+                                         for i in range(0, len(latency), 250)]},
         "drift_ms_per_s": round(drift * 1000, 2),
         "frames_per_s": round(len(out_times) / out_times[-1], 2),
         "wall_s": round(out_times[-1], 2),
@@ -112,32 +115,39 @@ def run_display(pipe, audio: np.ndarray, block: int, **kwargs) -> dict:
 
 
 def chunk_costs(pipe, audio: np.ndarray, decoder: str, steps: int, refine: bool, context: int,
-                repeats: int = 5) -> dict:
-    """Milliseconds of each stage for one chunk of frames, as live generation runs it: the audio
-    front end with voice activity, speech2latent on ``context`` frames, ``decoder`` and the refiner."""
+                repeats: int = 10) -> dict:
+    """Milliseconds of each stage for one chunk of frames, as a live session computes it once its
+    memory of ``context`` frames is full: the chunk's audio front end with voice activity, one step
+    of speech2latent's stream, ``decoder`` and the refiner."""
     from talker.pipelines.ddim import ddim_decode
 
-    s2l = pipe.streaming_speech_to_latent
-    c, n = s2l.config.chunk_frames, max(1, context // s2l.config.chunk_frames) * s2l.config.chunk_frames
-    wave = audio[: n * 640]
+    session = pipe.live_session(16000, window_frames=context, decoder=decoder, num_inference_steps=steps,
+                                refine=refine, generator=torch.Generator().manual_seed(0))
+    c = session.chunk
+    warm = (context // c + 1) * c
+    session.audio.extend(np.resize(audio, (warm + (repeats + 1) * c) * 640), None)  # the speech repeated as needed
     unet, scheduler = pipe.decoder_for(decoder)
     x_T = pipe.prepare_fixed_noise(torch.Generator().manual_seed(0))
+    costs = {"front": [], "network": [], "decode": [], "refiner": []}
 
-    def timed(fn):
-        fn()
+    def timed(name, fn):
         tic = time.perf_counter()
-        for _ in range(repeats):
-            out = fn()
-        return out, round((time.perf_counter() - tic) / repeats * 1000, 1)
+        out = fn()
+        costs[name].append(time.perf_counter() - tic)
+        return out
 
     with torch.inference_mode():
-        features, front = timed(lambda: pipe.encode_audio(wave, n, s2l))
-        out, network = timed(lambda: s2l(features, shape_mouth=True))
-        z = out.z_sem[0, -c:]
-        images, decode = timed(lambda: ddim_decode(unet, scheduler, z, x_T, steps, c, precision=pipe.precision))
-        _, refiner = timed(lambda: pipe.refine_frames(images)) if refine and pipe.refiner is not None else (None, 0.0)
-    return {"frames": c, "front_end_and_voice_activity": front, "speech2latent": network, "decoder": decode,
-            "refiner": refiner, "total": round(front + network + decode + refiner, 1), "audio_ms": c * 40}
+        for first in range(0, warm + (repeats + 1) * c, c):
+            features = timed("front", lambda: session.features(session.audio, first, first + c))
+            out = timed("network", lambda: session.stream.step(features, shape_mouth=True))
+            if first >= warm - c:  # the decoder's time from the chunk before the ones measured: a warm-up
+                images = timed("decode", lambda: ddim_decode(unet, scheduler, out.z_sem[0], x_T, steps, c,
+                                                             precision=pipe.precision))
+                if refine and pipe.refiner is not None:
+                    timed("refiner", lambda: pipe.refine_frames(images))
+    ms = {name: round(float(np.mean(values[-repeats:])) * 1000, 1) if values else 0.0 for name, values in costs.items()}
+    return {"frames": c, "front_end_and_voice_activity": ms["front"], "speech2latent": ms["network"],
+            "decoder": ms["decode"], "refiner": ms["refiner"], "total": round(sum(ms.values()), 1), "audio_ms": c * 40}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                                            "decoder: light where it has one)")
     parser.add_argument("--sizes", default="decoder,refined",
                         help="decoder: the decoder's own frames; refined: through the speaker's refiner (if any)")
-    parser.add_argument("--context", type=int, help="frames of audio speech2latent hears (default: the pipeline's)")
+    parser.add_argument("--context", type=int, help="frames back speech2latent's attention reaches (default: the pipeline's)")
     args = parser.parse_args(argv)
 
     from talker import DAETalkerPipeline

@@ -42,14 +42,26 @@ def speech_features(wave: np.ndarray | torch.Tensor, n_frames: int, config: Any,
     with ``config`` (its config, or a training config with ``audio_frontend``, ``mel_floor`` and
     ``voice_activity``) hears them: (n_frames × feature_rate / 25, feature_dim [+ 1]), with
     P(speech) last where it takes voice activity."""
-    get = config.get if isinstance(config, Mapping) else (lambda key, default=None: getattr(config, key, default))
+    feats = audio_features(wave, n_frames, config, audio_encoder, feature_extractor)
+    if not _getter(config)("voice_activity", False):
+        return feats
+    from .vad import append_voice_activity
+
+    return append_voice_activity(feats, wave, n_frames)
+
+
+def audio_features(wave: np.ndarray | torch.Tensor, n_frames: int, config: Any, audio_encoder: Any = None,
+                   feature_extractor: Any = None) -> torch.Tensor:
+    """:func:`speech_features` without the voice activity channel: the front end's features alone."""
+    get = _getter(config)
     frontend = frontend_named(get("audio_frontend", "mel"))
     if frontend.needs_encoder and audio_encoder is None:
         raise CheckpointError(f"the {frontend.name} front end needs its audio encoder (audio_encoder/), and there is none")
-    feats = frontend.features(wave, n_frames, get, audio_encoder, feature_extractor)
-    from .vad import append_voice_activity
+    return frontend.features(wave, n_frames, get, audio_encoder, feature_extractor)
 
-    return append_voice_activity(feats, wave, n_frames) if get("voice_activity", False) else feats
+
+def _getter(config: Any) -> Callable[..., Any]:
+    return config.get if isinstance(config, Mapping) else (lambda key, default=None: getattr(config, key, default))
 
 
 def frontend_named(name: str) -> FrontEnd:

@@ -109,6 +109,49 @@ def speech_probability(wave: np.ndarray | torch.Tensor, n_frames: int, length: i
     return torch.from_numpy(np.interp(times, centres, probs.numpy()).astype(np.float32))
 
 
+class VoiceActivityStream:
+    """P(speech) of 16 kHz samples that arrive a part at a time (live input): each complete
+    512-sample chunk is read once, carrying the LSTM state on; the chunk still being filled is read
+    zero-padded, without keeping its state. So after :meth:`extend` with the samples of frames
+    [0, n), :meth:`probability` gives what :func:`speech_probability` gives on those samples."""
+
+    def __init__(self):
+        self.model = load_vad()
+        self.context = torch.zeros(CONTEXT)  # the samples before the chunk being filled
+        self.pending = torch.zeros(0)  # the samples of the chunk being filled
+        self.state: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.probs: list[float] = []  # the complete chunks'
+        self.samples = 0
+
+    @torch.no_grad()
+    def extend(self, samples: np.ndarray | torch.Tensor) -> None:
+        x = torch.as_tensor(np.asarray(samples, dtype=np.float32)).flatten()
+        self.samples += x.numel()
+        buf = torch.cat([self.pending, x])
+        n = buf.numel() // CHUNK
+        if n:
+            seq = torch.cat([self.context, buf[: n * CHUNK]])
+            feats = self.model.encode(seq.unfold(0, CONTEXT + CHUNK, CHUNK))
+            for t in range(n):
+                p, self.state = self.model.step(feats[t : t + 1], self.state)
+                self.probs.append(float(p))
+            self.context = seq[-CONTEXT:]
+        self.pending = buf[n * CHUNK :]
+
+    @torch.no_grad()
+    def probability(self, first_row: int, end_row: int, rows_per_frame: int) -> torch.Tensor:
+        """(end_row − first_row,) P(speech) at feature rows [first_row, end_row) of
+        ``rows_per_frame`` rows per video frame, interpolated as :func:`speech_probability` does."""
+        probs = list(self.probs)
+        if self.pending.numel():
+            last = torch.cat([self.context, nn.functional.pad(self.pending, (0, CHUNK - self.pending.numel()))])
+            p, _ = self.model.step(self.model.encode(last[None]), self.state)
+            probs.append(float(p))
+        centres = (np.arange(len(probs)) + 0.5) * CHUNK
+        times = (np.arange(first_row, end_row) + 0.5) * (SAMPLES_PER_FRAME / rows_per_frame)
+        return torch.from_numpy(np.interp(times, centres, probs).astype(np.float32))
+
+
 def append_voice_activity(features: torch.Tensor, wave: np.ndarray | torch.Tensor, n_frames: int) -> torch.Tensor:
     """(T, F) speech features of ``wave`` over ``n_frames`` frames → (T, F + 1): P(speech) as
     the last channel (speech2latent's ``voice_activity`` input)."""
@@ -116,4 +159,4 @@ def append_voice_activity(features: torch.Tensor, wave: np.ndarray | torch.Tenso
     return torch.cat([features, p[:, None]], dim=1)
 
 
-__all__ = ["CHUNK", "CONTEXT", "SileroVAD", "append_voice_activity", "load_vad", "speech_probability", "weights_path"]
+__all__ = ["CHUNK", "CONTEXT", "SileroVAD", "VoiceActivityStream", "append_voice_activity", "load_vad", "speech_probability", "weights_path"]

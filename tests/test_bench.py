@@ -78,3 +78,7 @@ def test_live_benchmark_paces_the_audio_and_writes_its_figures(tmp_path, monkeyp
     display = row["display"]
     assert 0 < display["pictures"] <= 21 and display["pictures"] + display["frames_skipped"] == 50
     assert display["age_ms"]["median"] > 0
+    costs = row["per_chunk_ms"]  # a chunk's stages, timed as a session computes them
+    assert costs["frames"] == 2 and costs["speech2latent"] > 0 and costs["decoder"] > 0 and costs["refiner"] == 0
+    stages = ("front_end_and_voice_activity", "speech2latent", "decoder", "refiner")
+    assert abs(costs["total"] - sum(costs[k] for k in stages)) < 0.3

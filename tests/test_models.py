@@ -230,3 +230,45 @@ def test_streaming_speech2latent_sees_no_audio_beyond_its_chunk(voice_activity):
     bidirectional.load_state_dict(streaming.state_dict())
     with pytest.raises(ValueError, match="chunk_frames"):
         Speech2Latent(chunk_frames=-1, **kw)
+
+
+@pytest.mark.parametrize("normalization,voice_activity", [("window", True), ("dataset", False)])
+def test_a_speech2latent_stream_computes_each_chunk_once_as_the_network_does(normalization, voice_activity):
+    """Stepped a chunk at a time, the streaming network's state gives what its forward gives on all
+    the features so far while the stream fits its memory; past the memory it keeps only that
+    many frames (so each step costs the same) and its outputs move off the forward's."""
+    from talker.models.speech2latent_stream import Speech2LatentStream
+
+    torch.manual_seed(0)
+    s2l = Speech2Latent(chunk_frames=3, hidden_size=32, num_heads=2, ffn_size=64, conv_kernel_size=5,
+                        num_encoder_layers=2, num_decoder_layers=1, latent_dim=Z_DIM, pose_predictor_channels=16,
+                        pose_predictor_kernel_size=3, dropout=0.0, feature_normalization=normalization,
+                        voice_activity=voice_activity, mouth_readout=voice_activity).eval()
+    if voice_activity:
+        torch.nn.init.normal_(s2l.voice_proj[2].weight)
+        s2l.set_mouth_readout(torch.zeros(Z_DIM), torch.randn(Z_DIM) / 4, 0.5, torch.randn(Z_DIM))
+    feats = torch.randn(1, 4 * 20, 80) * 2 - 6
+    if voice_activity:
+        feats = torch.cat([feats, torch.rand(1, 4 * 20, 1)], -1)
+    emotion = torch.tensor([[0.5, 0.0, 0.2, 0.0]])
+    pose = torch.randn(1, 20, 3) * 4
+    for given in (None, pose):
+        full = s2l(feats, pose=given, emotion=emotion, shape_mouth=True)
+        stream = Speech2LatentStream(s2l, memory_frames=20)
+        steps = [stream.step(feats[:, 4 * t : 4 * min(t + 3, 20)], None if given is None else given[:, t : t + 3],
+                             emotion, shape_mouth=True) for t in range(0, 20, 3)]  # the last step: 2 frames
+        assert torch.allclose(torch.cat([s.z_sem for s in steps], 1), full.z_sem, atol=1e-4)
+        assert torch.allclose(torch.cat([s.pose for s in steps], 1), full.pose, atol=1e-4)
+    short = Speech2LatentStream(s2l, memory_frames=6)
+    z = torch.cat([short.step(feats[:, 4 * t : 4 * (t + 3)], emotion=emotion, shape_mouth=True).z_sem
+                   for t in range(0, 18, 3)], 1)
+    full = s2l(feats[:, : 4 * 18], emotion=emotion, shape_mouth=True).z_sem
+    assert all(b.keys.shape[2] == 6 for b in short.blocks) and (short.floored is None or short.floored.shape[1] < 4 * 6)
+    assert torch.allclose(z[:, :6], full[:, :6], atol=1e-4)
+    assert (z[:, 12:] - full[:, 12:]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="one chunk of at most 3 frames"):
+        Speech2LatentStream(s2l, 6).step(feats[:, : 4 * 6])
+    with pytest.raises(ValueError, match="streaming speech2latent"):
+        Speech2LatentStream(Speech2Latent(hidden_size=32, num_heads=2, ffn_size=64).eval(), 6)
+    with pytest.raises(ValueError, match="eval mode"):
+        Speech2LatentStream(s2l.train(), 6)

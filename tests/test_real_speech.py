@@ -346,6 +346,23 @@ def test_voice_activity_hears_the_recording_and_not_silence_or_noise():
         assert speech_probability(noise, 75, 75).numpy().mean() < 0.2, kind
 
 
+def test_voice_activity_streams_as_the_samples_come():
+    """Fed a frame's samples at a time, the stream's P(speech) for the frames so far is what
+    speech_probability gives on the whole audio so far (complete 32-ms chunks carried on, the
+    one being filled read zero-padded)."""
+    from talker.vad import VoiceActivityStream, speech_probability
+
+    clip = np.concatenate([np.zeros(8000, np.float32), _speech()[:16000]])
+    stream, done = VoiceActivityStream(), 0
+    for end in (1, 2, 5, 6, 9, 20, 31, len(clip) // 640):  # frames heard so far
+        stream.extend(clip[done * 640 : end * 640])
+        got = stream.probability(4 * done, 4 * end, 4)
+        want = speech_probability(clip[: end * 640], end, 4 * end)[4 * done :]
+        assert torch.allclose(got, want, atol=1e-6), end
+        done = end
+    assert got.max() > 0.5  # the speech is heard
+
+
 def test_voice_activity_is_an_input_of_speech2latent():
     from talker.frontends import log_mel
     from talker.models import Speech2Latent

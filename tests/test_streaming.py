@@ -222,17 +222,43 @@ def live_frames(pipe, chunks, **kwargs):
     return out + session.end()
 
 
-def test_live_frames_beyond_the_context_hear_their_own_window():
-    """With a 6-frame context the last, partial chunk (frames 48-49 of 50) is computed from frames
-    45-49 only: the same frames as a session given just that stretch of audio."""
+def test_a_live_session_computes_each_chunk_once_and_keeps_only_its_memory():
+    """Pushed 20-ms blocks or the whole audio at once, a session makes the same frames: each
+    chunk's features and network step are computed once, from the audio up to the chunk's end.
+    It keeps the audio of one frame before the next chunk and the network's last
+    ``window_frames`` frames, however long the stream."""
     pipe = streaming_pipeline(3)
     audio = speech_like(2.0)
-    long = dict(live_frames(pipe, [audio[i : i + 320] for i in range(0, len(audio), 320)], window_frames=6))
-    tail = dict(live_frames(pipe, [audio[45 * 640 :]], window_frames=6))
-    assert sorted(long) == list(range(50)) and sorted(tail) == list(range(5))
-    for k in (3, 4):
-        assert np.abs(long[45 + k].astype(int) - tail[k].astype(int)).max() <= 1
-    assert np.abs(long[30].astype(int) - long[49].astype(int)).max() > 0
+    session = pipe.live_session(16000, num_inference_steps=2, generator=gen(), window_frames=6)
+    blocks = [pair for i in range(0, len(audio), 320) for pair in session.push(audio[i : i + 320])]
+    assert len(session.audio.wave) < 5 * 640
+    assert all(b.keys.shape[2] == 6 for b in session.stream.blocks)
+    blocks += session.end()
+    whole = dict(live_frames(pipe, [audio], window_frames=6))
+    assert [i for i, _ in blocks] == list(range(50)) and sorted(whole) == list(range(50))
+    for i, frame in blocks:
+        assert np.abs(frame.astype(int) - whole[i].astype(int)).max() <= 1, i
+    assert np.abs(blocks[30][1].astype(int) - blocks[49][1].astype(int)).max() > 0
+
+
+@pytest.mark.parametrize("voice_activity", [False, True])
+def test_live_features_of_a_chunk_are_those_of_all_the_audio_so_far(voice_activity):
+    """A chunk's features, read from its audio after one frame of the past (and the voice activity
+    carried on), are the rows the front end gives on all the audio up to the chunk's end."""
+    from talker import Speech2Latent
+    from talker.frontends import speech_features
+    from talker.pipelines.dae_talker.incoming import FrameAudio
+    from talker.pipelines.dae_talker.live import LiveFeatures
+
+    pipe = streaming_pipeline(3)
+    s2l = Speech2Latent(chunk_frames=3, voice_activity=voice_activity, hidden_size=32, num_heads=2, ffn_size=64).eval()
+    audio = speech_like(1.0)
+    heard = FrameAudio(25)
+    heard.extend(audio, None)
+    features = LiveFeatures(pipe, s2l, 6)
+    for first, end in ((0, 3), (3, 6), (6, 9), (9, 11)):
+        want = speech_features(audio[: end * 640], end, s2l.config)[4 * first :]
+        assert torch.allclose(features(heard, first, end)[0], want, atol=1e-5), (first, end)
 
 
 def test_a_live_stream_hears_the_live_context_unless_told_otherwise():
@@ -308,3 +334,14 @@ def test_each_decoded_batch_hands_free_heap_back(pipe, tmp_path, monkeypatch):
     out = pipe.generate_video(speech_like(2.0), tmp_path / "a.mp4", sampling_rate=16000, num_inference_steps=STEPS,
                               generator=gen(0), frame_batch_size=10, watermark=False)
     assert out.frames == 50 and len(calls) == 5
+    # a live session decodes a chunk every 120 ms: the heap is trimmed at most once a second
+    trims = []
+    monkeypatch.undo()
+    monkeypatch.setattr(generation, "_malloc_trim", lambda: trims.append)
+    monkeypatch.setattr(generation, "_last_trim", float("-inf"))
+    for _ in range(5):
+        generation.release_free_heap()
+    assert trims == [0]
+    monkeypatch.setattr(generation, "_last_trim", generation._last_trim - generation.TRIM_INTERVAL_S)
+    generation.release_free_heap()
+    assert trims == [0, 0]

@@ -36,11 +36,11 @@ from ..defaults import EMOTIONS  # the default names; a checkpoint's own are spe
 from ..frontends import frontend_named
 
 
-def _rotary(x: torch.Tensor) -> torch.Tensor:
-    """Rotary position embedding over the time axis of (B, heads, T, d)."""
+def _rotary(x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    """Rotary position embedding over the time axis of (B, heads, T, d), at positions offset … offset + T − 1."""
     t, d = x.shape[-2], x.shape[-1]
     inv = 1.0 / (10000 ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d))
-    ang = torch.arange(t, device=x.device, dtype=torch.float32)[:, None] * inv[None]
+    ang = torch.arange(offset, offset + t, device=x.device, dtype=torch.float32)[:, None] * inv[None]
     cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)

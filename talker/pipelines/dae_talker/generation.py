@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -127,12 +128,22 @@ def _malloc_trim() -> Callable[[int], int] | None:
         return None
 
 
+TRIM_INTERVAL_S = 1.0  # the shortest time between two trims
+
+
 def release_free_heap() -> None:
     """Hand the heap's free pages back to the system (glibc's ``malloc_trim``), once a batch is
-    decoded. The convolutions' channels-last buffers leave free holes in glibc's heap that it
-    does not return by itself: without this the bundled speaker's resident memory climbed to
-    2.5 GB over 3 minutes of speech; with it, it stays near 1 GB (bench/speed.py's memory section
-    compares 10 and 60 s)."""
+    decoded, at most once every ``TRIM_INTERVAL_S``. The convolutions' channels-last buffers leave
+    free holes in glibc's heap that it does not return by itself: without this the bundled
+    speaker's resident memory climbed to 2.5 GB over 3 minutes of speech; with it, it stays near
+    1 GB (bench/speed.py's memory section compares 10 and 60 s). Live input decodes a chunk every
+    120 ms, and a trim after each cost it about a tenth of its time (bench/live.py)."""
+    global _last_trim
     trim = _malloc_trim()
-    if trim is not None:
+    now = time.monotonic()
+    if trim is not None and now - _last_trim >= TRIM_INTERVAL_S:
         trim(0)
+        _last_trim = now
+
+
+_last_trim = float("-inf")

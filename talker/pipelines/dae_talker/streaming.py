@@ -38,9 +38,9 @@ class StreamingMixin:
                 ``overlap_frames`` and live latency at least ``window_frames`` of audio for the first frame.
             live: for a speaker with a streaming speech2latent (``chunk_frames`` C > 0): each
                 frame comes out as soon as the audio of its chunk of C frames is in, decoded C at
-                a time (:mod:`.live`); ``window_frames`` is then the audio context it hears
-                (default ``LIVE_CONTEXT_FRAMES``, about 2 s).
-                Its frames equal ``__call__``'s only where the context covers the whole audio.
+                a time (:mod:`.live`); ``window_frames`` is then how far back its attention and
+                feature normalisation reach (default ``LIVE_CONTEXT_FRAMES``, about 2 s).
+                Its frames equal ``__call__``'s only where that covers the whole audio.
             options: ``__call__``'s per-frame arguments by name (``num_inference_steps``,
                 ``pose_mode``, ``pose``, ``emotion``, ``generator``, ``frame_batch_size``,
                 ``fixed_noise``, ``decoder``, ``refine``), with its defaults.
@@ -76,8 +76,9 @@ class StreamingMixin:
             newest_only: for a display that shows one picture at a time: each push computes only
                 the newest finished frame and skips those in between (``session.skipped`` counts
                 them), so the picture keeps up with the voice on any machine.
-            window_frames: the audio context speech2latent hears (default about 2 s; whole
-                chunks).
+            window_frames: how many frames back speech2latent's attention and feature
+                normalisation reach (default about 2 s); each chunk costs the same however long
+                the session runs.
             decoder: as in ``stream``, but None is :attr:`live_decoder` (the light decoder
                 where the speaker has one). Other arguments as in ``stream``.
             caller: the method named in errors.
