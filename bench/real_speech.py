@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import numpy as np
@@ -88,7 +89,7 @@ def generate(pipe, audio: np.ndarray, *, seed: int, decoder, steps: int | None =
              context: int | None = None, refine: bool = True) -> np.ndarray:
     """The speaker's frames for 16 kHz ``audio``: offline (``pipe(...)``), or live as from a
     microphone (``pipe.stream(..., live=True)`` on 20-ms blocks, the streaming speech2latent,
-    hearing ``context`` frames of audio; default: the pipeline's)."""
+    its attention reaching back ``context`` frames; default: the pipeline's)."""
     kwargs = dict(generator=torch.Generator().manual_seed(seed), decoder=decoder, num_inference_steps=steps,
                   emotion=[0, 0, 0, 0], refine=refine)
     if live:
@@ -168,11 +169,13 @@ def main(argv=None) -> int:
     ap.add_argument("--babble-draws", type=int, default=1,
                     help="draws of the real set's babble alone (the first is noise_only's own)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-noise", dest="noise", action="store_false",
+                    help="lip-sync on the clips only: no noisy copy, autoencoded frames or noise-only sets (as --live)")
     ap.add_argument("--live", action="store_true",
                     help="frames made live (`stream(..., live=True)`, the speaker's streaming speech2latent) from "
                          "20-ms blocks; only the recorded and espeak-ng sets are run")
-    ap.add_argument("--context", type=int, help="with --live: frames of audio speech2latent hears (default: the "
-                                                "pipeline's live context)")
+    ap.add_argument("--context", type=int, help="with --live: frames back speech2latent's attention reaches "
+                                                "(default: the pipeline's live context)")
     ap.add_argument("--no-refine", dest="refine", action="store_false",
                     help="measure the decoder's own frames (default: refined, as the speaker returns them)")
     args = ap.parse_args(argv)
@@ -185,7 +188,8 @@ def main(argv=None) -> int:
     bad = [o for o, (name, path) in zip(args.other, others, strict=True) if not name or not path]
     if bad:
         ap.error(f"--other takes NAME=DIR; got {', '.join(bad)}")
-    results = {"model": args.model, "data": {"real": args.real, "espeak": args.espeak, **{f"other:{n}": d for n, d in others}},
+    results = {"command": "python bench/real_speech.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "model": args.model, "data": {"real": args.real, "espeak": args.espeak, **{f"other:{n}": d for n, d in others}},
                "device": describe_device("cpu"),
                "precision": str(compute_dtype(torch.device("cpu"), pipe.unet.dtype, pipe.precision)),
                "decoder": args.decoder or (pipe.live_decoder if args.live else pipe.default_decoder),
@@ -197,7 +201,7 @@ def main(argv=None) -> int:
         clips, common["truth_size"] = held_out_set(args.real, args.clips, results["output_size"])
         results["sets"]["real"] = run_set(pipe, probe, clips, **common, desc="recorded speech", live=args.live,
                                           context=args.context)
-    if args.real and not args.live:
+    if args.real and not args.live and args.noise:
         sources = [c.audio for c in clips]
         results["sets"]["real_noisy"] = run_set(pipe, probe, clips, **common, snr=args.snr, babble_sources=sources,
                                                 desc=f"recorded speech + noise at {args.snr:g} dB")

@@ -21,9 +21,11 @@ DECODERS = ("distilled", "ddim", "light")
 # a live display (the demo's microphone panel) pushes this much audio at a time and shows the
 # newest frame after each push
 LIVE_BLOCK_S = 0.1
-# frames of audio a live (streaming) speech2latent hears before each chunk: about 2 s. Against the
-# 4-s training windows it keeps lip-sync (held-out, live: recorded 0.763 vs 0.758 mouth correlation,
-# espeak 0.729 vs 0.714) at half the front-end and speech2latent time (bench/live.py, bench/real_speech.py)
+# how far back a live (streaming) speech2latent's attention and feature normalisation reach, in
+# frames: about 2 s. When each chunk recomputed that much audio, 2 s kept the lip-sync of the 4-s
+# training windows (held-out, live: recorded 0.763 vs 0.758 mouth correlation, espeak 0.729 vs
+# 0.714, bench/real_speech.py --live --context) at half the time; with the state carried from
+# chunk to chunk a chunk costs about the same at either
 LIVE_CONTEXT_FRAMES = 48
 # the emotions the synthetic data, speech2latent's emotion input and the demo's sliders name
 EMOTIONS = ("happy", "sad", "angry", "surprised")

@@ -257,6 +257,11 @@ def test_train_encode_export_generate(dataset, tmp_path):
     live_bench = json.loads(out.read_text())
     assert live_bench["live"] and set(live_bench["sets"]) == {"real", "espeak"}
     assert live_bench["sets"]["real"]["per_clip"][0]["frames"] == 25
+    # offline lip-sync alone (to set against the live figures), with the command that made it
+    assert real_speech.main(["--model", str(ckpt), "--real", str(data), "--out", str(out), "--clips", "1",
+                             "--seconds", "1", "--no-noise"]) == 0
+    lips_only = json.loads(out.read_text())
+    assert not lips_only["live"] and set(lips_only["sets"]) == {"real"} and "--no-noise" in lips_only["command"]
 
 
 def test_train_refiner_on_the_speakers_own_frames_and_resume(dataset, speaker_dir, tmp_path):
