@@ -85,7 +85,7 @@ def _live_line(live: dict | None, run: dict | None) -> str:
     run = run or {}
     return (f"a streaming speech2latent for `stream(..., live=True)`: chunks of {live['chunk_frames']} frames, "
             f"at most {live['lookahead_ms']} ms of audio after a frame heard; {run.get('steps', '?')} steps"
-            + (" (continued from the offline network's weights)" if run.get("init_from") else "")
+            + (f" (continued from the weights in `{run['init_from']}`)" if run.get("init_from") else "")
             + (f", step {run['best_step']} kept (held-out latent MSE {_fmt(run.get('heldout_latent_mse'))}, mouth "
                f"{_fmt(run.get('heldout_mouth_mse'))})" if run.get("best_step") else ""))
 
