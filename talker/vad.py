@@ -120,13 +120,12 @@ class VoiceActivityStream:
         self.context = torch.zeros(CONTEXT)  # the samples before the chunk being filled
         self.pending = torch.zeros(0)  # the samples of the chunk being filled
         self.state: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.probs: list[float] = []  # the complete chunks'
-        self.samples = 0
+        self.probs: list[float] = []  # the complete chunks' that later rows may still read
+        self.first_prob = 0  # the chunk of probs[0]
 
     @torch.no_grad()
     def extend(self, samples: np.ndarray | torch.Tensor) -> None:
         x = torch.as_tensor(np.asarray(samples, dtype=np.float32)).flatten()
-        self.samples += x.numel()
         buf = torch.cat([self.pending, x])
         n = buf.numel() // CHUNK
         if n:
@@ -141,14 +140,19 @@ class VoiceActivityStream:
     @torch.no_grad()
     def probability(self, first_row: int, end_row: int, rows_per_frame: int) -> torch.Tensor:
         """(end_row − first_row,) P(speech) at feature rows [first_row, end_row) of
-        ``rows_per_frame`` rows per video frame, interpolated as :func:`speech_probability` does."""
+        ``rows_per_frame`` rows per video frame, interpolated as :func:`speech_probability` does.
+        Rows are asked for in order: the chunks before the one just before ``first_row`` are
+        forgotten, so a call costs the same however long the stream."""
+        times = (np.arange(first_row, end_row) + 0.5) * (SAMPLES_PER_FRAME / rows_per_frame)
+        keep_from = max(0, int(times[0] // CHUNK) - 1)  # its centre is before the first time asked
+        del self.probs[: max(0, keep_from - self.first_prob)]
+        self.first_prob = max(self.first_prob, keep_from)
         probs = list(self.probs)
         if self.pending.numel():
             last = torch.cat([self.context, nn.functional.pad(self.pending, (0, CHUNK - self.pending.numel()))])
             p, _ = self.model.step(self.model.encode(last[None]), self.state)
             probs.append(float(p))
-        centres = (np.arange(len(probs)) + 0.5) * CHUNK
-        times = (np.arange(first_row, end_row) + 0.5) * (SAMPLES_PER_FRAME / rows_per_frame)
+        centres = (np.arange(len(probs)) + self.first_prob + 0.5) * CHUNK
         return torch.from_numpy(np.interp(times, centres, probs).astype(np.float32))
 
 

@@ -361,6 +361,7 @@ def test_voice_activity_streams_as_the_samples_come():
         assert torch.allclose(got, want, atol=1e-6), end
         done = end
     assert got.max() > 0.5  # the speech is heard
+    assert stream.first_prob > 0 and len(stream.probs) < 12  # the chunks no later row reads are forgotten
 
 
 def test_voice_activity_is_an_input_of_speech2latent():
