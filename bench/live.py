@@ -18,6 +18,11 @@ Each setting is also measured as a display shows it (``display``): a ``newest_on
 (at least one block); it answers with the newest frame whose audio is in. Reported: pictures per
 second, the age of each picture when shown (from the moment its frame's last audio sample was
 spoken), and its drift.
+
+``--device cuda`` runs the networks on a GPU (the default where there is one).
+``--untrained-refiner-scale 8`` times a 512² refiner of the speaker's configuration with random
+weights, and ``--random-weights`` re-initialises named components (speed does not depend on the
+weights; the JSON names what was replaced).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import numpy as np
 import soundfile as sf
 import torch
 from talker.evaluation.results import describe_device, write_results
+from talker.evaluation.timing import add_timing_arguments, reinitialise
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -133,6 +139,8 @@ def chunk_costs(pipe, audio: np.ndarray, decoder: str, steps: int, refine: bool,
     def timed(name, fn):
         tic = time.perf_counter()
         out = fn()
+        if pipe.device.type == "cuda":
+            torch.cuda.synchronize()
         costs[name].append(time.perf_counter() - tic)
         return out
 
@@ -162,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="decoder,refined",
                         help="decoder: the decoder's own frames; refined: through the speaker's refiner (if any)")
     parser.add_argument("--context", type=int, help="frames back speech2latent's attention reaches (default: the pipeline's)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_timing_arguments(parser)
     args = parser.parse_args(argv)
 
     from talker import DAETalkerPipeline
@@ -171,12 +181,14 @@ def main(argv: list[str] | None = None) -> int:
 
     model = args.model or bundled_speaker()
     pipe = DAETalkerPipeline.from_pretrained(model)
+    replaced = reinitialise(pipe, args.random_weights, args.untrained_refiner_scale)
+    pipe = pipe.to(args.device)
     pipe.set_progress_bar_config(disable=True)
     s2l = pipe.streaming_speech_to_latent
     audio = speech(args.seconds)
     block = int(args.block_ms * 16)
     results = {"command": "python bench/live.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "model": str(model), "device": describe_device("cpu"), "threads": torch.get_num_threads(),
+               "model": str(model), **replaced, "device": describe_device(args.device), "threads": torch.get_num_threads(),
                "chunk_frames": s2l.config.chunk_frames, "lookahead_ms": s2l.lookahead_ms,
                "block_ms": args.block_ms, "context_frames": args.context or LIVE_CONTEXT_FRAMES, "settings": {}}
     for size in args.sizes.split(","):

@@ -17,7 +17,10 @@ Measured in one run, on this machine:
   60 s of speech, each in a fresh process with the high-water mark reset after loading the model
   (``--memory-steps`` DDIM steps: memory does not depend on the step count).
 ``--untrained-resolution 128`` times the speaker's architecture at another resolution with random
-decoder weights (speed does not depend on the weights; no quality section). Where PyAV is not
+decoder weights (speed does not depend on the weights; no quality section);
+``--untrained-refiner-scale 8`` times a 512² refiner of the speaker's configuration the same way, and
+``--random-weights unet,speech_to_latent`` components the checkpoint was copied without (each named
+in the JSON; no quality or memory section). Where PyAV is not
 installed, the end-to-end run times ``pipe(...)`` without writing the mp4 and says so.
 ``--only decoder,solvers,end_to_end,memory`` re-measures some sections and keeps the others of
 an existing ``--out`` file.
@@ -39,6 +42,7 @@ import numpy as np
 import torch
 
 from talker.evaluation.results import describe_device, write_results
+from talker.evaluation.timing import add_timing_arguments, reinitialise
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = [ROOT / "examples" / "hello.wav", ROOT / "examples" / "weather.wav"]
@@ -305,6 +309,7 @@ def main(argv=None) -> int:
     ap.add_argument("--decoder-steps", default="4,5,10,20,50", help="step counts of the decoder section")
     ap.add_argument("--untrained-resolution", type=int,
                     help="time the architecture at this resolution with random decoder weights (speed only)")
+    add_timing_arguments(ap)
     ap.add_argument("--only", help="comma-separated sections to re-measure (" + ",".join(SECTIONS) + "); "
                     "the others are kept from the existing --out file")
     args = ap.parse_args(argv)
@@ -330,6 +335,9 @@ def main(argv=None) -> int:
             pipe.register_modules(distilled_unet=DAEDecoderUNet.from_config(
                 pipe.distilled_unet.config, sample_size=args.untrained_resolution))
         sections -= {"solvers", "memory"}
+    replaced = reinitialise(pipe, args.random_weights, args.untrained_refiner_scale)
+    if replaced:  # quality needs the trained weights; the memory runs load the checkpoint afresh
+        sections -= {"solvers", "memory"}
     pipe = pipe.to(args.device)
     pipe.set_progress_bar_config(disable=True)
     decoder = args.decoder or pipe.default_decoder
@@ -345,6 +353,7 @@ def main(argv=None) -> int:
                "auto_precision": str(compute_dtype(torch.device(args.device), pipe.unet.dtype))}
     if args.untrained_resolution:
         results["decoder_weights"] = "random (speed only)"
+    results.update(replaced)
     if kept and (kept.get("model"), kept.get("device")) != (args.model, device_name):
         raise SystemExit(f"--only: {out} was measured for {kept.get('model')} on {kept.get('device')}, "
                          f"not {args.model} on {device_name}; re-measure every section")

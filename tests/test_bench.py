@@ -82,3 +82,26 @@ def test_live_benchmark_paces_the_audio_and_writes_its_figures(tmp_path, monkeyp
     assert costs["frames"] == 2 and costs["speech2latent"] > 0 and costs["decoder"] > 0 and costs["refiner"] == 0
     stages = ("front_end_and_voice_activity", "speech2latent", "decoder", "refiner")
     assert abs(costs["total"] - sum(costs[k] for k in stages)) < 0.3
+
+
+def test_timing_runs_reinitialise_what_they_name_and_say_so():
+    import pytest
+    import torch
+    from conftest import tiny_pipeline
+
+    from talker.evaluation.timing import reinitialise
+    from talker.models import Refiner
+
+    pipe = tiny_pipeline()
+    pipe.register_modules(refiner=Refiner(in_resolution=pipe.resolution, scale=2, channels=8, num_blocks=1,
+                                          up_channels=8))
+    unet, encoder = pipe.unet, pipe.encoder
+    assert reinitialise(pipe) == {} and pipe.unet is unet  # nothing named: nothing replaced
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
+    replaced = reinitialise(pipe, "unet", refiner_scale=4)
+    assert replaced == {"random_weights": ["unet"], "untrained_refiner": {"scale": 4, "resolution": 4 * pipe.resolution}}
+    assert pipe.unet is not unet and dict(pipe.unet.config) == dict(unet.config) and pipe.encoder is encoder
+    assert any(not torch.equal(before[k], v) for k, v in pipe.unet.state_dict().items())
+    assert pipe.output_resolution() == 4 * pipe.resolution and pipe.refiner.config.channels == 8
+    with pytest.raises(SystemExit, match="no 'voice_gate' component"):
+        reinitialise(pipe, "voice_gate")
