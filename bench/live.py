@@ -132,8 +132,7 @@ def chunk_costs(pipe, audio: np.ndarray, decoder: str, steps: int, refine: bool,
     c = session.chunk
     warm = (context // c + 1) * c
     session.audio.extend(np.resize(audio, (warm + (repeats + 1) * c) * 640), None)  # the speech repeated as needed
-    unet, scheduler = pipe.decoder_for(decoder)
-    x_T = pipe.prepare_fixed_noise(torch.Generator().manual_seed(0))
+    settings = session.settings  # its decoder and refiner as the session runs them (CUDA graphs on a GPU)
     costs = {"front": [], "network": [], "decode": [], "refiner": []}
 
     def timed(name, fn):
@@ -149,13 +148,15 @@ def chunk_costs(pipe, audio: np.ndarray, decoder: str, steps: int, refine: bool,
             features = timed("front", lambda: session.features(session.audio, first, first + c))
             out = timed("network", lambda: session.stream.step(features, shape_mouth=True))
             if first >= warm - c:  # the decoder's time from the chunk before the ones measured: a warm-up
-                images = timed("decode", lambda: ddim_decode(unet, scheduler, out.z_sem[0], x_T, steps, c,
-                                                             precision=pipe.precision))
-                if refine and pipe.refiner is not None:
-                    timed("refiner", lambda: pipe.refine_frames(images))
+                images = timed("decode", lambda: ddim_decode(settings.unet, settings.scheduler, out.z_sem[0],
+                                                             settings.x_T, steps, c, precision=pipe.precision))
+                if settings.refine:
+                    timed("refiner", lambda: pipe.refine_frames(images, settings.refiner))
     ms = {name: round(float(np.mean(values[-repeats:])) * 1000, 1) if values else 0.0 for name, values in costs.items()}
+    graphed = getattr(settings.unet, "call", None)  # the session's CUDA graphs, where it records them
     return {"frames": c, "front_end_and_voice_activity": ms["front"], "speech2latent": ms["network"],
-            "decoder": ms["decode"], "refiner": ms["refiner"], "total": round(sum(ms.values()), 1), "audio_ms": c * 40}
+            "decoder": ms["decode"], "refiner": ms["refiner"], "total": round(sum(ms.values()), 1), "audio_ms": c * 40,
+            "cuda_graphs": None if graphed is None else graphed.failed or f"{graphed.graphs} recorded"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="decoder: the decoder's own frames; refined: through the speaker's refiner (if any)")
     parser.add_argument("--context", type=int, help="frames back speech2latent's attention reaches (default: the pipeline's)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--no-cuda-graphs", action="store_true", help="on a GPU, run the decoder and refiner "
+                                                                       "launch by launch")
     add_timing_arguments(parser)
     args = parser.parse_args(argv)
 
@@ -183,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     pipe = DAETalkerPipeline.from_pretrained(model)
     replaced = reinitialise(pipe, args.random_weights, args.untrained_refiner_scale)
     pipe = pipe.to(args.device)
+    pipe.live_cuda_graphs = not args.no_cuda_graphs
     pipe.set_progress_bar_config(disable=True)
     s2l = pipe.streaming_speech_to_latent
     audio = speech(args.seconds)

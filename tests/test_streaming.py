@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import RES, speech_like, tiny_pipeline
+from conftest import RES, randomize_zero_init, speech_like, tiny_pipeline
 
 from talker.errors import AudioError, InputError
 from talker.pipelines.dae_talker.windows import CrossFader, runnable_windows, window_weights
@@ -345,3 +345,48 @@ def test_each_decoded_batch_hands_free_heap_back(pipe, tmp_path, monkeypatch):
     monkeypatch.setattr(generation, "_last_trim", generation._last_trim - generation.TRIM_INTERVAL_S)
     generation.release_free_heap()
     assert trims == [0, 0]
+
+
+def graphed_test_pipeline(device):
+    from talker.models import Refiner
+
+    pipe = streaming_pipeline(3)
+    refiner = randomize_zero_init(Refiner(in_resolution=RES, scale=2, channels=8, num_blocks=1, up_channels=8), 3)
+    pipe.register_modules(refiner=refiner.eval())
+    return pipe.to(device)
+
+
+def test_cuda_graph_calls_run_the_network_as_it_is_off_a_gpu():
+    """Off a GPU (and under autograd) a graphed call is the function itself; a graphed decoder
+    answers ``ddim_decode`` like the UNet; live sessions on a CPU keep the speaker's own decoder."""
+    from talker.pipelines.cuda_graphs import GraphedCall, GraphedDecoder
+    from talker.pipelines.ddim import ddim_decode
+
+    pipe = graphed_test_pipeline("cpu")
+    call = GraphedCall(lambda x: x * 2)
+    assert torch.equal(call(torch.ones(3)), torch.full((3,), 2.0)) and call.graphs == 0 and call.failed is None
+    z, x_T = torch.randn(3, pipe.unet.config.z_dim, generator=gen()), torch.randn(1, 3, RES, RES, generator=gen())
+    with torch.inference_mode():
+        plain = ddim_decode(pipe.unet, pipe.scheduler, z, x_T, 2, 3)
+        graphed = ddim_decode(GraphedDecoder(pipe.unet), pipe.scheduler, z, x_T, 2, 3)
+        assert torch.equal(pipe.refine_frames(plain, GraphedCall(pipe.refiner)), pipe.refine_frames(plain))
+    assert torch.equal(plain, graphed)
+    session = pipe.live_session(16000, num_inference_steps=1, generator=gen())
+    assert session.settings.unet is pipe.unet and session.settings.refiner is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+def test_a_live_session_on_a_gpu_replays_cuda_graphs_and_makes_the_same_frames():
+    pipe = graphed_test_pipeline("cuda")
+    audio = speech_like(2.0)
+    pipe.live_cuda_graphs = False
+    plain = live_frames(pipe, [audio[i : i + 1920] for i in range(0, len(audio), 1920)], refine=True)
+    pipe.live_cuda_graphs = True
+    session = pipe.live_session(16000, num_inference_steps=2, generator=gen(), refine=True)
+    assert session.settings.unet.call.graphs == 1 and session.settings.refiner.graphs == 1  # recorded at the start
+    graphed = [pair for i in range(0, len(audio), 1920) for pair in session.push(audio[i : i + 1920])] + session.end()
+    assert session.settings.unet.call.failed is None and session.settings.refiner.failed is None
+    assert [i for i, _ in graphed] == [i for i, _ in plain] == list(range(50))
+    assert graphed[0][1].shape == (2 * RES, 2 * RES, 3)
+    for (_, a), (_, b) in zip(plain, graphed, strict=True):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1

@@ -115,7 +115,7 @@ def decode_latents(pipe, z: torch.Tensor, settings: Settings, tick: Callable[[],
     calls (a benchmark rendering whole clips) keeps no graph of every batch."""
     images = ddim_decode(settings.unet, settings.scheduler, z.to(settings.x_T.device), settings.x_T, settings.steps,
                          z.shape[0], tick, precision=pipe.precision, emotion=settings.emotion)
-    images = pipe.refine_frames(images) if settings.refine else images
+    images = pipe.refine_frames(images, settings.refiner) if settings.refine else images
     release_free_heap()
     return images
 

@@ -46,6 +46,7 @@ class Settings:
     scheduler: Any  # and its scheduler
     refine: bool  # through the speaker's refiner (False where it has none)
     frame_batch_size: int  # frames denoised together
+    refiner: Any = None  # what runs the refiner, if not the speaker's own (a live session's CUDA graph)
 
 
 def check_flag(name: str, value: Any) -> bool:

@@ -14,11 +14,13 @@ A :class:`LiveSession` is pushed to (a server's microphone handler, a WebRTC tra
 ``pipe.stream(..., live=True)`` drives one from an iterable. A display that shows one picture at a
 time asks for ``newest_only``: each push then decodes only the newest finished frame (the
 network still steps through every chunk, which costs little), so the picture never falls
-behind the voice however slow the machine.
+behind the voice however slow the machine. On a CUDA GPU the decoder and the refiner replay CUDA
+graphs recorded at the session's first chunk (:mod:`..cuda_graphs`; ``pipe.live_cuda_graphs``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,7 @@ from ...errors import InputError
 from ...frontends import audio_features
 from ...models.speech2latent_stream import Speech2LatentStream
 from ...vad import VoiceActivityStream
+from ..cuda_graphs import GraphedCall, GraphedDecoder
 from ..images import postprocess_frames
 from .generation import decode_latents
 from .incoming import AudioIntake, FrameAudio
@@ -76,9 +79,10 @@ class LiveSession:
 
     def __init__(self, pipe, sampling_rate: int, settings: Settings, memory_frames: int, max_duration: float | None,
                  newest_only: bool = False):
-        self.pipe, self.settings = pipe, settings
+        self.pipe = pipe
         self.s2l = pipe.streaming_speech_to_latent
         self.chunk = check_live(self.s2l)
+        self.settings = self._graphed(settings, newest_only) if pipe.live_cuda_graphs and settings.x_T.is_cuda else settings
         self.memory = max(self.chunk, memory_frames)
         self.stream = Speech2LatentStream(self.s2l, self.memory)
         self.features = LiveFeatures(pipe, self.s2l, self.memory)
@@ -88,6 +92,16 @@ class LiveSession:
         self.done = 0  # frames computed (with newest_only, some of them skipped)
         self.skipped = 0  # frames not shown (newest_only)
         self.ended = False
+
+    def _graphed(self, settings: Settings, newest_only: bool) -> Settings:
+        """``settings`` with the decoder and refiner replaying CUDA graphs, recorded now for the
+        batches the session decodes (a chunk, or the newest frame), so that the first chunk does
+        not wait for the recording."""
+        settings = dataclasses.replace(settings, unet=GraphedDecoder(settings.unet),
+                                       refiner=GraphedCall(self.pipe.refiner) if settings.refine else None)
+        with torch.inference_mode():
+            decode_latents(self.pipe, torch.zeros(1 if newest_only else self.chunk, self.s2l.config.latent_dim), settings)
+        return settings
 
     def push(self, chunk: Any) -> list[tuple[int, np.ndarray]]:
         """Add the next audio chunk; the frames it completes (with ``newest_only``, at most one)."""

@@ -57,6 +57,9 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
     #: the decoder's compute type: "auto" (a float32 decoder runs under bfloat16 autocast on a CPU
     #: with native bfloat16, about 2× faster), "float32" or "bfloat16"; see :mod:`talker.pipelines.ddim`
     precision: str = "auto"
+    #: live sessions on a CUDA GPU replay the decoder and the refiner from CUDA graphs
+    #: (:mod:`talker.pipelines.cuda_graphs`); False runs them launch by launch
+    live_cuda_graphs: bool = True
 
     def __init__(
         self,
@@ -185,12 +188,13 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
         return {"z_sem": out.z_sem[0], "pose": out.pose[0]}
 
     @torch.no_grad()
-    def refine_frames(self, images: torch.Tensor) -> torch.Tensor:
+    def refine_frames(self, images: torch.Tensor, refiner=None) -> torch.Tensor:
         """The refiner on (B, 3, r, r) decoder frames in [-1, 1] → (B, 3, R, R), under the
-        decoder's precision (bfloat16 autocast on a CPU that has it); no gradients."""
+        decoder's precision (bfloat16 autocast on a CPU that has it); no gradients. ``refiner``:
+        what runs the speaker's refiner, if not itself (a live session's CUDA graph)."""
         device = self.refiner.device
         with decoder_autocast(device, self.refiner.dtype, self.precision):
-            return self.refiner(images.to(device, self.refiner.dtype)).float()
+            return (refiner or self.refiner)(images.to(device, self.refiner.dtype)).float()
 
     # --- the method ---------------------------------------------------------------------------
 
