@@ -69,7 +69,8 @@ class GraphedCall:
                 self.fn(*inputs)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), casting():
+        # thread_local: a server's other sessions keep launching on their threads while this records
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"), casting():
             output = self.fn(*inputs)
         return graph, inputs, output
 
