@@ -441,6 +441,12 @@ def test_s2l_resume_repeats_the_augmented_batches(dataset, tmp_path):
     logs = [[json.loads(x) for x in (tmp_path / run / "train_log.jsonl").read_text().splitlines()]
             for run in ("straight", "split")]
     assert [e["step"] for e in logs[1]] == [2, 4] and logs[0][-1]["loss"] == pytest.approx(logs[1][-1]["loss"], rel=1e-5)
+    # what is scored and kept is the moving average of the weights (resumed with the run), not the weights as trained
+    kept = [load_file(tmp_path / run / "speech_to_latent" / "diffusion_pytorch_model.safetensors") for run in ("straight", "split")]
+    assert kept[0].keys() == kept[1].keys() and all(torch.allclose(kept[0][k], kept[1][k], atol=1e-6) for k in kept[0])
+    step = json.loads((tmp_path / "straight" / "best.json").read_text())["step"]
+    trained = load_file(tmp_path / "straight" / "checkpoints" / f"step_{step:07d}" / "model.safetensors")
+    assert any(not torch.allclose(kept[0][k], v) for k, v in trained.items() if v.is_floating_point())
 
 
 FFMPEG = __import__("shutil").which("ffmpeg")

@@ -94,6 +94,8 @@ class S2LConfig(run_config(batch_size=8, lr=3e-4, max_steps=5000,
     pause_babble: float = option(0.0, "share of those pause windows whose noise is babble (other voices at once, "
                                       "no one speaking to the camera); the others, and all at 0, draw their noise as "
                                       "any window does")
+    ema_decay: float = option(0.995, "decay of the moving average of the weights that is scored and kept (0: the "
+                                     "weights as trained)")
     chunk_frames: int = option(0, "0: the paper's bidirectional network (needs 4-s windows); C > 0: a streaming one "
                                   "whose frames hear audio up to the end of their chunk of C frames only, for live "
                                   "input (`stream(..., live=True)`; e.g. 3: at most 80 ms look-ahead)")

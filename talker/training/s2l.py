@@ -6,8 +6,10 @@ the pose projector (teacher forcing) while the pose predictor learns it (pose lo
 intensities of the data, when present, are fed as the emotion vector. Held-out clips are scored
 with the *predicted* pose, as at inference: latent MSE (normalised) and pose error in degrees,
 on their clean audio, on a fixed noisy, reverberant copy and on their longest pause filled with
-noise (and with babble, for a run that trains on it); the step with the best mean over these sets is kept
-(``RUN/speech_to_latent``).
+noise (and with babble, for a run that trains on it). What is scored and kept is the moving average
+of the weights (``ema_decay``; 0: the weights as trained): the trained weights' held-out score swung
+by more than a factor of two from one evaluation to the next on the bundled speaker's live network. The step with the best mean
+over these sets is kept (``RUN/speech_to_latent``).
 
 With ``augment`` (the default), every training window's audio goes through ``augment.py``'s
 chain (noise that fills the pauses, rooms, phone lines, codecs, gain, pitch and speed; the targets
@@ -30,7 +32,7 @@ from ..frontends import FRONTENDS, frontend_named, load_audio_encoder, speech_fe
 from .augment import Augmenter, pause_runs, pause_window, speech_power, speed_perturb
 from .configs import S2LConfig
 from .data import load_dataset, split_clips
-from .runs import TrainingRun
+from .runs import TrainingRun, ema_weights
 
 
 def stretch(x: torch.Tensor, start: int, count: int, factor: float) -> torch.Tensor:
@@ -238,7 +240,11 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
                               f"unexpected {unexpected[:3]})")
     if readout is not None:  # saved with the weights: the pipeline shuts mouths where nobody speaks
         model.set_mouth_readout(readout.mean, readout.weight, readout.bias, readout.direction)
-    model, optimizer = run.start(model, torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01))
+    from diffusers.training_utils import EMAModel
+
+    # after --init-from: the average starts from the weights the run starts from
+    ema = EMAModel(model.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=3 / 4) if cfg.ema_decay else None
+    model, optimizer = run.start(model, torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01), ema)
     unwrapped = run.accelerator.unwrap_model(model)
     best_path = run.path / "best.json"
     best = json.loads(best_path.read_text()) if run.checkpoint is not None and best_path.is_file() else None
@@ -307,18 +313,20 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
                 loss = loss + cfg.mouth_weight * mouth_loss
         run.update(loss, model, optimizer)
         if run.is_main and run.due(cfg.eval_every):
-            scores = evaluate_sets(unwrapped, held_sets, dev, readout, window)
+            with ema_weights(ema, unwrapped.parameters()):
+                scores = evaluate_sets(unwrapped, held_sets, dev, readout, window)
+                if held_raw and (best is None or scores["heldout_score"] < best["heldout_score"]):
+                    best = {"step": run.step, **scores}
+                    if "heldout_mouth_gain" in scores:  # predicted openings spread as much as the true ones
+                        unwrapped.register_to_config(mouth_gain=round(scores["heldout_mouth_gain"], 4))
+                    unwrapped.save_pretrained(run.path / "speech_to_latent")
+                    best_path.write_text(json.dumps(best, indent=1) + "\n")
             run.note(loss=run.loss, latent_loss=lat_loss.item(), pose_loss=pose_loss.item(),
                      mouth_loss=mouth_loss.item(), **scores)
-            if held_raw and (best is None or scores["heldout_score"] < best["heldout_score"]):
-                best = {"step": run.step, **scores}
-                if "heldout_mouth_gain" in scores:  # predicted openings spread as much as the true ones
-                    unwrapped.register_to_config(mouth_gain=round(scores["heldout_mouth_gain"], 4))
-                unwrapped.save_pretrained(run.path / "speech_to_latent")
-                best_path.write_text(json.dumps(best, indent=1) + "\n")
         run.end_step()
     if not scores and run.is_main:
-        scores = evaluate_sets(unwrapped, held_sets, run.device, readout, window)
+        with ema_weights(ema, unwrapped.parameters()):
+            scores = evaluate_sets(unwrapped, held_sets, run.device, readout, window)
     figures = run.figures(train_clips=len(train_items), heldout_clips=len(held_raw), augment=cfg.augment,
                           feature_normalization=cfg.feature_normalization, init_from=cfg.init_from, last=scores)
     if best is not None:
@@ -326,6 +334,7 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
 
     def export():
         if best is None:  # nothing held out: the last step is the model
-            unwrapped.save_pretrained(run.path / "speech_to_latent")
+            with ema_weights(ema, unwrapped.parameters()):
+                unwrapped.save_pretrained(run.path / "speech_to_latent")
 
     return run.finish(figures, export)
