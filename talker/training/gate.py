@@ -47,7 +47,7 @@ from ..errors import TalkerError
 from .augment import Augmenter, add_noise, make_noise, speech_power
 from .configs import GateConfig
 from .data import load_dataset, split_clips
-from .runs import TrainingRun, ema_weights
+from .runs import TrainingRun, ema_weights, moving_average
 
 NOISE_ALONE_KINDS = ("white", "pink", "brown", "hum")
 RECORDED_CLIP_SECONDS = 12.0
@@ -214,7 +214,6 @@ def train_gate(data_dirs: list[str | Path], run_dir: str | Path, cfg: GateConfig
     """Train (or resume) a voice gate on the clips of ``data_dirs`` and the recordings in
     ``speech`` (module docstring; ``speech_credit`` names their source for the model card);
     returns its figures."""
-    from diffusers.training_utils import EMAModel
 
     from ..frontends import log_mel
     from ..models import VoiceGate
@@ -238,7 +237,7 @@ def train_gate(data_dirs: list[str | Path], run_dir: str | Path, cfg: GateConfig
     train, held = [by_id[i] for i in train_ids], [by_id[i] for i in held_ids]
     augmenter = Augmenter(babble_sources=[v.audio for v in train])
     model = VoiceGate(hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, bidirectional=cfg.bidirectional)
-    ema = EMAModel(model.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=3 / 4) if cfg.ema_decay else None
+    ema = moving_average(model.parameters(), cfg.ema_decay)
     model, optimizer = run.start(model, torch.optim.AdamW(model.parameters(), lr=cfg.lr), ema)
     unwrapped = run.accelerator.unwrap_model(model)
     best_path = run.path / "best.json"

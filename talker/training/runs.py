@@ -267,6 +267,14 @@ def save_checkpoint(accelerator, run: Path, step: int, ema=None) -> None:
         prune_checkpoints(run)
 
 
+def moving_average(parameters, decay: float):
+    """diffusers' ``EMAModel`` of ``parameters`` at ``decay``, warmed up (power 3/4: the average
+    follows the first steps closely), or None at ``decay`` 0: the weights as trained."""
+    from diffusers.training_utils import EMAModel
+
+    return EMAModel(parameters, decay=decay, use_ema_warmup=True, power=3 / 4) if decay else None
+
+
 @contextmanager
 def ema_weights(ema, parameters):
     """Within the block the parameters hold ``ema``'s moving average (diffusers' ``EMAModel``),

@@ -7,9 +7,9 @@ intensities of the data, when present, are fed as the emotion vector. Held-out c
 with the *predicted* pose, as at inference: latent MSE (normalised) and pose error in degrees,
 on their clean audio, on a fixed noisy, reverberant copy and on their longest pause filled with
 noise (and with babble, for a run that trains on it). What is scored and kept is the moving average
-of the weights (``ema_decay``; 0: the weights as trained): the trained weights' held-out score swung
-by more than a factor of two from one evaluation to the next on the bundled speaker's live network. The step with the best mean
-over these sets is kept (``RUN/speech_to_latent``).
+of the weights (``ema_decay``; 0: the weights as trained): the trained weights' held-out score
+swung by more than a factor of two from one evaluation to the next on the bundled speaker's live
+network. The step with the best mean over these sets is kept (``RUN/speech_to_latent``).
 
 With ``augment`` (the default), every training window's audio goes through ``augment.py``'s
 chain (noise that fills the pauses, rooms, phone lines, codecs, gain, pitch and speed; the targets
@@ -32,7 +32,7 @@ from ..frontends import FRONTENDS, frontend_named, load_audio_encoder, speech_fe
 from .augment import Augmenter, pause_runs, pause_window, speech_power, speed_perturb
 from .configs import S2LConfig
 from .data import load_dataset, split_clips
-from .runs import TrainingRun, ema_weights
+from .runs import TrainingRun, ema_weights, moving_average
 
 
 def stretch(x: torch.Tensor, start: int, count: int, factor: float) -> torch.Tensor:
@@ -240,10 +240,8 @@ def train_s2l(data_dir: str | Path, dae_run: str | Path, run_dir: str | Path, cf
                               f"unexpected {unexpected[:3]})")
     if readout is not None:  # saved with the weights: the pipeline shuts mouths where nobody speaks
         model.set_mouth_readout(readout.mean, readout.weight, readout.bias, readout.direction)
-    from diffusers.training_utils import EMAModel
-
     # after --init-from: the average starts from the weights the run starts from
-    ema = EMAModel(model.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=3 / 4) if cfg.ema_decay else None
+    ema = moving_average(model.parameters(), cfg.ema_decay)
     model, optimizer = run.start(model, torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01), ema)
     unwrapped = run.accelerator.unwrap_model(model)
     best_path = run.path / "best.json"

@@ -15,7 +15,7 @@ A :class:`LiveSession` is pushed to (a server's microphone handler, a WebRTC tra
 time asks for ``newest_only``: each push then decodes only the newest finished frame (the
 network still steps through every chunk, which costs little), so the picture never falls
 behind the voice however slow the machine. On a CUDA GPU the decoder and the refiner replay CUDA
-graphs recorded at the session's first chunk (:mod:`..cuda_graphs`; ``pipe.live_cuda_graphs``).
+graphs recorded when the session starts (:mod:`..cuda_graphs`; ``pipe.live_cuda_graphs``).
 """
 
 from __future__ import annotations
