@@ -123,9 +123,11 @@ talker prepare "$WORK/synth-espeak/videos" "$WORK/synth-allison/videos" "$WORK/s
 [ -f "$WORK/heldout-espeak/dataset.json" ] || talker prepare "$WORK/synth-espeak-heldout/videos" \
     --out "$WORK/heldout-espeak" --resolution "$RES" --refiner-resolution "$REFINE_RES"
 S2L_DAE=${S2L_FROM_DAE:-$WORK/dae}
+# (--ema-decay 0 below: these stages were trained and kept as their plain weights, before
+# train s2l scored a moving average of them)
 talker encode --data "$WORK/voices" --dae "$S2L_DAE"
 talker train s2l --data "$WORK/voices" --dae "$S2L_DAE" --output "$WORK/s2l" --max-steps "$S2L_STEPS" \
-    --checkpoint-every 500 --eval-every 250 --resume
+    --checkpoint-every 500 --eval-every 250 --ema-decay 0 --resume
 
 # 4. the few-step decoder, distilled from the DAE's 100-step DDIM (the shipped one: 10,240 pairs and
 #    3,000 steps at batch 128 on one H100, about 7 minutes; on a CPU this step takes many hours)
@@ -175,14 +177,20 @@ fi
 # 7. live input: a streaming speech2latent (chunks of 3 frames: at most 80 ms of audio after a
 #    frame heard), continued from the offline one on the same data, added to the checkpoint
 talker train s2l --data "$WORK/voices" --dae "$S2L_DAE" --output "$WORK/s2l-live" --max-steps "$LIVE_STEPS" \
-    --checkpoint-every 200 --eval-every 200 --chunk-frames 3 --init-from "$OUT/speech_to_latent" --resume
+    --checkpoint-every 200 --eval-every 200 --chunk-frames 3 --ema-decay 0 --init-from "$OUT/speech_to_latent" --resume
 talker add-live "$OUT" --s2l "$WORK/s2l-live"
 #    then continued from those weights for LIVE_MORE_STEPS more (the shipped one: 1,200, step 1,000
 #    kept by its own held-out score; live lip-sync on the held-out sets 0.741 / 0.757 against 0.725 /
 #    0.705 before, bench/results/real_speech_stream_live_s2l1200.json)
 talker train s2l --data "$WORK/voices" --dae "$S2L_DAE" --output "$WORK/s2l-live2" --max-steps "$LIVE_MORE_STEPS" \
-    --checkpoint-every 200 --eval-every 200 --chunk-frames 3 --init-from "$WORK/s2l-live/speech_to_latent" --resume
+    --checkpoint-every 200 --eval-every 200 --chunk-frames 3 --ema-decay 0 --init-from "$WORK/s2l-live/speech_to_latent" --resume
 talker add-live "$OUT" --s2l "$WORK/s2l-live2"
+#    and once more, scored and kept as the moving average of its weights (train s2l's default
+#    --ema-decay 0.995; the shipped one: 1,200 steps at seed 1, step 800 kept; live lip-sync
+#    0.746 / 0.780, bench/results/real_speech_stream_live_ema.json)
+talker train s2l --data "$WORK/voices" --dae "$S2L_DAE" --output "$WORK/s2l-live3" --max-steps "$LIVE_MORE_STEPS" \
+    --checkpoint-every 200 --eval-every 200 --chunk-frames 3 --seed 1 --init-from "$WORK/s2l-live2/speech_to_latent" --resume
+talker add-live "$OUT" --s2l "$WORK/s2l-live3"
 
 # 8. the voice gate (lips shut on babble): trained on speech2latent's clips mixed with noise and
 #    babble (half of it made of one voice's clips), on noise and babble alone, and on the training
