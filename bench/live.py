@@ -1,14 +1,15 @@
 """Live generation as a microphone would drive it: latency from audio to frame, and whether it keeps up.
 
     python bench/live.py --out bench/results/live.json [--model checkpoints/astronaut-64] \
-        [--seconds 60] [--block-ms 20] [--steps 1,2] [--sizes decoder,refined] [--decoders light,distilled]
+        [--seconds 60] [--block-ms 20] [--steps 1,2] [--sizes decoder,refined,full] [--decoders light,distilled]
 
 Speech (the example recordings, repeated to ``--seconds``) is handed to ``pipe.stream(...,
 live=True)`` in ``--block-ms`` blocks paced by the wall clock, as a microphone delivers them: block
 k is not given before its last sample would have been spoken, and is given at once when the
 generator asks for it late (a backlog). A frame's latency is the time from the moment the last
 audio sample of that frame (its 40 ms) was spoken to the moment the frame comes out. Reported per
-setting (decoder, its steps, with or without the refiner): median, 95th percentile and worst latency,
+setting (decoder, its steps, with or without refining: ``refined`` by the speaker's live refiner
+where it has one, else its refiner; ``full`` by its refiner, the live one set aside): median, 95th percentile and worst latency,
 the latency's drift over the run (ms per second of input: above 0, a growing backlog), frames per
 second over the run, the real-time factor (time not spent waiting for audio ÷ audio time), and
 what one chunk of frames costs, stage by stage.
@@ -169,13 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decoders", help="decoders to measure, comma-separated (default: the speaker's live "
                                            "decoder: light where it has one)")
     parser.add_argument("--sizes", default="decoder,refined",
-                        help="decoder: the decoder's own frames; refined: through the speaker's refiner (if any)")
+                        help="decoder: the decoder's own frames; refined: through the refiner live input uses (the "
+                             "live refiner where the speaker has one); full: through the speaker's refiner")
     parser.add_argument("--context", type=int, help="frames back speech2latent's attention reaches (default: the pipeline's)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-cuda-graphs", action="store_true", help="on a GPU, run the decoder and refiner "
                                                                        "launch by launch")
     add_timing_arguments(parser)
     args = parser.parse_args(argv)
+    if not set(args.sizes.split(",")) <= {"decoder", "refined", "full"}:
+        parser.error(f"--sizes takes decoder, refined and full, comma-separated; got {args.sizes!r}")
 
     from talker import DAETalkerPipeline
     from talker.cli import bundled_speaker
@@ -195,10 +199,14 @@ def main(argv: list[str] | None = None) -> int:
                "model": str(model), **replaced, "device": describe_device(args.device), "threads": torch.get_num_threads(),
                "chunk_frames": s2l.config.chunk_frames, "lookahead_ms": s2l.lookahead_ms,
                "block_ms": args.block_ms, "context_frames": args.context or LIVE_CONTEXT_FRAMES, "settings": {}}
-    for size in args.sizes.split(","):
-        refine = size == "refined"
-        if refine and pipe.refiner is None:
-            continue
+    live_refiner = pipe.live_refiner
+    sizes = args.sizes.split(",")
+    for size in sizes:
+        refine = size in ("refined", "full")
+        if (refine and pipe.refiner is None) or (size == "full" and live_refiner is None and "refined" in sizes):
+            continue  # nothing to refine with, or the same setting as "refined"
+        pipe.live_refiner = None if size == "full" else live_refiner
+        refiner = ("live_refiner" if pipe.live_refiner is not None else "refiner") if refine else None
         for decoder in (args.decoders or pipe.live_decoder).split(","):
             for steps in (int(s) for s in args.steps.split(",")):
                 kwargs = dict(num_inference_steps=steps, refine=refine, generator=torch.Generator().manual_seed(0),
@@ -209,10 +217,11 @@ def main(argv: list[str] | None = None) -> int:
                                                   args.context or LIVE_CONTEXT_FRAMES)
                 kwargs["generator"] = torch.Generator().manual_seed(0)
                 row["display"] = run_display(pipe, audio, int(LIVE_BLOCK_S * 16000), **kwargs)
-                row["resolution"], row["decoder"] = pipe.output_resolution(refine), decoder
-                name = f"{row['resolution']}px_{decoder}_{steps}step"
+                row["resolution"], row["decoder"], row["refiner"] = pipe.output_resolution(refine), decoder, refiner
+                name = f"{row['resolution']}px_{decoder}_{steps}step" + ("_full_refiner" if size == "full" else "")
                 results["settings"][name] = row
                 print(name, json.dumps(row))
+    pipe.live_refiner = live_refiner
     write_results(args.out, results)
     return 0
 

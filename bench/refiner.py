@@ -17,7 +17,12 @@
   and without it (frames/s), the paper's recipe (DDIM, 100 steps, one frame at a time, float32)
   in the same run, and peak memory for 10 s and 60 s of speech (``bench/speed.py``'s measure).
 
-Writes JSON and a contact sheet PNG (truth, bicubic, refined; one column per clip) next to it.
+``--live``: the speaker's live refiner, as live input uses it: ``frames`` on its live decoder's
+renderings (the light decoder where it has one), refined by the live refiner and, for comparison,
+by the speaker's refiner (``*_full_refiner``); live lip-sync is ``bench/real_speech.py --live``'s.
+
+Writes JSON and a contact sheet PNG (truth, bicubic, refined [, by the refiner]; one column per
+clip) next to it.
 """
 
 from __future__ import annotations
@@ -51,9 +56,13 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def frame_quality(pipe, clips, seconds: float, seed: int) -> tuple[dict, list]:
-    ae = pipe.autoencoder_for(None)
-    steps = pipe.default_steps(None)
+def frame_quality(pipe, clips, seconds: float, seed: int, decoder: str | None = None,
+                  refiners: dict | None = None) -> tuple[dict, list]:
+    """``decoder``'s renderings of the clips' encoded frames, refined by each of ``refiners``
+    (name → module; None: the speaker's refiner; default {"refined": None}) and bicubic-upscaled."""
+    refiners = refiners or {"refined": None}
+    ae = pipe.autoencoder_for(decoder)
+    steps = pipe.default_steps(decoder)
     size = pipe.output_resolution()
     x_T = pipe.prepare_fixed_noise(torch.Generator().manual_seed(seed))
     rows, sheet = [], []
@@ -61,14 +70,17 @@ def frame_quality(pipe, clips, seconds: float, seed: int) -> tuple[dict, list]:
         n = min(clip.n_frames, int(seconds * 25))
         z = torch.cat([ae.encode(clip.frames[i : min(i + 32, n)]) for i in range(0, n, 32)])
         raw = to_model(ae.decode(z, x_T, num_inference_steps=steps))
-        refined = torch.cat([pipe.refine_frames(raw[i : i + 16]) for i in range(0, n, 16)])
         bicubic = F.interpolate(raw, size=size, mode="bicubic", align_corners=False).clamp(-1, 1)
         truth = to_model(clip.frames_at(size)[:n])
         s = sharpness(truth)
-        rows.append({"clip": clip.id, "frames": n, "psnr_refined": psnr(refined, truth), "psnr_bicubic": psnr(bicubic, truth),
-                     "sharpness_refined": sharpness(refined) / s, "sharpness_bicubic": sharpness(bicubic) / s})
+        row = {"clip": clip.id, "frames": n, "psnr_bicubic": psnr(bicubic, truth), "sharpness_bicubic": sharpness(bicubic) / s}
         k = n // 2
-        sheet.append([truth[k], bicubic[k], refined[k]])
+        sheet.append([truth[k], bicubic[k]])
+        for name, refiner in refiners.items():
+            refined = torch.cat([pipe.refine_frames(raw[i : i + 16], refiner) for i in range(0, n, 16)])
+            row |= {f"psnr_{name}": psnr(refined, truth), f"sharpness_{name}": sharpness(refined) / s}
+            sheet[-1].append(refined[k])
+        rows.append(row)
     return _mean(rows), sheet
 
 
@@ -133,7 +145,7 @@ def speed(pipe, model: str, seconds: float, seed: int) -> dict:
 def save_sheet(path: Path, sheet: list) -> None:
     from PIL import Image
 
-    cols = [torch.cat(col, dim=1) for col in sheet]  # truth, bicubic, refined top to bottom
+    cols = [torch.cat(col, dim=1) for col in sheet]  # truth, bicubic, refined (by each refiner) top to bottom
     grid = torch.cat(cols, dim=2)
     Image.fromarray(to_uint8(grid[None])[0]).save(path)
 
@@ -148,6 +160,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds-speed", type=float, default=10.0)
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--live", action="store_true", help="the live refiner on the live decoder's frames (frames only)")
     args = ap.parse_args(argv)
 
     pipe = DAETalkerPipeline.from_pretrained(args.model)
@@ -157,12 +170,21 @@ def main(argv=None) -> int:
     _, clips = load_dataset(args.data)
     clips = [c for c in clips if (c.path / "truth.npz").is_file()][: args.clips]
     tic = time.perf_counter()
-    results = {"model": args.model, "data": args.data, "size": [pipe.resolution, pipe.output_resolution()]}
-    results["frames"], sheet = frame_quality(pipe, clips, args.seconds, args.seed)
-    print("frames", json.dumps(results["frames"]["mean"]))
-    results["speech"] = speech_figures(pipe, FaceProbe(), clips, args.seconds, args.seed)
-    print("speech", json.dumps(results["speech"]["mean"]))
-    if not args.no_speed:
+    results = {"command": "python bench/refiner.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "model": args.model, "data": args.data, "size": [pipe.resolution, pipe.output_resolution()]}
+    if args.live:
+        if pipe.live_refiner is None:
+            raise SystemExit(f"{args.model} has no live refiner")
+        results["decoder"] = pipe.live_decoder
+        results["frames"], sheet = frame_quality(pipe, clips, args.seconds, args.seed, pipe.live_decoder,
+                                                 {"refined": pipe.live_refiner, "full_refiner": None})
+        print("frames", json.dumps(results["frames"]["mean"]))
+    else:
+        results["frames"], sheet = frame_quality(pipe, clips, args.seconds, args.seed)
+        print("frames", json.dumps(results["frames"]["mean"]))
+        results["speech"] = speech_figures(pipe, FaceProbe(), clips, args.seconds, args.seed)
+        print("speech", json.dumps(results["speech"]["mean"]))
+    if not args.no_speed and not args.live:
         results["speed"] = speed(pipe, args.model, args.seconds_speed, args.seed)
         print("speed", json.dumps({k: v for k, v in results["speed"].items() if k != "memory"}))
     results["seconds"] = round(time.perf_counter() - tic, 1)

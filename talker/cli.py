@@ -334,6 +334,14 @@ def cmd_add_refiner(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_add_live_refiner(args: argparse.Namespace) -> int:
+    from .training.export import add_live_refiner
+
+    folder = add_live_refiner(args.speaker, args.refiner)
+    print(f"{folder}: live_refiner/ from {args.refiner}; live input's frames are refined by it")
+    return 0
+
+
 def cmd_add_light(args: argparse.Namespace) -> int:
     from .training.export import add_light_decoder
 
@@ -541,6 +549,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "are then rendered at the refiner's size), with its record in speaker.json and the "
                          "model card.",
                          "--refiner", "the refiner's training run", cmd_add_refiner)
+    add_component_parser("add-live-refiner", "add a live refiner (narrower, for live input) to a speaker checkpoint",
+                         "Store a `talker train refiner` run's network (narrower than the speaker's refiner, "
+                         "e.g. --channels 16 --num-blocks 3, trained on the light decoder's frames with "
+                         "--decoder light) as the speaker's live_refiner: live input's frames are refined by "
+                         "it, at the refiner's size, so that they keep up on a CPU.",
+                         "--refiner", "the live refiner's training run", cmd_add_live_refiner)
     add_component_parser("add-light", "add a light decoder (live input's) to a speaker checkpoint",
                          "Store a `talker train distill --teacher distilled --student-channels C` run's "
                          "decoder as the speaker's light_unet: live input renders with it, and "

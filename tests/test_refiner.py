@@ -19,6 +19,18 @@ def tiny_refiner(resolution: int = RES, seed: int = 0):
     return refiner.eval()
 
 
+@pytest.mark.parametrize("mode", ["bicubic", "bilinear"])
+@pytest.mark.parametrize(("h", "w", "scale"), [(64, 64, 4), (16, 24, 2), (8, 5, 8), (1, 3, 4)])
+def test_the_refiners_upsampling_is_pytorchs(h, w, scale, mode):
+    from talker.models.refiner import upsample
+
+    x = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    ours = upsample(x.contiguous(memory_format=torch.channels_last), scale, mode)
+    theirs = F.interpolate(x, scale_factor=scale, mode=mode, align_corners=False)
+    assert ours.shape == theirs.shape == (2, 3, h * scale, w * scale) and ours.dtype == torch.float32
+    assert (ours - theirs).abs().max() < 1e-5
+
+
 def test_refiner_shapes_patches_and_errors():
     from talker.models import Refiner
 

@@ -308,6 +308,32 @@ def test_live_input_renders_with_the_light_decoder_where_the_speaker_has_one():
         pipe.settings(decoder="light")
 
 
+def test_live_input_is_refined_by_the_live_refiner_where_the_speaker_has_one():
+    """A speaker with a live refiner: live sessions that render every frame on a CPU refine with
+    it (refine=False still gives the decoder's own frames); one frame a push (newest_only) and
+    offline generation keep the refiner."""
+    from talker.models import Refiner
+
+    pipe = graphed_test_pipeline("cpu")
+    live_refiner = randomize_zero_init(Refiner(in_resolution=RES, scale=2, channels=4, num_blocks=1, up_channels=4), 4)
+    audio = speech_like(1.0)
+    full = np.stack([f for _, f in live_frames(pipe, [audio])])
+    decoder_only = np.stack([f for _, f in live_frames(pipe, [audio], refine=False)])
+    pipe.register_modules(live_refiner=live_refiner.eval())
+    session = pipe.live_session(16000, num_inference_steps=STEPS, generator=gen())
+    assert session.settings.refiner is live_refiner and pipe.settings().refiner is None
+    assert pipe.live_session(16000, newest_only=True).settings.refiner is None
+    live = np.stack([f for _, f in live_frames(pipe, [audio])])
+    assert live.shape == full.shape == (25, 2 * RES, 2 * RES, 3)
+    assert np.abs(live.astype(int) - full.astype(int)).max() > 10  # not the refiner's frames
+    assert np.array_equal(np.stack([f for _, f in live_frames(pipe, [audio], refine=False)]), decoder_only)
+    refiner = pipe.refiner  # the frames of a speaker whose refiner is the live one
+    pipe.register_modules(refiner=live_refiner, live_refiner=None)
+    assert np.array_equal(np.stack([f for _, f in live_frames(pipe, [audio])]), live)
+    pipe.register_modules(refiner=refiner)
+    assert np.array_equal(np.stack([f for _, f in live_frames(pipe, [audio])]), full)
+
+
 def test_final_latents_are_handed_out_as_copies_of_their_own():
     """A batch of final latents holds only its own frames: generate_video keeps every batch's, and
     views into all the latents waiting at the time grew memory with the square of the length."""

@@ -25,7 +25,7 @@ TINY_DAE = ("--batch-size", 4, "--base-channels", 8, "--channel-mult", "1,2", "-
 # commands that neither train (accelerate keeps process-wide state) nor start worker processes run
 # in this process, sparing an interpreter start each; the CLI's own process behaviour is tested
 # in test_cli.py
-IN_PROCESS = {"export", "generate", "add-live", "add-emotion", "add-refiner", "evaluate"}
+IN_PROCESS = {"export", "generate", "add-live", "add-emotion", "add-refiner", "add-live-refiner", "evaluate"}
 
 
 def talker(*args, timeout=600, check=True):
@@ -311,6 +311,19 @@ def test_train_refiner_on_the_speakers_own_frames_and_resume(dataset, speaker_di
     assert pipe.speaker["training"]["refiner"]["steps"] == 4
     wav = next((data / "clips").glob("*/audio.wav"))
     assert pipe(str(wav), num_inference_steps=1).frames.shape[1:] == (64, 64, 3)
+    # `add-live-refiner`: a refiner of the same size, for live input, next to the speaker's refiner
+    from talker.models import Refiner
+
+    Refiner(in_resolution=16, scale=2, channels=4, num_blocks=1).save_pretrained(tmp_path / "x2")
+    for speaker, source, message in ((speaker_dir, run, "no 'refiner' component"),
+                                     (tmp_path / "refined-speaker", tmp_path / "x2", "upscales ×2")):
+        r = talker("add-live-refiner", speaker, "--refiner", source, check=False)
+        assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr
+    talker("add-live-refiner", tmp_path / "refined-speaker", "--refiner", run)
+    live = DAETalkerPipeline.from_pretrained(tmp_path / "refined-speaker").live_refiner
+    assert live is not None and live.out_resolution == 64 and live.config.channels == 8
+    card = (tmp_path / "refined-speaker" / "README.md").read_text()
+    assert "Live refiner: live input's, narrower (8 channels, 6 blocks)" in card
     # the refiner benchmark runs on held-out clips with truth and writes its JSON and contact sheet
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
     import refiner as refiner_bench
@@ -323,6 +336,12 @@ def test_train_refiner_on_the_speakers_own_frames_and_resume(dataset, speaker_di
     assert {"psnr_refined", "psnr_bicubic", "sharpness_refined"} <= set(results["frames"]["mean"])
     assert {"jitter_ratio_refined", "jitter_ratio_decoder", "mouth_corr_refined"} <= set(results["speech"]["mean"])
     assert out.with_suffix(".png").is_file()
+    # --live: the live refiner on the live decoder's frames, next to the speaker's refiner
+    assert refiner_bench.main(["--model", str(tmp_path / "refined-speaker"), "--data", str(data), "--out", str(out),
+                               "--clips", "1", "--seconds", "1", "--live"]) == 0
+    live_results = json.loads(out.read_text())
+    assert {"psnr_refined", "psnr_full_refiner", "sharpness_full_refiner"} <= set(live_results["frames"]["mean"])
+    assert "--live" in live_results["command"] and "speech" not in live_results and "speed" not in live_results
     # the real-speech benchmark compares refined frames with the truth crops at the refiner's size
     # where the dataset keeps them, else with the dataset's own crops
     import real_speech

@@ -20,8 +20,8 @@ def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
 
 def reinitialise(pipe, random_weights: str = "", refiner_scale: int | None = None) -> dict:
     """Replace ``pipe``'s components named in ``random_weights`` (comma-separated) by freshly
-    initialised ones of the same configuration, and with ``refiner_scale`` its refiner by one at
-    that scale; returns what was replaced, for the results JSON (empty when nothing was)."""
+    initialised ones of the same configuration, and with ``refiner_scale`` its refiner (and live
+    refiner) by one at that scale; returns what was replaced, for the results JSON (empty when nothing was)."""
     names = [n for n in random_weights.split(",") if n]
     for name in names:
         part = getattr(pipe, name, None)
@@ -34,4 +34,8 @@ def reinitialise(pipe, random_weights: str = "", refiner_scale: int | None = Non
             raise SystemExit("--untrained-refiner-scale: the speaker has no refiner to take the configuration of")
         pipe.register_modules(refiner=type(pipe.refiner).from_config(pipe.refiner.config, scale=refiner_scale))
         replaced["untrained_refiner"] = {"scale": refiner_scale, "resolution": pipe.refiner.out_resolution}
+        if getattr(pipe, "live_refiner", None) is not None:  # it renders the refiner's size
+            pipe.register_modules(live_refiner=type(pipe.live_refiner).from_config(pipe.live_refiner.config,
+                                                                                   scale=refiner_scale))
+            replaced["untrained_refiner"]["live_refiner_too"] = True
     return replaced

@@ -131,8 +131,8 @@ class RefinerConfig(run_config(batch_size=16, lr=2e-4, max_steps=2000,
                                eval_every=(250, "held-out PSNR and sharpness figures"))):
     """A refiner run (``talker train refiner``)."""
     channels: int = option(32, "width of the network")
-    num_blocks: int = 6
-    up_channels: int = 32
+    num_blocks: int = option(6, "residual blocks at the decoder's resolution")
+    up_channels: int = option(32, "width after the first ×2 upsampling (halved at each further ×2, at least 16)")
     use_reference: bool = True
     warp_reference: bool = option(False, "also warp the reference's detail to each frame (a predicted flow and mask)")
     warp_weight: float = option(0.5, "with --warp-reference: weight of L1 between the warped reference and the truth "

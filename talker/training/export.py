@@ -3,8 +3,8 @@
 ``export_speaker`` gathers a DAE run, a speech2latent run and the optional stages (a distilled
 decoder, a refiner, a streaming speech2latent, a voice gate) into one ``save_pretrained`` folder
 with ``speaker.json`` (what the speaker is, who consented, how it was trained) and a model card
-made from ``model_card.md``; ``add_live_s2l`` and ``add_voice_gate`` add a stage to an existing
-folder; ``push_speaker``
+made from ``model_card.md``; the ``add_*`` functions (a streaming speech2latent, a refiner, a
+live refiner, a light decoder, a voice gate) add a stage to an existing folder; ``push_speaker``
 uploads a checked folder to the Hub.
 """
 
@@ -54,6 +54,7 @@ def write_model_card(folder: Path, *, speaker: dict, repo_id: str | None = None,
         refiner=_refiner_line(figures.get("refiner")),
         live=_live_line(speaker.get("live"), figures.get("live_s2l")),
         light=_light_line(figures.get("light_decoder")),
+        live_refiner=_live_refiner_line(figures.get("live_refiner")),
         voice_gate=_gate_line(figures.get("voice_gate")),
         emotion=_emotion_line(speaker.get("emotion")),
         speech=_speech_lines(speaker.get("speech")),
@@ -72,11 +73,20 @@ def _refiner_line(r: dict | None) -> str:
         return "none (frames are the decoder's)"
     lo, hi = r.get("resolution", ["?", "?"])
     f = lambda k: f"{r[k]:.2f}" if isinstance(r.get(k), (int, float)) else "n/a"  # noqa: E731
-    return (f"{lo}² → {hi}², {r.get('steps', '?')} steps on {r.get('train_frames', '?')} frames the decoder made of the "
-            f"speaker's own; held-out PSNR on the decoder's renderings {f('psnr_refined')} dB (bicubic "
+    decoder = f"{r['decoder']} decoder" if r.get("decoder") else "decoder"
+    return (f"{lo}² → {hi}², {r.get('steps', '?')} steps on {r.get('train_frames', '?')} frames the {decoder} made of "
+            f"the speaker's own; held-out PSNR on the decoder's renderings {f('psnr_refined')} dB (bicubic "
             f"{f('psnr_bicubic')} dB), sharpness {f('sharpness_refined')}× the truth's (bicubic {f('sharpness_bicubic')}×)"
             + (f"; on the truth downscaled and blurred {f('psnr_refined_aligned')} dB (bicubic {f('psnr_bicubic_aligned')} dB)"
                if "psnr_refined_aligned" in r else ""))
+
+
+def _live_refiner_line(r: dict | None) -> str:
+    if r is None:
+        return "none (live input's frames go through the refiner)"
+    if not r:
+        return "live input's (no training record)"
+    return f"live input's, narrower ({r.get('channels', '?')} channels, {r.get('num_blocks', '?')} blocks): " + _refiner_line(r)
 
 
 def _live_line(live: dict | None, run: dict | None) -> str:
@@ -372,6 +382,24 @@ def add_refiner(folder: str | os.PathLike, run: str | os.PathLike) -> Path:
     torch.nn.Module.to(refiner, stored_dtype(folder / "unet"))  # (ModelMixin.to warns here)
     return add_component(folder, "refiner", refiner, "talker.models.refiner", run, "refiner",
                          output_resolution=refiner.out_resolution)
+
+
+def add_live_refiner(folder: str | os.PathLike, run: str | os.PathLike) -> Path:
+    """Add (or replace) the live refiner of a speaker folder (``talker add-live-refiner``): a
+    ``talker train refiner`` run's network, narrower than the speaker's refiner so that live input
+    keeps up where the refiner does not, checked to render the same size from the same frames,
+    stored as ``live_refiner/`` in the precision of the decoder's weights."""
+    import torch
+
+    folder = Path(folder)
+    check_checkpoint(folder, ("unet", "scheduler", "speech_to_latent", "refiner"))
+    reference = json.loads((folder / "refiner" / "config.json").read_text())
+    live = load_refiner(run, reference["in_resolution"])
+    if live.config.scale != reference["scale"]:
+        raise CheckpointError(f"{run}: its refiner upscales ×{live.config.scale}; this speaker's refiner "
+                              f"×{reference['scale']} (a live refiner renders the same size)")
+    torch.nn.Module.to(live, stored_dtype(folder / "unet"))  # (ModelMixin.to warns here)
+    return add_component(folder, "live_refiner", live, "talker.models.refiner", run, "live_refiner")
 
 
 def add_light_decoder(folder: str | os.PathLike, run: str | os.PathLike) -> Path:

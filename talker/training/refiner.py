@@ -257,7 +257,7 @@ def train_refiner(model_dir: str | Path, data_dir: str | Path, run_dir: str | Pa
             run.note(loss=run.loss, loss_avg=run.loss_avg, **scores)
         run.end_step()
     figures = run.figures(train_frames=len(train["lo"]), heldout_frames=len(held["lo"]), resolution=[lo_res, hi_res],
-                          decoder=decoder, **scores)
+                          decoder=decoder, channels=cfg.channels, num_blocks=cfg.num_blocks, **scores)
 
     def export():
         ema.copy_to(unwrapped.parameters())

@@ -6,7 +6,8 @@ computed, each chunk once: its features (the front end on its audio after one fr
 voice activity carried on by :class:`~talker.vad.VoiceActivityStream`), one step of the network's
 :class:`~talker.models.speech2latent_stream.Speech2LatentStream` (attention and the normalisation
 reach back ``memory_frames``, default ``talker.defaults.LIVE_CONTEXT_FRAMES``), then the C
-latents decoded together from the video's one fixed noise image. A frame therefore waits at
+latents decoded together from the video's one fixed noise image (by the light decoder, and on a
+CPU refined by the live refiner, where the speaker has them). A frame therefore waits at
 most C − 1 frames of audio (the look-ahead) plus the time to compute its chunk, and a chunk costs
 the same however long the stream has run.
 
@@ -98,7 +99,7 @@ class LiveSession:
         batches the session decodes (a chunk, or the newest frame), so that the first chunk does
         not wait for the recording."""
         settings = dataclasses.replace(settings, unet=GraphedDecoder(settings.unet),
-                                       refiner=GraphedCall(self.pipe.refiner) if settings.refine else None)
+                                       refiner=GraphedCall(settings.refiner or self.pipe.refiner) if settings.refine else None)
         with torch.inference_mode():
             decode_latents(self.pipe, torch.zeros(1 if newest_only else self.chunk, self.s2l.config.latent_dim), settings)
         return settings

@@ -43,16 +43,17 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
     renders its 100-step frames in 1 to 8 steps, :mod:`talker.training.distill`), optional
     ``light_unet`` (a narrower decoder distilled from ``distilled_unet``: live input's), optional
     ``refiner`` (renders the decoder's frames at 4× or 8× their size, trained on the speaker's
-    own frames; used unless ``refine=False``), optional ``live_speech_to_latent`` (a streaming
+    own frames; used unless ``refine=False``), optional ``live_refiner`` (a narrower refiner to
+    the same size: live input's, where the speaker has one), optional ``live_speech_to_latent`` (a streaming
     speech2latent, ``chunk_frames`` > 0, for ``stream(..., live=True)``), optional ``voice_gate``
     (P(a foreground voice speaks) per frame: the mouth shuts on babble; not in live input) and, for the wav2vec2
     front end, ``audio_encoder`` and ``feature_extractor``. ``pipe.speaker`` holds the
     checkpoint's ``speaker.json``.
     """
 
-    model_cpu_offload_seq = "audio_encoder->voice_gate->speech_to_latent->live_speech_to_latent->unet->distilled_unet->light_unet->refiner"
+    model_cpu_offload_seq = "audio_encoder->voice_gate->speech_to_latent->live_speech_to_latent->unet->distilled_unet->light_unet->refiner->live_refiner"
     _optional_components = ["encoder", "audio_encoder", "feature_extractor", "distilled_unet", "refiner",
-                            "live_speech_to_latent", "voice_gate", "light_unet"]
+                            "live_speech_to_latent", "voice_gate", "light_unet", "live_refiner"]
     _required_components = ("unet", "scheduler", "speech_to_latent")
     #: the decoder's compute type: "auto" (a float32 decoder runs under bfloat16 autocast on a CPU
     #: with native bfloat16, about 2× faster), "float32" or "bfloat16"; see :mod:`talker.pipelines.ddim`
@@ -74,6 +75,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
         live_speech_to_latent: Speech2Latent | None = None,
         voice_gate: VoiceGate | None = None,
         light_unet: DAEDecoderUNet | None = None,
+        live_refiner: Refiner | None = None,
     ):
         super().__init__()
         self.register_modules(
@@ -88,6 +90,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
             live_speech_to_latent=live_speech_to_latent,
             voice_gate=voice_gate,
             light_unet=light_unet,
+            live_refiner=live_refiner,
         )
         self.speaker: dict = {}
 
@@ -191,7 +194,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
     def refine_frames(self, images: torch.Tensor, refiner=None) -> torch.Tensor:
         """The refiner on (B, 3, r, r) decoder frames in [-1, 1] → (B, 3, R, R), under the
         decoder's precision (bfloat16 autocast on a CPU that has it); no gradients. ``refiner``:
-        what runs the speaker's refiner, if not itself (a live session's CUDA graph)."""
+        what runs in place of the speaker's refiner (its live refiner, a live session's CUDA graph)."""
         device = self.refiner.device
         with decoder_autocast(device, self.refiner.dtype, self.precision):
             return (refiner or self.refiner)(images.to(device, self.refiner.dtype)).float()

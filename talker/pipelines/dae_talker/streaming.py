@@ -4,6 +4,7 @@ soon as they are final (``stream``), or pushed live, each frame as soon as its a
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -80,7 +81,11 @@ class StreamingMixin:
                 normalisation reach (default about 2 s); each chunk costs the same however long
                 the session runs.
             decoder: as in ``stream``, but None is :attr:`live_decoder` (the light decoder
-                where the speaker has one). Other arguments as in ``stream``.
+                where the speaker has one). A session that renders every frame on a CPU refines
+                them with the speaker's ``live_refiner`` where it has one (narrower, so that they
+                keep up); on a GPU, and for ``newest_only`` (one frame a push), the refiner keeps
+                up and renders them (``refine=False``: the decoder's own frames). Other arguments
+                as in ``stream``.
             caller: the method named in errors.
         """
         frame_options(options, self.__call__, caller)  # an argument it does not take fails first, as in any call
@@ -91,5 +96,7 @@ class StreamingMixin:
         check_flag("newest_only", newest_only)
         rate = check_sampling_rate(sampling_rate)
         settings = self.settings(caller, **options)
+        if settings.refine and self.live_refiner is not None and not newest_only and self.device.type == "cpu":
+            settings = dataclasses.replace(settings, refiner=self.live_refiner)
         return LiveSession(self, rate, settings, window_frames, max_duration, newest_only)
 
