@@ -298,6 +298,15 @@ def test_train_refiner_on_the_speakers_own_frames_and_resume(dataset, speaker_di
     after = load_file(run / "refiner" / "diffusion_pytorch_model.safetensors")
     assert any(not torch.equal(first[k], after[k]) for k in first)
     assert not torch.equal(after["warp.weight"], torch.zeros_like(after["warp.weight"]))  # the flow and mask learn
+    # --init-from continues a trained refiner in a new run; one built otherwise is refused first
+    r = talker("train", "refiner", "--model", speaker_dir, "--data", data, "--output", tmp_path / "bad-init", *tiny,
+               "--num-blocks", 2, "--max-steps", 1, "--init-from", run / "refiner", check=False)
+    assert r.returncode != 0 and "not a refiner of this run's configuration" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "bad-init" / "inputs.safetensors").exists()
+    talker("train", "refiner", "--model", speaker_dir, "--data", data, "--output", tmp_path / "more", *tiny,
+           "--max-steps", 1, "--init-from", run / "refiner", "-q")
+    more = load_file(tmp_path / "more" / "refiner" / "diffusion_pytorch_model.safetensors")
+    assert max((more[k] - after[k]).abs().max().item() for k in after) < 0.01  # one small step from it
     from talker import DAETalkerPipeline
 
     # `add-refiner` stores it in a speaker folder, which then renders at its size

@@ -147,6 +147,8 @@ class RefinerConfig(run_config(batch_size=16, lr=2e-4, max_steps=2000,
     decoder: str | None = option(None, "the decoder that makes the inputs (default: the speaker's default)",
                                  choices=DECODERS)
     held_out: float = 0.1
+    init_from: str | None = option(None, "start from this refiner (a refiner folder, e.g. a speaker's refiner/, of "
+                                         "the same width and depth; its reference frame too) instead of new weights")
 
 
 @dataclass

@@ -15,7 +15,8 @@ frame is cut at the same place): an L1 loss plus an L1 loss on image gradients (
 differences), which pulls edges (lips, teeth, eyes, hair) against the over-smoothing of a pixel
 loss alone. With ``warp_reference`` the refiner also warps its reference frame's detail to each
 frame; an L1 loss between the warped reference and the truth (``warp_weight``) teaches the flow
-directly. EMA weights, checkpoints and ``--resume`` as for the other stages. Held-out clips score PSNR against
+directly. EMA weights, checkpoints and ``--resume`` as for the other stages; ``--init-from``
+continues a trained refiner (with, e.g., another loss weight) in a new run. Held-out clips score PSNR against
 their truth and sharpness (mean gradient magnitude ÷ the truth's), for the refiner and for
 bicubic upscaling of the same decoder frames (``RUN/train_log.jsonl``); ``RUN/samples/`` holds
 grids of truth, bicubic and refined frames; ``RUN/refiner`` the EMA weights of the last step.
@@ -148,6 +149,23 @@ def _cached(path: Path, make) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def load_refiner_weights(model, folder: str | Path) -> None:
+    """Load the weights (and reference frame) of the refiner in ``folder`` into ``model``, which
+    must be built the same (``--init-from``)."""
+    from safetensors.torch import load_file
+
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        raise TalkerError(f"--init-from {folder}: no safetensors weights there (give a refiner folder)")
+    state = load_file(files[0])
+    mine = model.state_dict()
+    wrong = sorted(k for k in mine.keys() | state.keys() if k not in state or k not in mine or state[k].shape != mine[k].shape)
+    if wrong:
+        raise TalkerError(f"--init-from {folder}: not a refiner of this run's configuration (differs in {wrong[:3]}); "
+                          "give --channels, --num-blocks, --up-channels and --warp-reference as it was trained")
+    model.load_state_dict({k: v.to(mine[k].dtype) for k, v in state.items()})
+
+
 @torch.no_grad()
 def evaluate_refiner(model, lo: torch.Tensor, hi: torch.Tensor, device, batch: int = 16) -> dict:
     """PSNR and sharpness ratio of the refined and of bicubic-upscaled decoder frames against the
@@ -206,13 +224,15 @@ def train_refiner(model_dir: str | Path, data_dir: str | Path, run_dir: str | Pa
                     "hi": truth_frames(clip_list, picks, hi_res)}
         return _cached(run.path / f"{which}.safetensors", go)
 
-    train = make("inputs", train_clips, cfg.frames, cfg.seed)
-    held = make("heldout", held_clips, cfg.heldout_frames, cfg.seed + 1)
-
     model = Refiner(in_resolution=lo_res, scale=hi_res // lo_res, channels=cfg.channels, num_blocks=cfg.num_blocks,
                     up_channels=cfg.up_channels, use_reference=cfg.use_reference, warp_reference=cfg.warp_reference)
     if cfg.use_reference:
         model.set_reference(reference_frame(train_clips, hi_res))
+    if cfg.init_from and run.checkpoint is None:
+        load_refiner_weights(model, cfg.init_from)
+    train = make("inputs", train_clips, cfg.frames, cfg.seed)
+    held = make("heldout", held_clips, cfg.heldout_frames, cfg.seed + 1)
+
     ema = EMAModel(model.parameters(), decay=cfg.ema_decay)
     model, optimizer = run.start(model, torch.optim.Adam(model.parameters(), lr=cfg.lr), ema)
     unwrapped = run.accelerator.unwrap_model(model)
@@ -257,7 +277,8 @@ def train_refiner(model_dir: str | Path, data_dir: str | Path, run_dir: str | Pa
             run.note(loss=run.loss, loss_avg=run.loss_avg, **scores)
         run.end_step()
     figures = run.figures(train_frames=len(train["lo"]), heldout_frames=len(held["lo"]), resolution=[lo_res, hi_res],
-                          decoder=decoder, channels=cfg.channels, num_blocks=cfg.num_blocks, **scores)
+                          decoder=decoder, channels=cfg.channels, num_blocks=cfg.num_blocks, init_from=cfg.init_from,
+                          **scores)
 
     def export():
         ema.copy_to(unwrapped.parameters())
