@@ -44,7 +44,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
     ``light_unet`` (a narrower decoder distilled from ``distilled_unet``: live input's), optional
     ``refiner`` (renders the decoder's frames at 4× or 8× their size, trained on the speaker's
     own frames; used unless ``refine=False``), optional ``live_refiner`` (a narrower refiner to
-    the same size: live input's, where the speaker has one), optional ``live_speech_to_latent`` (a streaming
+    the same size, for live input's every frame on a CPU), optional ``live_speech_to_latent`` (a streaming
     speech2latent, ``chunk_frames`` > 0, for ``stream(..., live=True)``), optional ``voice_gate``
     (P(a foreground voice speaks) per frame: the mouth shuts on babble; not in live input) and, for the wav2vec2
     front end, ``audio_encoder`` and ``feature_extractor``. ``pipe.speaker`` holds the
