@@ -32,7 +32,7 @@ REFINER_STEPS=${REFINER_STEPS:-7000}
 LIVE_STEPS=${LIVE_STEPS:-600}
 LIVE_MORE_STEPS=${LIVE_MORE_STEPS:-1200}
 LIGHT_STEPS=${LIGHT_STEPS:-3000}
-LIVE_REFINER_STEPS=${LIVE_REFINER_STEPS:-6000}
+LIVE_REFINER_STEPS=${LIVE_REFINER_STEPS:-4000}
 GATE_STEPS=${GATE_STEPS:-3000}
 DAE_LR=${DAE_LR:-2e-4}
 SNR_GAMMA=${SNR_GAMMA:-5}
@@ -229,10 +229,11 @@ talker train distill --model "$OUT" --data "$WORK/voices" --output "$WORK/light"
     --max-steps "$LIGHT_STEPS" --eval-every 250 --checkpoint-every 250 --resume
 talker add-light "$OUT" --decoder "$WORK/light"
 
-# 11. the live refiner: a narrower refiner (16 channels, 3 blocks, no warp) trained on what the
+# 11. the live refiner: a narrower refiner (24 channels, 4 blocks, no warp) trained on what the
 #     light decoder makes of the refiner's data, so that live input's every frame costs less at
-#     256² on a CPU (the refiner still renders offline frames, and live ones on a GPU); 6,000 steps
-#     at batch 16 (10 min on 2 cores)
-talker train refiner --model "$OUT" --data "$WORK/refine" --output "$WORK/live-refiner" --channels 16 --num-blocks 3 \
-    --up-channels 16 --decoder light --max-steps "$LIVE_REFINER_STEPS" --eval-every 500 --checkpoint-every 500 --resume
+#     256² on a CPU (the refiner still renders offline frames, and live ones on a GPU); 4,000 steps
+#     at batch 16 (8 min on 2 cores). (16 channels and 3 blocks cost the same there and read the
+#     lips worse: bench/results/real_speech_stream_live_refiner16.json)
+talker train refiner --model "$OUT" --data "$WORK/refine" --output "$WORK/live-refiner" --channels 24 --num-blocks 4 \
+    --up-channels 24 --decoder light --max-steps "$LIVE_REFINER_STEPS" --eval-every 500 --checkpoint-every 500 --resume
 talker add-live-refiner "$OUT" --refiner "$WORK/live-refiner"

@@ -551,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "--refiner", "the refiner's training run", cmd_add_refiner)
     add_component_parser("add-live-refiner", "add a live refiner (narrower, for live input) to a speaker checkpoint",
                          "Store a `talker train refiner` run's network (narrower than the speaker's refiner, "
-                         "e.g. --channels 16 --num-blocks 3, trained on the light decoder's frames with "
+                         "e.g. --channels 24 --num-blocks 4 --up-channels 24 without --warp-reference, trained on the light decoder's frames with "
                          "--decoder light) as the speaker's live_refiner: live input's frames are refined by "
                          "it, at the refiner's size, so that they keep up on a CPU.",
                          "--refiner", "the live refiner's training run", cmd_add_live_refiner)
