@@ -178,10 +178,10 @@ def main(argv=None) -> int:
         results["decoder"] = pipe.live_decoder
         results["frames"], sheet = frame_quality(pipe, clips, args.seconds, args.seed, pipe.live_decoder,
                                                  {"refined": pipe.live_refiner, "full_refiner": None})
-        print("frames", json.dumps(results["frames"]["mean"]))
     else:
         results["frames"], sheet = frame_quality(pipe, clips, args.seconds, args.seed)
-        print("frames", json.dumps(results["frames"]["mean"]))
+    print("frames", json.dumps(results["frames"]["mean"]))
+    if not args.live:
         results["speech"] = speech_figures(pipe, FaceProbe(), clips, args.seconds, args.seed)
         print("speech", json.dumps(results["speech"]["mean"]))
     if not args.no_speed and not args.live:
