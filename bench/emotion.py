@@ -14,8 +14,8 @@ and none:
   add-emotion`` makes of it);
 - **reconstruction**: the truth frames through the speaker's encoder and decoder (what the latent
   space and decoder can show of the truth at all); for a decoder that takes the emotion as an
-  input of its own (``talker add-emotion --method input``), also with the intensities given to it
-  (``reconstruction_with_input``);
+  input of its own (``talker add-emotion --method input``) or a speaker with an expression warp
+  (``--method warp``), also with the intensities given to it (``reconstruction_with_input``);
 
 all read by the same MediaPipe face mesh (lip gap, mouth-corner lift, mouth width, brow height, eye
 opening, each ÷ the eye-corner distance). A change is the mean feature with the emotion minus
@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                "emotion_mode": "directions" if s2l.config.get("emotion_directions") else "network",
                "decoder": decoder, "steps": pipe.default_steps(decoder),
                "decoder_emotion_input": bool(getattr(pipe.decoder_for(decoder)[0], "takes_emotion", False)),
+               "expression_warp": pipe.expression is not None,
                "directions_fit": fit,
                "speaker_emotion": read_speaker(Path(model)).get("emotion") if Path(model).is_dir() else None,
                "settings": {}}
@@ -179,14 +180,15 @@ def main(argv: list[str] | None = None) -> int:
     x_T = neutral.fixed_noise
     ae = pipe.autoencoder_for(decoder)
 
-    takes_emotion = getattr(ae.unet, "takes_emotion", False)
+    takes_emotion = getattr(ae.unet, "takes_emotion", False) or pipe.expression is not None
 
     def decode(z, emotion=None):
-        """z_sem (and intensities, for a decoder that takes them) → the frames the speaker shows for
-        them (decoder at its default steps, refiner)."""
+        """z_sem (and intensities, for a decoder that takes them or an expression warp) → the frames
+        the speaker shows for them (decoder at its default steps, expression warp, refiner)."""
         e = None if emotion is None else torch.from_numpy(emotion).float()[None]
         with torch.inference_mode():
             images = ae.decode(z, x_T, pipe.default_steps(decoder), batch_size=16, output_type="pt", emotion=e)
+            images = pipe.express_frames(images * 2 - 1, e).add(1).div(2)
             if pipe.refiner is not None:
                 images = pipe.refine_frames(images * 2 - 1).add(1).div(2)
         return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
@@ -222,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         r_change, _ = change(probe.features(decode(z_truth)), reconstructed_neutral)
         row["reconstruction_change"] = r_change.round(4).tolist()
         row["reconstruction_ratio"] = ratios(r_change, t_change, moved)
-        if takes_emotion:  # the same with the intensities given to the decoder too
+        if takes_emotion:  # the same with the intensities given to the decoder or the warp too
             i_change, _ = change(probe.features(decode(z_truth, e)), reconstructed_neutral)
             row["reconstruction_with_input_change"] = i_change.round(4).tolist()
             row["reconstruction_with_input_ratio"] = ratios(i_change, t_change, moved)

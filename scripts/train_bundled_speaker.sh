@@ -215,15 +215,22 @@ talker train gate --data "$WORK/voices-gate" --speech "$SPEECH" "$WORK/asterisk-
     --ema-decay 0.995 --output "$WORK/gate" --max-steps "$GATE_STEPS" --eval-every 250 --checkpoint-every 250 --resume
 talker add-gate "$OUT" --gate "$WORK/gate"
 
-# 9. emotion that shows: the decoders take the intensities as an input of their own, trained on
-#    speech2latent's labelled clips with the rest of them frozen. The shipped speaker: the distilled
-#    decoder 600 steps (lr 1e-3), then 900 more (lr 2e-3, seed 1); the DDIM decoder 600 steps (lr 2e-3)
-EMOTION_STEPS=${EMOTION_STEPS:-600}
-grep -q '"emotion_dim": [1-9]' "$OUT/unet/config.json" \
-    || talker add-emotion "$OUT" --data "$WORK/voices" --steps "$EMOTION_STEPS"   # skipped once added
+# 9. emotion that shows: an expression warp of the decoder's frames (a flow and a colour change per
+#    emotion, times its intensity), learned from paired takes: 24 lines in 8 voices recorded neutral
+#    and at each emotion's full intensity (same lines, same performance), aligned by their sound and
+#    framing; 1,500 steps (8 CPU minutes). (The decoders' own emotion input, --method input, which the
+#    speaker had before, was taken out of its decoders: neutral frames are the same either way.)
+TAKE_VOICES=en-us,en-gb+f3,en-us+m3,en-gb-scotland,en-us+f2,en-029+m4,en-gb-x-rp+m1,en-us+f4
+for take in none happy=1 sad=1 angry=1 surprised=1; do
+    [ -f "$WORK/takes-${take%%=*}/dataset.json" ] && continue
+    talker synth --out "$WORK/synth-takes-${take%%=*}" --clips 24 --seconds 8 --seed 700 --emotion "$take" --voices "$TAKE_VOICES"
+    talker prepare "$WORK/synth-takes-${take%%=*}/videos" --out "$WORK/takes-${take%%=*}" --resolution "$RES"
+done
+[ -d "$OUT/expression" ] || talker add-emotion "$OUT" --method warp --neutral "$WORK/takes-none" \
+    --data "$WORK/takes-happy" "$WORK/takes-sad" "$WORK/takes-angry" "$WORK/takes-surprised"   # skipped once added
 
 # 10. the light decoder live input renders with: a UNet 16 channels wide taught by the speaker's
-#     distilled decoder with its emotion input (one step), 3,000 steps at batch 32 (81 min on 2 cores)
+#     distilled decoder (one step), 3,000 steps at batch 32 (81 min on 2 cores)
 talker train distill --model "$OUT" --data "$WORK/voices" --output "$WORK/light" --teacher distilled --teacher-steps 1 \
     --student-channels 16 --grid-steps 1 --grid-share 0.8 --motion-weight 4 --pairs 8192 --batch-size 32 --lr 1e-3 \
     --max-steps "$LIGHT_STEPS" --eval-every 250 --checkpoint-every 250 --resume

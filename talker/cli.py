@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from .defaults import (DATASET_RESOLUTION, DECODERS, DEFAULT_DISTILLED_STEPS, DEFAULT_MAX_DURATION, DEFAULT_STEPS,
-                       EMOTION_INPUT, EMOTION_LEARNING, EMOTION_METHODS, POSE_MODES, PRECISIONS, SCHEDULERS, SPEECH_LANGUAGE)
+                       EMOTION_INPUT, EMOTION_LEARNING, EMOTION_METHODS, EMOTION_WARP, POSE_MODES, PRECISIONS, SCHEDULERS, SPEECH_LANGUAGE)
 from .errors import TalkerError
 from .training.configs import DAEConfig, DistillConfig, GateConfig, RefinerConfig, S2LConfig, add_options, from_options
 
@@ -233,8 +233,16 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     from .data.prepare import prepare_dataset
 
+    from .defaults import EMOTIONS
+
+    given = _emotion_arg(args.emotion)
+    wrong = sorted(k for k, v in (given or {}).items() if k not in EMOTIONS or not 0 <= v <= 1)
+    if wrong:
+        raise TalkerError(f"--emotion takes NAME=VALUE with NAME in {', '.join(EMOTIONS)} and VALUE in [0, 1]; "
+                          f"got {', '.join(wrong)}")
     index = prepare_dataset(args.videos, args.out, resolution=args.resolution, fps=args.fps, progress=not args.quiet,
-                            refiner_resolution=args.refiner_resolution)
+                            refiner_resolution=args.refiner_resolution,
+                            emotion=None if given is None else [given.get(name, 0.0) for name in EMOTIONS])
     minutes = sum(c["duration"] for c in index["clips"]) / 60
     print(f"{args.out}: {len(index['clips'])} clips ({minutes:.1f} min), {len(index['skipped'])} skipped")
     return 0
@@ -363,15 +371,24 @@ def cmd_add_emotion(args: argparse.Namespace) -> int:
 
     learn = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
                                 ("seed", args.seed)) if v is not None}
-    if args.method == "decoder":
+    if args.method == "warp":
+        learn.update({k: v for k, v in (("channels", args.channels),
+                                        ("smooth_weight", args.smooth_weight), ("motion_weight", args.motion_weight))
+                      if v is not None})
+    elif args.method == "decoder":
         learn.update(knots=args.knots, hold_mouth=args.hold_mouth)
     elif args.method == "input":
-        learn.update(motion_weight=args.motion_weight,
+        learn.update({"motion_weight": args.motion_weight} if args.motion_weight is not None else {},
                      decoders=tuple(args.decoders.split(",")) if args.decoders else None)
     else:
         learn = {}
-    record = add_emotion(args.speaker, args.data, method=args.method, **learn)
-    if args.method == "input":
+    record = add_emotion(args.speaker, args.data, method=args.method, neutral=args.neutral, **learn)
+    if args.method == "warp":
+        held = record.get("heldout_error")
+        print(f"{args.speaker}: expression/ moves the decoder's frames to show each emotion, trained on "
+              f"{record['frames']} frames of {record['takes']} paired takes"
+              + (f"; held-out pairs' error {held['neutral']} neutral, {held['warped']} warped" if held else ""))
+    elif args.method == "input":
         print(f"{args.speaker}: the decoders ({', '.join(record['decoders'])}) take the emotion as an input, "
               f"trained on {record['frames']} frames")
     else:
@@ -493,6 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refiner-resolution", type=int,
                    help="also keep the crops at this side (--resolution × 2, 4, 8, …), the truth of `train refiner`")
     p.add_argument("--fps", type=int, default=25)
+    p.add_argument("--emotion", nargs="*", metavar="NAME=VALUE",
+                   help="label every frame with the emotion the takes were recorded in, e.g. happy=1 (for "
+                        "`talker add-emotion --method warp`; synthetic clips keep their own labels)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_prepare)
 
@@ -569,25 +589,34 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("add-emotion", help="teach a speaker to show emotions as its own labelled frames do",
                        description="Teach the speaker to show each emotion as the labelled frames of a prepared, "
                                    "encoded dataset (its training clips' frames, speech, latents and emotion labels) "
-                                   "show it. --method input (default) gives the decoders the intensities as an "
-                                   "input of their own, trained with the rest of them frozen (neutral renders as "
-                                   "before); decoder learns offsets of z_sem through the speaker's decoder, at "
+                                   "show it. --method warp (default) trains expression/, a small network that "
+                                   "moves the decoder's frames by a flow and colour change per emotion in "
+                                   "proportion to its intensity (neutral renders as before); input gives the "
+                                   "decoders the intensities as an input of their own, trained with the rest of "
+                                   "them frozen; decoder learns offsets of z_sem through the speaker's decoder, at "
                                    "--knots intensities, stored in speech2latent; latents fits one direction of "
                                    "z_sem each to the encoder's latents by least squares.")
     m.add_argument("speaker", help="speaker checkpoint folder")
-    m.add_argument("--data", required=True, help="prepared dataset with latents (`talker encode`) and emotion labels")
+    m.add_argument("--data", required=True, nargs="+",
+                   help="prepared dataset with emotion labels (and latents, `talker encode`, for input, decoder and "
+                        "latents); for warp, one or more datasets of emotional takes")
+    m.add_argument("--neutral", help="warp: the prepared neutral takes of the same lines, clip names as in --data")
     m.add_argument("--method", choices=EMOTION_METHODS, default=EMOTION_METHODS[0])
-    m.add_argument("--steps", type=int, help=f"optimiser steps (input: {EMOTION_INPUT['steps']}, "
-                                             f"decoder: {EMOTION_LEARNING['steps']})")
-    m.add_argument("--batch-size", type=int, help=f"frames per step (input: {EMOTION_INPUT['batch_size']}, "
-                                                  f"decoder: {EMOTION_LEARNING['batch_size']})")
-    m.add_argument("--lr", type=float, help=f"Adam's step (input: {EMOTION_INPUT['lr']:g}; decoder: "
-                                            f"{EMOTION_LEARNING['lr']:g} latent spreads)")
+    m.add_argument("--steps", type=int, help=f"optimiser steps (warp: {EMOTION_WARP['steps']}, input: "
+                                             f"{EMOTION_INPUT['steps']}, decoder: {EMOTION_LEARNING['steps']})")
+    m.add_argument("--batch-size", type=int, help=f"frames per step (warp: {EMOTION_WARP['batch_size']}, input: "
+                                                  f"{EMOTION_INPUT['batch_size']}, decoder: {EMOTION_LEARNING['batch_size']})")
+    m.add_argument("--lr", type=float, help=f"Adam's step (warp: {EMOTION_WARP['lr']:g}; input: "
+                                            f"{EMOTION_INPUT['lr']:g}; decoder: {EMOTION_LEARNING['lr']:g} latent spreads)")
+    m.add_argument("--channels", type=int, help=f"the warp's width (warp: {EMOTION_WARP['channels']})")
+    m.add_argument("--smooth-weight", type=float,
+                   help=f"weight of the flows' roughness in the loss (warp: {EMOTION_WARP['smooth_weight']:g})")
     m.add_argument("--seed", type=int)
     m.add_argument("--decoders", help=f"which decoders learn the input, comma-separated ({', '.join(DECODERS)}; "
                                       "default: every one the speaker has) (input)")
-    m.add_argument("--motion-weight", type=float, default=EMOTION_INPUT["motion_weight"],
-                   help="weight of the loss on where the face moves: 1 + w × temporal std / mean (input)")
+    m.add_argument("--motion-weight", type=float,
+                   help="weight of the loss on where the face moves: 1 + w × temporal std / mean (warp: "
+                        f"{EMOTION_WARP['motion_weight']:g}, input: {EMOTION_INPUT['motion_weight']:g})")
     m.add_argument("--knots", type=int, default=EMOTION_LEARNING["knots"],
                    help="offsets per emotion along its intensity, at 1/K … 1 (decoder; 1: one straight direction)")
     m.add_argument("--hold-mouth", action=argparse.BooleanOptionalAction, default=EMOTION_LEARNING["hold_mouth"],

@@ -220,7 +220,8 @@ def test_emotion_input_shows_what_z_sem_cannot_and_leaves_neutral_as_it_was(spea
 
     before = {(d, e): frames(pipe, d, e) for d in ("distilled", "ddim") for e in (None, (0, 0, 0, 0))}
     data = quadrant_dataset(tmp_path / "data")
-    assert talker(["add-emotion", str(folder), "--data", str(data), "--steps", "120", "--lr", "0.01"]) == 0
+    assert talker(["add-emotion", str(folder), "--data", str(data), "--method", "input", "--steps", "120",
+                   "--lr", "0.01"]) == 0
     record = json.loads((folder / "speaker.json").read_text())["emotion"]
     assert record["method"] == "input" and record["frames"] == 9 * 20 and set(record["decoders"]) == {"distilled", "ddim"}
     for row in record["decoders"].values():
@@ -247,6 +248,144 @@ def test_emotion_input_shows_what_z_sem_cannot_and_leaves_neutral_as_it_was(spea
     for path in (unlabelled / "clips").glob("*/emotion.npy"):
         path.unlink()
     with pytest.raises(TalkerError, match="no clip has emotion labels"):
-        add_emotion(folder, unlabelled)
+        add_emotion(folder, unlabelled, method="input")
     with pytest.raises(TalkerError, match="decoder must be one of"):
-        add_emotion(folder, data, decoders=("ddpm",))
+        add_emotion(folder, data, method="input", decoders=("ddpm",))
+
+
+def test_expression_warp_is_linear_in_the_intensities_and_leaves_neutral_frames_alone(tmp_path):
+    from talker.models import ExpressionWarp
+
+    torch.manual_seed(0)
+    warp = ExpressionWarp(resolution=16, channels=8)
+    torch.nn.init.normal_(warp.head.weight, std=0.3)
+    images = torch.rand(3, 3, 16, 16) * 2 - 1
+    e = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.5, 0.0, 0.0, 0.5]])
+    out = warp(images, e)
+    assert out.shape == images.shape and out.dtype == images.dtype
+    assert torch.equal(out[0], images[0]) and not torch.allclose(out[1], images[1], atol=1e-3)
+    assert torch.equal(warp(images, torch.zeros(1, 4)), images)
+    one = torch.tensor([[1.0, 0, 0, 0]]).expand(3, -1)
+    flow, residual = warp.move(images, one)
+    half_flow, half_residual = warp.move(images, one * 0.5)
+    assert torch.allclose(half_flow, flow / 2, atol=1e-6) and torch.allclose(half_residual, residual / 2, atol=1e-6)
+    mixed, _ = warp.move(images, torch.tensor([[1.0, 0, 0, 1.0]]))
+    alone = [warp.move(images, torch.eye(4)[[k]])[0] for k in (0, 3)]
+    assert torch.allclose(mixed, alone[0] + alone[1], atol=1e-5)
+    with pytest.raises(ValueError, match="takes 4 intensities"):
+        warp(images, torch.ones(1, 3))
+    warp.save_pretrained(tmp_path / "expression")
+    assert (tmp_path / "expression" / "diffusion_pytorch_model.safetensors").is_file()
+    again = ExpressionWarp.from_pretrained(tmp_path / "expression", use_safetensors=True)
+    assert torch.equal(again(images, e), out)
+
+
+def paired_takes(root, clips=10, frames=20, res=16, seed=5):
+    """Two prepared datasets of the same lines (the same speech-like audio per clip): root/neutral,
+    grey squares, and root/emotional, where quadrant k brightens with emotion k's intensity (as
+    :func:`quadrant_dataset`; every fifth clip neutral there too). Returns (neutral, emotional)."""
+    import soundfile as sf
+
+    from talker.video import write_video
+
+    emotional = quadrant_dataset(root / "emotional", clips, frames, res, seed)
+    neutral = root / "neutral"
+    entries = []
+    for k in range(clips):
+        wave = speech_like(frames / 25, seed=k)[: frames * 640]
+        sf.write(emotional / "clips" / f"c{k}" / "audio.wav", wave, 16000)
+        path = neutral / "clips" / f"c{k}"
+        path.mkdir(parents=True)
+        write_video(path / "frames.mp4", np.full((frames, res, res, 3), 70, np.uint8))
+        np.save(path / "emotion.npy", np.zeros((frames, 4), np.float32))
+        np.save(path / "pose.npy", np.zeros((frames, 3), np.float32))
+        sf.write(path / "audio.wav", wave, 16000)
+        entries.append({"id": f"c{k}", "frames": frames})
+    (neutral / "dataset.json").write_text(json.dumps({"fps": 25, "clips": entries}))
+    return neutral, emotional
+
+
+def test_takes_are_aligned_by_their_sound():
+    from talker.training.expression import dtw_path
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(30, 5))
+    b = np.repeat(a, 2, axis=0)[::1]  # the same line said twice as slowly
+    path = dtw_path(a, b)
+    assert path[0] == (0, 0) and path[-1] == (29, 59)
+    assert all(i == j // 2 for i, j in path), path[:8]
+    assert dtw_path(a, a) == [(k, k) for k in range(30)]
+
+
+def test_takes_cut_in_other_squares_are_framed_alike():
+    import cv2
+
+    from talker.data.prepare import crop_frame
+    from talker.training.expression import reframe
+
+    picture = cv2.GaussianBlur((np.random.default_rng(0).random((256, 256, 3)) * 255).astype(np.uint8), (0, 0), 4)
+    neutral_crop, emotional_crop = (30, 25, 190), (36, 31, 181)
+    neutral = crop_frame(picture, neutral_crop, 64)[None].astype(int)
+    emotional = crop_frame(picture, emotional_crop, 64)[None]
+    framed = reframe(emotional, emotional_crop, neutral_crop)
+    assert framed.dtype == np.uint8 and framed.shape == emotional.shape
+    assert np.abs(framed - neutral).mean() < np.abs(emotional - neutral).mean() / 3
+    assert reframe(emotional, emotional_crop, emotional_crop) is emotional
+
+
+def test_warp_shows_each_emotion_where_its_takes_do_and_leaves_neutral_as_it_was(speaker_dir, tmp_path):
+    from talker import DAETalkerPipeline
+    from talker.cli import main as talker
+    from talker.training.emotion import add_emotion
+
+    folder = tmp_path / "speaker"
+    shutil.copytree(speaker_dir, folder)
+    pipe = DAETalkerPipeline.from_pretrained(folder)
+    audio = speech_like(1.0)
+
+    def frames(p, emotion):
+        return p(audio, sampling_rate=16000, num_inference_steps=2, emotion=emotion,
+                 generator=torch.Generator().manual_seed(0)).frames.astype(float)
+
+    before = {e: frames(pipe, e) for e in (None, (0, 0, 0, 0))}
+    neutral, emotional = paired_takes(tmp_path / "takes")
+    with pytest.raises(TalkerError, match="learns from paired takes"):
+        add_emotion(folder, [emotional], method="warp")
+    unlabelled = tmp_path / "unlabelled"
+    shutil.copytree(emotional, unlabelled)
+    for path in (unlabelled / "clips").glob("*/emotion.npy"):
+        path.unlink()
+    with pytest.raises(TalkerError, match="has a neutral take of the same id"):
+        add_emotion(folder, [unlabelled], method="warp", neutral=neutral)
+    assert talker(["add-emotion", str(folder), "--data", str(emotional), "--neutral", str(neutral), "--method", "warp",
+                   "--steps", "300", "--lr", "0.01", "--channels", "8"]) == 0
+    record = json.loads((folder / "speaker.json").read_text())["emotion"]
+    assert record["method"] == "warp" and record["takes"] == 9 and record["channels"] == 8
+    assert record["frames"] == 7 * 20  # the emotional frames of the training takes (c0 and c5 are neutral)
+    first, last = record["training_loss_first_last"]
+    assert last < first, record
+    held = record["heldout_error"]  # take c9 (sad), never trained on
+    assert held["warped"] < held["neutral"] / 4, held
+    assert "an expression warp of the decoder's frames" in (folder / "README.md").read_text()
+    after = DAETalkerPipeline.from_pretrained(folder)
+    assert after.expression is not None and not after.unet.takes_emotion
+    for e in (None, (0, 0, 0, 0)):  # neutral renders as before
+        assert np.array_equal(frames(after, e), before[e])
+    latents = [after(audio, sampling_rate=16000, num_inference_steps=2, emotion=e).latents
+               for e in (None, (1, 0, 0, 0))]
+    assert np.array_equal(*latents)  # speech2latent is given no emotion: the warp shows it, once
+    changes = {}
+    for q in range(4):  # each emotion brightens its own quadrant, half as much at half the intensity
+        for level in (0.5, 1.0):
+            change = (frames(after, np.eye(4)[q] * level) - before[None]).mean((0, 3))
+            changes[q, level] = [change[r * 8 : r * 8 + 8, c * 8 : c * 8 + 8].mean() for r in (0, 1) for c in (0, 1)]
+        own, others = changes[q, 1.0][q], np.delete(changes[q, 1.0], q)
+        assert own > 40 and np.abs(others).max() < own / 4, (q, changes[q, 1.0])
+        assert 0.35 < changes[q, 0.5][q] / own < 0.65, (q, changes[q, 0.5][q], own)
+    with pytest.raises(TalkerError, match="already shows emotion by method warp"):
+        add_emotion(folder, emotional, method="input")
+    plain = tmp_path / "plain"
+    shutil.copytree(speaker_dir, plain)
+    add_emotion(plain, quadrant_dataset(tmp_path / "data"), method="input", steps=2)
+    with pytest.raises(TalkerError, match="already shows emotion by method input"):
+        add_emotion(plain, [emotional], method="warp", neutral=neutral)

@@ -542,6 +542,14 @@ def test_prepare_takes_the_videos_phones_record_and_keeps_lip_sync(dataset, tmp_
         assert video_lag == expected and abs(sound_lag - video_lag) <= 1, (name, video_lag, sound_lag)
     # the rotated portrait video was turned upright: its face was found in every frame like the others'
     assert all(c["face_found"] == 1.0 for c in index["clips"])
+    # a recorded take labelled with the emotion it was recorded in, every frame
+    talker("prepare", source, "--out", tmp_path / "happy", "--resolution", 32, "--emotion", "happy=1", "-q")
+    (clip,) = json.loads((tmp_path / "happy" / "dataset.json").read_text())["clips"]
+    labels = np.load(tmp_path / "happy" / "clips" / clip["id"] / "emotion.npy")
+    assert labels.shape == (clip["frames"], 4) and (labels == [1, 0, 0, 0]).all()
+    assert not any((tmp_path / "data" / "clips").glob("*/emotion.npy"))  # unlabelled unless told
+    r = talker("prepare", source, "--out", tmp_path / "bad", "--emotion", "joyful=1", check=False)
+    assert r.returncode != 0 and "NAME in happy, sad, angry, surprised" in r.stderr and not (tmp_path / "bad").exists()
 
 
 def test_training_killed_at_a_random_step_resumes_to_the_same_weights(dataset, tmp_path):

@@ -15,7 +15,8 @@ Dataset layout (the same for real and synthetic speakers)::
     DATA/clips/<id>/frames_<R>.mp4    the same crops at the refiner's resolution R (--refiner-resolution)
     DATA/clips/<id>/audio.wav         16 kHz mono, exactly frames × 640 samples
     DATA/clips/<id>/pose.npy          (N, 3) yaw, pitch, roll in degrees
-    DATA/clips/<id>/emotion.npy       (N, 4) intensities, when the source has them (talker synth)
+    DATA/clips/<id>/emotion.npy       (N, 4) intensities, when the source has them (talker synth) or
+                                      --emotion gives the take's
     DATA/clips/<id>/truth.npz         talker synth's per-frame ground truth, when present
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -190,9 +192,11 @@ def _truth_for(video: Path) -> dict | None:
 
 
 def prepare_video(video: Path, out_dir: Path, clip_id: str, resolution: int, fps: int = FPS,
-                  refiner_resolution: int | None = None) -> dict:
+                  refiner_resolution: int | None = None, emotion: Sequence[float] | None = None) -> dict:
     """Prepare one video; returns its dataset entry. Raises TalkerError when it must be skipped.
-    With ``refiner_resolution``, the same crops are also kept at that size (``frames_<R>.mp4``)."""
+    With ``refiner_resolution``, the same crops are also kept at that size (``frames_<R>.mp4``);
+    with ``emotion`` (intensities in ``EMOTIONS`` order), every frame is labelled with it, unless
+    the video has ``talker synth`` truth (whose labels are per frame)."""
     # two passes over the video, so that a long high-resolution video never sits in memory
     try:
         audio = read_audio_track(video)
@@ -240,14 +244,18 @@ def prepare_video(video: Path, out_dir: Path, clip_id: str, resolution: int, fps
         per_frame = {k: v for k, v in truth.items() if len(v) == n and not k.startswith(("phoneme", "word"))}
         np.savez(clip_dir / "truth.npz", **per_frame)  # for `talker evaluate`
         entry["synthetic_truth"] = True
+    elif emotion is not None:
+        np.save(clip_dir / "emotion.npy", np.tile(np.asarray(emotion, np.float32), (n, 1)))
     return entry
 
 
 def prepare_dataset(videos: list[str | Path], out_dir: str | Path, resolution: int = DATASET_RESOLUTION, fps: int = FPS,
-                    progress: bool = True, refiner_resolution: int | None = None) -> dict:
+                    progress: bool = True, refiner_resolution: int | None = None,
+                    emotion: Sequence[float] | None = None) -> dict:
     """Prepare every video into ``out_dir``; clips that cannot be used are reported and skipped.
     ``refiner_resolution`` (a power-of-two multiple of ``resolution``) keeps the crops at that
-    size too, the truth of ``talker train refiner``."""
+    size too, the truth of ``talker train refiner``; ``emotion`` labels every frame of recorded
+    takes with the emotion they were recorded in (``talker add-emotion --method warp``)."""
     from tqdm.auto import tqdm
 
     if resolution < 16 or resolution % 2:
@@ -284,7 +292,7 @@ def prepare_dataset(videos: list[str | Path], out_dir: str | Path, resolution: i
         try:
             if not video.is_file():
                 raise TalkerError("file not found")
-            index["clips"].append(prepare_video(video, out, clip_id, resolution, fps, refiner_resolution))
+            index["clips"].append(prepare_video(video, out, clip_id, resolution, fps, refiner_resolution, emotion))
         except TalkerError as e:
             index["skipped"].append({"source": str(video), "reason": str(e)})
             print(f"skipped {video}: {e}")

@@ -210,18 +210,22 @@ def off_mouth(offsets: torch.Tensor, s2l) -> torch.Tensor:
     return offsets - ((offsets @ weight) / unit)[..., None] * direction
 
 
-def add_emotion(folder: str | Path, data_dir: str | Path, method: str = EMOTION_METHODS[0], progress: bool = True,
-                **learn) -> dict:
+def add_emotion(folder: str | Path, data_dir, method: str = EMOTION_METHODS[0], progress: bool = True,
+                neutral: str | Path | None = None, **learn) -> dict:
     """Teach the speaker folder's model to show emotion from ``data_dir`` (a prepared, encoded
-    dataset with per-frame emotion labels) and store it there; speaker.json and the model card
-    record it. ``method`` "input": the decoders' own emotion input
+    dataset with per-frame emotion labels; for "warp", one or more prepared datasets of emotional
+    takes, paired with the neutral takes of the same clip names in ``neutral``) and store it
+    there; speaker.json and the model card record it. ``method`` "warp": an expression warp of
+    the decoder's frames (:func:`~.expression.train_expression`); "input": the decoders' own emotion input
     (:func:`~.emotion_input.train_emotion_input`); "decoder": offsets of z_sem learned through the
     decoder (:func:`learn_emotion_directions`); "latents": directions fitted to the encoder's
     latents (:func:`fit_emotion_directions`). ``learn``: the chosen method's settings. A speaker
-    takes one way: z_sem offsets on top of decoders that take the emotion would show it twice.
+    takes one way: z_sem offsets on top of decoders that take the emotion, or a warp on top of
+    either, would show it twice (a speaker's warp may be trained again).
     Returns the record."""
     from ..pipelines import DAETalkerPipeline
     from .emotion_input import store_emotion_input, train_emotion_input
+    from .expression import store_expression, train_expression
 
     if method not in EMOTION_METHODS:
         raise TalkerError(f"method must be one of {', '.join(EMOTION_METHODS)}; got {method!r}")
@@ -231,6 +235,10 @@ def add_emotion(folder: str | Path, data_dir: str | Path, method: str = EMOTION_
         raise TalkerError(f"{folder}: this speaker has no emotion control")
     has_input = any(getattr(u, "takes_emotion", False) for u in (pipe.unet, pipe.distilled_unet) if u is not None)
     has_directions = bool(pipe.speech_to_latent.config.get("emotion_directions"))
+    shown = "input" if has_input else read_method(folder) if has_directions else "warp" if pipe.expression else None
+    if shown is not None and shown != method and "warp" in (shown, method):
+        raise TalkerError(f"{folder}: this speaker already shows emotion by method {shown}; method {method} on top "
+                          "would show it twice: start from the speaker without it")
     if method == "input" and has_directions:
         raise TalkerError(f"{folder}: this speaker already shows emotion along directions in z_sem (method "
                           f"{read_method(folder)}); the decoders' emotion input is trained for a speaker whose "
@@ -238,7 +246,18 @@ def add_emotion(folder: str | Path, data_dir: str | Path, method: str = EMOTION_
     if method != "input" and has_input:
         raise TalkerError(f"{folder}: this speaker's decoders take the emotion as an input (method input); "
                           "directions in z_sem would show it twice: start from the speaker without it")
+    if method == "warp" and neutral is None:
+        raise TalkerError("method warp learns from paired takes: give the neutral takes (--neutral DATA) as well as "
+                          "the emotional ones (--data DATA ...)")
+    if method != "warp" and not isinstance(data_dir, (str, Path)):
+        if len(data_dir) != 1:
+            raise TalkerError(f"method {method} takes one dataset (--data); got {len(data_dir)}")
+        data_dir = data_dir[0]
     pipe.set_progress_bar_config(disable=True)
+    if method == "warp":
+        model, record = train_expression(pipe, data_dir, neutral, progress=progress, **learn)
+        store_expression(folder, model, record)
+        return record
     if method == "input":
         trained, record = train_emotion_input(pipe, data_dir, progress=progress, **learn)
         if has_input:  # decoders trained before keep their rows; one trained again keeps its earlier row

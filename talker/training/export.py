@@ -134,6 +134,14 @@ def _gate_speech(rows: list[dict] | None) -> str:
 def _emotion_line(e: dict | None) -> str:
     if not e:
         return "through speech2latent's emotion input"
+    if e.get("method") == "warp":
+        held = e.get("heldout_error")
+        return (f"an expression warp of the decoder's frames (`expression/`: a flow and a colour change per emotion, "
+                f"times its intensity; {e['parameters']:,} parameters), trained on {e['frames']} emotional frames of "
+                f"{e['takes']} lines recorded neutral and with emotion, aligned by their sound; neutral frames pass "
+                f"unchanged and speech2latent is given no emotion (`talker add-emotion`"
+                + (f"; held-out pairs' error {held['neutral']:.4f} neutral, {held['warped']:.4f} warped" if held else "")
+                + ")")
     if e.get("method") == "input":
         held = [f"{name} {row['heldout_error']['without']:.4f} without it, "
                 f"{row['heldout_error']['with_emotion_input']:.4f} with it"
@@ -423,15 +431,21 @@ def add_light_decoder(folder: str | os.PathLike, run: str | os.PathLike) -> Path
     return add_component(folder, "light_unet", light, "talker.models.unet", run, "light_decoder")
 
 
-def add_component(folder: Path, name: str, model, module: str, run: str | os.PathLike, stage: str,
-                  **speaker_fields) -> Path:
-    """Store ``model`` as component ``name`` of a speaker folder (its folder, its line in
-    model_index.json), ``run``'s figures as training stage ``stage`` of speaker.json with
-    ``speaker_fields``, and the model card again."""
+def store_component(folder: Path, name: str, model, module: str) -> None:
+    """Write ``model`` as component ``name`` of a speaker folder: its folder and its line in
+    model_index.json."""
     model.save_pretrained(folder / name)
     index = json.loads((folder / "model_index.json").read_text())
     index[name] = [module, type(model).__name__]
     (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
+def add_component(folder: Path, name: str, model, module: str, run: str | os.PathLike, stage: str,
+                  **speaker_fields) -> Path:
+    """Store ``model`` as component ``name`` of a speaker folder (:func:`store_component`),
+    ``run``'s figures as training stage ``stage`` of speaker.json with ``speaker_fields``, and the
+    model card again."""
+    store_component(folder, name, model, module)
     speaker = read_speaker(folder)
     figures = Path(run) / "figures.json"
     speaker.setdefault("training", {})[stage] = json.loads(figures.read_text()) if figures.is_file() else {}

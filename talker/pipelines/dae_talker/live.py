@@ -144,7 +144,7 @@ class LiveSession:
         # no voice gate: on live input it cost the recorded prompts 0.03 of mouth correlation
         # (bench/real_speech.py --live), more than it gains on babble there
         out = self.stream.step(self.features(self.audio, first, end), None if pose_t is None else pose_t[:, first:end],
-                               settings.emotion, shape_mouth=True)
+                               pipe.latent_emotion(settings.emotion), shape_mouth=True)
         return out.z_sem[0]
 
     def _frames(self, end: int, z_sem: torch.Tensor) -> list[tuple[int, np.ndarray]]:

@@ -18,7 +18,7 @@ from diffusers import DDIMScheduler, DiffusionPipeline
 from ...audio import DEFAULT_MAX_DURATION, load_audio
 from ...defaults import SAMPLE_RATE
 from ...frontends import speech_features
-from ...models import DAEDecoderUNet, Refiner, SemanticEncoder, Speech2Latent, VoiceGate
+from ...models import DAEDecoderUNet, ExpressionWarp, Refiner, SemanticEncoder, Speech2Latent, VoiceGate
 from ..ddim import check_precision, decoder_autocast
 from ..images import check_output_type, postprocess_frames
 from ..loading import SpeakerCheckpointMixin
@@ -42,6 +42,8 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
     inverting real frames), optional ``distilled_unet`` (a decoder distilled from ``unet`` that
     renders its 100-step frames in 1 to 8 steps, :mod:`talker.training.distill`), optional
     ``light_unet`` (a narrower decoder distilled from ``distilled_unet``: live input's), optional
+    ``expression`` (moves the decoder's frames by each emotion's flow and colour residual, in
+    proportion to its intensity: :class:`~talker.models.ExpressionWarp`), optional
     ``refiner`` (renders the decoder's frames at 4× or 8× their size, trained on the speaker's
     own frames; used unless ``refine=False``), optional ``live_refiner`` (a narrower refiner to
     the same size, for live input's every frame on a CPU), optional ``live_speech_to_latent`` (a streaming
@@ -51,9 +53,9 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
     checkpoint's ``speaker.json``.
     """
 
-    model_cpu_offload_seq = "audio_encoder->voice_gate->speech_to_latent->live_speech_to_latent->unet->distilled_unet->light_unet->refiner->live_refiner"
+    model_cpu_offload_seq = "audio_encoder->voice_gate->speech_to_latent->live_speech_to_latent->unet->distilled_unet->light_unet->expression->refiner->live_refiner"
     _optional_components = ["encoder", "audio_encoder", "feature_extractor", "distilled_unet", "refiner",
-                            "live_speech_to_latent", "voice_gate", "light_unet", "live_refiner"]
+                            "live_speech_to_latent", "voice_gate", "light_unet", "live_refiner", "expression"]
     _required_components = ("unet", "scheduler", "speech_to_latent")
     #: the decoder's compute type: "auto" (a float32 decoder runs under bfloat16 autocast on a CPU
     #: with native bfloat16, about 2× faster), "float32" or "bfloat16"; see :mod:`talker.pipelines.ddim`
@@ -76,6 +78,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
         voice_gate: VoiceGate | None = None,
         light_unet: DAEDecoderUNet | None = None,
         live_refiner: Refiner | None = None,
+        expression: ExpressionWarp | None = None,
     ):
         super().__init__()
         self.register_modules(
@@ -91,6 +94,7 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
             voice_gate=voice_gate,
             light_unet=light_unet,
             live_refiner=live_refiner,
+            expression=expression,
         )
         self.speaker: dict = {}
 
@@ -187,8 +191,24 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
                 heard, offset = gate_context
                 p = self.voice_gate.probability(heard, len(heard) // spf)[offset : offset + n_frames]
             speaking = p[None].to(s2l.device)
-        out = s2l(features, pose=pose_t, emotion=emotion_t, shape_mouth=True, speaking=speaking)
+        out = s2l(features, pose=pose_t, emotion=self.latent_emotion(emotion_t), shape_mouth=True, speaking=speaking)
         return {"z_sem": out.z_sem[0], "pose": out.pose[0]}
+
+    def latent_emotion(self, emotion: torch.Tensor | None) -> torch.Tensor | None:
+        """The intensities speech2latent is given: None (neutral latents) where the speaker shows
+        emotion by its expression warp, which would otherwise show it twice; else ``emotion``."""
+        return None if self.expression is not None else emotion
+
+    @torch.no_grad()
+    def express_frames(self, images: torch.Tensor, emotion: torch.Tensor | None) -> torch.Tensor:
+        """(B, 3, r, r) decoder frames in [-1, 1] moved by the speaker's expression warp to show
+        ``emotion`` ((1, E) or (B, E) intensities); as they came where the speaker has none or the
+        emotion is None or all zeros. float32 (the warp is small); no gradients."""
+        if self.expression is None or emotion is None:
+            return images
+        device = self.expression.device
+        out = self.expression(images.to(device, self.expression.dtype), emotion.to(device, self.expression.dtype))
+        return out.to(images.device, images.dtype)
 
     @torch.no_grad()
     def refine_frames(self, images: torch.Tensor, refiner=None) -> torch.Tensor:

@@ -1,0 +1,110 @@
+"""The expression warp: emotion shown by moving the decoder's frame, in proportion to each intensity.
+
+Why not through the diffusion autoencoder: its semantic encoder keeps little of an expression
+(``bench/emotion.py``'s ``reconstruction_ratio``: 2–5% of a smile's change of the mouth corners
+comes back through the encoder and decoder), so neither a z_sem that speech2latent predicts nor
+an emotion input of the frozen decoders (``reconstruction_with_input_ratio``: a fifth of a smile)
+can draw what the decoder never learned to draw.
+
+So the face is moved after decoding, as warping-based face animation moves a source image
+(First Order Motion Model, Siarohin et al., NeurIPS 2019; LivePortrait, Guo et al., 2024): a
+small convolutional network reads the decoder's frame (where the mouth, brows and eyes are, and
+how open the mouth is) and predicts, for every emotion k, a flow field F_k (pixels) and a colour
+residual R_k (teeth, shading). The frame with intensities e is
+
+    grid_sample(frame, identity + Σ_k e_k F_k(frame)) + Σ_k e_k R_k(frame)
+
+— linear in the intensities by construction: half an intensity moves the face half as far, two
+emotions add their moves, and a frame whose intensities are all zero is returned as it came, bit
+for bit. Trained on the speaker's own paired takes, each line neutral and with an emotion
+(``talker add-emotion --method warp``, :mod:`talker.training.expression`). Deterministic, one
+frame in, one frame out.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+#: a flow field (x, y) and a colour residual (r, g, b) per emotion
+FIELDS = 5
+
+
+class _Block(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(min(8, channels), channels)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv2(F.silu(self.conv1(F.silu(self.norm(x)))))
+
+
+class ExpressionWarp(ModelMixin, ConfigMixin):
+    """Per-emotion flow and colour residual of a decoder frame (see the module's docstring).
+
+    Args:
+        emotion_names: the intensities' order (the speaker's ``emotion_names``).
+        resolution: the side of the frames it was trained on (the decoder's); it runs on any size.
+        channels: width at half the frame's side (half that at full size, twice at a quarter).
+        num_blocks: residual blocks at the coarsest level.
+    """
+
+    @register_to_config
+    def __init__(self, emotion_names: tuple[str, ...] = ("happy", "sad", "angry", "surprised"), resolution: int = 64,
+                 channels: int = 32, num_blocks: int = 2):
+        super().__init__()
+        c, k = channels, len(emotion_names)
+        self.stem = nn.Conv2d(3, c // 2, 3, padding=1)
+        self.down1 = nn.Conv2d(c // 2, c, 4, stride=2, padding=1)
+        self.down2 = nn.Conv2d(c, 2 * c, 4, stride=2, padding=1)
+        self.mid = nn.Sequential(*[_Block(2 * c) for _ in range(num_blocks)])
+        self.up = nn.Conv2d(2 * c, c, 3, padding=1)
+        self.out = _Block(c)
+        self.head = nn.Conv2d(c, k * FIELDS, 3, padding=1)
+        nn.init.zeros_(self.head.weight)  # starts as the identity: no move, no residual
+        nn.init.zeros_(self.head.bias)
+
+    @property
+    def n_emotions(self) -> int:
+        return len(self.config.emotion_names)
+
+    def fields(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) frames in [-1, 1] → (B, E, 5, H, W): each emotion's flow (pixels, x then y)
+        and colour residual at intensity 1, predicted at half the frame's side (a smooth field; the
+        network sees a quarter-side level for its reach across the face) and upsampled."""
+        b, _, h, w = images.shape
+        s1 = F.silu(self.down1(F.silu(self.stem(images))))
+        x = self.mid(F.silu(self.down2(s1)))
+        x = F.silu(self.up(F.interpolate(x, size=s1.shape[-2:], mode="bilinear", align_corners=False))) + s1
+        x = F.interpolate(self.head(self.out(x)), size=(h, w), mode="bilinear", align_corners=False)
+        return x.view(b, self.n_emotions, FIELDS, h, w)
+
+    def move(self, images: torch.Tensor, emotion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 2, H, W) flow in pixels and (B, 3, H, W) colour residual for intensities ``emotion``
+        ((B, E) or (1, E))."""
+        e = emotion.to(images.device, images.dtype).expand(images.shape[0], -1)
+        total = torch.einsum("bk,bkfhw->bfhw", e, self.fields(images))
+        return total[:, :2], total[:, 2:]
+
+    def forward(self, images: torch.Tensor, emotion: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) frames in [-1, 1] with intensities ``emotion`` ((B, E) or (1, E), each in
+        [0, 1]) → the frames showing them; rows whose intensities are all zero come back unchanged."""
+        if emotion.shape[-1] != self.n_emotions:
+            raise ValueError(f"the expression warp takes {self.n_emotions} intensities; got {emotion.shape[-1]}")
+        b, _, h, w = images.shape
+        e = emotion.to(images.device, images.dtype).expand(b, -1)
+        neutral = (e == 0).all(1)
+        if bool(neutral.all()):
+            return images
+        flow, residual = self.move(images, e)
+        ys = (torch.arange(h, device=images.device, dtype=images.dtype) * 2 + 1) / h - 1
+        xs = (torch.arange(w, device=images.device, dtype=images.dtype) * 2 + 1) / w - 1
+        grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # (H, W, 2): x, y in align_corners=False units
+        grid = grid + flow.permute(0, 2, 3, 1) * torch.tensor([2 / w, 2 / h], device=images.device, dtype=images.dtype)
+        out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False) + residual
+        return torch.where(neutral[:, None, None, None], images, out)

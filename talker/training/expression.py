@@ -1,0 +1,241 @@
+"""Emotion as a warp of the decoder's frames (``talker add-emotion --method warp``), learned from
+paired takes.
+
+The speaker records the same lines twice or more: once neutral, and again with an emotion (the
+way emotional talking-face corpora are recorded: MEAD has each actor read the same sentences in
+every emotion; Wang et al., ECCV 2020). Each emotional take is aligned in time with its neutral
+take by dynamic time warping of their log-mel spectra (as EVP pairs MEAD's takes; Ji et al.,
+CVPR 2021), so that each emotional frame x_e has a neutral frame x_n saying the same sound, and
+framed as the neutral take was cut (``talker prepare``'s square differs from take to take);
+:class:`~talker.models.ExpressionWarp` learns warp(x_n, e) ≈ x_e, with both frames blurred alike
+by a random amount up to the decoder's own softness (it is used on the decoder's frames), the
+loss weighted towards where the speaker's face moves (:func:`~.distill.motion_weights`) and a
+small smoothness term on the flows.
+
+Why pairs: from the emotional frames alone, with the decoder's rendering of each frame's latent as
+the warp's input, the warp learned nothing that held out (bench/results/emotion_warp_unpaired.json
+records the run): the decoder's error on a frame (weighted squared error 0.129 on the bundled
+speaker) is 13 times the whole change an emotion makes (0.0096), and each training clip holds
+one emotion, so that error, shared within a clip, reads as the emotion. Paired takes leave only
+the emotion between input and target: the same warp learned it in 100 steps.
+
+The decoders themselves stay as they are, and speech2latent is given no emotion: a speaker takes
+one way of showing emotion, so one whose decoders take the intensities (``--method input``) or
+that moves z_sem (``decoder``, ``latents``) is refused here.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..defaults import EMOTION_WARP
+from ..errors import TalkerError
+from ..frontends import log_mel
+from ..models import ExpressionWarp
+from .data import load_dataset, split_clips
+from .distill import frames_to_x0, motion_weights
+
+HELD_OUT_FRAMES = 512
+MAX_BLUR = 1.0  # the largest Gaussian blur (σ, pixels of the decoder's frames) put on a training pair
+
+
+def dtw_path(a: np.ndarray, b: np.ndarray) -> list[tuple[int, int]]:
+    """The dynamic-time-warping path between feature sequences ``a`` (N, F) and ``b`` (M, F)
+    (Euclidean frame distance; steps (1, 0), (0, 1), (1, 1)): [(i, j), ...] from (0, 0) to (N−1, M−1)."""
+    cost = np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1))
+    n, m = cost.shape
+    acc = np.full((n + 1, m + 1), np.inf)
+    acc[0, 0] = 0.0
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            acc[i, j] = cost[i - 1, j - 1] + min(acc[i - 1, j], acc[i, j - 1], acc[i - 1, j - 1])
+    i, j, path = n, m, []
+    while i > 0 and j > 0:
+        path.append((i - 1, j - 1))
+        step = int(np.argmin([acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1]]))
+        i, j = (i - 1, j - 1) if step == 0 else (i - 1, j) if step == 1 else (i, j - 1)
+    return path[::-1]
+
+
+def frame_features(clip) -> np.ndarray:
+    """(frames, 80) log-mel of a prepared clip's audio, one row per video frame."""
+    n = clip.n_frames
+    return log_mel(clip.audio[: n * 640], n).reshape(n, 4, -1).mean(1).numpy()
+
+
+def reframe(frames: np.ndarray, crop: tuple[int, int, int], to: tuple[int, int, int]) -> np.ndarray:
+    """(F, R, R, 3) uint8 frames cut from their videos at ``crop`` (x0, y0, side; ``talker
+    prepare``'s) as they would be cut at ``to``: takes of one line are framed alike before they are
+    compared (the face finder's square differs from take to take, more with some expressions)."""
+    if tuple(crop) == tuple(to):
+        return frames
+    (x0, y0, side), (x1, y1, side1) = crop, to
+    theta = torch.tensor([[[side1 / side, 0, (2 * (x1 - x0) + side1 - side) / side],
+                           [0, side1 / side, (2 * (y1 - y0) + side1 - side) / side]]], dtype=torch.float32)
+    x = torch.from_numpy(frames).float().permute(0, 3, 1, 2)
+    grid = F.affine_grid(theta.expand(len(x), -1, -1), list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+
+
+def paired_frames(neutral_clips, emotional_clips, n_emotions: int, crops: dict) -> dict:
+    """Frame pairs of each emotional take with the neutral take of the same id, aligned in time by
+    :func:`dtw_path` and in the picture by :func:`reframe` (``crops``: {id(clip): its crop} for
+    every clip given): "neutral" and "emotional" (F, R, R, 3) uint8, "emotion" (F, E) the emotional
+    frame's intensities; takes with no neutral counterpart are left out."""
+    by_id = {c.id: c for c in neutral_clips}
+    out = {"neutral": [], "emotional": [], "emotion": []}
+    for clip in emotional_clips:
+        ref = by_id.get(clip.id)
+        if ref is None or clip.emotion is None:
+            continue
+        i, j = map(np.array, zip(*dtw_path(frame_features(ref), frame_features(clip))))
+        j = np.minimum(j, len(clip.emotion) - 1)
+        e = clip.emotion[j, :n_emotions]
+        keep = e.sum(1) > 0
+        out["neutral"].append(ref.frames[i[keep]])
+        out["emotional"].append(reframe(clip.frames[j[keep]], crops[id(clip)], crops[id(ref)]))
+        out["emotion"].append(e[keep])
+    if not out["emotion"]:
+        return {}
+    return {"neutral": np.concatenate(out["neutral"]), "emotional": np.concatenate(out["emotional"]),
+            "emotion": torch.from_numpy(np.concatenate(out["emotion"])).float()}
+
+
+def blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) images each blurred by a Gaussian of its own ``sigma`` (B,) pixels (0: as they are)."""
+    r = 3
+    d = torch.arange(-r, r + 1, dtype=x.dtype)
+    k = torch.exp(-(d[None] ** 2) / (2 * sigma[:, None].clamp_min(1e-3) ** 2))
+    k = k / k.sum(1, keepdim=True)  # (B, 7)
+    b, c, h, w = x.shape
+    y = F.pad(x.reshape(1, b * c, h, w), (r, r, r, r), mode="replicate")
+    kx = k.repeat_interleave(c, 0)[:, None, None, :]
+    y = F.conv2d(y, kx, groups=b * c)
+    y = F.conv2d(y, kx.transpose(2, 3), groups=b * c)
+    return y.reshape(b, c, h, w)
+
+
+def smoothness(fields: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of neighbouring flow vectors ((B, E, 5, H, W) fields; flows only)."""
+    flow = fields[:, :, :2]
+    return (flow[..., 1:, :] - flow[..., :-1, :]).abs().mean() + (flow[..., 1:] - flow[..., :-1]).abs().mean()
+
+
+def pair_error(model: ExpressionWarp | None, pairs: dict, weights: torch.Tensor, batch: int = 64) -> float:
+    """Weighted squared error of the neutral frames (warped by ``model`` to the pairs' intensities;
+    as they are for None) against their emotional frames."""
+    total = 0.0
+    with torch.no_grad():
+        for s in range(0, len(pairs["emotion"]), batch):
+            x = frames_to_x0(pairs["neutral"][s : s + batch])
+            out = x if model is None else model(x, pairs["emotion"][s : s + batch])
+            total += float(((out - frames_to_x0(pairs["emotional"][s : s + batch])).pow(2).mean(1) * weights).sum())
+    return round(total / (len(pairs["emotion"]) * weights.numel()), 5)
+
+
+def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["steps"],
+                     batch_size: int = EMOTION_WARP["batch_size"], lr: float = EMOTION_WARP["lr"],
+                     seed: int = EMOTION_WARP["seed"], channels: int = EMOTION_WARP["channels"],
+                     motion_weight: float = EMOTION_WARP["motion_weight"],
+                     smooth_weight: float = EMOTION_WARP["smooth_weight"],
+                     progress: bool = True) -> tuple[ExpressionWarp, dict]:
+    """Train ``pipe``'s expression warp on the emotional takes of ``data_dirs`` (prepared datasets
+    with per-frame emotion labels) paired with the neutral takes of the same ids in
+    ``neutral_dir``; every tenth pair of takes is held out. Returns the warp and a record: the
+    held-out pairs' weighted error before and after warping."""
+    from tqdm.auto import tqdm
+
+    if min(steps, batch_size, channels) < 1 or lr <= 0 or motion_weight < 0 or smooth_weight < 0:
+        raise TalkerError(f"steps, batch size and channels must be at least 1, lr positive, the weights at least 0; "
+                          f"got {steps}, {batch_size}, {channels}, {lr}, {motion_weight}, {smooth_weight}")
+    names = pipe.emotion_names
+    if not names:
+        raise TalkerError("this speaker has no emotion control (its speech2latent has no emotion names)")
+    data_dirs = [data_dirs] if isinstance(data_dirs, (str, Path)) else list(data_dirs)
+    crops = {}
+
+    def takes(folder):
+        index, clips = load_dataset(folder)
+        entries = {e["id"]: e for e in index["clips"]}
+        crops.update({id(c): entries[c.id].get("crop", (0, 0, 1)) for c in clips})
+        return clips
+
+    neutral = takes(neutral_dir)
+    emotional = [c for d in data_dirs for c in takes(d)]
+    ids = sorted({c.id for c in neutral} & {c.id for c in emotional if c.emotion is not None})
+    if not ids:
+        raise TalkerError(f"no emotional take in {', '.join(map(str, data_dirs))} (clips with emotion labels) has a "
+                          f"neutral take of the same id in {neutral_dir}: record each line neutral and with the "
+                          "emotion, and prepare each set of takes as its own dataset with the same clip names")
+    if any(c.emotion is not None and c.emotion.shape[1] < len(names) for c in emotional):
+        raise TalkerError(f"the takes are labelled with fewer emotions than the speaker has ({', '.join(names)})")
+    train_ids, held_ids = map(set, split_clips(ids))
+    res = neutral[0].frames.shape[1]
+    if res != pipe.resolution:
+        raise TalkerError(f"{neutral_dir}: frames are {res}² but the speaker's decoder renders {pipe.resolution}²")
+    started = time.process_time()
+    train = paired_frames([c for c in neutral if c.id in train_ids], [c for c in emotional if c.id in train_ids],
+                          len(names), crops)
+    if not train:
+        raise TalkerError(f"{', '.join(map(str, data_dirs))}: no emotional frame in the paired takes")
+    missing = [n for k, n in enumerate(names) if not (train["emotion"][:, k] > 0).any()]
+    if missing:
+        raise TalkerError(f"no paired training take shows {', '.join(missing)}")
+    held = paired_frames([c for c in neutral if c.id in held_ids], [c for c in emotional if c.id in held_ids],
+                         len(names), crops)
+    if held:
+        pick = np.linspace(0, len(held["emotion"]) - 1, min(HELD_OUT_FRAMES, len(held["emotion"]))).round().astype(int)
+        held = {k: v[pick] for k, v in held.items()}
+    weights = motion_weights(train["neutral"][:: max(1, len(train["neutral"]) // 4096)], motion_weight)
+
+    torch.manual_seed(seed)
+    model = ExpressionWarp(emotion_names=tuple(names), resolution=res, channels=channels)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    g = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in tqdm(range(steps), desc="expression warp", disable=not progress):
+        idx = torch.randint(len(train["emotion"]), (batch_size,), generator=g)
+        sigma = torch.rand(batch_size, generator=g) * MAX_BLUR
+        x = blur(frames_to_x0(train["neutral"][idx.numpy()]), sigma)
+        y = blur(frames_to_x0(train["emotional"][idx.numpy()]), sigma)
+        e = train["emotion"][idx]
+        fields = model.fields(x)
+        loss = ((model(x, e) - y).pow(2).mean(1) * weights).mean() + smooth_weight * smoothness(fields)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    model.eval().requires_grad_(False)
+    record = {"method": "warp", "data": [str(d) for d in data_dirs], "neutral": str(neutral_dir),
+              "takes": len(train_ids), "frames": int(len(train["emotion"])),
+              "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "channels": channels,
+              "parameters": sum(p.numel() for p in model.parameters()), "motion_weight": motion_weight,
+              "smooth_weight": smooth_weight,
+              "training_loss_first_last": [round(float(np.mean(losses[:20])), 5), round(float(np.mean(losses[-20:])), 5)],
+              "cpu_minutes": round((time.process_time() - started) / 60, 1)}
+    if held:
+        record["heldout_error"] = {"neutral": pair_error(None, held, weights), "warped": pair_error(model, held, weights),
+                                   "frames": len(held["emotion"]), "takes": len(held_ids)}
+    return model, record
+
+
+def store_expression(folder: str | Path, model: ExpressionWarp, record: dict) -> None:
+    """Write ``model`` as the ``expression/`` component of the speaker folder (float32: it is
+    small); ``record`` goes to speaker.json and the model card."""
+    from ..hub import read_speaker, write_speaker
+    from .export import store_component, write_model_card
+
+    folder = Path(folder)
+    store_component(folder, "expression", model, "talker.models.expression")
+    speaker = read_speaker(folder)
+    speaker["emotion"] = record
+    write_speaker(folder, speaker)
+    write_model_card(folder, speaker=speaker)
