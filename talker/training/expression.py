@@ -14,10 +14,10 @@ small smoothness term on the flows.
 
 Why pairs: from the emotional frames alone, with the decoder's rendering of each frame's latent as
 the warp's input, the warp learned nothing that held out (bench/results/emotion_warp_unpaired.json
-records the run): the decoder's error on a frame (weighted squared error 0.129 on the bundled
-speaker) is 13 times the whole change an emotion makes (0.0096), and each training clip holds
-one emotion, so that error, shared within a clip, reads as the emotion. Paired takes leave only
-the emotion between input and target: the same warp learned it in 100 steps.
+records that run): the decoder's error on a frame is 11 times the whole change an emotion makes
+(bench/emotion_signal.py: weighted squared error 0.097 against 0.0087 on the bundled speaker's
+held-out clips), and each training clip holds one emotion, so that error, shared within a clip,
+reads as the emotion. Paired takes leave only the emotion between input and target.
 
 The decoders themselves stay as they are, and speech2latent is given no emotion: a speaker takes
 one way of showing emotion, so one whose decoders take the intensities (``--method input``) or
