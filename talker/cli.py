@@ -9,7 +9,8 @@ import argparse
 import sys
 
 from .defaults import (DATASET_RESOLUTION, DECODERS, DEFAULT_DISTILLED_STEPS, DEFAULT_MAX_DURATION, DEFAULT_STEPS,
-                       EMOTION_INPUT, EMOTION_LEARNING, EMOTION_METHODS, EMOTION_WARP, POSE_MODES, PRECISIONS, SCHEDULERS, SPEECH_LANGUAGE)
+                       EMOTION_INPUT, EMOTION_LEARNING, EMOTION_METHODS, EMOTION_WARP, POSE_MODES, PRECISIONS,
+                       SCHEDULERS, SPEECH_LANGUAGE)
 from .errors import TalkerError
 from .training.configs import DAEConfig, DistillConfig, GateConfig, RefinerConfig, S2LConfig, add_options, from_options
 
@@ -232,7 +233,6 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from .data.prepare import prepare_dataset
-
     from .defaults import EMOTIONS
 
     given = _emotion_arg(args.emotion)
@@ -587,11 +587,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "--gate", "the voice gate's training run", cmd_add_gate)
 
     m = sub.add_parser("add-emotion", help="teach a speaker to show emotions as its own labelled frames do",
-                       description="Teach the speaker to show each emotion as the labelled frames of a prepared, "
-                                   "encoded dataset (its training clips' frames, speech, latents and emotion labels) "
-                                   "show it. --method warp (default) trains expression/, a small network that "
-                                   "moves the decoder's frames by a flow and colour change per emotion in "
-                                   "proportion to its intensity (neutral renders as before); input gives the "
+                       description="Teach the speaker to show each emotion as its own labelled frames show it. "
+                                   "--method warp (default) trains expression/, a small network that moves the "
+                                   "decoder's frames by a flow and colour change per emotion in proportion to its "
+                                   "intensity (neutral renders as before), on takes of the same lines recorded "
+                                   "neutral (--neutral) and with each emotion (--data); the other methods learn "
+                                   "from one prepared, encoded dataset with emotion labels: input gives the "
                                    "decoders the intensities as an input of their own, trained with the rest of "
                                    "them frozen; decoder learns offsets of z_sem through the speaker's decoder, at "
                                    "--knots intensities, stored in speech2latent; latents fits one direction of "

@@ -111,8 +111,9 @@ class Ready:
 def decode_latents(pipe, z: torch.Tensor, settings: Settings, tick: Callable[[], None] | None = None) -> torch.Tensor:
     """(B, D) latents → (B, 3, H, W) frames in [-1, 1]: DDIM from the fixed noise image with the
     chosen decoder (given the emotion too, where it takes it), the expression warp where the
-    speaker has one, then the refiner where the speaker has one and ``settings.refine``. No gradients: a caller outside the pipeline's own no-grad
-    calls (a benchmark rendering whole clips) keeps no graph of every batch."""
+    speaker has one, then the refiner where the speaker has one and ``settings.refine``. No
+    gradients: a caller outside the pipeline's own no-grad calls (a benchmark rendering whole
+    clips) keeps no graph of every batch."""
     images = ddim_decode(settings.unet, settings.scheduler, z.to(settings.x_T.device), settings.x_T, settings.steps,
                          z.shape[0], tick, precision=pipe.precision, emotion=settings.emotion)
     images = pipe.express_frames(images, settings.emotion)
