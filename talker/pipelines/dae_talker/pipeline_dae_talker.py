@@ -3,7 +3,8 @@
 ``__call__`` reads as the method: check inputs → load audio → audio features → speech2latent
 (latents and head poses, on overlapping windows) → one fixed noise image x_T → batched DDIM
 decoding (→ refiner) → frames. The windowed loop is :mod:`.generation`, streaming and live input
-:mod:`.streaming`, video files :mod:`.video_output`, the choice of decoder :mod:`.decoders`.
+:mod:`.streaming`, video files :mod:`.video_output`, the choice of decoder :mod:`.decoders`, emotion
+by an expression warp :mod:`.expression`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..ddim import check_precision, decoder_autocast
 from ..images import check_output_type, postprocess_frames
 from ..loading import SpeakerCheckpointMixin
 from .decoders import DecoderChoiceMixin
+from .expression import ExpressionMixin
 from .generation import DAETalkerOutput, generate_frames
 from .inputs import (POSE_MODES, Settings, check_flag, check_positive_int, emotion_vector, frame_options, noise_image,
                      pose_sequence)
@@ -33,7 +35,7 @@ from .windows import DEFAULT_OVERLAP, DEFAULT_WINDOW, check_windows
 __all__ = ["DAETalkerPipeline", "DAETalkerOutput", "POSE_MODES"]
 
 
-class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMixin, VideoOutputMixin,
+class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, ExpressionMixin, StreamingMixin, VideoOutputMixin,
                         DiffusionPipeline):
     """Speech-driven talking face of one speaker (Du et al., "DAE-Talker", ACM MM 2023).
 
@@ -193,22 +195,6 @@ class DAETalkerPipeline(SpeakerCheckpointMixin, DecoderChoiceMixin, StreamingMix
             speaking = p[None].to(s2l.device)
         out = s2l(features, pose=pose_t, emotion=self.latent_emotion(emotion_t), shape_mouth=True, speaking=speaking)
         return {"z_sem": out.z_sem[0], "pose": out.pose[0]}
-
-    def latent_emotion(self, emotion: torch.Tensor | None) -> torch.Tensor | None:
-        """The intensities speech2latent is given: None (neutral latents) where the speaker shows
-        emotion by its expression warp, which would otherwise show it twice; else ``emotion``."""
-        return None if self.expression is not None else emotion
-
-    @torch.no_grad()
-    def express_frames(self, images: torch.Tensor, emotion: torch.Tensor | None) -> torch.Tensor:
-        """(B, 3, r, r) decoder frames in [-1, 1] moved by the speaker's expression warp to show
-        ``emotion`` ((1, E) or (B, E) intensities); as they came where the speaker has none or the
-        emotion is None or all zeros. float32 (the warp is small); no gradients."""
-        if self.expression is None or emotion is None:
-            return images
-        device = self.expression.device
-        out = self.expression(images.to(device, self.expression.dtype), emotion.to(device, self.expression.dtype))
-        return out.to(images.device, images.dtype)
 
     @torch.no_grad()
     def refine_frames(self, images: torch.Tensor, refiner=None) -> torch.Tensor:
