@@ -8,7 +8,10 @@
 
 - ``frames``: each clip's truth frames encoded and decoded by the speaker's default decoder and
   steps (one fixed noise image), then refined, or bicubic-upscaled, to the refiner's size, against
-  the truth crops at that size: PSNR, and sharpness (mean gradient magnitude) ÷ the truth's;
+  the truth crops at that size: PSNR, and sharpness (mean gradient magnitude) ÷ the truth's; and
+  what the decoder's own error leaves to any refiner: its frames' PSNR against the truth at the
+  decoder's size, and the PSNR of a perfect detail-adder (bicubic plus exactly the detail that the
+  truth loses in its own downscale);
 - ``speech``: the speaker driven by each clip's audio, refined and not (the same latents): the
   lip figures of ``bench/real_speech.py`` (MediaPipe's face mesh on the pixels, against the
   clip's truth) at both sizes, and the jitter (mean |Δframe| of consecutive frames) ÷ the truth's
@@ -73,7 +76,14 @@ def frame_quality(pipe, clips, seconds: float, seed: int, decoder: str | None = 
         bicubic = F.interpolate(raw, size=size, mode="bicubic", align_corners=False).clamp(-1, 1)
         truth = to_model(clip.frames_at(size)[:n])
         s = sharpness(truth)
-        row = {"clip": clip.id, "frames": n, "psnr_bicubic": psnr(bicubic, truth), "sharpness_bicubic": sharpness(bicubic) / s}
+        # the decoder's own error bounds what any refiner reaches: its frames against the truth at
+        # its size, and a perfect detail-adder (bicubic plus exactly the detail the truth's own
+        # downscale loses) against the truth
+        scale = size // raw.shape[-1]
+        lost = truth - F.interpolate(F.avg_pool2d(truth, scale), size=size, mode="bicubic", align_corners=False)
+        row = {"clip": clip.id, "frames": n, "psnr_bicubic": psnr(bicubic, truth), "sharpness_bicubic": sharpness(bicubic) / s,
+               "psnr_decoder_at_its_size": psnr(raw, F.avg_pool2d(truth, scale)),
+               "psnr_perfect_detail": psnr((bicubic + lost).clamp(-1, 1), truth)}
         k = n // 2
         sheet.append([truth[k], bicubic[k]])
         for name, refiner in refiners.items():

@@ -16,8 +16,8 @@
 # more with 36 more variants (VARIANT_VOICES; --init-from, step 250 kept).
 # S2L_FROM_DAE=checkpoints/astronaut-64 retrains only
 # speech2latent and continues the distilled decoder on the speaker's frames, against the shipped
-# DAE (what the current checkpoint did); the refiner (stage 6) was trained 3,500 steps on the
-# exported speaker (1,500, then --resume to 3,500).
+# DAE (what the current checkpoint did); the refiner (stage 6) was trained 7,000 steps on the
+# exported speaker, then 1,500 more with a patch discriminator (--adv-weight 0.02).
 set -euo pipefail
 WORK=${WORK:-runs/bundled}
 RES=${RES:-64}
@@ -29,6 +29,7 @@ DISTILL_PAIRS=${DISTILL_PAIRS:-10240}
 DISTILL_STEPS=${DISTILL_STEPS:-3000}
 FRAMES_STEPS=${FRAMES_STEPS:-500}
 REFINER_STEPS=${REFINER_STEPS:-7000}
+REFINER_ADV_STEPS=${REFINER_ADV_STEPS:-1500}
 LIVE_STEPS=${LIVE_STEPS:-600}
 LIVE_MORE_STEPS=${LIVE_MORE_STEPS:-1200}
 LIGHT_STEPS=${LIGHT_STEPS:-3000}
@@ -171,7 +172,11 @@ export_speaker
 if [ -z "${REFINER:-}" ]; then
     talker train refiner --model "$OUT" --data "$WORK/refine" --output "$WORK/refiner" --max-steps "$REFINER_STEPS" --warp-reference \
         --checkpoint-every 250 --eval-every 250 --resume
-    REFINER=$WORK/refiner
+    # then continued with a patch discriminator against the pixel loss's over-smoothing
+    talker train refiner --model "$OUT" --data "$WORK/refine" --output "$WORK/refiner-adv" --warp-reference \
+        --init-from "$WORK/refiner/refiner" --adv-weight 0.02 --max-steps "$REFINER_ADV_STEPS" \
+        --checkpoint-every 250 --eval-every 250 --resume
+    REFINER=$WORK/refiner-adv
     export_speaker
 fi
 

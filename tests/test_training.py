@@ -307,6 +307,18 @@ def test_train_refiner_on_the_speakers_own_frames_and_resume(dataset, speaker_di
            "--max-steps", 1, "--init-from", run / "refiner", "-q")
     more = load_file(tmp_path / "more" / "refiner" / "diffusion_pytorch_model.safetensors")
     assert max((more[k] - after[k]).abs().max().item() for k in after) < 0.01  # one small step from it
+    # --adv-weight trains a patch discriminator alongside, checkpointed with the refiner and resumed
+    adv = tmp_path / "adv"
+    talker("train", "refiner", "--model", speaker_dir, "--data", data, "--output", adv, *tiny, "--max-steps", 2,
+           "--adv-weight", 0.1, "--disc-channels", 4, "--init-from", run / "refiner", "-q")
+    disc = load_file(adv / "checkpoints" / "step_0000002" / "model_1.safetensors")
+    assert any(k.endswith("weight.original") for k in disc)  # spectral-normalised convolutions
+    assert "d_loss" in json.loads((adv / "train_log.jsonl").read_text().splitlines()[-1])
+    r = talker("train", "refiner", "--model", speaker_dir, "--data", data, "--output", adv, *tiny, "--max-steps", 3,
+               "--resume")
+    assert "resumed from" in r.stdout + r.stderr and json.loads((adv / "figures.json").read_text())["steps"] == 3
+    resumed = load_file(adv / "checkpoints" / "step_0000003" / "model_1.safetensors")
+    assert any(not torch.equal(disc[k], resumed[k]) for k in disc)  # the discriminator trained on
     from talker import DAETalkerPipeline
 
     # `add-refiner` stores it in a speaker folder, which then renders at its size

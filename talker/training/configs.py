@@ -143,6 +143,9 @@ class RefinerConfig(run_config(batch_size=16, lr=2e-4, max_steps=2000,
     grad_weight: float = option(1.0, "weight of the image-gradient loss against over-smoothing")
     aligned_share: float = option(0.5, "share of each batch whose input is the truth degraded, not the decoder's "
                                        "rendering")
+    adv_weight: float = option(0.0, "weight of an adversarial term (a patch discriminator trained alongside, hinge "
+                                    "loss) against the over-smoothing a pixel loss leaves; 0: none")
+    disc_channels: int = option(32, "with --adv-weight: width of the discriminator's first layer")
     ema_decay: float = 0.995
     decoder: str | None = option(None, "the decoder that makes the inputs (default: the speaker's default)",
                                  choices=DECODERS)

@@ -74,8 +74,10 @@ def _refiner_line(r: dict | None) -> str:
     lo, hi = r.get("resolution", ["?", "?"])
     f = lambda k: f"{r[k]:.2f}" if isinstance(r.get(k), (int, float)) else "n/a"  # noqa: E731
     decoder = f"{r['decoder']} decoder" if r.get("decoder") else "decoder"
-    return (f"{lo}² → {hi}², {r.get('steps', '?')} steps on {r.get('train_frames', '?')} frames the {decoder} made of "
-            f"the speaker's own; held-out PSNR on the decoder's renderings {f('psnr_refined')} dB (bicubic "
+    how = (" (continued from earlier weights)" if r.get("init_from") else "") + (
+        f", with a patch discriminator (adversarial weight {r['adv_weight']:g})" if r.get("adv_weight") else "")
+    return (f"{lo}² → {hi}², {r.get('steps', '?')} steps{how} on {r.get('train_frames', '?')} frames the {decoder} made "
+            f"of the speaker's own; held-out PSNR on the decoder's renderings {f('psnr_refined')} dB (bicubic "
             f"{f('psnr_bicubic')} dB), sharpness {f('sharpness_refined')}× the truth's (bicubic {f('sharpness_bicubic')}×)"
             + (f"; on the truth downscaled and blurred {f('psnr_refined_aligned')} dB (bicubic {f('psnr_bicubic_aligned')} dB)"
                if "psnr_refined_aligned" in r else ""))

@@ -76,10 +76,12 @@ class TrainingRun:
     def is_main(self) -> bool:
         return self.accelerator.is_main_process
 
-    def start(self, model, optimizer, ema=None):
-        """Prepare ``model`` and ``optimizer`` for the accelerator, then restore the checkpoint
-        (weights, optimizer, RNG and ``ema``) of a resumed run or save a new run's config."""
-        model, optimizer = self.accelerator.prepare(model, optimizer)
+    def start(self, model, optimizer, ema=None, *others):
+        """Prepare ``model`` and ``optimizer`` (and ``others``: further models and optimizers the
+        run trains and checkpoints, e.g. a discriminator and its optimizer) for the accelerator,
+        then restore the checkpoint (weights, optimizers, RNG and ``ema``) of a resumed run or
+        save a new run's config. Returns the prepared objects in the order given."""
+        prepared = self.accelerator.prepare(model, optimizer, *others)
         self.ema = ema
         if ema is not None:
             ema.to(self.device)
@@ -87,7 +89,7 @@ class TrainingRun:
             self.step = load_checkpoint(self.accelerator, self.checkpoint, ema)
         else:
             self.save_config()
-        return model, optimizer
+        return prepared
 
     def save_config(self) -> None:
         if self.is_main:
