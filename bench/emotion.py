@@ -7,7 +7,8 @@ On a held-out clip (never trained on), with each emotion at 0.25, 0.5, 0.75 and 
 and none:
 
 - **truth**: the clip's own face states (mouth, blinks, head pose; from ``talker synth``) rendered by
-  the synthetic renderer with that emotion, cropped and scaled as ``talker prepare`` cropped the clip;
+  the synthetic renderer with that emotion, cropped and scaled as ``talker prepare`` cropped the clip,
+  at the size the speaker's frames come in (its refiner's; ``truth_size``);
 - **generated**: the speaker driven by the clip's speech with that emotion;
 - **direction**: the neutral generated latents moved by the emotion's offset in the speaker's
   latent space (its direction × intensity, or its offsets at knots), decoded (what ``talker
@@ -55,17 +56,17 @@ from talker.evaluation.results import write_results
 INTENSITIES = (0.25, 0.5, 0.75, 1.0)
 
 
-def render_truth(truth: dict, emotion: np.ndarray, frames, crop, resolution: int) -> np.ndarray:
+def render_truth(truth: dict, emotion: np.ndarray, frames, crop, *resolutions: int) -> list[np.ndarray]:
     """The clip's face states at ``frames`` (indices) with ``emotion`` instead of theirs, as
-    ``talker prepare`` crops them."""
+    ``talker prepare`` crops them: one (N, R, R, 3) array for each of ``resolutions``."""
     from talker.data.face import FaceState, SyntheticFace
     from talker.data.prepare import crop_frame
 
     face = SyntheticFace(256)
-    return np.stack([crop_frame(face.render(FaceState(pose=truth["pose"][k], mouth_open=float(truth["mouth_open"][k]),
-                                                      mouth_width=float(truth["mouth_width"][k]),
-                                                      blink=float(truth["blink"][k]), emotion=emotion)),
-                                crop, resolution) for k in frames])
+    rendered = [face.render(FaceState(pose=truth["pose"][k], mouth_open=float(truth["mouth_open"][k]),
+                                      mouth_width=float(truth["mouth_width"][k]), blink=float(truth["blink"][k]),
+                                      emotion=emotion)) for k in frames]
+    return [np.stack([crop_frame(f, crop, r) for f in rendered]) for r in resolutions]
 
 
 def contact_sheet(path: str, names: list[str], truth: dict, generated: dict, tile: int = 192) -> None:
@@ -147,8 +148,12 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = {f"{name}@{i:g}": np.eye(len(names))[k] * i for k, name in enumerate(names) for i in intensities}
     settings[f"{names[0]}@0.5+{names[3]}@0.5"] = np.eye(len(names))[0] * 0.5 + np.eye(len(names))[3] * 0.5
-    neutral_frames = render_truth(truth, np.zeros(len(names)), range(n), crop, res)
-    neutral_truth = probe.features(neutral_frames)
+    # the truth is read at the size the speaker's frames come in (the refiner's), as they are: the
+    # probe reads sharp shut lips at 256² as more open than the same lips at 64²; the decoder's
+    # size is what the encoder takes
+    size = pipe.output_resolution()
+    neutral_frames, neutral_big = render_truth(truth, np.zeros(len(names)), range(n), crop, res, size)
+    neutral_truth = probe.features(neutral_big)
     neutral = generate([0.0] * len(names))
     middle = n // 2  # the contact sheet's frame
     sheet_truth, sheet_generated = {}, {}
@@ -165,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         def offset_of(e):
             return torch.from_numpy(e).float() @ torch.from_numpy(directions)
     results = {"command": "python bench/emotion.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "model": str(model), "clip": clip.id, "frames": n, "features": FEATURES,
+               "model": str(model), "clip": clip.id, "frames": n, "truth_size": size, "features": FEATURES,
                "emotion_mode": "directions" if s2l.config.get("emotion_directions") else "network",
                "decoder": decoder, "steps": pipe.default_steps(decoder),
                "decoder_emotion_input": bool(getattr(pipe.decoder_for(decoder)[0], "takes_emotion", False)),
@@ -184,13 +189,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def decode(z, emotion=None):
         """z_sem (and intensities, for a decoder that takes them or an expression warp) → the frames
-        the speaker shows for them (decoder at its default steps, expression warp, refiner)."""
+        the speaker shows for them (decoder at its default steps, refiner, expression warp), as
+        the pipeline's decode_latents makes them."""
         e = None if emotion is None else torch.from_numpy(emotion).float()[None]
         with torch.inference_mode():
-            images = ae.decode(z, x_T, pipe.default_steps(decoder), batch_size=16, output_type="pt", emotion=e)
-            images = pipe.express_frames(images * 2 - 1, e).add(1).div(2)
-            if pipe.refiner is not None:
-                images = pipe.refine_frames(images * 2 - 1).add(1).div(2)
+            decoded = ae.decode(z, x_T, pipe.default_steps(decoder), batch_size=16, output_type="pt", emotion=e) * 2 - 1
+            images = pipe.refine_frames(decoded) if pipe.refiner is not None else decoded
+            images = pipe.express_frames(decoded, e, onto=images).add(1).div(2)
         return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
     def encode(frames):
@@ -200,15 +205,15 @@ def main(argv: list[str] | None = None) -> int:
     z_neutral_truth = encode(neutral_frames)
     reconstructed_neutral = probe.features(decode(z_neutral_truth))
     for name, e in settings.items():
-        truth_frames = render_truth(truth, e, range(n), crop, res)
-        t_feats = probe.features(truth_frames)
+        truth_frames, truth_big = render_truth(truth, e, range(n), crop, res, size)
+        t_feats = probe.features(truth_big)
         t_change, t_se = change(t_feats, neutral_truth)
         out = generate(e.tolist())
         g_feats = probe.features(out.frames)
         name_, _, level = name.partition("@")
         if level in ("0.5", "1"):
             sheet_generated[name_, float(level)] = out.frames[middle]
-            sheet_truth[name_, float(level)] = render_truth(truth, e, [middle], crop, out.frames.shape[1])[0]
+            sheet_truth[name_, float(level)] = truth_big[middle]
         g_change, g_se = change(g_feats, neutral_gen)
         moved = np.abs(t_change) > 3 * (t_se + g_se)  # more than the probe can tell on either side
         row = {"truth_change": t_change.round(4).tolist(), "generated_change": g_change.round(4).tolist(),
@@ -257,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sheet:
         for name in names:
             sheet_generated[name, 0.0] = neutral.frames[middle]
-            sheet_truth[name, 0.0] = render_truth(truth, np.zeros(len(names)), [middle], crop, neutral.frames.shape[1])[0]
+            sheet_truth[name, 0.0] = neutral_big[middle]
         contact_sheet(args.sheet, names, sheet_truth, sheet_generated)
     return 0
 

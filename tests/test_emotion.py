@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import Z_DIM, speech_like
 
 from talker.errors import TalkerError
@@ -274,6 +275,17 @@ def test_expression_warp_is_linear_in_the_intensities_and_leaves_neutral_frames_
     assert torch.allclose(mixed, alone[0] + alone[1], atol=1e-5)
     with pytest.raises(ValueError, match="takes 4 intensities"):
         warp(images, torch.ones(1, 3))
+    # onto: the move read off the decoder's frames, applied to the same frames at 4× (the refiner's)
+    smooth = F.interpolate(torch.rand(3, 3, 4, 4) * 2 - 1, size=16, mode="bicubic", align_corners=False)
+    big = F.interpolate(smooth, scale_factor=4, mode="bicubic", align_corners=False)
+    moved, small = warp(smooth, e, onto=big), warp(smooth, e)
+    assert moved.shape == big.shape and torch.equal(moved[0], big[0])
+    assert torch.equal(warp(smooth, torch.zeros(1, 4), onto=big), big)
+    # as far across the face at 4× as at 1×: the big move, brought down, is the small one
+    error = (F.avg_pool2d(moved, 4) - small).abs().mean().item()
+    assert error < 0.1 * (small - smooth).abs().mean().item(), error
+    with pytest.raises(ValueError, match="onto holds 2 frames for 3"):
+        warp(images, e, onto=big[:2])
     warp.save_pretrained(tmp_path / "expression")
     assert (tmp_path / "expression" / "diffusion_pytorch_model.safetensors").is_file()
     again = ExpressionWarp.from_pretrained(tmp_path / "expression", use_safetensors=True)
@@ -382,6 +394,23 @@ def test_warp_shows_each_emotion_where_its_takes_do_and_leaves_neutral_as_it_was
         own, others = changes[q, 1.0][q], np.delete(changes[q, 1.0], q)
         assert own > 40 and np.abs(others).max() < own / 4, (q, changes[q, 1.0])
         assert 0.35 < changes[q, 0.5][q] / own < 0.65, (q, changes[q, 0.5][q], own)
+    # with a refiner, the move is read off the decoder's frames and applied to the refined ones
+    from talker.models import Refiner
+
+    after.register_modules(refiner=Refiner(in_resolution=16, scale=2, channels=8, num_blocks=1, use_reference=False))
+    torch.nn.init.normal_(after.refiner.tail.weight, std=0.05)
+    e = torch.tensor([[0.0, 1.0, 0.0, 0.5]])
+
+    def tensors(emotion, refine):
+        return after(audio, sampling_rate=16000, num_inference_steps=2, emotion=emotion, refine=refine,
+                     generator=torch.Generator().manual_seed(0), output_type="pt").frames
+
+    decoded = tensors(None, False) * 2 - 1  # neutral: the decoder's frames as they came
+    expected = (after.express_frames(decoded, e, onto=after.refine_frames(decoded)).clamp(-1, 1) + 1) / 2
+    refined = tensors(e, True)
+    assert refined.shape[-1] == 32 and torch.allclose(refined, expected, atol=1e-5)
+    warped_first = (after.refine_frames(after.express_frames(decoded, e)).clamp(-1, 1) + 1) / 2
+    assert not torch.allclose(refined, warped_first, atol=1e-3)  # not the warp before the refiner
     with pytest.raises(TalkerError, match="already shows emotion by method warp"):
         add_emotion(folder, emotional, method="input")
     plain = tmp_path / "plain"

@@ -16,7 +16,10 @@ residual R_k (teeth, shading). The frame with intensities e is
 
 — linear in the intensities by construction: half an intensity moves the face half as far, two
 emotions add their moves, and a frame whose intensities are all zero is returned as it came, bit
-for bit. Trained on the speaker's own paired takes, each line neutral and with an emotion
+for bit. Where the speaker has a refiner, the fields are read off the decoder's frame and applied
+to the refiner's rendering of it (``onto``: the flow upsampled and scaled to its size): the
+refiner, which warps a neutral reference frame's detail, would pull a moved face part of the way
+back. Trained on the speaker's own paired takes, each line neutral and with an emotion
 (``talker add-emotion --method warp``, :mod:`talker.training.expression`). Deterministic, one
 frame in, one frame out.
 """
@@ -91,20 +94,35 @@ class ExpressionWarp(ModelMixin, ConfigMixin):
         total = torch.einsum("bk,bkfhw->bfhw", e, self.fields(images))
         return total[:, :2], total[:, 2:]
 
-    def forward(self, images: torch.Tensor, emotion: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, emotion: torch.Tensor, onto: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 3, H, W) frames in [-1, 1] with intensities ``emotion`` ((B, E) or (1, E), each in
-        [0, 1]) → the frames showing them; rows whose intensities are all zero come back unchanged."""
+        [0, 1]) → the frames showing them; rows whose intensities are all zero come back unchanged.
+
+        ``onto``: (B, 3, H', W') frames the move is applied to in place of ``images`` (the same
+        frames at another size: the refiner's rendering of the decoder's frames); the fields are
+        read off ``images``, then upsampled and the flow scaled to the larger size, so that the
+        face moves as far, in proportion to its size, as the warp learned at the decoder's."""
         if emotion.shape[-1] != self.n_emotions:
             raise ValueError(f"the expression warp takes {self.n_emotions} intensities; got {emotion.shape[-1]}")
-        b, _, h, w = images.shape
+        target = images if onto is None else onto
+        if target.shape[0] != images.shape[0]:
+            raise ValueError(f"onto holds {target.shape[0]} frames for {images.shape[0]} frames read")
+        b = images.shape[0]
         e = emotion.to(images.device, images.dtype).expand(b, -1)
         neutral = (e == 0).all(1)
         if bool(neutral.all()):
-            return images
+            return target
         flow, residual = self.move(images, e)
-        ys = (torch.arange(h, device=images.device, dtype=images.dtype) * 2 + 1) / h - 1
-        xs = (torch.arange(w, device=images.device, dtype=images.dtype) * 2 + 1) / w - 1
+        (h, w), (big_h, big_w) = images.shape[-2:], target.shape[-2:]
+        if (big_h, big_w) != (h, w):
+            flow = F.interpolate(flow, size=(big_h, big_w), mode="bilinear", align_corners=False)
+            flow = flow * torch.tensor([big_w / w, big_h / h], device=flow.device, dtype=flow.dtype)[None, :, None, None]
+            residual = F.interpolate(residual, size=(big_h, big_w), mode="bilinear", align_corners=False)
+        target = target.to(flow.dtype)
+        ys = (torch.arange(big_h, device=flow.device, dtype=flow.dtype) * 2 + 1) / big_h - 1
+        xs = (torch.arange(big_w, device=flow.device, dtype=flow.dtype) * 2 + 1) / big_w - 1
         grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # (H, W, 2): x, y in align_corners=False units
-        grid = grid + flow.permute(0, 2, 3, 1) * torch.tensor([2 / w, 2 / h], device=images.device, dtype=images.dtype)
-        out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False) + residual
-        return torch.where(neutral[:, None, None, None], images, out)
+        scale = torch.tensor([2 / big_w, 2 / big_h], device=flow.device, dtype=flow.dtype)
+        grid = grid + flow.permute(0, 2, 3, 1) * scale
+        out = F.grid_sample(target, grid, mode="bilinear", padding_mode="border", align_corners=False) + residual
+        return torch.where(neutral[:, None, None, None], target, out)

@@ -15,12 +15,17 @@ class ExpressionMixin:
         return None if self.expression is not None else emotion
 
     @torch.no_grad()
-    def express_frames(self, images: torch.Tensor, emotion: torch.Tensor | None) -> torch.Tensor:
+    def express_frames(self, images: torch.Tensor, emotion: torch.Tensor | None,
+                       onto: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 3, r, r) decoder frames in [-1, 1] moved by the speaker's expression warp to show
-        ``emotion`` ((1, E) or (B, E) intensities); as they came where the speaker has none or the
-        emotion is None or all zeros. float32 (the warp is small); no gradients."""
+        ``emotion`` ((1, E) or (B, E) intensities); ``onto``: the same frames at the refiner's size,
+        which are moved instead (the move read off the decoder's frames, scaled up). As they came
+        (``onto`` where given) where the speaker has no warp or the emotion is None or all zeros.
+        float32 (the warp is small); no gradients."""
+        target = images if onto is None else onto
         if self.expression is None or emotion is None:
-            return images
-        device = self.expression.device
-        out = self.expression(images.to(device, self.expression.dtype), emotion.to(device, self.expression.dtype))
-        return out.to(images.device, images.dtype)
+            return target
+        device, dtype = self.expression.device, self.expression.dtype
+        out = self.expression(images.to(device, dtype), emotion.to(device, dtype),
+                              None if onto is None else onto.to(device, dtype))
+        return out.to(target.device, target.dtype)
