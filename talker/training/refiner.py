@@ -15,8 +15,8 @@ frame is cut at the same place): an L1 loss plus an L1 loss on image gradients (
 differences), which pulls edges (lips, teeth, eyes, hair) against the over-smoothing of a pixel
 loss alone; with ``adv_weight`` also an adversarial term, from a patch discriminator trained
 alongside on the truth against the refined patches (hinge loss, as the super-resolution GANs
-that restore texture a pixel loss averages away: SRGAN, ESRGAN). With ``warp_reference`` the refiner also warps its reference frame's detail to each
-frame; an L1 loss between the warped reference and the truth (``warp_weight``) teaches the flow
+that restore texture a pixel loss averages away: SRGAN, ESRGAN). With ``warp_reference`` the
+refiner also warps its reference frame's detail to each frame; an L1 loss between the warped reference and the truth (``warp_weight``) teaches the flow
 directly. EMA weights, checkpoints and ``--resume`` as for the other stages; ``--init-from``
 continues a trained refiner (with, e.g., another loss weight) in a new run. Held-out clips score PSNR against
 their truth and sharpness (mean gradient magnitude ÷ the truth's), for the refiner and for
