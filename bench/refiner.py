@@ -79,10 +79,10 @@ def frame_quality(pipe, clips, seconds: float, seed: int, decoder: str | None = 
         # the decoder's own error bounds what any refiner reaches: its frames against the truth at
         # its size, and a perfect detail-adder (bicubic plus exactly the detail the truth's own
         # downscale loses) against the truth
-        scale = size // raw.shape[-1]
-        lost = truth - F.interpolate(F.avg_pool2d(truth, scale), size=size, mode="bicubic", align_corners=False)
+        truth_small = F.avg_pool2d(truth, size // raw.shape[-1])
+        lost = truth - F.interpolate(truth_small, size=size, mode="bicubic", align_corners=False)
         row = {"clip": clip.id, "frames": n, "psnr_bicubic": psnr(bicubic, truth), "sharpness_bicubic": sharpness(bicubic) / s,
-               "psnr_decoder_at_its_size": psnr(raw, F.avg_pool2d(truth, scale)),
+               "psnr_decoder_at_its_size": psnr(raw, truth_small),
                "psnr_perfect_detail": psnr((bicubic + lost).clamp(-1, 1), truth)}
         k = n // 2
         sheet.append([truth[k], bicubic[k]])
