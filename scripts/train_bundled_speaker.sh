@@ -223,13 +223,15 @@ talker add-gate "$OUT" --gate "$WORK/gate"
 # 9. emotion that shows: an expression warp of the decoder's frames (a flow and a colour change per
 #    emotion, times its intensity), learned from paired takes: 24 lines in 8 voices recorded neutral
 #    and at each emotion's full intensity (same lines, same performance), aligned by their sound and
-#    framing; 1,500 steps (8 CPU minutes). (The decoders' own emotion input, --method input, which the
-#    speaker had before, was taken out of its decoders: neutral frames are the same either way.)
+#    framing, the move judged at 128² on the takes' own 256² crops; 1,500 steps (7 CPU minutes). (The decoders'
+#    own emotion input, --method input, which the speaker had before, was taken out of its decoders:
+#    neutral frames are the same either way.)
 TAKE_VOICES=en-us,en-gb+f3,en-us+m3,en-gb-scotland,en-us+f2,en-029+m4,en-gb-x-rp+m1,en-us+f4
 for take in none happy=1 sad=1 angry=1 surprised=1; do
     [ -f "$WORK/takes-${take%%=*}/dataset.json" ] && continue
     talker synth --out "$WORK/synth-takes-${take%%=*}" --clips 24 --seconds 8 --seed 700 --emotion "$take" --voices "$TAKE_VOICES"
-    talker prepare "$WORK/synth-takes-${take%%=*}/videos" --out "$WORK/takes-${take%%=*}" --resolution "$RES"
+    talker prepare "$WORK/synth-takes-${take%%=*}/videos" --out "$WORK/takes-${take%%=*}" --resolution "$RES" \
+        --refiner-resolution "$REFINE_RES"
 done
 [ -d "$OUT/expression" ] || talker add-emotion "$OUT" --method warp --neutral "$WORK/takes-none" \
     --data "$WORK/takes-happy" "$WORK/takes-sad" "$WORK/takes-angry" "$WORK/takes-surprised"   # skipped once added

@@ -372,8 +372,8 @@ def cmd_add_emotion(args: argparse.Namespace) -> int:
     learn = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
                                 ("seed", args.seed)) if v is not None}
     if args.method == "warp":
-        learn.update({k: v for k, v in (("channels", args.channels),
-                                        ("smooth_weight", args.smooth_weight), ("motion_weight", args.motion_weight))
+        learn.update({k: v for k, v in (("channels", args.channels), ("smooth_weight", args.smooth_weight),
+                                        ("motion_weight", args.motion_weight), ("sharp_side", args.sharp_side))
                       if v is not None})
     elif args.method == "decoder":
         learn.update(knots=args.knots, hold_mouth=args.hold_mouth)
@@ -387,6 +387,9 @@ def cmd_add_emotion(args: argparse.Namespace) -> int:
         held = record.get("heldout_error")
         print(f"{args.speaker}: expression/ moves the decoder's frames to show each emotion, trained on "
               f"{record['frames']} frames of {record['takes']} paired takes"
+              + (f", the move judged at {record['sharp_side']}²" if record.get("sharp_side") else
+                 ", the move judged at the decoder's side (the takes kept no larger crops: talker prepare "
+                 "--refiner-resolution)")
               + (f"; held-out pairs' error {held['neutral']} neutral, {held['warped']} warped" if held else ""))
     elif args.method == "input":
         print(f"{args.speaker}: the decoders ({', '.join(record['decoders'])}) take the emotion as an input, "
@@ -612,6 +615,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--channels", type=int, help=f"the warp's width (warp: {EMOTION_WARP['channels']})")
     m.add_argument("--smooth-weight", type=float,
                    help=f"weight of the flows' roughness in the loss (warp: {EMOTION_WARP['smooth_weight']:g})")
+    m.add_argument("--sharp-side", type=int,
+                   help="warp: the side the move is learned at, from the crops the takes kept (`talker prepare "
+                        f"--refiner-resolution`) (default {EMOTION_WARP['sharp_side']}; 0: at the decoder's side)")
     m.add_argument("--seed", type=int)
     m.add_argument("--decoders", help=f"which decoders learn the input, comma-separated ({', '.join(DECODERS)}; "
                                       "default: every one the speaker has) (input)")

@@ -39,9 +39,15 @@ EMOTION_LEARNING = {"steps": 300, "batch_size": 16, "lr": 0.02, "seed": 0, "knot
 # its optimiser for "input" (the emotion layers alone, Adam), and the loss's weight on where the face moves
 EMOTION_INPUT = {"steps": 600, "batch_size": 16, "lr": 1e-3, "seed": 0, "motion_weight": 4.0}
 # its optimiser for "warp" (Adam, cosine decay), the warp's width, the loss's weight on where the
-# face moves and on the flows' roughness (none: at 0.05 the smile held out came to a third of its takes')
+# face moves and on the flows' roughness (none: at 0.05 the smile held out came to a third of its
+# takes'), and the side its move is judged at, on the takes' kept crops. Held out, the bundled
+# speaker's warp moved the mouth corners / width by 75% / 76% of the truth's smile when trained at
+# the decoder's 64², 98% / 105% at 128², 101% / 108% at 256² (bench/results/emotion_takes_trained*.json,
+# read at 256²); through the whole speaker 256² brought angry's lip gap closer (94% against 46% on
+# bench/emotion.py's clip) but overshot the smile's lip gap further, so its shut lips read as parted
+# (closed in 67% of the pauses against 96%); an absolute (Charbonnier) loss at 128² did no better
 EMOTION_WARP = {"steps": 1500, "batch_size": 16, "lr": 2e-3, "seed": 0, "channels": 32,
-                "motion_weight": 4.0, "smooth_weight": 0.0}
+                "motion_weight": 4.0, "smooth_weight": 0.0, "sharp_side": 128}
 # head motion: predicted from speech, held still, or a reference sequence
 POSE_MODES = ("predicted", "static", "reference")
 DEFAULT_MAX_DURATION = 600.0  # longest audio (seconds) accepted unless the caller says otherwise

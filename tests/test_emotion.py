@@ -317,6 +317,46 @@ def paired_takes(root, clips=10, frames=20, res=16, seed=5):
     return neutral, emotional
 
 
+def test_warp_learns_the_move_from_the_crops_the_takes_kept_sharp(speaker_dir, tmp_path):
+    from talker import DAETalkerPipeline
+    from talker.training.data import load_dataset
+    from talker.training.expression import sharp_frames, train_expression
+    from talker.video import iter_frames, write_video
+
+    pipe = DAETalkerPipeline.from_pretrained(speaker_dir)
+    neutral, emotional = paired_takes(tmp_path / "takes")
+    # the crops kept at 32² (talker prepare --refiner-resolution 32) show the emotion; the takes'
+    # 16² frames, the ones the fields are read off, are all the neutral grey
+    for root in (neutral, emotional):
+        for clip in sorted((root / "clips").iterdir()):
+            frames = np.stack(list(iter_frames(clip / "frames.mp4")))
+            write_video(clip / "frames_32.mp4", frames.repeat(2, 1).repeat(2, 2))
+            write_video(clip / "frames.mp4", np.full_like(frames, 70))
+        index = json.loads((root / "dataset.json").read_text())
+        (root / "dataset.json").write_text(json.dumps({**index, "refiner_resolution": 32}))
+    clip = load_dataset(emotional)[1][1]
+    kept = clip.frames_at(32).astype(float)
+    assert np.abs(sharp_frames(clip, 32, 16) - (kept[:, ::2, ::2] + kept[:, 1::2, 1::2]) / 2).max() < 40  # 2×2 means
+    grey, big = torch.full((1, 3, 16, 16), 70 / 127.5 - 1), torch.full((1, 3, 32, 32), 70 / 127.5 - 1)
+    with pytest.raises(TalkerError, match="multiple of the decoder's side 16"):
+        train_expression(pipe, [emotional], neutral, sharp_side=24, progress=False)
+    moves, records = {}, {}
+    for side in (32, 0):
+        model, record = train_expression(pipe, [emotional], neutral, steps=300, lr=0.01, channels=8,
+                                         sharp_side=side, progress=False)
+        assert record["sharp_side"] == (side or None)
+        records[side] = record["heldout_error"]
+        with torch.no_grad():
+            moves[side] = [(model(grey, torch.eye(4)[[q]], onto=big) - big)[0].mean(0) * 127.5 for q in range(4)]
+    for q in range(4):
+        change = moves[32][q]
+        quadrants = [change[r * 16 : r * 16 + 16, c * 16 : c * 16 + 16].mean() for r in (0, 1) for c in (0, 1)]
+        own = quadrants[q]
+        assert own > 40 and max(abs(v) for k, v in enumerate(quadrants) if k != q) < own / 4, (q, quadrants)
+        assert moves[0][q].abs().mean() < own / 4  # at the decoder's side the takes show no emotion at all
+    assert records[32]["warped"] < records[32]["neutral"] / 4, records  # the held-out take (sad), judged at 32²
+
+
 def test_takes_are_aligned_by_their_sound():
     from talker.training.expression import dtw_path
 
@@ -373,6 +413,7 @@ def test_warp_shows_each_emotion_where_its_takes_do_and_leaves_neutral_as_it_was
                    "--steps", "300", "--lr", "0.01", "--channels", "8"]) == 0
     record = json.loads((folder / "speaker.json").read_text())["emotion"]
     assert record["method"] == "warp" and record["takes"] == 9 and record["channels"] == 8
+    assert record["sharp_side"] is None  # the takes kept no larger crops: judged at the decoder's side
     assert record["frames"] == 7 * 20  # the emotional frames of the training takes (c0 and c5 are neutral)
     first, last = record["training_loss_first_last"]
     assert last < first, record

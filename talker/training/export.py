@@ -140,9 +140,11 @@ def _emotion_line(e: dict | None) -> str:
         held = e.get("heldout_error")
         return (f"an expression warp of the decoder's frames (`expression/`: a flow and a colour change per emotion, "
                 f"times its intensity; {e['parameters']:,} parameters), trained on {e['frames']} emotional frames of "
-                f"{e['takes']} lines recorded neutral and with emotion, aligned by their sound; neutral frames pass "
-                f"unchanged and speech2latent is given no emotion (`talker add-emotion`"
-                + (f"; held-out pairs' error {held['neutral']:.4f} neutral, {held['warped']:.4f} warped" if held else "")
+                f"{e['takes']} lines recorded neutral and with emotion, aligned by their sound"
+                + (f", the move learned against the takes' own {e['sharp_side']}² crops" if e.get("sharp_side") else "")
+                + "; neutral frames pass unchanged and speech2latent is given no emotion (`talker add-emotion`"
+                + (f"; held-out pairs' error {held['neutral']:.4f} neutral, {held['warped']:.4f} warped"
+                   + (f" at {e['sharp_side']}²" if e.get("sharp_side") else "") if held else "")
                 + ")")
     if e.get("method") == "input":
         held = [f"{name} {row['heldout_error']['without']:.4f} without it, "

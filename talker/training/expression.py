@@ -7,10 +7,12 @@ every emotion; Wang et al., ECCV 2020). Each emotional take is aligned in time w
 take by dynamic time warping of their log-mel spectra (as EVP pairs MEAD's takes; Ji et al.,
 CVPR 2021), so that each emotional frame x_e has a neutral frame x_n saying the same sound, and
 framed as the neutral take was cut (``talker prepare``'s square differs from take to take);
-:class:`~talker.models.ExpressionWarp` learns warp(x_n, e) ≈ x_e, with both frames blurred alike
+:class:`~talker.models.ExpressionWarp` learns warp(x_n, e) ≈ x_e, its fields read off x_n blurred
 by a random amount up to the decoder's own softness (it is used on the decoder's frames), the
-loss weighted towards where the speaker's face moves (:func:`~.distill.motion_weights`) and a
-small smoothness term on the flows.
+loss weighted towards where the speaker's face moves (:func:`~.distill.motion_weights`). Where the
+takes kept sharper crops (``talker prepare --refiner-resolution``), the move is applied to the
+sharp neutral frame and judged against the sharp emotional one, as the refiner's frames will
+show it; else both frames are blurred alike at the decoder's side.
 
 Why pairs: from the emotional frames alone, with the decoder's rendering of each frame's latent as
 the warp's input, the warp learned nothing that held out (bench/results/emotion_warp_unpaired.json
@@ -26,6 +28,7 @@ that moves z_sem (``decoder``, ``latents``) is refused here.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -83,13 +86,28 @@ def reframe(frames: np.ndarray, crop: tuple[int, int, int], to: tuple[int, int, 
     return out.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
 
 
-def paired_frames(neutral_clips, emotional_clips, n_emotions: int, crops: dict) -> dict:
+def sharp_frames(clip, source: int, side: int) -> np.ndarray:
+    """(F, side, side, 3) uint8: the clip's crops kept at ``source`` (``talker prepare
+    --refiner-resolution``), area-downscaled to ``side``."""
+    frames = clip.frames_at(source)
+    if side == source:
+        return frames
+    x = F.interpolate(torch.from_numpy(frames).permute(0, 3, 1, 2).float(), size=(side, side), mode="area")
+    return x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+
+
+def paired_frames(neutral_clips, emotional_clips, n_emotions: int, crops: dict,
+                  sharp: tuple[int, int] | None = None) -> dict:
     """Frame pairs of each emotional take with the neutral take of the same id, aligned in time by
     :func:`dtw_path` and in the picture by :func:`reframe` (``crops``: {id(clip): its crop} for
     every clip given): "neutral" and "emotional" (F, R, R, 3) uint8, "emotion" (F, E) the emotional
-    frame's intensities; takes with no neutral counterpart are left out."""
+    frame's intensities; with ``sharp`` (source, side), also "neutral_sharp" and "emotional_sharp",
+    the same frames from the crops kept at ``source``, at ``side`` (:func:`sharp_frames`). Takes with
+    no neutral counterpart are left out."""
     by_id = {c.id: c for c in neutral_clips}
-    out = {"neutral": [], "emotional": [], "emotion": []}
+    keys = ("neutral", "emotional", "emotion") + (("neutral_sharp", "emotional_sharp") if sharp else ())
+    out = {k: [] for k in keys}
+    neutral_sharp = {}
     for clip in emotional_clips:
         ref = by_id.get(clip.id)
         if ref is None or clip.emotion is None:
@@ -101,10 +119,16 @@ def paired_frames(neutral_clips, emotional_clips, n_emotions: int, crops: dict) 
         out["neutral"].append(ref.frames[i[keep]])
         out["emotional"].append(reframe(clip.frames[j[keep]], crops[id(clip)], crops[id(ref)]))
         out["emotion"].append(e[keep])
+        if sharp:
+            if ref.id not in neutral_sharp:
+                neutral_sharp[ref.id] = sharp_frames(ref, *sharp)
+            out["neutral_sharp"].append(neutral_sharp[ref.id][i[keep]])
+            out["emotional_sharp"].append(reframe(sharp_frames(clip, *sharp)[j[keep]], crops[id(clip)], crops[id(ref)]))
     if not out["emotion"]:
         return {}
-    return {"neutral": np.concatenate(out["neutral"]), "emotional": np.concatenate(out["emotional"]),
-            "emotion": torch.from_numpy(np.concatenate(out["emotion"])).float()}
+    pairs = {k: np.concatenate(v) for k, v in out.items()}
+    pairs["emotion"] = torch.from_numpy(pairs["emotion"]).float()
+    return pairs
 
 
 def blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -129,14 +153,25 @@ def smoothness(fields: torch.Tensor) -> torch.Tensor:
 
 def pair_error(model: ExpressionWarp | None, pairs: dict, weights: torch.Tensor, batch: int = 64) -> float:
     """Weighted squared error of the neutral frames (warped by ``model`` to the pairs' intensities;
-    as they are for None) against their emotional frames."""
+    as they are for None) against their emotional frames; at the sharp frames' size where the pairs
+    have them (the fields read off the decoder-size frame, the move applied to the sharp one)."""
+    sharp = "neutral_sharp" in pairs
     total = 0.0
     with torch.no_grad():
         for s in range(0, len(pairs["emotion"]), batch):
             x = frames_to_x0(pairs["neutral"][s : s + batch])
-            out = x if model is None else model(x, pairs["emotion"][s : s + batch])
-            total += float(((out - frames_to_x0(pairs["emotional"][s : s + batch])).pow(2).mean(1) * weights).sum())
+            onto = frames_to_x0(pairs["neutral_sharp"][s : s + batch]) if sharp else x
+            target = frames_to_x0(pairs["emotional_sharp" if sharp else "emotional"][s : s + batch])
+            out = onto if model is None else model(x, pairs["emotion"][s : s + batch], onto=onto)
+            total += float(((out - target).pow(2).mean(1) * weights).sum())
     return round(total / (len(pairs["emotion"]) * weights.numel()), 5)
+
+
+def sharp_source(folders) -> int | None:
+    """The side of the crops that every one of the prepared ``folders`` kept besides its frames
+    (``talker prepare --refiner-resolution``), or None."""
+    sides = {json.loads((Path(f) / "dataset.json").read_text()).get("refiner_resolution") for f in folders}
+    return sides.pop() if len(sides) == 1 else None
 
 
 def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["steps"],
@@ -144,16 +179,23 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
                      seed: int = EMOTION_WARP["seed"], channels: int = EMOTION_WARP["channels"],
                      motion_weight: float = EMOTION_WARP["motion_weight"],
                      smooth_weight: float = EMOTION_WARP["smooth_weight"],
+                     sharp_side: int = EMOTION_WARP["sharp_side"],
                      progress: bool = True) -> tuple[ExpressionWarp, dict]:
     """Train ``pipe``'s expression warp on the emotional takes of ``data_dirs`` (prepared datasets
     with per-frame emotion labels) paired with the neutral takes of the same ids in
-    ``neutral_dir``; every tenth pair of takes is held out. Returns the warp and a record: the
-    held-out pairs' weighted error before and after warping."""
+    ``neutral_dir``; every tenth pair of takes is held out. Where every dataset kept its crops at a
+    larger side (``talker prepare --refiner-resolution``), the move is learned at ``sharp_side``
+    (0: at the decoder's): the fields are read off the decoder-size neutral frame, as at use, and
+    the move applied to the sharp neutral frame is compared with the sharp emotional one, which
+    shows how far a mouth corner or a brow really moves (at the decoder's 64², MediaPipe reads the
+    truth's smile as half the width change it reads at 256²: bench/results/emotion_takes_read64.json).
+    Returns the warp and a record: the held-out pairs' weighted error before and after warping."""
     from tqdm.auto import tqdm
 
-    if min(steps, batch_size, channels) < 1 or lr <= 0 or motion_weight < 0 or smooth_weight < 0:
-        raise TalkerError(f"steps, batch size and channels must be at least 1, lr positive, the weights at least 0; "
-                          f"got {steps}, {batch_size}, {channels}, {lr}, {motion_weight}, {smooth_weight}")
+    if min(steps, batch_size, channels) < 1 or lr <= 0 or min(motion_weight, smooth_weight, sharp_side) < 0:
+        raise TalkerError(f"steps, batch size and channels must be at least 1, lr positive, the weights and the sharp "
+                          f"side at least 0; got {steps}, {batch_size}, {channels}, {lr}, {motion_weight}, "
+                          f"{smooth_weight}, {sharp_side}")
     names = pipe.emotion_names
     if not names:
         raise TalkerError("this speaker has no emotion control (its speech2latent has no emotion names)")
@@ -179,20 +221,27 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
     res = neutral[0].frames.shape[1]
     if res != pipe.resolution:
         raise TalkerError(f"{neutral_dir}: frames are {res}² but the speaker's decoder renders {pipe.resolution}²")
+    if sharp_side % res:
+        raise TalkerError(f"the sharp side must be 0 or a multiple of the decoder's side {res}; got {sharp_side}")
+    source = sharp_source([neutral_dir, *data_dirs])
+    sharp = (source, sharp_side) if sharp_side > res and source and source >= sharp_side else None
+    if sharp and source % sharp_side:
+        raise TalkerError(f"the sharp side must divide the side of the crops the takes kept, {source}; got {sharp_side}")
     started = time.process_time()
     train = paired_frames([c for c in neutral if c.id in train_ids], [c for c in emotional if c.id in train_ids],
-                          len(names), crops)
+                          len(names), crops, sharp)
     if not train:
         raise TalkerError(f"{', '.join(map(str, data_dirs))}: no emotional frame in the paired takes")
     missing = [n for k, n in enumerate(names) if not (train["emotion"][:, k] > 0).any()]
     if missing:
         raise TalkerError(f"no paired training take shows {', '.join(missing)}")
     held = paired_frames([c for c in neutral if c.id in held_ids], [c for c in emotional if c.id in held_ids],
-                         len(names), crops)
+                         len(names), crops, sharp)
     if held:
         pick = np.linspace(0, len(held["emotion"]) - 1, min(HELD_OUT_FRAMES, len(held["emotion"]))).round().astype(int)
         held = {k: v[pick] for k, v in held.items()}
-    weights = motion_weights(train["neutral"][:: max(1, len(train["neutral"]) // 4096)], motion_weight)
+    base, target = ("neutral_sharp", "emotional_sharp") if sharp else ("neutral", "emotional")
+    weights = motion_weights(train[base][:: max(1, len(train[base]) // 4096)], motion_weight)
 
     torch.manual_seed(seed)
     model = ExpressionWarp(emotion_names=tuple(names), resolution=res, channels=channels)
@@ -204,10 +253,13 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
         idx = torch.randint(len(train["emotion"]), (batch_size,), generator=g)
         sigma = torch.rand(batch_size, generator=g) * MAX_BLUR
         x = blur(frames_to_x0(train["neutral"][idx.numpy()]), sigma)
-        y = blur(frames_to_x0(train["emotional"][idx.numpy()]), sigma)
-        e = train["emotion"][idx]
-        fields = model.fields(x)
-        loss = ((model(x, e) - y).pow(2).mean(1) * weights).mean() + smooth_weight * smoothness(fields)
+        if sharp:  # the decoder's softness is on the frame the fields are read off; the move is judged sharp
+            onto, y = frames_to_x0(train[base][idx.numpy()]), frames_to_x0(train[target][idx.numpy()])
+        else:
+            onto, y = x, blur(frames_to_x0(train[target][idx.numpy()]), sigma)
+        loss = ((model(x, train["emotion"][idx], onto=onto) - y).pow(2).mean(1) * weights).mean()
+        if smooth_weight:
+            loss = loss + smooth_weight * smoothness(model.fields(x))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -218,7 +270,7 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
               "takes": len(train_ids), "frames": int(len(train["emotion"])),
               "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "channels": channels,
               "parameters": sum(p.numel() for p in model.parameters()), "motion_weight": motion_weight,
-              "smooth_weight": smooth_weight,
+              "smooth_weight": smooth_weight, "sharp_side": sharp[1] if sharp else None,
               "training_loss_first_last": [round(float(np.mean(losses[:20])), 5), round(float(np.mean(losses[-20:])), 5)],
               "cpu_minutes": round((time.process_time() - started) / 60, 1)}
     if held:

@@ -1,0 +1,108 @@
+"""The expression warp on held-out paired takes: how far it moves the truth's own neutral frames,
+against how far the emotional take of the same line moves them.
+
+    python bench/emotion_takes.py --out bench/results/emotion_takes.json [--model checkpoints/astronaut-64] \
+        [--neutral runs/bundled/takes256-none] [--data runs/bundled/takes256-happy ...] [--size 64]
+
+The takes that ``talker add-emotion --method warp`` holds out (every tenth line) are paired as it
+pairs them (time by DTW of the speech, picture by the neutral take's crop); the neutral frames are
+warped to each emotional frame's intensities, as the pipeline warps: the fields read off the
+decoder-size frame, the move applied to the frame at the speaker's output size (its refiner's;
+the takes' kept crops, ``talker prepare --refiner-resolution``, scaled to it; ``--size`` to choose,
+e.g. the decoder's, where the probe reads every move smaller). All three sets are read by the same MediaPipe face
+mesh as ``bench/emotion.py``'s (lip gap, mouth-corner lift, mouth width, brow height, eye opening,
+÷ the eye-corner distance); the ratio is (warped − neutral) ÷ (emotional − neutral), feature by
+feature, averaged over the emotion's frames, for the features whose truth change is more than 3 ×
+its standard error. This is the warp alone, on the frames it was trained for, with neither
+speech2latent nor the decoder in the way: where ``bench/emotion.py`` finds the speaker's move short
+and this finds the warp's own move short, the warp is what falls short.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from talker.evaluation.metrics import PROBE_FEATURES as FEATURES
+from talker.evaluation.results import write_results
+
+TAKES = tuple(f"runs/bundled/takes256-{name}" for name in ("happy", "sad", "angry", "surprised"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="speaker with an expression warp (default: the bundled speaker)")
+    parser.add_argument("--neutral", default="runs/bundled/takes256-none", help="the neutral takes (prepared)")
+    parser.add_argument("--data", nargs="+", default=list(TAKES), help="the emotional takes (prepared)")
+    parser.add_argument("--frames", type=int, default=200, help="frames per emotion (evenly spread)")
+    parser.add_argument("--size", type=int, help="side the frames are read at (default: the speaker's output side)")
+    parser.add_argument("--out", default="bench/results/emotion_takes.json")
+    args = parser.parse_args(argv)
+
+    from talker import DAETalkerPipeline
+    from talker.cli import bundled_speaker
+    from talker.evaluation.metrics import FaceProbe
+    from talker.hub import read_speaker
+    from talker.training.data import load_dataset, split_clips
+    from talker.training.distill import frames_to_x0
+    from talker.training.expression import paired_frames, sharp_source
+
+    model = args.model or bundled_speaker()
+    pipe = DAETalkerPipeline.from_pretrained(model)
+    if pipe.expression is None:
+        raise SystemExit(f"{model} has no expression warp (talker add-emotion --method warp)")
+    names = list(pipe.emotion_names)
+    crops = {}
+
+    def takes(folder):
+        index, clips = load_dataset(folder)
+        entries = {e["id"]: e for e in index["clips"]}
+        crops.update({id(c): entries[c.id].get("crop", (0, 0, 1)) for c in clips})
+        return clips
+
+    neutral = takes(args.neutral)
+    emotional = [c for d in args.data for c in takes(d)]
+    ids = sorted({c.id for c in neutral} & {c.id for c in emotional if c.emotion is not None})
+    held = set(split_clips(ids)[1])
+    size = args.size or pipe.output_resolution()
+    source = sharp_source([args.neutral, *args.data])
+    if size != pipe.resolution and not (source and source >= size):
+        raise SystemExit(f"the takes kept no crops at {size}² or more (talker prepare --refiner-resolution)")
+    sharp = (source, size) if size != pipe.resolution else None
+    pairs = paired_frames([c for c in neutral if c.id in held], [c for c in emotional if c.id in held],
+                          len(names), crops, sharp)
+    shown = ("neutral_sharp", "emotional_sharp") if sharp else ("neutral", "emotional")
+    probe = FaceProbe()
+    results = {"command": "python bench/emotion_takes.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "model": str(model), "neutral": args.neutral, "data": args.data, "held_out_lines": sorted(held),
+               "size": size, "expression": read_speaker(Path(model)).get("emotion") if Path(model).is_dir() else None,
+               "features": FEATURES, "emotions": {}}
+    for k, name in enumerate(names):
+        rows = np.flatnonzero(pairs["emotion"][:, k].numpy() > 0)
+        if not len(rows):
+            continue
+        rows = rows[np.linspace(0, len(rows) - 1, min(args.frames, len(rows))).round().astype(int)]
+        with torch.inference_mode():
+            warped = pipe.expression(frames_to_x0(pairs["neutral"][rows]), pairs["emotion"][rows],
+                                     onto=frames_to_x0(pairs[shown[0]][rows]))
+        warped = ((warped.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        f_n, f_e, f_w = (probe.features(x) for x in (pairs[shown[0]][rows], pairs[shown[1]][rows], warped))
+        ok = ~(np.isnan(f_n).any(1) | np.isnan(f_e).any(1) | np.isnan(f_w).any(1))
+        d_truth, d_warp = f_e[ok] - f_n[ok], f_w[ok] - f_n[ok]
+        t, se = d_truth.mean(0), d_truth.std(0) / np.sqrt(ok.sum())
+        counted = np.abs(t) > 3 * se
+        ratio = [round(float(w / tt), 3) if c else None for w, tt, c in zip(d_warp.mean(0), t, counted)]
+        results["emotions"][name] = {"frames": int(ok.sum()), "truth_change": t.round(4).tolist(),
+                                     "warped_change": d_warp.mean(0).round(4).tolist(),
+                                     "counted": counted.tolist(), "ratio": ratio}
+        print(name, json.dumps(results["emotions"][name]), flush=True)
+    write_results(args.out, results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
