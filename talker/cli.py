@@ -388,8 +388,9 @@ def cmd_add_emotion(args: argparse.Namespace) -> int:
         print(f"{args.speaker}: expression/ moves the decoder's frames to show each emotion, trained on "
               f"{record['frames']} frames of {record['takes']} paired takes"
               + (f", the move judged at {record['sharp_side']}²" if record.get("sharp_side") else
-                 ", the move judged at the decoder's side (the takes kept no larger crops: talker prepare "
-                 "--refiner-resolution)")
+                 ", the move judged at the decoder's side" + ("" if args.sharp_side == 0 else
+                                                             " (the takes kept no larger crops: talker prepare "
+                                                             "--refiner-resolution)"))
               + (f"; held-out pairs' error {held['neutral']} neutral, {held['warped']} warped" if held else ""))
     elif args.method == "input":
         print(f"{args.speaker}: the decoders ({', '.join(record['decoders'])}) take the emotion as an input, "
