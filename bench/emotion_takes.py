@@ -47,34 +47,24 @@ def main(argv: list[str] | None = None) -> int:
     from talker.cli import bundled_speaker
     from talker.evaluation.metrics import FaceProbe
     from talker.hub import read_speaker
-    from talker.training.data import load_dataset, split_clips
+    from talker.training.data import split_clips
     from talker.training.distill import frames_to_x0
-    from talker.training.expression import paired_frames, sharp_source
+    from talker.training.expression import load_takes, paired_frames
 
     model = args.model or bundled_speaker()
     pipe = DAETalkerPipeline.from_pretrained(model)
     if pipe.expression is None:
         raise SystemExit(f"{model} has no expression warp (talker add-emotion --method warp)")
     names = list(pipe.emotion_names)
-    crops = {}
-
-    def takes(folder):
-        index, clips = load_dataset(folder)
-        entries = {e["id"]: e for e in index["clips"]}
-        crops.update({id(c): entries[c.id].get("crop", (0, 0, 1)) for c in clips})
-        return clips
-
-    neutral = takes(args.neutral)
-    emotional = [c for d in args.data for c in takes(d)]
-    ids = sorted({c.id for c in neutral} & {c.id for c in emotional if c.emotion is not None})
-    held = set(split_clips(ids)[1])
+    takes = load_takes(args.neutral, args.data)
+    held = set(split_clips(takes["ids"])[1])
     size = args.size or pipe.output_resolution()
-    source = sharp_source([args.neutral, *args.data])
+    source = takes["kept"]
     if size != pipe.resolution and not (source and source >= size):
         raise SystemExit(f"the takes kept no crops at {size}² or more (talker prepare --refiner-resolution)")
     sharp = (source, size) if size != pipe.resolution else None
-    pairs = paired_frames([c for c in neutral if c.id in held], [c for c in emotional if c.id in held],
-                          len(names), crops, sharp)
+    pairs = paired_frames([c for c in takes["neutral"] if c.id in held],
+                          [c for c in takes["emotional"] if c.id in held], len(names), takes["crops"], sharp)
     shown = ("neutral_sharp", "emotional_sharp") if sharp else ("neutral", "emotional")
     probe = FaceProbe()
     results = {"command": "python bench/emotion_takes.py " + " ".join(argv if argv is not None else sys.argv[1:]),

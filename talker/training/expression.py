@@ -28,7 +28,6 @@ that moves z_sem (``decoder``, ``latents``) is refused here.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -167,11 +166,26 @@ def pair_error(model: ExpressionWarp | None, pairs: dict, weights: torch.Tensor,
     return round(total / (len(pairs["emotion"]) * weights.numel()), 5)
 
 
-def sharp_source(folders) -> int | None:
-    """The side of the crops that every one of the prepared ``folders`` kept besides its frames
-    (``talker prepare --refiner-resolution``), or None."""
-    sides = {json.loads((Path(f) / "dataset.json").read_text()).get("refiner_resolution") for f in folders}
-    return sides.pop() if len(sides) == 1 else None
+def load_takes(neutral_dir, data_dirs) -> dict:
+    """The prepared neutral takes and emotional takes (``data_dirs``, one or more folders):
+    "neutral" and "emotional" clips, "ids" the sorted ids that have a neutral take and an
+    emotion-labelled one, "crops" {id(clip): its crop} for :func:`paired_frames`, and "kept" the
+    side of the crops that every folder kept besides its frames (``talker prepare
+    --refiner-resolution``), or None."""
+    crops, kept = {}, set()
+
+    def takes(folder):
+        index, clips = load_dataset(folder)
+        entries = {e["id"]: e for e in index["clips"]}
+        crops.update({id(c): entries[c.id].get("crop", (0, 0, 1)) for c in clips})
+        kept.add(index.get("refiner_resolution"))
+        return clips
+
+    neutral = takes(neutral_dir)
+    emotional = [c for d in data_dirs for c in takes(d)]
+    ids = sorted({c.id for c in neutral} & {c.id for c in emotional if c.emotion is not None})
+    return {"neutral": neutral, "emotional": emotional, "ids": ids, "crops": crops,
+            "kept": kept.pop() if len(kept) == 1 else None}
 
 
 def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["steps"],
@@ -200,17 +214,8 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
     if not names:
         raise TalkerError("this speaker has no emotion control (its speech2latent has no emotion names)")
     data_dirs = [data_dirs] if isinstance(data_dirs, (str, Path)) else list(data_dirs)
-    crops = {}
-
-    def takes(folder):
-        index, clips = load_dataset(folder)
-        entries = {e["id"]: e for e in index["clips"]}
-        crops.update({id(c): entries[c.id].get("crop", (0, 0, 1)) for c in clips})
-        return clips
-
-    neutral = takes(neutral_dir)
-    emotional = [c for d in data_dirs for c in takes(d)]
-    ids = sorted({c.id for c in neutral} & {c.id for c in emotional if c.emotion is not None})
+    takes = load_takes(neutral_dir, data_dirs)
+    neutral, emotional, ids, crops = takes["neutral"], takes["emotional"], takes["ids"], takes["crops"]
     if not ids:
         raise TalkerError(f"no emotional take in {', '.join(map(str, data_dirs))} (clips with emotion labels) has a "
                           f"neutral take of the same id in {neutral_dir}: record each line neutral and with the "
@@ -223,7 +228,7 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
         raise TalkerError(f"{neutral_dir}: frames are {res}² but the speaker's decoder renders {pipe.resolution}²")
     if sharp_side % res:
         raise TalkerError(f"the sharp side must be 0 or a multiple of the decoder's side {res}; got {sharp_side}")
-    source = sharp_source([neutral_dir, *data_dirs])
+    source = takes["kept"]
     sharp = (source, sharp_side) if sharp_side > res and source and source >= sharp_side else None
     if sharp and source % sharp_side:
         raise TalkerError(f"the sharp side must divide the side of the crops the takes kept, {source}; got {sharp_side}")
