@@ -9,8 +9,8 @@ import argparse
 import sys
 
 from .defaults import (DATASET_RESOLUTION, DECODERS, DEFAULT_DISTILLED_STEPS, DEFAULT_MAX_DURATION, DEFAULT_STEPS,
-                       EMOTION_INPUT, EMOTION_LEARNING, EMOTION_METHODS, EMOTION_WARP, POSE_MODES, PRECISIONS,
-                       SCHEDULERS, SPEECH_LANGUAGE)
+                       EMOTION_INPUT, EMOTION_LEARNING, EMOTION_METHODS, EMOTION_WARP, EXPRESSION_FIELD_SCALES,
+                       POSE_MODES, PRECISIONS, SCHEDULERS, SPEECH_LANGUAGE)
 from .errors import TalkerError
 from .training.configs import DAEConfig, DistillConfig, GateConfig, RefinerConfig, S2LConfig, add_options, from_options
 
@@ -373,7 +373,8 @@ def cmd_add_emotion(args: argparse.Namespace) -> int:
                                 ("seed", args.seed)) if v is not None}
     if args.method == "warp":
         learn.update({k: v for k, v in (("channels", args.channels), ("smooth_weight", args.smooth_weight),
-                                        ("motion_weight", args.motion_weight), ("sharp_side", args.sharp_side))
+                                        ("motion_weight", args.motion_weight), ("sharp_side", args.sharp_side),
+                                        ("change_weight", args.change_weight), ("field_scale", args.field_scale))
                       if v is not None})
     elif args.method == "decoder":
         learn.update(knots=args.knots, hold_mouth=args.hold_mouth)
@@ -619,6 +620,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--sharp-side", type=int,
                    help="warp: the side the move is learned at, from the crops the takes kept (`talker prepare "
                         f"--refiner-resolution`) (default {EMOTION_WARP['sharp_side']}; 0: at the decoder's side)")
+    m.add_argument("--change-weight", type=float,
+                   help="warp: weight of the loss on where each emotion's takes differ from the neutral ones on "
+                        f"average (brows, eyelids; default {EMOTION_WARP['change_weight']:g})")
+    m.add_argument("--field-scale", type=float, choices=EXPRESSION_FIELD_SCALES,
+                   help="warp: the side its flow and colour fields are predicted at, over the decoder's "
+                        f"(default {EMOTION_WARP['field_scale']:g})")
     m.add_argument("--seed", type=int)
     m.add_argument("--decoders", help=f"which decoders learn the input, comma-separated ({', '.join(DECODERS)}; "
                                       "default: every one the speaker has) (input)")

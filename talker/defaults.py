@@ -46,8 +46,11 @@ EMOTION_INPUT = {"steps": 600, "batch_size": 16, "lr": 1e-3, "seed": 0, "motion_
 # read at 256²); through the whole speaker 256² brought angry's lip gap closer (94% against 46% on
 # bench/emotion.py's clip) but overshot the smile's lip gap further, so its shut lips read as parted
 # (closed in 67% of the pauses against 96%); an absolute (Charbonnier) loss at 128² did no better
+# the sides an expression warp's fields may be predicted at, over the decoder frame's
+EXPRESSION_FIELD_SCALES = (0.5, 1, 2)
 EMOTION_WARP = {"steps": 1500, "batch_size": 16, "lr": 2e-3, "seed": 0, "channels": 32,
-                "motion_weight": 4.0, "smooth_weight": 0.0, "sharp_side": 128}
+                "motion_weight": 4.0, "smooth_weight": 0.0, "sharp_side": 128, "change_weight": 0.0,
+                "field_scale": 0.5}
 # head motion: predicted from speech, held still, or a reference sequence
 POSE_MODES = ("predicted", "static", "reference")
 DEFAULT_MAX_DURATION = 600.0  # longest audio (seconds) accepted unless the caller says otherwise

@@ -254,11 +254,12 @@ def test_emotion_input_shows_what_z_sem_cannot_and_leaves_neutral_as_it_was(spea
         add_emotion(folder, data, method="input", decoders=("ddpm",))
 
 
-def test_expression_warp_is_linear_in_the_intensities_and_leaves_neutral_frames_alone(tmp_path):
+@pytest.mark.parametrize("field_scale", [0.5, 2])
+def test_expression_warp_is_linear_in_the_intensities_and_leaves_neutral_frames_alone(tmp_path, field_scale):
     from talker.models import ExpressionWarp
 
     torch.manual_seed(0)
-    warp = ExpressionWarp(resolution=16, channels=8)
+    warp = ExpressionWarp(resolution=16, channels=8, field_scale=field_scale)
     torch.nn.init.normal_(warp.head.weight, std=0.3)
     images = torch.rand(3, 3, 16, 16) * 2 - 1
     e = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.5, 0.0, 0.0, 0.5]])
@@ -268,6 +269,7 @@ def test_expression_warp_is_linear_in_the_intensities_and_leaves_neutral_frames_
     assert torch.equal(warp(images, torch.zeros(1, 4)), images)
     one = torch.tensor([[1.0, 0, 0, 0]]).expand(3, -1)
     flow, residual = warp.move(images, one)
+    assert flow.shape[-1] == 16 * max(1, field_scale)  # fields finer than the frame for a sharper one
     half_flow, half_residual = warp.move(images, one * 0.5)
     assert torch.allclose(half_flow, flow / 2, atol=1e-6) and torch.allclose(half_residual, residual / 2, atol=1e-6)
     mixed, _ = warp.move(images, torch.tensor([[1.0, 0, 0, 1.0]]))
@@ -290,6 +292,31 @@ def test_expression_warp_is_linear_in_the_intensities_and_leaves_neutral_frames_
     assert (tmp_path / "expression" / "diffusion_pytorch_model.safetensors").is_file()
     again = ExpressionWarp.from_pretrained(tmp_path / "expression", use_safetensors=True)
     assert torch.equal(again(images, e), out)
+    with pytest.raises(ValueError, match="field_scale must be one of"):
+        ExpressionWarp(resolution=16, channels=8, field_scale=4)
+
+
+def test_change_weights_favour_where_each_emotion_moves_the_face_in_every_take():
+    from talker.training.expression import CHANGE_CAP, change_weights
+
+    rng = np.random.default_rng(0)
+    n, res = 64, 16
+    emotion = np.zeros((n, 4), np.float32)
+    emotion[np.arange(n), np.arange(n) % 4] = 1.0
+    neutral = rng.integers(60, 80, (n, res, res, 3)).astype(np.uint8)
+    emotional = rng.integers(60, 80, (n, res, res, 3)).astype(np.uint8)  # pair by pair, they differ everywhere
+    for i in range(n):  # emotion k brightens quadrant k in every one of its takes
+        k = i % 4
+        emotional[i, (k // 2) * 8 : (k // 2) * 8 + 8, (k % 2) * 8 : (k % 2) * 8 + 8] += 40
+    pairs = {"neutral": neutral, "emotional": emotional, "emotion": torch.from_numpy(emotion)}
+    maps = change_weights(pairs, "neutral", "emotional", 4, 2.0)
+    assert maps.shape == (4, res, res) and maps.min() >= 0 and maps.max() <= 2.0 * CHANGE_CAP
+    for k in range(4):
+        own = maps[k, (k // 2) * 8 + 2 : (k // 2) * 8 + 6, (k % 2) * 8 + 2 : (k % 2) * 8 + 6].mean()
+        others = [maps[k, (q // 2) * 8 + 2 : (q // 2) * 8 + 6, (q % 2) * 8 + 2 : (q % 2) * 8 + 6].mean()
+                  for q in range(4) if q != k]
+        assert own > 5 * max(others), (k, own, others)  # the takes' pair-by-pair noise averages away
+    assert torch.allclose(change_weights(pairs, "neutral", "emotional", 4, 1.0), maps / 2)
 
 
 def paired_takes(root, clips=10, frames=20, res=16, seed=5):

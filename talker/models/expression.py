@@ -32,6 +32,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from ..defaults import EXPRESSION_FIELD_SCALES as FIELD_SCALES
+
 #: a flow field (x, y) and a colour residual (r, g, b) per emotion
 FIELDS = 5
 
@@ -55,12 +57,17 @@ class ExpressionWarp(ModelMixin, ConfigMixin):
         resolution: the side of the frames it was trained on (the decoder's); it runs on any size.
         channels: width at half the frame's side (half that at full size, twice at a quarter).
         num_blocks: residual blocks at the coarsest level.
+        field_scale: the side the fields are predicted at, over the frame's: 0.5 (a smooth field), 1
+            (a level at the frame's own side) or 2 (one more, at twice it: a lower eyelid or the
+            lips' inner edge moves a pixel or two of the sharper frame the move is applied to).
     """
 
     @register_to_config
     def __init__(self, emotion_names: tuple[str, ...] = ("happy", "sad", "angry", "surprised"), resolution: int = 64,
-                 channels: int = 32, num_blocks: int = 2):
+                 channels: int = 32, num_blocks: int = 2, field_scale: float = 0.5):
         super().__init__()
+        if field_scale not in FIELD_SCALES:
+            raise ValueError(f"field_scale must be one of {', '.join(map(str, FIELD_SCALES))}; got {field_scale}")
         c, k = channels, len(emotion_names)
         self.stem = nn.Conv2d(3, c // 2, 3, padding=1)
         self.down1 = nn.Conv2d(c // 2, c, 4, stride=2, padding=1)
@@ -68,7 +75,16 @@ class ExpressionWarp(ModelMixin, ConfigMixin):
         self.mid = nn.Sequential(*[_Block(2 * c) for _ in range(num_blocks)])
         self.up = nn.Conv2d(2 * c, c, 3, padding=1)
         self.out = _Block(c)
-        self.head = nn.Conv2d(c, k * FIELDS, 3, padding=1)
+        width = c
+        if field_scale >= 1:  # a level at the frame's side, with the stem's features
+            self.up_full = nn.Conv2d(c, c // 2, 3, padding=1)
+            self.out_full = _Block(c // 2)
+            width = c // 2
+        if field_scale >= 2:  # and one at twice it, from those alone
+            self.up_double = nn.Conv2d(c // 2, c // 4, 3, padding=1)
+            self.out_double = _Block(c // 4)
+            width = c // 4
+        self.head = nn.Conv2d(width, k * FIELDS, 3, padding=1)
         nn.init.zeros_(self.head.weight)  # starts as the identity: no move, no residual
         nn.init.zeros_(self.head.bias)
 
@@ -77,15 +93,26 @@ class ExpressionWarp(ModelMixin, ConfigMixin):
         return len(self.config.emotion_names)
 
     def fields(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) frames in [-1, 1] → (B, E, 5, H, W): each emotion's flow (pixels, x then y)
-        and colour residual at intensity 1, predicted at half the frame's side (a smooth field; the
-        network sees a quarter-side level for its reach across the face) and upsampled."""
+        """(B, 3, H, W) frames in [-1, 1] → (B, E, 5, H', W'): each emotion's flow (pixels of the
+        frame, x then y) and colour residual at intensity 1, predicted at ``field_scale`` of the
+        frame's side (the network sees a quarter-side level for its reach across the face) and
+        upsampled to the frame's side, or at twice it for ``field_scale`` 2."""
         b, _, h, w = images.shape
-        s1 = F.silu(self.down1(F.silu(self.stem(images))))
+        s0 = F.silu(self.stem(images))
+        s1 = F.silu(self.down1(s0))
         x = self.mid(F.silu(self.down2(s1)))
-        x = F.silu(self.up(F.interpolate(x, size=s1.shape[-2:], mode="bilinear", align_corners=False))) + s1
-        x = F.interpolate(self.head(self.out(x)), size=(h, w), mode="bilinear", align_corners=False)
-        return x.view(b, self.n_emotions, FIELDS, h, w)
+        x = self.out(F.silu(self.up(F.interpolate(x, size=s1.shape[-2:], mode="bilinear", align_corners=False))) + s1)
+        scale = self.config.field_scale
+        if scale >= 1:
+            x = self.out_full(F.silu(self.up_full(F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False))) + s0)
+        if scale >= 2:
+            x = self.out_double(F.silu(self.up_double(F.interpolate(x, size=(2 * h, 2 * w), mode="bilinear",
+                                                                    align_corners=False))))
+        x = self.head(x)
+        size = (2 * h, 2 * w) if scale >= 2 else (h, w)
+        if x.shape[-2:] != size:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return x.view(b, self.n_emotions, FIELDS, *size)
 
     def move(self, images: torch.Tensor, emotion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 2, H, W) flow in pixels and (B, 3, H, W) colour residual for intensities ``emotion``
@@ -114,10 +141,11 @@ class ExpressionWarp(ModelMixin, ConfigMixin):
             return target
         flow, residual = self.move(images, e)
         (h, w), (big_h, big_w) = images.shape[-2:], target.shape[-2:]
-        if (big_h, big_w) != (h, w):
+        if flow.shape[-2:] != (big_h, big_w):
             flow = F.interpolate(flow, size=(big_h, big_w), mode="bilinear", align_corners=False)
-            flow = flow * torch.tensor([big_w / w, big_h / h], device=flow.device, dtype=flow.dtype)[None, :, None, None]
             residual = F.interpolate(residual, size=(big_h, big_w), mode="bilinear", align_corners=False)
+        if (big_h, big_w) != (h, w):  # the flow is in the read frame's pixels
+            flow = flow * torch.tensor([big_w / w, big_h / h], device=flow.device, dtype=flow.dtype)[None, :, None, None]
         target = target.to(flow.dtype)
         ys = (torch.arange(big_h, device=flow.device, dtype=flow.dtype) * 2 + 1) / big_h - 1
         xs = (torch.arange(big_w, device=flow.device, dtype=flow.dtype) * 2 + 1) / big_w - 1

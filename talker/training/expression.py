@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..defaults import EMOTION_WARP
+from ..defaults import EMOTION_WARP, EXPRESSION_FIELD_SCALES as FIELD_SCALES
 from ..errors import TalkerError
 from ..frontends import log_mel
 from ..models import ExpressionWarp
@@ -44,6 +44,8 @@ from .distill import frames_to_x0, motion_weights
 
 HELD_OUT_FRAMES = 512
 MAX_BLUR = 1.0  # the largest Gaussian blur (σ, pixels of the decoder's frames) put on a training pair
+CHANGE_BLUR = 1.5  # σ (pixels of the loss's frames) spreading each emotion's mean change over where it moves
+CHANGE_CAP = 20.0  # the most an emotion's mean change map weighs, in units of its mean over the frame
 
 
 def dtw_path(a: np.ndarray, b: np.ndarray) -> list[tuple[int, int]]:
@@ -150,6 +152,27 @@ def smoothness(fields: torch.Tensor) -> torch.Tensor:
     return (flow[..., 1:, :] - flow[..., :-1, :]).abs().mean() + (flow[..., 1:] - flow[..., :-1]).abs().mean()
 
 
+def change_weights(pairs: dict, base: str, target: str, n_emotions: int, weight: float) -> torch.Tensor:
+    """(E, H, W) loss weights, one map per emotion, on where its takes differ from the neutral ones
+    on average: ``weight`` × |mean emotional frame − mean neutral frame| (blurred by
+    :data:`CHANGE_BLUR` pixels, over its mean, capped at :data:`CHANGE_CAP`). The pairs' differences
+    one by one are mostly the neutral and emotional takes out of step (a blink in one take, speech
+    a frame apart), which the mean cancels; a brow raised or an eyelid lowered in every frame of
+    the emotion stays, small as it is beside the mouth's motion, which the motion weights favour."""
+    emotion = pairs["emotion"].numpy()
+    maps = []
+    for k in range(n_emotions):
+        rows = np.flatnonzero(emotion[:, k] > 0)
+        diff = np.zeros(pairs[base].shape[1:], np.float64)
+        for s in range(0, len(rows), 1024):
+            chunk = rows[s : s + 1024]
+            diff += pairs[target][chunk].astype(np.float64).sum(0) - pairs[base][chunk].astype(np.float64).sum(0)
+        change = torch.from_numpy(np.abs(diff / max(len(rows), 1)).mean(-1)).float()[None, None]
+        change = blur(change, torch.tensor([CHANGE_BLUR]))[0, 0]
+        maps.append(weight * (change / change.mean().clamp_min(1e-6)).clamp(max=CHANGE_CAP))
+    return torch.stack(maps)
+
+
 def pair_error(model: ExpressionWarp | None, pairs: dict, weights: torch.Tensor, batch: int = 64) -> float:
     """Weighted squared error of the neutral frames (warped by ``model`` to the pairs' intensities;
     as they are for None) against their emotional frames; at the sharp frames' size where the pairs
@@ -194,6 +217,8 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
                      motion_weight: float = EMOTION_WARP["motion_weight"],
                      smooth_weight: float = EMOTION_WARP["smooth_weight"],
                      sharp_side: int = EMOTION_WARP["sharp_side"],
+                     change_weight: float = EMOTION_WARP["change_weight"],
+                     field_scale: float = EMOTION_WARP["field_scale"],
                      progress: bool = True) -> tuple[ExpressionWarp, dict]:
     """Train ``pipe``'s expression warp on the emotional takes of ``data_dirs`` (prepared datasets
     with per-frame emotion labels) paired with the neutral takes of the same ids in
@@ -206,10 +231,12 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
     Returns the warp and a record: the held-out pairs' weighted error before and after warping."""
     from tqdm.auto import tqdm
 
-    if min(steps, batch_size, channels) < 1 or lr <= 0 or min(motion_weight, smooth_weight, sharp_side) < 0:
+    if min(steps, batch_size, channels) < 1 or lr <= 0 or min(motion_weight, smooth_weight, change_weight, sharp_side) < 0:
         raise TalkerError(f"steps, batch size and channels must be at least 1, lr positive, the weights and the sharp "
                           f"side at least 0; got {steps}, {batch_size}, {channels}, {lr}, {motion_weight}, "
-                          f"{smooth_weight}, {sharp_side}")
+                          f"{smooth_weight}, {change_weight}, {sharp_side}")
+    if field_scale not in FIELD_SCALES:
+        raise TalkerError(f"the field scale must be one of {', '.join(map(str, FIELD_SCALES))}; got {field_scale}")
     names = pipe.emotion_names
     if not names:
         raise TalkerError("this speaker has no emotion control (its speech2latent has no emotion names)")
@@ -247,9 +274,10 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
         held = {k: v[pick] for k, v in held.items()}
     base, target = ("neutral_sharp", "emotional_sharp") if sharp else ("neutral", "emotional")
     weights = motion_weights(train[base][:: max(1, len(train[base]) // 4096)], motion_weight)
+    change = change_weights(train, base, target, len(names), change_weight) if change_weight else None
 
     torch.manual_seed(seed)
-    model = ExpressionWarp(emotion_names=tuple(names), resolution=res, channels=channels)
+    model = ExpressionWarp(emotion_names=tuple(names), resolution=res, channels=channels, field_scale=field_scale)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     g = torch.Generator().manual_seed(seed)
@@ -262,7 +290,8 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
             onto, y = frames_to_x0(train[base][idx.numpy()]), frames_to_x0(train[target][idx.numpy()])
         else:
             onto, y = x, blur(frames_to_x0(train[target][idx.numpy()]), sigma)
-        loss = ((model(x, train["emotion"][idx], onto=onto) - y).pow(2).mean(1) * weights).mean()
+        w = weights if change is None else weights + torch.einsum("bk,khw->bhw", train["emotion"][idx], change)
+        loss = ((model(x, train["emotion"][idx], onto=onto) - y).pow(2).mean(1) * w).mean()
         if smooth_weight:
             loss = loss + smooth_weight * smoothness(model.fields(x))
         opt.zero_grad()
@@ -274,8 +303,8 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
     record = {"method": "warp", "data": [str(d) for d in data_dirs], "neutral": str(neutral_dir),
               "takes": len(train_ids), "frames": int(len(train["emotion"])),
               "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "channels": channels,
-              "parameters": sum(p.numel() for p in model.parameters()), "motion_weight": motion_weight,
-              "smooth_weight": smooth_weight, "sharp_side": sharp[1] if sharp else None,
+              "field_scale": field_scale, "parameters": sum(p.numel() for p in model.parameters()), "motion_weight": motion_weight,
+              "smooth_weight": smooth_weight, "change_weight": change_weight, "sharp_side": sharp[1] if sharp else None,
               "training_loss_first_last": [round(float(np.mean(losses[:20])), 5), round(float(np.mean(losses[-20:])), 5)],
               "cpu_minutes": round((time.process_time() - started) / 60, 1)}
     if held:
