@@ -38,6 +38,8 @@ EMOTION_METHODS = ("warp", "input", "decoder", "latents")
 EMOTION_LEARNING = {"steps": 300, "batch_size": 16, "lr": 0.02, "seed": 0, "knots": 4, "hold_mouth": True}
 # its optimiser for "input" (the emotion layers alone, Adam), and the loss's weight on where the face moves
 EMOTION_INPUT = {"steps": 600, "batch_size": 16, "lr": 1e-3, "seed": 0, "motion_weight": 4.0}
+# the sides an expression warp's fields may be predicted at, over the decoder frame's
+EXPRESSION_FIELD_SCALES = (0.5, 1, 2)
 # its optimiser for "warp" (Adam, cosine decay), the warp's width, the loss's weight on where the
 # face moves and on the flows' roughness (none: at 0.05 the smile held out came to a third of its
 # takes'), and the side its move is judged at, on the takes' kept crops. Held out, the bundled
@@ -45,9 +47,10 @@ EMOTION_INPUT = {"steps": 600, "batch_size": 16, "lr": 1e-3, "seed": 0, "motion_
 # the decoder's 64², 98% / 105% at 128², 101% / 108% at 256² (bench/results/emotion_takes_trained*.json,
 # read at 256²); through the whole speaker 256² brought angry's lip gap closer (94% against 46% on
 # bench/emotion.py's clip) but overshot the smile's lip gap further, so its shut lips read as parted
-# (closed in 67% of the pauses against 96%); an absolute (Charbonnier) loss at 128² did no better
-# the sides an expression warp's fields may be predicted at, over the decoder frame's
-EXPRESSION_FIELD_SCALES = (0.5, 1, 2)
+# (closed in 67% of the pauses against 96%); an absolute (Charbonnier) loss at 128² did no better.
+# Off by default until measured through the whole speaker: the loss's weight on where each emotion's
+# takes differ from the neutral ones on average, and the side its fields are predicted at
+# (EXPRESSION_FIELD_SCALES; bench/results/emotion_takes_change*.json)
 EMOTION_WARP = {"steps": 1500, "batch_size": 16, "lr": 2e-3, "seed": 0, "channels": 32,
                 "motion_weight": 4.0, "smooth_weight": 0.0, "sharp_side": 128, "change_weight": 0.0,
                 "field_scale": 0.5}

@@ -104,10 +104,11 @@ class ExpressionWarp(ModelMixin, ConfigMixin):
         x = self.out(F.silu(self.up(F.interpolate(x, size=s1.shape[-2:], mode="bilinear", align_corners=False))) + s1)
         scale = self.config.field_scale
         if scale >= 1:
-            x = self.out_full(F.silu(self.up_full(F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False))) + s0)
+            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+            x = self.out_full(F.silu(self.up_full(x)) + s0)
         if scale >= 2:
-            x = self.out_double(F.silu(self.up_double(F.interpolate(x, size=(2 * h, 2 * w), mode="bilinear",
-                                                                    align_corners=False))))
+            x = F.interpolate(x, size=(2 * h, 2 * w), mode="bilinear", align_corners=False)
+            x = self.out_double(F.silu(self.up_double(x)))
         x = self.head(x)
         size = (2 * h, 2 * w) if scale >= 2 else (h, w)
         if x.shape[-2:] != size:

@@ -231,7 +231,8 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
     Returns the warp and a record: the held-out pairs' weighted error before and after warping."""
     from tqdm.auto import tqdm
 
-    if min(steps, batch_size, channels) < 1 or lr <= 0 or min(motion_weight, smooth_weight, change_weight, sharp_side) < 0:
+    if (min(steps, batch_size, channels) < 1 or lr <= 0
+            or min(motion_weight, smooth_weight, change_weight, sharp_side) < 0):
         raise TalkerError(f"steps, batch size and channels must be at least 1, lr positive, the weights and the sharp "
                           f"side at least 0; got {steps}, {batch_size}, {channels}, {lr}, {motion_weight}, "
                           f"{smooth_weight}, {change_weight}, {sharp_side}")
@@ -303,8 +304,9 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
     record = {"method": "warp", "data": [str(d) for d in data_dirs], "neutral": str(neutral_dir),
               "takes": len(train_ids), "frames": int(len(train["emotion"])),
               "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "channels": channels,
-              "field_scale": field_scale, "parameters": sum(p.numel() for p in model.parameters()), "motion_weight": motion_weight,
-              "smooth_weight": smooth_weight, "change_weight": change_weight, "sharp_side": sharp[1] if sharp else None,
+              "field_scale": field_scale, "parameters": sum(p.numel() for p in model.parameters()),
+              "motion_weight": motion_weight, "smooth_weight": smooth_weight, "change_weight": change_weight,
+              "sharp_side": sharp[1] if sharp else None,
               "training_loss_first_last": [round(float(np.mean(losses[:20])), 5), round(float(np.mean(losses[-20:])), 5)],
               "cpu_minutes": round((time.process_time() - started) / 60, 1)}
     if held:
