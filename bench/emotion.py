@@ -23,7 +23,8 @@ opening, each ÷ the eye-corner distance). A change is the mean feature with the
 neutral, frame by frame. A feature counts where the truth moves it by more than 3 × (the standard
 error of the truth's change + that of the generated change), i.e. more than the probe can tell;
 for those the ratio generated ÷ truth is reported (the bar: 0.8–1.2), the
-monotony (change at 0.5 ÷ change at 1.0; the bar: 0.4–0.6) and lip-sync at 1.0 against neutral
+monotony (change at 0.5 ÷ change at 1.0; the bar: 0.4–0.6; the truth's own beside it, as the
+renderer's features need not move in proportion to its intensity) and lip-sync at 1.0 against neutral
 (mouth correlation with the truth's mouth opening, lips closed in pauses). Lips count as closed
 under the gap that the truth's own shut-mouth frames *with the same emotion* stay under: an
 emotion reshapes the lips, and the probe reads a smile's or a frown's closed lips as slightly
@@ -253,11 +254,11 @@ def main(argv: list[str] | None = None) -> int:
             row["truth_latent_change_over_direction"] = round(float(dz_truth.norm() / w.norm()), 3)
         results["settings"][name] = row
         print(name, json.dumps(row), flush=True)
-    for name in names:  # monotony: the change at 0.5 ÷ at 1.0, on the counted features
+    for name in names:  # monotony: the change at 0.5 ÷ at 1.0, on the counted features, the speaker's and the truth's
         full, half = results["settings"][f"{name}@1"], results["settings"][f"{name}@0.5"]
-        results["settings"][f"{name}@1"]["half_over_full"] = [
-            round(h / f, 3) if m and abs(f) > 1e-6 else None
-            for h, f, m in zip(half["generated_change"], full["generated_change"], full["counted"])]
+        for key, which in (("half_over_full", "generated_change"), ("truth_half_over_full", "truth_change")):
+            full[key] = [round(h / f, 3) if m and abs(f) > 1e-6 else None
+                         for h, f, m in zip(half[which], full[which], full["counted"])]
     write_results(args.out, results)
     if args.sheet:
         for name in names:

@@ -223,7 +223,9 @@ talker add-gate "$OUT" --gate "$WORK/gate"
 # 9. emotion that shows: an expression warp of the decoder's frames (a flow and a colour change per
 #    emotion, times its intensity), learned from paired takes: 24 lines in 8 voices recorded neutral
 #    and at each emotion's full intensity (same lines, same performance), aligned by their sound and
-#    framing, the move judged at 128² on the takes' own 256² crops; 1,500 steps (7 CPU minutes). (The decoders'
+#    framing, the move judged at 128² on the takes' own 256² crops, weighted most where each emotion's
+#    takes differ from the neutral ones on average, its fields predicted at the decoder's side;
+#    1,500 steps (9 CPU minutes). (The decoders'
 #    own emotion input, --method input, which the speaker had before, was taken out of its decoders:
 #    neutral frames are the same either way.)
 TAKE_VOICES=en-us,en-gb+f3,en-us+m3,en-gb-scotland,en-us+f2,en-029+m4,en-gb-x-rp+m1,en-us+f4

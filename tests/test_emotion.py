@@ -254,7 +254,7 @@ def test_emotion_input_shows_what_z_sem_cannot_and_leaves_neutral_as_it_was(spea
         add_emotion(folder, data, method="input", decoders=("ddpm",))
 
 
-@pytest.mark.parametrize("field_scale", [0.5, 2])
+@pytest.mark.parametrize("field_scale", [0.5, 1, 2])
 def test_expression_warp_is_linear_in_the_intensities_and_leaves_neutral_frames_alone(tmp_path, field_scale):
     from talker.models import ExpressionWarp
 
@@ -283,9 +283,15 @@ def test_expression_warp_is_linear_in_the_intensities_and_leaves_neutral_frames_
     moved, small = warp(smooth, e, onto=big), warp(smooth, e)
     assert moved.shape == big.shape and torch.equal(moved[0], big[0])
     assert torch.equal(warp(smooth, torch.zeros(1, 4), onto=big), big)
-    # as far across the face at 4× as at 1×: the big move, brought down, is the small one
+    # as far across the face at 4× as at 1×: the big move, brought down, is the small one, far closer
+    # than a flow left in the small frame's pixels brings it (the two differ a little where the
+    # fields vary from pixel to pixel, as a random warp's at the frame's side do)
     error = (F.avg_pool2d(moved, 4) - small).abs().mean().item()
-    assert error < 0.1 * (small - smooth).abs().mean().item(), error
+    read = warp.move
+    warp.move = lambda frames, intensities: (read(frames, intensities)[0] / 4, read(frames, intensities)[1])
+    unscaled = (F.avg_pool2d(warp(smooth, e, onto=big), 4) - small).abs().mean().item()
+    del warp.move
+    assert error < 0.5 * unscaled, (error, unscaled)
     with pytest.raises(ValueError, match="onto holds 2 frames for 3"):
         warp(images, e, onto=big[:2])
     warp.save_pretrained(tmp_path / "expression")
@@ -437,10 +443,13 @@ def test_warp_shows_each_emotion_where_its_takes_do_and_leaves_neutral_as_it_was
         path.unlink()
     with pytest.raises(TalkerError, match="has a neutral take of the same id"):
         add_emotion(folder, [unlabelled], method="warp", neutral=neutral)
+    # the takes are flat grey, so nothing teaches fields at the frame's side what to make of the
+    # detail in the speaker's own frames (a real speaker's takes are its own face): at half side
     assert talker(["add-emotion", str(folder), "--data", str(emotional), "--neutral", str(neutral), "--method", "warp",
-                   "--steps", "300", "--lr", "0.01", "--channels", "8"]) == 0
+                   "--steps", "300", "--lr", "0.01", "--channels", "8", "--field-scale", "0.5"]) == 0
     record = json.loads((folder / "speaker.json").read_text())["emotion"]
     assert record["method"] == "warp" and record["takes"] == 9 and record["channels"] == 8
+    assert record["field_scale"] == 0.5 and record["change_weight"] == 1.0  # as asked; the weight's default
     assert record["sharp_side"] is None  # the takes kept no larger crops: judged at the decoder's side
     assert record["frames"] == 7 * 20  # the emotional frames of the training takes (c0 and c5 are neutral)
     first, last = record["training_loss_first_last"]

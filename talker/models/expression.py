@@ -57,9 +57,10 @@ class ExpressionWarp(ModelMixin, ConfigMixin):
         resolution: the side of the frames it was trained on (the decoder's); it runs on any size.
         channels: width at half the frame's side (half that at full size, twice at a quarter).
         num_blocks: residual blocks at the coarsest level.
-        field_scale: the side the fields are predicted at, over the frame's: 0.5 (a smooth field), 1
-            (a level at the frame's own side) or 2 (one more, at twice it: a lower eyelid or the
-            lips' inner edge moves a pixel or two of the sharper frame the move is applied to).
+        field_scale: the side the fields are predicted at, over the frame's: 0.5 (a smooth field; warps
+            saved without it), 1 (a level at the frame's own side) or 2 (one more, at twice it: a
+            lower eyelid or the lips' inner edge moves a pixel or two of the sharper frame the move
+            is applied to).
     """
 
     @register_to_config
