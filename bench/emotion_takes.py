@@ -2,14 +2,17 @@
 against how far the emotional take of the same line moves them.
 
     python bench/emotion_takes.py --out bench/results/emotion_takes.json [--model checkpoints/astronaut-64] \
-        [--neutral runs/bundled/takes256-none] [--data runs/bundled/takes256-happy ...] [--size 64]
+        [--neutral runs/bundled/takes256-none] [--data runs/bundled/takes256-happy ...] [--size 64] \
+        [--read-from decoder]
 
 The takes that ``talker add-emotion --method warp`` holds out (every tenth line) are paired as it
 pairs them (time by DTW of the speech, picture by the neutral take's crop); the neutral frames are
 warped to each emotional frame's intensities, as the pipeline warps: the fields read off the
 decoder-size frame, the move applied to the frame at the speaker's output size (its refiner's;
 the takes' kept crops, ``talker prepare --refiner-resolution``, scaled to it; ``--size`` to choose,
-e.g. the decoder's, where the probe reads every move smaller). All three sets are read by the same MediaPipe face
+e.g. the decoder's, where the probe reads every move smaller); ``--read-from decoder`` reads the
+fields off the speaker's decoder's rendering of the neutral frames (encoded and decoded), as the
+pipeline reads them off its own frames, not off the takes'. All three sets are read by the same MediaPipe face
 mesh as ``bench/emotion.py``'s (lip gap, mouth-corner lift, mouth width, brow height, eye opening,
 ÷ the eye-corner distance); the ratio is (warped − neutral) ÷ (emotional − neutral), feature by
 feature, averaged over the emotion's frames, for the features whose truth change is more than 3 ×
@@ -27,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from talker.defaults import EXPRESSION_READ_FROM
 from talker.evaluation.metrics import PROBE_FEATURES as FEATURES
 from talker.evaluation.results import write_results
 
@@ -40,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", nargs="+", default=list(TAKES), help="the emotional takes (prepared)")
     parser.add_argument("--frames", type=int, default=200, help="frames per emotion (evenly spread)")
     parser.add_argument("--size", type=int, help="side the frames are read at (default: the speaker's output side)")
+    parser.add_argument("--read-from", choices=EXPRESSION_READ_FROM, default="takes",
+                        help="the frames the fields are read off: the takes' own or the decoder's rendering of them")
     parser.add_argument("--out", default="bench/results/emotion_takes.json")
     args = parser.parse_args(argv)
 
@@ -49,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from talker.hub import read_speaker
     from talker.training.data import split_clips
     from talker.training.distill import frames_to_x0
-    from talker.training.expression import load_takes, paired_frames
+    from talker.training.expression import decoded_takes, load_takes, paired_frames
 
     model = args.model or bundled_speaker()
     pipe = DAETalkerPipeline.from_pretrained(model)
@@ -63,13 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     if size != pipe.resolution and not (source and source >= size):
         raise SystemExit(f"the takes kept no crops at {size}² or more (talker prepare --refiner-resolution)")
     sharp = (source, size) if size != pipe.resolution else None
-    pairs = paired_frames([c for c in takes["neutral"] if c.id in held],
-                          [c for c in takes["emotional"] if c.id in held], len(names), takes["crops"], sharp)
+    neutral = [c for c in takes["neutral"] if c.id in held]
+    read = decoded_takes(pipe, neutral) if args.read_from == "decoder" else None
+    pairs = paired_frames(neutral, [c for c in takes["emotional"] if c.id in held], len(names), takes["crops"], sharp,
+                          read)
     shown = ("neutral_sharp", "emotional_sharp") if sharp else ("neutral", "emotional")
     probe = FaceProbe()
     results = {"command": "python bench/emotion_takes.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                "model": str(model), "neutral": args.neutral, "data": args.data, "held_out_lines": sorted(held),
-               "size": size, "expression": read_speaker(Path(model)).get("emotion") if Path(model).is_dir() else None,
+               "size": size, "read_from": args.read_from,
+               "expression": read_speaker(Path(model)).get("emotion") if Path(model).is_dir() else None,
                "features": FEATURES, "emotions": {}}
     for k, name in enumerate(names):
         rows = np.flatnonzero(pairs["emotion"][:, k].numpy() > 0)
@@ -77,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         rows = rows[np.linspace(0, len(rows) - 1, min(args.frames, len(rows))).round().astype(int)]
         with torch.inference_mode():
-            warped = pipe.expression(frames_to_x0(pairs["neutral"][rows]), pairs["emotion"][rows],
+            warped = pipe.expression(frames_to_x0(pairs["neutral_read" if read else "neutral"][rows]),
+                                     pairs["emotion"][rows],
                                      onto=frames_to_x0(pairs[shown[0]][rows]))
         warped = ((warped.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
         f_n, f_e, f_w = (probe.features(x) for x in (pairs[shown[0]][rows], pairs[shown[1]][rows], warped))

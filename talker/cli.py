@@ -10,7 +10,7 @@ import sys
 
 from .defaults import (DATASET_RESOLUTION, DECODERS, DEFAULT_DISTILLED_STEPS, DEFAULT_MAX_DURATION, DEFAULT_STEPS,
                        EMOTION_INPUT, EMOTION_LEARNING, EMOTION_METHODS, EMOTION_WARP, EXPRESSION_FIELD_SCALES,
-                       POSE_MODES, PRECISIONS, SCHEDULERS, SPEECH_LANGUAGE)
+                       EXPRESSION_READ_FROM, POSE_MODES, PRECISIONS, SCHEDULERS, SPEECH_LANGUAGE)
 from .errors import TalkerError
 from .training.configs import DAEConfig, DistillConfig, GateConfig, RefinerConfig, S2LConfig, add_options, from_options
 
@@ -374,7 +374,8 @@ def cmd_add_emotion(args: argparse.Namespace) -> int:
     if args.method == "warp":
         learn.update({k: v for k, v in (("channels", args.channels), ("smooth_weight", args.smooth_weight),
                                         ("motion_weight", args.motion_weight), ("sharp_side", args.sharp_side),
-                                        ("change_weight", args.change_weight), ("field_scale", args.field_scale))
+                                        ("change_weight", args.change_weight), ("field_scale", args.field_scale),
+                                        ("read_from", args.read_from))
                       if v is not None})
     elif args.method == "decoder":
         learn.update(knots=args.knots, hold_mouth=args.hold_mouth)
@@ -626,6 +627,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--field-scale", type=float, choices=EXPRESSION_FIELD_SCALES,
                    help="warp: the side its flow and colour fields are predicted at, over the decoder's "
                         f"(default {EMOTION_WARP['field_scale']:g})")
+    m.add_argument("--read-from", choices=EXPRESSION_READ_FROM,
+                   help="warp: the frames its fields are read off in training: the neutral takes' own, blurred "
+                        "up to the decoder's softness, or the speaker's decoder's rendering of them, as at use "
+                        f"(default {EMOTION_WARP['read_from']})")
     m.add_argument("--seed", type=int)
     m.add_argument("--decoders", help=f"which decoders learn the input, comma-separated ({', '.join(DECODERS)}; "
                                       "default: every one the speaker has) (input)")

@@ -40,6 +40,9 @@ EMOTION_LEARNING = {"steps": 300, "batch_size": 16, "lr": 0.02, "seed": 0, "knot
 EMOTION_INPUT = {"steps": 600, "batch_size": 16, "lr": 1e-3, "seed": 0, "motion_weight": 4.0}
 # the sides an expression warp's fields may be predicted at, over the decoder frame's
 EXPRESSION_FIELD_SCALES = (0.5, 1, 2)
+# the frames a warp's fields are read off in training: the neutral takes' own (blurred up to the
+# decoder's softness) or the speaker's decoder's rendering of them (what they are read off at use)
+EXPRESSION_READ_FROM = ("takes", "decoder")
 # its optimiser for "warp" (Adam, cosine decay), the warp's width, the loss's weight on where the
 # face moves and on the flows' roughness (none: at 0.05 the smile held out came to a third of its
 # takes'), and the side its move is judged at, on the takes' kept crops. Held out, the bundled
@@ -54,10 +57,14 @@ EXPRESSION_FIELD_SCALES = (0.5, 1, 2)
 # 58% -> 101%, angry's lip gap 54% -> 66%, surprised's lip gap / width 38% / -143% -> 101% / 99%
 # (bench/results/emotion_takes.json against emotion_takes_change0.json); at twice the side the
 # smile's corners / width fell to 87% / 81% (emotion_takes_change1_field2.json), and 3,000 steps
-# changed little (emotion_takes_steps3000.json)
+# changed little (emotion_takes_steps3000.json). Read off the decoder's rendering of the held-out
+# takes instead of the takes themselves (as at use), this warp keeps most of it but loses sad's brows
+# (58%) and angry's lip gap (48%) (emotion_takes_read_decoder.json); one trained reading them there
+# (read_from "decoder") brought angry's lip gap to 90% but sad's brows to 38%, happy's eyes to 71%
+# (emotion_takes_trained_decoder.json), so the takes' own frames stay the default
 EMOTION_WARP = {"steps": 1500, "batch_size": 16, "lr": 2e-3, "seed": 0, "channels": 32,
                 "motion_weight": 4.0, "smooth_weight": 0.0, "sharp_side": 128, "change_weight": 1.0,
-                "field_scale": 1.0}
+                "field_scale": 1.0, "read_from": "takes"}
 # head motion: predicted from speech, held still, or a reference sequence
 POSE_MODES = ("predicted", "static", "reference")
 DEFAULT_MAX_DURATION = 600.0  # longest audio (seconds) accepted unless the caller says otherwise

@@ -353,7 +353,7 @@ def paired_takes(root, clips=10, frames=20, res=16, seed=5):
 def test_warp_learns_the_move_from_the_crops_the_takes_kept_sharp(speaker_dir, tmp_path):
     from talker import DAETalkerPipeline
     from talker.training.data import load_dataset
-    from talker.training.expression import sharp_frames, train_expression
+    from talker.training.expression import decoded_takes, load_takes, paired_frames, sharp_frames, train_expression
     from talker.video import iter_frames, write_video
 
     pipe = DAETalkerPipeline.from_pretrained(speaker_dir)
@@ -389,6 +389,20 @@ def test_warp_learns_the_move_from_the_crops_the_takes_kept_sharp(speaker_dir, t
         assert own > 40 and max(abs(v) for k, v in enumerate(quadrants) if k != q) < own / 4, (q, quadrants)
         assert moves[0][q].abs().mean() < own / 4  # at the decoder's side the takes show no emotion at all
     assert records[32]["warped"] < records[32]["neutral"] / 4, records  # the held-out take (sad), judged at 32²
+    # read off the speaker's decoder's rendering of the neutral takes, as at use: each pair's frame
+    # is the rendering of the neutral frame it pairs
+    takes = load_takes(neutral, [emotional])
+    read = {c.id: c.frames // 2 + 1 for c in takes["neutral"]}
+    pairs = paired_frames(takes["neutral"], takes["emotional"], 4, takes["crops"], read=read)
+    assert np.array_equal(pairs["neutral_read"], pairs["neutral"] // 2 + 1)
+    decoded = decoded_takes(pipe, takes["neutral"][:1], progress=False)[takes["neutral"][0].id]
+    assert decoded.shape == takes["neutral"][0].frames.shape and decoded.dtype == np.uint8
+    with pytest.raises(TalkerError, match="reads its fields off one of takes, decoder"):
+        train_expression(pipe, [emotional], neutral, read_from="truth", progress=False)
+    model, record = train_expression(pipe, [emotional], neutral, steps=300, lr=0.01, channels=8, sharp_side=32,
+                                     read_from="decoder", progress=False)
+    held = record["heldout_error"]
+    assert record["read_from"] == "decoder" and held["warped"] < held["neutral"] / 4, record
 
 
 def test_takes_are_aligned_by_their_sound():

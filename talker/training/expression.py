@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..defaults import EMOTION_WARP, EXPRESSION_FIELD_SCALES as FIELD_SCALES
+from ..defaults import EMOTION_WARP, EXPRESSION_FIELD_SCALES as FIELD_SCALES, EXPRESSION_READ_FROM as READ_FROM
 from ..errors import TalkerError
 from ..frontends import log_mel
 from ..models import ExpressionWarp
@@ -97,16 +97,37 @@ def sharp_frames(clip, source: int, side: int) -> np.ndarray:
     return x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
 
 
+def decoded_takes(pipe, clips, seed: int = 0, batch_size: int = 256, progress: bool = True) -> dict:
+    """{clip id: (F, R, R, 3) uint8}: each clip's frames as the speaker's default decoder renders
+    them from their own z_sem (encoded, decoded from one fixed noise image, as the pipeline
+    decodes), the frames the warp's fields are read off at use."""
+    from tqdm.auto import tqdm
+
+    ae = pipe.autoencoder_for(pipe.default_decoder)
+    steps = pipe.default_steps(pipe.default_decoder)
+    x_T = pipe.prepare_fixed_noise(torch.Generator().manual_seed(seed))
+    out = {}
+    with torch.inference_mode():
+        for clip in tqdm(clips, desc="decoding the neutral takes", disable=not progress):
+            frames = clip.frames
+            parts = [ae.decode(ae.encode(frames[s : s + batch_size]), x_T, steps, batch_size=64, output_type="pt")
+                     for s in range(0, len(frames), batch_size)]
+            out[clip.id] = (torch.cat(parts).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return out
+
+
 def paired_frames(neutral_clips, emotional_clips, n_emotions: int, crops: dict,
-                  sharp: tuple[int, int] | None = None) -> dict:
+                  sharp: tuple[int, int] | None = None, read: dict | None = None) -> dict:
     """Frame pairs of each emotional take with the neutral take of the same id, aligned in time by
     :func:`dtw_path` and in the picture by :func:`reframe` (``crops``: {id(clip): its crop} for
     every clip given): "neutral" and "emotional" (F, R, R, 3) uint8, "emotion" (F, E) the emotional
     frame's intensities; with ``sharp`` (source, side), also "neutral_sharp" and "emotional_sharp",
-    the same frames from the crops kept at ``source``, at ``side`` (:func:`sharp_frames`). Takes with
-    no neutral counterpart are left out."""
+    the same frames from the crops kept at ``source``, at ``side`` (:func:`sharp_frames`); with
+    ``read`` ({id: (F, R, R, 3) uint8}, :func:`decoded_takes`), also "neutral_read", those frames of
+    the neutral take. Takes with no neutral counterpart are left out."""
     by_id = {c.id: c for c in neutral_clips}
-    keys = ("neutral", "emotional", "emotion") + (("neutral_sharp", "emotional_sharp") if sharp else ())
+    keys = (("neutral", "emotional", "emotion") + (("neutral_sharp", "emotional_sharp") if sharp else ())
+            + (("neutral_read",) if read is not None else ()))
     out = {k: [] for k in keys}
     neutral_sharp = {}
     for clip in emotional_clips:
@@ -118,6 +139,8 @@ def paired_frames(neutral_clips, emotional_clips, n_emotions: int, crops: dict,
         e = clip.emotion[j, :n_emotions]
         keep = e.sum(1) > 0
         out["neutral"].append(ref.frames[i[keep]])
+        if read is not None:
+            out["neutral_read"].append(read[ref.id][i[keep]])
         out["emotional"].append(reframe(clip.frames[j[keep]], crops[id(clip)], crops[id(ref)]))
         out["emotion"].append(e[keep])
         if sharp:
@@ -176,13 +199,15 @@ def change_weights(pairs: dict, base: str, target: str, n_emotions: int, weight:
 def pair_error(model: ExpressionWarp | None, pairs: dict, weights: torch.Tensor, batch: int = 64) -> float:
     """Weighted squared error of the neutral frames (warped by ``model`` to the pairs' intensities;
     as they are for None) against their emotional frames; at the sharp frames' size where the pairs
-    have them (the fields read off the decoder-size frame, the move applied to the sharp one)."""
+    have them (the fields read off the decoder-size frame, or its decoded rendering where the pairs
+    have it, the move applied to the sharp one)."""
     sharp = "neutral_sharp" in pairs
+    read = "neutral_read" if "neutral_read" in pairs else "neutral"
     total = 0.0
     with torch.no_grad():
         for s in range(0, len(pairs["emotion"]), batch):
-            x = frames_to_x0(pairs["neutral"][s : s + batch])
-            onto = frames_to_x0(pairs["neutral_sharp"][s : s + batch]) if sharp else x
+            x = frames_to_x0(pairs[read][s : s + batch])
+            onto = frames_to_x0(pairs["neutral_sharp" if sharp else "neutral"][s : s + batch])
             target = frames_to_x0(pairs["emotional_sharp" if sharp else "emotional"][s : s + batch])
             out = onto if model is None else model(x, pairs["emotion"][s : s + batch], onto=onto)
             total += float(((out - target).pow(2).mean(1) * weights).sum())
@@ -219,6 +244,7 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
                      sharp_side: int = EMOTION_WARP["sharp_side"],
                      change_weight: float = EMOTION_WARP["change_weight"],
                      field_scale: float = EMOTION_WARP["field_scale"],
+                     read_from: str = EMOTION_WARP["read_from"],
                      progress: bool = True) -> tuple[ExpressionWarp, dict]:
     """Train ``pipe``'s expression warp on the emotional takes of ``data_dirs`` (prepared datasets
     with per-frame emotion labels) paired with the neutral takes of the same ids in
@@ -238,6 +264,8 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
                           f"{smooth_weight}, {change_weight}, {sharp_side}")
     if field_scale not in FIELD_SCALES:
         raise TalkerError(f"the field scale must be one of {', '.join(map(str, FIELD_SCALES))}; got {field_scale}")
+    if read_from not in READ_FROM:
+        raise TalkerError(f"the warp reads its fields off one of {', '.join(READ_FROM)}; got {read_from!r}")
     names = pipe.emotion_names
     if not names:
         raise TalkerError("this speaker has no emotion control (its speech2latent has no emotion names)")
@@ -261,15 +289,16 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
     if sharp and source % sharp_side:
         raise TalkerError(f"the sharp side must divide the side of the crops the takes kept, {source}; got {sharp_side}")
     started = time.process_time()
+    read = decoded_takes(pipe, neutral, seed, progress=progress) if read_from == "decoder" else None
     train = paired_frames([c for c in neutral if c.id in train_ids], [c for c in emotional if c.id in train_ids],
-                          len(names), crops, sharp)
+                          len(names), crops, sharp, read)
     if not train:
         raise TalkerError(f"{', '.join(map(str, data_dirs))}: no emotional frame in the paired takes")
     missing = [n for k, n in enumerate(names) if not (train["emotion"][:, k] > 0).any()]
     if missing:
         raise TalkerError(f"no paired training take shows {', '.join(missing)}")
     held = paired_frames([c for c in neutral if c.id in held_ids], [c for c in emotional if c.id in held_ids],
-                         len(names), crops, sharp)
+                         len(names), crops, sharp, read)
     if held:
         pick = np.linspace(0, len(held["emotion"]) - 1, min(HELD_OUT_FRAMES, len(held["emotion"]))).round().astype(int)
         held = {k: v[pick] for k, v in held.items()}
@@ -287,14 +316,15 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
         idx = torch.randint(len(train["emotion"]), (batch_size,), generator=g)
         sigma = torch.rand(batch_size, generator=g) * MAX_BLUR
         x = blur(frames_to_x0(train["neutral"][idx.numpy()]), sigma)
+        read_off = x if read is None else frames_to_x0(train["neutral_read"][idx.numpy()])
         if sharp:  # the decoder's softness is on the frame the fields are read off; the move is judged sharp
             onto, y = frames_to_x0(train[base][idx.numpy()]), frames_to_x0(train[target][idx.numpy()])
         else:
             onto, y = x, blur(frames_to_x0(train[target][idx.numpy()]), sigma)
         w = weights if change is None else weights + torch.einsum("bk,khw->bhw", train["emotion"][idx], change)
-        loss = ((model(x, train["emotion"][idx], onto=onto) - y).pow(2).mean(1) * w).mean()
+        loss = ((model(read_off, train["emotion"][idx], onto=onto) - y).pow(2).mean(1) * w).mean()
         if smooth_weight:
-            loss = loss + smooth_weight * smoothness(model.fields(x))
+            loss = loss + smooth_weight * smoothness(model.fields(read_off))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -304,7 +334,8 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
     record = {"method": "warp", "data": [str(d) for d in data_dirs], "neutral": str(neutral_dir),
               "takes": len(train_ids), "frames": int(len(train["emotion"])),
               "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "channels": channels,
-              "field_scale": field_scale, "parameters": sum(p.numel() for p in model.parameters()),
+              "field_scale": field_scale, "read_from": read_from,
+              "parameters": sum(p.numel() for p in model.parameters()),
               "motion_weight": motion_weight, "smooth_weight": smooth_weight, "change_weight": change_weight,
               "sharp_side": sharp[1] if sharp else None,
               "training_loss_first_last": [round(float(np.mean(losses[:20])), 5), round(float(np.mean(losses[-20:])), 5)],
