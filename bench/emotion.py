@@ -25,7 +25,9 @@ error of the truth's change + that of the generated change), i.e. more than the 
 for those the ratio generated ÷ truth is reported (the bar: 0.8–1.2), the
 monotony (change at 0.5 ÷ change at 1.0; the bar: 0.4–0.6; the truth's own beside it, as the
 renderer's features need not move in proportion to its intensity) and lip-sync at 1.0 against neutral
-(mouth correlation with the truth's mouth opening, lips closed in pauses). Lips count as closed
+(mouth correlation with the truth's mouth opening, lips closed in pauses; ``gap_slope``, the
+slope of the lip gap with the emotion on the lip gap without it, frame by frame, beside the
+truth's own: under the truth's, the emotion flattens the speech's opening). Lips count as closed
 under the gap that the truth's own shut-mouth frames *with the same emotion* stay under: an
 emotion reshapes the lips, and the probe reads a smile's or a frown's closed lips as slightly
 apart (the truth's own frames at happy, sad or angry 1.0 are closed in none of the pauses by
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from talker import DAETalkerPipeline
     from talker.cli import bundled_speaker
-    from talker.evaluation.metrics import FaceProbe, lipsync_scores
+    from talker.evaluation.metrics import FaceProbe, gap_slope, lipsync_scores
     from talker.hub import read_speaker
     from talker.training.data import load_dataset
     from talker.training.emotion import fit_emotion_directions
@@ -242,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
             row["lipsync"]["silent_closed_neutral_threshold"] = round(by_neutral["silent_closed"], 4)
             row["lipsync"]["silent_closed_truth_frames_neutral_threshold"] = round(
                 lipsync_scores(t_feats[:, 0], neutral_truth[:, 0], truth, n)["silent_closed"], 4)
+            # how the emotion reshapes the opening: the slope of its lip gap on neutral's, frame by
+            # frame (the same speech; 1: the opening moves as before, under 1: flattened)
+            row["lipsync"]["gap_slope"] = gap_slope(g_feats[:, 0], neutral_gen[:, 0])
+            row["lipsync"]["gap_slope_truth_frames"] = gap_slope(t_feats[:, 0], neutral_truth[:, 0])
             k = names.index(name.split("@")[0])
             dz = torch.from_numpy((out.latents - neutral.latents).mean(0)).float()
             w = offset_of(np.eye(len(names))[k])  # the direction of the emotion at 1.0

@@ -12,11 +12,13 @@ decoder-size frame, the move applied to the frame at the speaker's output size (
 the takes' kept crops, ``talker prepare --refiner-resolution``, scaled to it; ``--size`` to choose,
 e.g. the decoder's, where the probe reads every move smaller); ``--read-from decoder`` reads the
 fields off the speaker's decoder's rendering of the neutral frames (encoded and decoded), as the
-pipeline reads them off its own frames, not off the takes'. All three sets are read by the same MediaPipe face
-mesh as ``bench/emotion.py``'s (lip gap, mouth-corner lift, mouth width, brow height, eye opening,
-÷ the eye-corner distance); the ratio is (warped − neutral) ÷ (emotional − neutral), feature by
-feature, averaged over the emotion's frames, for the features whose truth change is more than 3 ×
-its standard error. This is the warp alone, on the frames it was trained for, with neither
+pipeline reads them off its own frames, not off the takes'. All three sets are read by the same
+MediaPipe face mesh as ``bench/emotion.py``'s (lip gap, mouth-corner lift, mouth width, brow
+height, eye opening, ÷ the eye-corner distance); the ratio is (warped − neutral) ÷ (emotional −
+neutral), feature by feature, averaged over the emotion's frames, for the features whose truth
+change is more than 3 × its standard error; ``gap_slope`` and ``gap_slope_truth`` are the slopes of
+the warped and the emotional frames' lip gap on the neutral ones', frame by frame (under 1: the
+opening flattened). This is the warp alone, on the frames it was trained for, with neither
 speech2latent nor the decoder in the way: where ``bench/emotion.py`` finds the speaker's move short
 and this finds the warp's own move short, the warp is what falls short.
 """
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from talker import DAETalkerPipeline
     from talker.cli import bundled_speaker
-    from talker.evaluation.metrics import FaceProbe
+    from talker.evaluation.metrics import FaceProbe, gap_slope
     from talker.hub import read_speaker
     from talker.training.data import split_clips
     from talker.training.distill import frames_to_x0
@@ -98,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         ratio = [round(float(w / tt), 3) if c else None for w, tt, c in zip(d_warp.mean(0), t, counted)]
         results["emotions"][name] = {"frames": int(ok.sum()), "truth_change": t.round(4).tolist(),
                                      "warped_change": d_warp.mean(0).round(4).tolist(),
-                                     "counted": counted.tolist(), "ratio": ratio}
+                                     "counted": counted.tolist(), "ratio": ratio,
+                                     "gap_slope": gap_slope(f_w[ok, 0], f_n[ok, 0]),
+                                     "gap_slope_truth": gap_slope(f_e[ok, 0], f_n[ok, 0])}
         print(name, json.dumps(results["emotions"][name]), flush=True)
     write_results(args.out, results)
     return 0

@@ -139,6 +139,14 @@ def lipsync_scores(gap_gen: np.ndarray, gap_truth: np.ndarray, truth: dict, n: i
             "open_ratio": ratio(gap_gen), "open_ratio_truth_frames": ratio(gap_truth), "closed_threshold": threshold}
 
 
+def gap_slope(gap: np.ndarray, neutral_gap: np.ndarray) -> float:
+    """Least-squares slope of one set of frames' lip gap on another's of the same speech, frame by
+    frame (an emotion's against neutral's: 1, the opening moves as before; under 1, flattened),
+    over the frames where the probe read both."""
+    ok = np.isfinite(gap) & np.isfinite(neutral_gap)
+    return round(float(np.polyfit(neutral_gap[ok], gap[ok], 1)[0]), 3)
+
+
 def noise_only_scores(pipe, probe: FaceProbe, threshold: float, *, seconds: float = 10.0,
                       level_dbfs: float = NOISE_TEST_LEVEL_DBFS,
                       kinds=("pink", "brown", "hum", "babble"), babble_sources: list[np.ndarray] | None = None,

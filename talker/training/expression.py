@@ -8,7 +8,8 @@ take by dynamic time warping of their log-mel spectra (as EVP pairs MEAD's takes
 CVPR 2021), so that each emotional frame x_e has a neutral frame x_n saying the same sound, and
 framed as the neutral take was cut (``talker prepare``'s square differs from take to take);
 :class:`~talker.models.ExpressionWarp` learns warp(x_n, e) ≈ x_e, its fields read off x_n blurred
-by a random amount up to the decoder's own softness (it is used on the decoder's frames), the
+by a random amount up to the decoder's own softness (it is used on the decoder's frames; or off
+the decoder's own rendering of x_n, ``read_from="decoder"``, :func:`decoded_takes`), the
 loss weighted towards where the speaker's face moves (:func:`~.distill.motion_weights`). Where the
 takes kept sharper crops (``talker prepare --refiner-resolution``), the move is applied to the
 sharp neutral frame and judged against the sharp emotional one, as the refiner's frames will
