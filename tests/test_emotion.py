@@ -510,3 +510,13 @@ def test_warp_shows_each_emotion_where_its_takes_do_and_leaves_neutral_as_it_was
     add_emotion(plain, quadrant_dataset(tmp_path / "data"), method="input", steps=2)
     with pytest.raises(TalkerError, match="already shows emotion by method input"):
         add_emotion(plain, [emotional], method="warp", neutral=neutral)
+
+
+def test_gap_slope_reads_how_an_emotion_reshapes_the_speech_opening():
+    from talker.evaluation.metrics import gap_slope
+
+    neutral = np.linspace(0.0, 0.3, 50)
+    assert gap_slope(neutral + 0.02, neutral) == 1.0  # a parted mouth that still moves as before
+    flattened = 0.5 * neutral + 0.05
+    flattened[[3, 17]] = np.nan  # frames the probe could not read are left out
+    assert gap_slope(flattened, neutral) == 0.5
