@@ -56,7 +56,8 @@ EXPRESSION_READ_FROM = ("takes", "decoder")
 # EXPRESSION_FIELD_SCALES) rather than half of it: held out, sad's brows 54% -> 81%, happy's eyes
 # 58% -> 101%, angry's lip gap 54% -> 66%, surprised's lip gap / width 38% / -143% -> 101% / 99%
 # (bench/results/emotion_takes.json against emotion_takes_change0.json); at twice the side the
-# smile's corners / width fell to 87% / 81% (emotion_takes_change1_field2.json), and 3,000 steps
+# smile's corners / width fell to 87% / 81% (emotion_takes_change1_field2.json), through the whole
+# speaker to 71% / 67% though angry's lip gap reached 95% (emotion_warp_field2.json), and 3,000 steps
 # changed little (emotion_takes_steps3000.json). Read off the decoder's rendering of the held-out
 # takes instead of the takes themselves (as at use), this warp keeps most of it but loses sad's brows
 # (58%) and angry's lip gap (48%) (emotion_takes_read_decoder.json); one trained reading them there
