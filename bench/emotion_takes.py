@@ -3,7 +3,7 @@ against how far the emotional take of the same line moves them.
 
     python bench/emotion_takes.py --out bench/results/emotion_takes.json [--model checkpoints/astronaut-64] \
         [--neutral runs/bundled/takes256-none] [--data runs/bundled/takes256-happy ...] [--size 64] \
-        [--read-from decoder]
+        [--read-from decoder] [--apply-to refined]
 
 The takes that ``talker add-emotion --method warp`` holds out (every tenth line) are paired as it
 pairs them (time by DTW of the speech, picture by the neutral take's crop); the neutral frames are
@@ -12,7 +12,10 @@ decoder-size frame, the move applied to the frame at the speaker's output size (
 the takes' kept crops, ``talker prepare --refiner-resolution``, scaled to it; ``--size`` to choose,
 e.g. the decoder's, where the probe reads every move smaller); ``--read-from decoder`` reads the
 fields off the speaker's decoder's rendering of the neutral frames (encoded and decoded), as the
-pipeline reads them off its own frames, not off the takes'. All three sets are read by the same
+pipeline reads them off its own frames, not off the takes'; ``--apply-to refined`` applies the move
+to the speaker's refiner's rendering of the neutral takes' decoder-size frames instead of their
+kept crops (the changes are then taken from that rendering, so the truth's includes the refiner's
+error: read the slopes, not the ratios). All three sets are read by the same
 MediaPipe face mesh as ``bench/emotion.py``'s (lip gap, mouth-corner lift, mouth width, brow
 height, eye opening, ÷ the eye-corner distance); the ratio is (warped − neutral) ÷ (emotional −
 neutral), feature by feature, averaged over the emotion's frames, for the features whose truth
@@ -48,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, help="side the frames are read at (default: the speaker's output side)")
     parser.add_argument("--read-from", choices=EXPRESSION_READ_FROM, default="takes",
                         help="the frames the fields are read off: the takes' own or the decoder's rendering of them")
+    parser.add_argument("--apply-to", choices=("takes", "refined"), default="takes",
+                        help="the frames the move is applied to: the takes' kept crops or the refiner's rendering")
     parser.add_argument("--out", default="bench/results/emotion_takes.json")
     args = parser.parse_args(argv)
 
@@ -75,11 +80,19 @@ def main(argv: list[str] | None = None) -> int:
     read = decoded_takes(pipe, neutral) if args.read_from == "decoder" else None
     pairs = paired_frames(neutral, [c for c in takes["emotional"] if c.id in held], len(names), takes["crops"], sharp,
                           read)
+    if args.apply_to == "refined":
+        if pipe.refiner is None or size != pipe.output_resolution():
+            raise SystemExit("--apply-to refined needs a speaker with a refiner, read at its output side")
+        with torch.inference_mode():
+            refined = [pipe.refine_frames(frames_to_x0(pairs["neutral"][s : s + 128]))
+                       for s in range(0, len(pairs["neutral"]), 128)]
+        refined = ((torch.cat(refined).clamp(-1, 1) + 1) * 127.5).round().byte()
+        pairs["neutral_sharp"] = refined.permute(0, 2, 3, 1).numpy()
     shown = ("neutral_sharp", "emotional_sharp") if sharp else ("neutral", "emotional")
     probe = FaceProbe()
     results = {"command": "python bench/emotion_takes.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                "model": str(model), "neutral": args.neutral, "data": args.data, "held_out_lines": sorted(held),
-               "size": size, "read_from": args.read_from,
+               "size": size, "read_from": args.read_from, "apply_to": args.apply_to,
                "expression": read_speaker(Path(model)).get("emotion") if Path(model).is_dir() else None,
                "features": FEATURES, "emotions": {}}
     for k, name in enumerate(names):
