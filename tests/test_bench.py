@@ -1,8 +1,11 @@
-"""bench/speed.py runs end to end on a tiny speaker and writes its JSON and plot."""
+"""The benches: bench/speed.py runs end to end on a tiny speaker and writes its JSON and plot, and
+bench/emotion_summary.py counts bench/emotion.py's figures against the bars."""
 
 import json
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,3 +108,34 @@ def test_timing_runs_reinitialise_what_they_name_and_say_so():
     assert pipe.output_resolution() == 4 * pipe.resolution and pipe.refiner.config.channels == 8
     with pytest.raises(SystemExit, match="no 'voice_gate' component"):
         reinitialise(pipe, "voice_gate")
+
+
+def test_emotion_summary_counts_each_figure_against_its_bar(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    sys.modules.pop("emotion_summary", None)
+    import emotion_summary
+
+    def run(ratio, half, corr, closed):
+        return {"clip": "c0", "features": ["lip_gap", "corner_lift"],
+                "lipsync_neutral": {"mouth_corr": 0.9, "silent_closed": 1.0},
+                "settings": {"happy@0.5": {"counted": [True, True], "ratio": [0.5, 0.5]},
+                             "happy@1": {"counted": [True, False], "ratio": [ratio, None],
+                                         "half_over_full": [half, None], "truth_half_over_full": [0.45, None],
+                                         "lipsync": {"mouth_corr": corr, "silent_closed": closed}}}}
+
+    paths = []
+    for k, figures in enumerate([(0.95, 0.5, 0.88, 1.0), (1.3, 0.7, 0.85, 0.9)]):
+        paths.append(tmp_path / f"clip{k}.json")
+        paths[-1].write_text(json.dumps(run(*figures)))
+    out = tmp_path / "summary.json"
+    assert emotion_summary.main([str(p) for p in paths] + ["--out", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["met"] == {"ratio": {"met": 1, "of": 2}, "half": {"met": 1, "of": 2}, "lipsync": {"met": 1, "of": 2}}
+    rows = summary["emotions"]["happy"]["features"]
+    assert list(rows) == ["lip_gap"]  # corner_lift: the truth did not move it
+    assert [r["ratio_ok"] for r in rows["lip_gap"]] == [True, False] and rows["lip_gap"][0]["truth_half_over_full"] == 0.45
+    assert summary["emotions"]["happy"]["lipsync"][1] == {"clip": "clip1.json", "mouth_corr_change": -0.05,
+                                                          "silent_closed_change": -0.1, "ok": False}
+    (tmp_path / "other.json").write_text(json.dumps({"decoder": {}}))
+    with pytest.raises(SystemExit, match="not a bench/emotion.py result"):
+        emotion_summary.main([str(tmp_path / "other.json"), "--out", str(out)])

@@ -1,0 +1,90 @@
+"""Emotion control against the bars, over every held-out clip ``bench/emotion.py`` measured.
+
+    python bench/emotion_summary.py bench/results/emotion_warp.json bench/results/emotion_warp_clip?.json \
+        --out bench/results/emotion_summary.json
+
+Reads the figures, measures nothing. For each emotion at 1.0, each feature the truth moved
+(``counted``) on each clip: the speaker's change ÷ the truth's (the bar: 0.8–1.2) and the change at
+0.5 ÷ at 1.0 (0.4–0.6; the truth's own beside it where the file has it); and lip-sync at 1.0
+against the same clip's neutral (mouth correlation at most 0.03 under, lips closed in pauses at
+most 3 points under). Writes every figure with whether it meets its bar, and the count of those
+that do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from talker.evaluation.results import write_results
+
+RATIO_BAR = (0.8, 1.2)
+HALF_BAR = (0.4, 0.6)
+LIPSYNC_SLACK = 0.03  # mouth correlation, and lips closed as a share of the pauses
+
+
+def summarise(runs: dict[str, dict]) -> dict:
+    """{name: bench/emotion.py results} → {"emotions": {emotion: {feature: [rows]}, "lipsync": [rows]}, "met": ...}."""
+    emotions: dict = {}
+    met = {"ratio": [0, 0], "half": [0, 0], "lipsync": [0, 0]}
+
+    def tally(kind: str, ok: bool) -> bool:
+        met[kind][0] += ok
+        met[kind][1] += 1
+        return ok
+
+    for name, run in runs.items():
+        features, neutral = run["features"], run["lipsync_neutral"]
+        for key, row in run["settings"].items():
+            emotion, _, level = key.partition("@")
+            if level != "1":
+                continue
+            out = emotions.setdefault(emotion, {"features": {}, "lipsync": []})
+            half = row.get("half_over_full") or [None] * len(features)
+            truth_half = row.get("truth_half_over_full") or [None] * len(features)
+            for j, feature in enumerate(features):
+                if not row["counted"][j] or row["ratio"][j] is None:
+                    continue
+                entry = {"clip": name, "ratio": row["ratio"][j],
+                         "ratio_ok": tally("ratio", RATIO_BAR[0] <= row["ratio"][j] <= RATIO_BAR[1])}
+                if half[j] is not None:
+                    entry.update(half_over_full=half[j], truth_half_over_full=truth_half[j],
+                                 half_ok=tally("half", HALF_BAR[0] <= half[j] <= HALF_BAR[1]))
+                out["features"].setdefault(feature, []).append(entry)
+            sync = row.get("lipsync")
+            if sync:
+                corr = round(sync["mouth_corr"] - neutral["mouth_corr"], 4)
+                closed = round(sync["silent_closed"] - neutral["silent_closed"], 4)
+                out["lipsync"].append({"clip": name, "mouth_corr_change": corr, "silent_closed_change": closed,
+                                       "ok": tally("lipsync", corr >= -LIPSYNC_SLACK and closed >= -LIPSYNC_SLACK)})
+    return {"bars": {"ratio": RATIO_BAR, "half_over_full": HALF_BAR, "lipsync_slack": LIPSYNC_SLACK},
+            "emotions": emotions, "met": {k: {"met": v[0], "of": v[1]} for k, v in met.items()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", nargs="+", help="bench/emotion.py JSON files, one per held-out clip")
+    parser.add_argument("--out", default="bench/results/emotion_summary.json")
+    args = parser.parse_args(argv)
+    runs = {}
+    for path in args.results:
+        run = json.loads(Path(path).read_text())
+        if "settings" not in run or "lipsync_neutral" not in run:
+            raise SystemExit(f"{path}: not a bench/emotion.py result (no settings / lipsync_neutral)")
+        runs[Path(path).name] = run
+    summary = {"command": "python bench/emotion_summary.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "clips": {name: run.get("clip") for name, run in runs.items()}, **summarise(runs)}
+    write_results(args.out, summary)
+    for emotion, rows in summary["emotions"].items():
+        cells = [f"{feature} " + "/".join(f"{r['ratio']:.0%}" for r in entries)
+                 for feature, entries in rows["features"].items()]
+        sync = "/".join(f"{r['mouth_corr_change']:+.3f},{r['silent_closed_change']:+.2f}" for r in rows["lipsync"])
+        print(f"{emotion:10s} {'; '.join(cells)} | lip-sync {sync}")
+    print("met:", json.dumps(summary["met"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
