@@ -26,7 +26,8 @@ LIPSYNC_SLACK = 0.03  # mouth correlation, and lips closed as a share of the pau
 
 
 def summarise(runs: dict[str, dict]) -> dict:
-    """{name: bench/emotion.py results} → {"emotions": {emotion: {feature: [rows]}, "lipsync": [rows]}, "met": ...}."""
+    """{name: bench/emotion.py results} → {"bars", "emotions": {emotion: {"features": {feature: [rows]},
+    "lipsync": [rows]}}, "met": {kind: {"met", "of"}}}."""
     emotions: dict = {}
     met = {"ratio": [0, 0], "half": [0, 0], "lipsync": [0, 0]}
 

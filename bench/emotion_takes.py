@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     from talker.cli import bundled_speaker
     from talker.evaluation.metrics import FaceProbe, gap_slope
     from talker.hub import read_speaker
+    from talker.pipelines.images import postprocess_frames
     from talker.training.data import split_clips
     from talker.training.distill import frames_to_x0
     from talker.training.expression import decoded_takes, load_takes, paired_frames
@@ -86,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         with torch.inference_mode():
             refined = [pipe.refine_frames(frames_to_x0(pairs["neutral"][s : s + 128]))
                        for s in range(0, len(pairs["neutral"]), 128)]
-        refined = ((torch.cat(refined).clamp(-1, 1) + 1) * 127.5).round().byte()
-        pairs["neutral_sharp"] = refined.permute(0, 2, 3, 1).numpy()
+        pairs["neutral_sharp"] = postprocess_frames(torch.cat(refined), "np")
     shown = ("neutral_sharp", "emotional_sharp") if sharp else ("neutral", "emotional")
     probe = FaceProbe()
     results = {"command": "python bench/emotion_takes.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             warped = pipe.expression(frames_to_x0(pairs["neutral_read" if read else "neutral"][rows]),
                                      pairs["emotion"][rows],
                                      onto=frames_to_x0(pairs[shown[0]][rows]))
-        warped = ((warped.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        warped = postprocess_frames(warped, "np")
         f_n, f_e, f_w = (probe.features(x) for x in (pairs[shown[0]][rows], pairs[shown[1]][rows], warped))
         ok = ~(np.isnan(f_n).any(1) | np.isnan(f_e).any(1) | np.isnan(f_w).any(1))
         d_truth, d_warp = f_e[ok] - f_n[ok], f_w[ok] - f_n[ok]

@@ -105,15 +105,15 @@ def decoded_takes(pipe, clips, seed: int = 0, batch_size: int = 256, progress: b
     from tqdm.auto import tqdm
 
     ae = pipe.autoencoder_for(pipe.default_decoder)
+    ae.set_progress_bar_config(disable=True)  # one bar over the clips
     steps = pipe.default_steps(pipe.default_decoder)
     x_T = pipe.prepare_fixed_noise(torch.Generator().manual_seed(seed))
     out = {}
     with torch.inference_mode():
         for clip in tqdm(clips, desc="decoding the neutral takes", disable=not progress):
             frames = clip.frames
-            parts = [ae.decode(ae.encode(frames[s : s + batch_size]), x_T, steps, batch_size=64, output_type="pt")
-                     for s in range(0, len(frames), batch_size)]
-            out[clip.id] = (torch.cat(parts).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+            out[clip.id] = np.concatenate([ae.decode(ae.encode(frames[s : s + batch_size]), x_T, steps, batch_size=64)
+                                           for s in range(0, len(frames), batch_size)])
     return out
 
 
