@@ -264,6 +264,23 @@ def test_train_encode_export_generate(dataset, tmp_path):
     assert not lips_only["live"] and set(lips_only["sets"]) == {"real"} and "--no-noise" in lips_only["command"]
 
 
+def test_decoder_fit_bench_scores_each_clips_rendering(dataset, speaker_dir, tmp_path, monkeypatch):
+    """bench/decoder_fit.py: each clip's frames encoded and decoded, PSNR against themselves."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    import decoder_fit
+
+    out = tmp_path / "fit.json"
+    data = str(dataset / "data")
+    assert decoder_fit.main(["--model", str(speaker_dir), "--data", data, "--out", str(out), "--clips", "2",
+                             "--every", "7", "--frames", "3"]) == 0
+    fit = json.loads(out.read_text())["datasets"][data]
+    rows = fit["per_clip"]
+    assert fit["clips"] == len(rows) == 2 and all(r["frames"] == 3 for r in rows)
+    # random weights render noise, far from the frames; a perfect decoder would give ~60 dB
+    assert all(0 < r["psnr"] < 20 for r in rows)
+    assert fit["psnr_mean"] == pytest.approx(np.mean([r["psnr"] for r in rows]), abs=1e-3)
+
+
 def test_train_refiner_on_the_speakers_own_frames_and_resume(dataset, speaker_dir, tmp_path):
     """`prepare --refiner-resolution` keeps the crops at 4×; `train refiner` learns them from what
     the speaker's decoder makes of its frames; resumable; the speaker then renders at 4×."""
