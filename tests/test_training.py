@@ -279,6 +279,7 @@ def test_decoder_fit_bench_scores_each_clips_rendering(dataset, speaker_dir, tmp
     # random weights render noise, far from the frames; a perfect decoder would give ~60 dB
     assert all(0 < r["psnr"] < 20 for r in rows)
     assert fit["psnr_mean"] == pytest.approx(np.mean([r["psnr"] for r in rows]), abs=1e-3)
+    assert all(r["psnr_best_shift"] >= r["psnr_cut"] and 0 <= r["best_shift_px"] <= 2**0.5 for r in rows)
 
 
 def test_train_refiner_on_the_speakers_own_frames_and_resume(dataset, speaker_dir, tmp_path):
