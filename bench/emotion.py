@@ -33,7 +33,9 @@ emotion reshapes the lips, and the probe reads a smile's or a frown's closed lip
 apart (the truth's own frames at happy, sad or angry 1.0 are closed in none of the pauses by
 neutral's threshold), so neutral's threshold would count the truth itself as failing. The
 truth frames' own scores (by both thresholds), and the generated frames' by neutral's, are
-reported beside them.
+reported beside them, with the mean lip gap in the pauses (``pause_gap*``: the speaker's and the
+truth's, with the emotion and without, and the warp's move on the truth's own neutral frames) and
+the threshold itself (``closed_threshold``): how far from it the pauses' lips are.
 
 The latent view: the emotion's direction is the speaker's own (``talker add-emotion``) where it has
 them, else where the speaker's own frames move in z_sem when the emotion is on (a least-squares fit
@@ -129,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     from talker.evaluation.metrics import FaceProbe, gap_slope, lipsync_scores
     from talker.hub import read_speaker
     from talker.training.data import load_dataset
+    from talker.pipelines.images import postprocess_frames
+    from talker.training.distill import frames_to_x0
     from talker.training.emotion import fit_emotion_directions
 
     model = args.model or bundled_speaker()
@@ -248,6 +252,19 @@ def main(argv: list[str] | None = None) -> int:
             # frame (the same speech; 1: the opening moves as before, under 1: flattened)
             row["lipsync"]["gap_slope"] = gap_slope(g_feats[:, 0], neutral_gen[:, 0])
             row["lipsync"]["gap_slope_truth_frames"] = gap_slope(t_feats[:, 0], neutral_truth[:, 0])
+            # how far from shut the pauses' lips are, against the threshold that counts them closed:
+            # the speaker's, the truth's, and the warp's move on the truth's own neutral frames
+            silent = ~truth["speaking"][:n].astype(bool)
+            if silent.any():
+                pause = {"pause_gap": g_feats[:, 0], "pause_gap_truth_frames": t_feats[:, 0],
+                         "pause_gap_neutral": neutral_gen[:, 0], "pause_gap_neutral_truth_frames": neutral_truth[:, 0]}
+                if pipe.expression is not None:
+                    with torch.inference_mode():
+                        moved = pipe.expression(frames_to_x0(neutral_frames), torch.from_numpy(e).float()[None],
+                                                onto=frames_to_x0(neutral_big))
+                    pause["pause_gap_warp_on_truth"] = probe.features(postprocess_frames(moved, "np"))[:, 0]
+                row["lipsync"] |= {k: round(float(np.nanmean(v[silent])), 4) for k, v in pause.items()}
+                row["lipsync"]["closed_threshold"] = round(sync["closed_threshold"], 4)
             k = names.index(name.split("@")[0])
             dz = torch.from_numpy((out.latents - neutral.latents).mean(0)).float()
             w = offset_of(np.eye(len(names))[k])  # the direction of the emotion at 1.0

@@ -7,8 +7,9 @@ Reads the figures, measures nothing. For each emotion at 1.0, each feature the t
 (``counted``) on each clip: the speaker's change ÷ the truth's (the bar: 0.8–1.2) and the change at
 0.5 ÷ at 1.0 (0.4–0.6; the truth's own beside it where the file has it); and lip-sync at 1.0
 against the same clip's neutral (mouth correlation at most 0.03 under, lips closed in pauses at
-most 3 points under). Writes every figure with whether it meets its bar, and the count of those
-that do.
+most 3 points under), with, where the file has them, the pauses' mean lip gap less the closed
+threshold and less the warp's on the truth's own frames. Writes every figure with whether it meets
+its bar, and the count of those that do.
 """
 
 from __future__ import annotations
@@ -58,8 +59,15 @@ def summarise(runs: dict[str, dict]) -> dict:
             if sync:
                 corr = round(sync["mouth_corr"] - neutral["mouth_corr"], 4)
                 closed = round(sync["silent_closed"] - neutral["silent_closed"], 4)
-                out["lipsync"].append({"clip": name, "mouth_corr_change": corr, "silent_closed_change": closed,
-                                       "ok": tally("lipsync", corr >= -LIPSYNC_SLACK and closed >= -LIPSYNC_SLACK)})
+                entry = {"clip": name, "mouth_corr_change": corr, "silent_closed_change": closed,
+                         "ok": tally("lipsync", corr >= -LIPSYNC_SLACK and closed >= -LIPSYNC_SLACK)}
+                if "pause_gap" in sync and "closed_threshold" in sync:
+                    # how far the pauses' lips are from the threshold that counts them closed, and
+                    # how much wider the speaker's own pauses open than the warp opens the truth's
+                    entry["pause_gap_over_threshold"] = round(sync["pause_gap"] - sync["closed_threshold"], 4)
+                    if "pause_gap_warp_on_truth" in sync:
+                        entry["pause_gap_over_warp_on_truth"] = round(sync["pause_gap"] - sync["pause_gap_warp_on_truth"], 4)
+                out["lipsync"].append(entry)
     return {"bars": {"ratio": RATIO_BAR, "half_over_full": HALF_BAR, "lipsync_slack": LIPSYNC_SLACK},
             "emotions": emotions, "met": {k: {"met": v[0], "of": v[1]} for k, v in met.items()}}
 

@@ -115,16 +115,17 @@ def test_emotion_summary_counts_each_figure_against_its_bar(tmp_path, monkeypatc
     sys.modules.pop("emotion_summary", None)
     import emotion_summary
 
-    def run(ratio, half, corr, closed):
+    def run(ratio, half, corr, closed, pause=None):
         return {"clip": "c0", "features": ["lip_gap", "corner_lift"],
                 "lipsync_neutral": {"mouth_corr": 0.9, "silent_closed": 1.0},
                 "settings": {"happy@0.5": {"counted": [True, True], "ratio": [0.5, 0.5]},
                              "happy@1": {"counted": [True, False], "ratio": [ratio, None],
                                          "half_over_full": [half, None], "truth_half_over_full": [0.45, None],
-                                         "lipsync": {"mouth_corr": corr, "silent_closed": closed}}}}
+                                         "lipsync": {"mouth_corr": corr, "silent_closed": closed, **(pause or {})}}}}
 
     paths = []
-    for k, figures in enumerate([(0.95, 0.5, 0.88, 1.0), (1.3, 0.7, 0.85, 0.9)]):
+    pause = {"pause_gap": 0.098, "closed_threshold": 0.0965, "pause_gap_warp_on_truth": 0.0875}
+    for k, figures in enumerate([(0.95, 0.5, 0.88, 1.0), (1.3, 0.7, 0.85, 0.9, pause)]):
         paths.append(tmp_path / f"clip{k}.json")
         paths[-1].write_text(json.dumps(run(*figures)))
     out = tmp_path / "summary.json"
@@ -135,7 +136,10 @@ def test_emotion_summary_counts_each_figure_against_its_bar(tmp_path, monkeypatc
     assert list(rows) == ["lip_gap"]  # corner_lift: the truth did not move it
     assert [r["ratio_ok"] for r in rows["lip_gap"]] == [True, False] and rows["lip_gap"][0]["truth_half_over_full"] == 0.45
     assert summary["emotions"]["happy"]["lipsync"][1] == {"clip": "clip1.json", "mouth_corr_change": -0.05,
-                                                          "silent_closed_change": -0.1, "ok": False}
+                                                          "silent_closed_change": -0.1, "ok": False,
+                                                          "pause_gap_over_threshold": 0.0015,
+                                                          "pause_gap_over_warp_on_truth": 0.0105}
+    assert "pause_gap_over_threshold" not in summary["emotions"]["happy"]["lipsync"][0]  # older files: no pause gaps
     (tmp_path / "other.json").write_text(json.dumps({"decoder": {}}))
     with pytest.raises(SystemExit, match="not a bench/emotion.py result"):
         emotion_summary.main([str(tmp_path / "other.json"), "--out", str(out)])
