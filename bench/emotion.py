@@ -130,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     from talker.cli import bundled_speaker
     from talker.evaluation.metrics import FaceProbe, gap_slope, lipsync_scores
     from talker.hub import read_speaker
-    from talker.training.data import load_dataset
     from talker.pipelines.images import postprocess_frames
+    from talker.training.data import load_dataset
     from talker.training.distill import frames_to_x0
     from talker.training.emotion import fit_emotion_directions
 
