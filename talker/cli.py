@@ -723,6 +723,14 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
+def _remove_unfinished_videos() -> None:
+    """A stopped command leaves no hidden video file behind, even one whose writer was still
+    being set up when the stop came."""
+    from .video import remove_unfinished
+
+    remove_unfinished()
+
+
 def main(argv: list[str] | None = None) -> int:
     import signal
 
@@ -738,9 +746,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"talker {_command(args)}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _remove_unfinished_videos()
         print(f"talker {_command(args)}: interrupted", file=sys.stderr)
         return 130
     except Terminated:
+        _remove_unfinished_videos()
         print(f"talker {_command(args)}: terminated", file=sys.stderr)
         return 143
     finally:

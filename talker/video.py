@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
+import secrets
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -23,6 +23,8 @@ from .errors import AudioError, VideoError
 
 VIDEO_SUFFIXES = (".mp4", ".ts")  # what VideoWriter writes: mp4 files, MPEG-TS stream segments
 _PART = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[^.]+\.part\.(mp4|ts)$")
+#: this process's writers' hidden files, from just before each exists until it is renamed or removed
+_UNFINISHED: set[Path] = set()
 
 
 def check_output_path(path, suffixes: tuple[str, ...] = VIDEO_SUFFIXES) -> Path:
@@ -43,6 +45,23 @@ def check_output_path(path, suffixes: tuple[str, ...] = VIDEO_SUFFIXES) -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise VideoError(f"cannot write {path}: the folder {parent} is not writable")
     return path
+
+
+def remove_unfinished() -> list[Path]:
+    """Remove the hidden ``.part`` files of this process's writers that are not finished (what a
+    stopped command line leaves if the stop came between a writer making its file and the
+    ``with`` block that would drop it). Returns what was removed."""
+    removed = []
+    for path in list(_UNFINISHED):
+        _UNFINISHED.discard(path)
+        try:
+            path.unlink()
+            removed.append(path)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            continue
+    return removed
 
 
 def remove_stale_parts(folder) -> list[Path]:
@@ -131,19 +150,30 @@ class VideoWriter:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             remove_stale_parts(self.path.parent)
-            suffix = self.path.suffix.lower()
-            fd, tmp = tempfile.mkstemp(suffix=f".part{suffix}", prefix=f".{self.path.stem}.{os.getpid()}-",
-                                       dir=self.path.parent)
         except OSError as e:
             raise VideoError(f"cannot write {self.path}: {e.strerror or e}") from None
-        os.close(fd)
-        self._tmp = Path(tmp)
-        # .mp4 (moov atom first, so browsers start playing at once) or .ts (MPEG-TS segments for
-        # streaming players)
-        options = {} if suffix == ".ts" else {"movflags": "+faststart"}
-        self._container = av.open(str(self._tmp), mode="w", options=options)
-        for key, value in (metadata or {}).items():
-            self._container.metadata[key] = value
+        suffix = self.path.suffix.lower()
+        # the hidden file's name is known (and listed as this process's unfinished file) before it
+        # exists, so that a stop (SIGTERM, Ctrl-C) at any moment from here on removes it
+        self._tmp = self.path.parent / f".{self.path.stem}.{os.getpid()}-{secrets.token_hex(4)}.part{suffix}"
+        _UNFINISHED.add(self._tmp)
+        try:
+            os.close(os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            # .mp4 (moov atom first, so browsers start playing at once) or .ts (MPEG-TS segments
+            # for streaming players)
+            options = {} if suffix == ".ts" else {"movflags": "+faststart"}
+            self._container = av.open(str(self._tmp), mode="w", options=options)
+            for key, value in (metadata or {}).items():
+                self._container.metadata[key] = value
+        except FileExistsError:  # another writer's file of the same name: not ours to remove
+            _UNFINISHED.discard(self._tmp)
+            raise VideoError(f"cannot write {self.path}: {self._tmp.name} already exists") from None
+        except BaseException as e:
+            self._tmp.unlink(missing_ok=True)
+            _UNFINISHED.discard(self._tmp)
+            if isinstance(e, OSError):
+                raise VideoError(f"cannot write {self.path}: {e.strerror or e}") from None
+            raise
         self._video = None
         self._audio_stream = None
         self._audio_done = 0
@@ -227,11 +257,13 @@ class VideoWriter:
         umask = os.umask(0)
         os.umask(umask)
         try:
-            os.chmod(self._tmp, 0o666 & ~umask)  # mkstemp makes it private; a video is an ordinary file
+            os.chmod(self._tmp, 0o666 & ~umask)  # made private; a video is an ordinary file
             os.replace(self._tmp, self.path)
         except OSError as e:  # e.g. a folder was made at the path meanwhile
             self._tmp.unlink(missing_ok=True)
             raise VideoError(f"cannot write {self.path}: {e.strerror or e}") from None
+        finally:
+            _UNFINISHED.discard(self._tmp)
         return self.path
 
     def abort(self) -> None:
@@ -242,6 +274,7 @@ class VideoWriter:
         except Exception:
             pass
         self._tmp.unlink(missing_ok=True)
+        _UNFINISHED.discard(self._tmp)
 
     def __enter__(self):
         return self

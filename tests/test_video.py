@@ -103,6 +103,30 @@ def test_parts_left_by_killed_writers_are_removed_by_the_next_writer(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, "next.mp4"])
 
 
+def test_a_stop_while_a_writer_is_set_up_leaves_no_hidden_file(tmp_path, monkeypatch):
+    """A stop (SIGTERM raised as an exception, Ctrl-C) can land after the hidden file exists but
+    before a ``with`` block could drop it: in the writer's set-up, or between it and the block."""
+    import talker.video as video
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(av, "open", stopped)  # the stop lands while the container is being opened
+        with pytest.raises(KeyboardInterrupt):
+            VideoWriter(tmp_path / "a.mp4")
+    assert list(tmp_path.iterdir()) == [] and not video._UNFINISHED
+
+    w = VideoWriter(tmp_path / "b.mp4")  # made, but the stop came before any with block took it
+    w.write(moving_frames(2))
+    assert [p.name for p in tmp_path.iterdir()] == [w._tmp.name]
+    assert video.remove_unfinished() == [w._tmp]  # what the command line does when stopped
+    assert list(tmp_path.iterdir()) == []
+    w.abort()
+    out = write_video(tmp_path / "c.mp4", moving_frames(2))  # finished writers are not listed
+    assert not video._UNFINISHED and video.remove_unfinished() == [] and out.is_file()
+
+
 def test_the_audio_track_is_aligned_to_the_first_picture(tmp_path):
     import subprocess
 
