@@ -115,16 +115,19 @@ def test_a_stop_while_a_writer_is_set_up_leaves_no_hidden_file(tmp_path, monkeyp
         m.setattr(av, "open", stopped)  # the stop lands while the container is being opened
         with pytest.raises(KeyboardInterrupt):
             VideoWriter(tmp_path / "a.mp4")
-    assert list(tmp_path.iterdir()) == [] and not video._UNFINISHED
+    def listed():  # this test's files among the process's unfinished ones
+        return [p for p in video._UNFINISHED if p.parent == tmp_path]
+
+    assert list(tmp_path.iterdir()) == [] and not listed()
 
     w = VideoWriter(tmp_path / "b.mp4")  # made, but the stop came before any with block took it
     w.write(moving_frames(2))
-    assert [p.name for p in tmp_path.iterdir()] == [w._tmp.name]
-    assert video.remove_unfinished() == [w._tmp]  # what the command line does when stopped
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [w._tmp.name] and listed() == [w._tmp]
+    assert w._tmp in video.remove_unfinished()  # what the command line does when stopped
+    assert list(tmp_path.iterdir()) == [] and not listed()
     w.abort()
     out = write_video(tmp_path / "c.mp4", moving_frames(2))  # finished writers are not listed
-    assert not video._UNFINISHED and video.remove_unfinished() == [] and out.is_file()
+    assert not listed() and [p.name for p in tmp_path.iterdir()] == ["c.mp4"] and out.is_file()
 
 
 def test_the_audio_track_is_aligned_to_the_first_picture(tmp_path):
