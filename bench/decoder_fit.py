@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from talker.evaluation.results import write_results
 from talker.pipelines import DAETalkerPipeline
 from talker.training.data import load_dataset
+from talker.training.distill import frames_to_x0
 from talker.training.refiner import psnr
-from talker.training.runs import to_model
 
 
 @torch.no_grad()
@@ -40,7 +40,7 @@ def decoder_fit(pipe, clips, every: int, frames: int, seed: int) -> dict:
         idx = list(range(0, clip.n_frames, every))[:frames]
         truth = clip.frames[idx]
         rendered = ae.decode(ae.encode(truth), x_T, num_inference_steps=steps)
-        a, b = (to_model(torch.from_numpy(np.ascontiguousarray(f)).permute(0, 3, 1, 2)) for f in (rendered, truth))
+        a, b = frames_to_x0(rendered), frames_to_x0(truth)
         rows.append({"clip": clip.id, "frames": len(idx), "psnr": round(psnr(a, b), 3)} | shift_fit(a, b))
     values = [r["psnr"] for r in rows]
     return {"psnr_mean": round(float(np.mean(values)), 3), "psnr_min": min(values), "psnr_max": max(values),

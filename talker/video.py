@@ -56,11 +56,9 @@ def remove_unfinished() -> list[Path]:
         _UNFINISHED.discard(path)
         try:
             path.unlink()
-            removed.append(path)
-        except FileNotFoundError:
-            pass
-        except OSError:
+        except OSError:  # gone already, or not ours to remove
             continue
+        removed.append(path)
     return removed
 
 
@@ -158,7 +156,8 @@ class VideoWriter:
         self._tmp = self.path.parent / f".{self.path.stem}.{os.getpid()}-{secrets.token_hex(4)}.part{suffix}"
         _UNFINISHED.add(self._tmp)
         try:
-            os.close(os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            # an ordinary file's permissions (the umask applies), as the finished video keeps
+            os.close(os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             # .mp4 (moov atom first, so browsers start playing at once) or .ts (MPEG-TS segments
             # for streaming players)
             options = {} if suffix == ".ts" else {"movflags": "+faststart"}
@@ -254,10 +253,7 @@ class VideoWriter:
         except BaseException:
             self.abort()
             raise
-        umask = os.umask(0)
-        os.umask(umask)
         try:
-            os.chmod(self._tmp, 0o666 & ~umask)  # made private; a video is an ordinary file
             os.replace(self._tmp, self.path)
         except OSError as e:  # e.g. a folder was made at the path meanwhile
             self._tmp.unlink(missing_ok=True)
