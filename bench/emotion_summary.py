@@ -9,7 +9,10 @@ Reads the figures, measures nothing. For each emotion at 1.0, each feature the t
 against the same clip's neutral (mouth correlation at most 0.03 under, lips closed in pauses at
 most 3 points under), with, where the file has them, the pauses' mean lip gap less the closed
 threshold and less the warp's on the truth's own frames. Writes every figure with whether it meets
-its bar, and the count of those that do.
+its bar, and the count of those that do; and, where the files have the truth's own figures, the same
+count for the truth's frames (``truth_met``: its change at 0.5 ÷ at 1.0, and its lip-sync with the
+emotion against its own neutral, through the same probe and bars): what a speaker that moved the face
+exactly as the truth does would score.
 """
 
 from __future__ import annotations
@@ -28,14 +31,18 @@ LIPSYNC_SLACK = 0.03  # mouth correlation, and lips closed as a share of the pau
 
 def summarise(runs: dict[str, dict]) -> dict:
     """{name: bench/emotion.py results} → {"bars", "emotions": {emotion: {"features": {feature: [rows]},
-    "lipsync": [rows]}}, "met": {kind: {"met", "of"}}}."""
+    "lipsync": [rows]}}, "met": {kind: {"met", "of"}}, "truth_met": the same for the truth's frames}."""
     emotions: dict = {}
     met = {"ratio": [0, 0], "half": [0, 0], "lipsync": [0, 0]}
+    truth_met = {"half": [0, 0], "lipsync": [0, 0]}
 
-    def tally(kind: str, ok: bool) -> bool:
-        met[kind][0] += ok
-        met[kind][1] += 1
+    def tally(kind: str, ok: bool, counts: dict = met) -> bool:
+        counts[kind][0] += ok
+        counts[kind][1] += 1
         return ok
+
+    def lipsync_ok(corr: float, closed: float) -> bool:
+        return corr >= -LIPSYNC_SLACK and closed >= -LIPSYNC_SLACK
 
     for name, run in runs.items():
         features, neutral = run["features"], run["lipsync_neutral"]
@@ -54,13 +61,22 @@ def summarise(runs: dict[str, dict]) -> dict:
                 if half[j] is not None:
                     entry.update(half_over_full=half[j], truth_half_over_full=truth_half[j],
                                  half_ok=tally("half", HALF_BAR[0] <= half[j] <= HALF_BAR[1]))
+                    if truth_half[j] is not None:
+                        entry["truth_half_ok"] = tally("half", HALF_BAR[0] <= truth_half[j] <= HALF_BAR[1], truth_met)
                 out["features"].setdefault(feature, []).append(entry)
             sync = row.get("lipsync")
             if sync:
                 corr = round(sync["mouth_corr"] - neutral["mouth_corr"], 4)
                 closed = round(sync["silent_closed"] - neutral["silent_closed"], 4)
                 entry = {"clip": name, "mouth_corr_change": corr, "silent_closed_change": closed,
-                         "ok": tally("lipsync", corr >= -LIPSYNC_SLACK and closed >= -LIPSYNC_SLACK)}
+                         "ok": tally("lipsync", lipsync_ok(corr, closed))}
+                if "mouth_corr_truth_frames" in sync and "mouth_corr_truth_frames" in neutral:
+                    # the truth's own frames with the emotion against its neutral frames (each
+                    # counted closed under its own truth's threshold, as the speaker's are)
+                    t_corr = round(sync["mouth_corr_truth_frames"] - neutral["mouth_corr_truth_frames"], 4)
+                    t_closed = round(sync["silent_closed_truth_frames"] - neutral["silent_closed_truth_frames"], 4)
+                    entry.update(truth_mouth_corr_change=t_corr, truth_silent_closed_change=t_closed,
+                                 truth_ok=tally("lipsync", lipsync_ok(t_corr, t_closed), truth_met))
                 if "pause_gap" in sync and "closed_threshold" in sync:
                     # how far the pauses' lips are from the threshold that counts them closed, and
                     # how much wider the speaker's own pauses open than the warp opens the truth's
@@ -69,7 +85,8 @@ def summarise(runs: dict[str, dict]) -> dict:
                         entry["pause_gap_over_warp_on_truth"] = round(sync["pause_gap"] - sync["pause_gap_warp_on_truth"], 4)
                 out["lipsync"].append(entry)
     return {"bars": {"ratio": RATIO_BAR, "half_over_full": HALF_BAR, "lipsync_slack": LIPSYNC_SLACK},
-            "emotions": emotions, "met": {k: {"met": v[0], "of": v[1]} for k, v in met.items()}}
+            "emotions": emotions, "met": {k: {"met": v[0], "of": v[1]} for k, v in met.items()},
+            "truth_met": {k: {"met": v[0], "of": v[1]} for k, v in truth_met.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                  for feature, entries in rows["features"].items()]
         sync = "/".join(f"{r['mouth_corr_change']:+.3f},{r['silent_closed_change']:+.2f}" for r in rows["lipsync"])
         print(f"{emotion:10s} {'; '.join(cells)} | lip-sync {sync}")
-    print("met:", json.dumps(summary["met"]))
+    print("met:", json.dumps(summary["met"]), "| the truth's own:", json.dumps(summary["truth_met"]))
     return 0
 
 

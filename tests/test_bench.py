@@ -115,28 +115,37 @@ def test_emotion_summary_counts_each_figure_against_its_bar(tmp_path, monkeypatc
     sys.modules.pop("emotion_summary", None)
     import emotion_summary
 
-    def run(ratio, half, corr, closed, pause=None):
+    def run(ratio, half, corr, closed, pause=None, truth=(0.45, 0.94, 1.0)):
+        truth_half, truth_corr, truth_closed = truth  # the truth's own half ÷ full and lip-sync
         return {"clip": "c0", "features": ["lip_gap", "corner_lift"],
-                "lipsync_neutral": {"mouth_corr": 0.9, "silent_closed": 1.0},
+                "lipsync_neutral": {"mouth_corr": 0.9, "silent_closed": 1.0, "mouth_corr_truth_frames": 0.95,
+                                    "silent_closed_truth_frames": 1.0},
                 "settings": {"happy@0.5": {"counted": [True, True], "ratio": [0.5, 0.5]},
                              "happy@1": {"counted": [True, False], "ratio": [ratio, None],
-                                         "half_over_full": [half, None], "truth_half_over_full": [0.45, None],
-                                         "lipsync": {"mouth_corr": corr, "silent_closed": closed, **(pause or {})}}}}
+                                         "half_over_full": [half, None], "truth_half_over_full": [truth_half, None],
+                                         "lipsync": {"mouth_corr": corr, "silent_closed": closed,
+                                                     "mouth_corr_truth_frames": truth_corr,
+                                                     "silent_closed_truth_frames": truth_closed, **(pause or {})}}}}
 
     paths = []
     pause = {"pause_gap": 0.098, "closed_threshold": 0.0965, "pause_gap_warp_on_truth": 0.0875}
-    for k, figures in enumerate([(0.95, 0.5, 0.88, 1.0), (1.3, 0.7, 0.85, 0.9, pause)]):
+    for k, figures in enumerate([(0.95, 0.5, 0.88, 1.0), (1.3, 0.7, 0.85, 0.9, pause, (0.7, 0.9, 1.0))]):
         paths.append(tmp_path / f"clip{k}.json")
         paths[-1].write_text(json.dumps(run(*figures)))
     out = tmp_path / "summary.json"
     assert emotion_summary.main([str(p) for p in paths] + ["--out", str(out)]) == 0
     summary = json.loads(out.read_text())
     assert summary["met"] == {"ratio": {"met": 1, "of": 2}, "half": {"met": 1, "of": 2}, "lipsync": {"met": 1, "of": 2}}
+    # the truth's own frames against the same bars: clip 1's half (0.7) and mouth correlation (0.05 under) fail
+    assert summary["truth_met"] == {"half": {"met": 1, "of": 2}, "lipsync": {"met": 1, "of": 2}}
     rows = summary["emotions"]["happy"]["features"]
     assert list(rows) == ["lip_gap"]  # corner_lift: the truth did not move it
     assert [r["ratio_ok"] for r in rows["lip_gap"]] == [True, False] and rows["lip_gap"][0]["truth_half_over_full"] == 0.45
+    assert [r["truth_half_ok"] for r in rows["lip_gap"]] == [True, False]
     assert summary["emotions"]["happy"]["lipsync"][1] == {"clip": "clip1.json", "mouth_corr_change": -0.05,
                                                           "silent_closed_change": -0.1, "ok": False,
+                                                          "truth_mouth_corr_change": -0.05,
+                                                          "truth_silent_closed_change": 0.0, "truth_ok": False,
                                                           "pause_gap_over_threshold": 0.0015,
                                                           "pause_gap_over_warp_on_truth": 0.0105}
     assert "pause_gap_over_threshold" not in summary["emotions"]["happy"]["lipsync"][0]  # older files: no pause gaps
