@@ -35,7 +35,10 @@ neutral's threshold), so neutral's threshold would count the truth itself as fai
 truth frames' own scores (by both thresholds), and the generated frames' by neutral's, are
 reported beside them, with the mean lip gap in the pauses (``pause_gap*``: the speaker's and the
 truth's, with the emotion and without, and the warp's move on the truth's own neutral frames) and
-the threshold itself (``closed_threshold``): how far from it the pauses' lips are.
+the threshold itself (``closed_threshold``): how far from it the pauses' lips are; and the same read
+with the truth rendered at the speaker's own head poses (``at_speaker_pose``: its threshold, the
+speaker's pauses closed under it, the truth's and the warp-on-truth's pauses), since the probe's lip
+gap depends on the head's yaw and pitch and the speaker's head is not where the truth's is.
 
 The latent view: the emotion's direction is the speaker's own (``talker add-emotion``) where it has
 them, else where the speaker's own frames move in z_sem when the emotion is on (a least-squares fit
@@ -128,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from talker import DAETalkerPipeline
     from talker.cli import bundled_speaker
-    from talker.evaluation.metrics import FaceProbe, gap_slope, lipsync_scores
+    from talker.evaluation.metrics import FaceProbe, closed_threshold, gap_slope, lipsync_scores
     from talker.hub import read_speaker
     from talker.pipelines.images import postprocess_frames
     from talker.training.data import load_dataset
@@ -209,6 +212,32 @@ def main(argv: list[str] | None = None) -> int:
         with torch.inference_mode():
             return ae.encode(frames)
 
+    def at_pose(poses, e, gap, gap_neutral, silent):
+        """The pauses read with the truth rendered at the speaker's own head poses (its mouth, blinks
+        and emotion; the speaker's yaw, pitch and roll), so that the head's pose is no difference:
+        the threshold from those frames, the share of the speaker's pauses under it (and of its
+        neutral pauses under neutral's threshold from the same poses), and the pause gaps of those
+        truth frames with and without the emotion and with the warp."""
+        posed = dict(truth, pose=poses)
+        base_small, base_big = render_truth(posed, np.zeros(len(names)), range(n), crop, res, size)
+        gaps = {"pause_gap_truth_frames": probe.features(render_truth(posed, e, range(n), crop, size)[0])[:, 0],
+                "pause_gap_neutral_truth_frames": probe.features(base_big)[:, 0]}
+        neutral_threshold = closed_threshold(gaps["pause_gap_neutral_truth_frames"], truth["mouth_open"][:n])
+        if pipe.expression is not None:
+            with torch.inference_mode():
+                moved = pipe.expression(frames_to_x0(base_small), torch.from_numpy(e).float()[None],
+                                        onto=frames_to_x0(base_big))
+            gaps["pause_gap_warp_on_truth"] = probe.features(postprocess_frames(moved, "np"))[:, 0]
+        threshold = closed_threshold(gaps["pause_gap_truth_frames"], truth["mouth_open"][:n])
+        row = {"closed_threshold": round(threshold, 4), "silent_closed": round(float(np.mean(gap[silent] <= threshold)), 4),
+               "neutral_closed_threshold": round(neutral_threshold, 4),
+               "silent_closed_neutral": round(float(np.mean(gap_neutral[silent] <= neutral_threshold)), 4)}
+        for k, v in gaps.items():
+            row[k] = round(float(np.nanmean(v[silent])), 4)
+            if k != "pause_gap_neutral_truth_frames":
+                row["silent_closed" + k.removeprefix("pause_gap")] = round(float(np.mean(v[silent] <= threshold)), 4)
+        return row
+
     z_neutral_truth = encode(neutral_frames)
     reconstructed_neutral = probe.features(decode(z_neutral_truth))
     for name, e in settings.items():
@@ -265,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
                     pause["pause_gap_warp_on_truth"] = probe.features(postprocess_frames(moved, "np"))[:, 0]
                 row["lipsync"] |= {k: round(float(np.nanmean(v[silent])), 4) for k, v in pause.items()}
                 row["lipsync"]["closed_threshold"] = round(sync["closed_threshold"], 4)
+                row["lipsync"]["at_speaker_pose"] = at_pose(np.asarray(out.poses)[:n], e, g_feats[:, 0],
+                                                            neutral_gen[:, 0], silent)
             k = names.index(name.split("@")[0])
             dz = torch.from_numpy((out.latents - neutral.latents).mean(0)).float()
             w = offset_of(np.eye(len(names))[k])  # the direction of the emotion at 1.0

@@ -128,8 +128,10 @@ def test_emotion_summary_counts_each_figure_against_its_bar(tmp_path, monkeypatc
                                                      "silent_closed_truth_frames": truth_closed, **(pause or {})}}}}
 
     paths = []
-    pause = {"pause_gap": 0.098, "closed_threshold": 0.0965, "pause_gap_warp_on_truth": 0.0875}
-    for k, figures in enumerate([(0.95, 0.5, 0.88, 1.0), (1.3, 0.7, 0.85, 0.9, pause, (0.7, 0.9, 1.0))]):
+    pause = {"pause_gap": 0.098, "closed_threshold": 0.0965, "pause_gap_warp_on_truth": 0.0875,
+             "at_speaker_pose": {"silent_closed": 0.5, "silent_closed_neutral": 0.6}}
+    posed = {"at_speaker_pose": {"silent_closed": 0.9, "silent_closed_neutral": 1.0}}  # 10 points fewer closed
+    for k, figures in enumerate([(0.95, 0.5, 0.88, 1.0, posed), (1.3, 0.7, 0.85, 0.9, pause, (0.7, 0.9, 1.0))]):
         paths.append(tmp_path / f"clip{k}.json")
         paths[-1].write_text(json.dumps(run(*figures)))
     out = tmp_path / "summary.json"
@@ -138,6 +140,10 @@ def test_emotion_summary_counts_each_figure_against_its_bar(tmp_path, monkeypatc
     assert summary["met"] == {"ratio": {"met": 1, "of": 2}, "half": {"met": 1, "of": 2}, "lipsync": {"met": 1, "of": 2}}
     # the truth's own frames against the same bars: clip 1's half (0.7) and mouth correlation (0.05 under) fail
     assert summary["truth_met"] == {"half": {"met": 1, "of": 2}, "lipsync": {"met": 1, "of": 2}}
+    # at the speaker's own pose clip 0's lips-closed fails too (0.9 against neutral's 1.0)
+    assert summary["met_at_speaker_pose"] == {"lipsync": {"met": 0, "of": 2}}
+    first = summary["emotions"]["happy"]["lipsync"][0]
+    assert first["ok"] and not first["ok_at_speaker_pose"] and first["silent_closed_change_at_speaker_pose"] == -0.1
     rows = summary["emotions"]["happy"]["features"]
     assert list(rows) == ["lip_gap"]  # corner_lift: the truth did not move it
     assert [r["ratio_ok"] for r in rows["lip_gap"]] == [True, False] and rows["lip_gap"][0]["truth_half_over_full"] == 0.45
@@ -147,7 +153,9 @@ def test_emotion_summary_counts_each_figure_against_its_bar(tmp_path, monkeypatc
                                                           "truth_mouth_corr_change": -0.05,
                                                           "truth_silent_closed_change": 0.0, "truth_ok": False,
                                                           "pause_gap_over_threshold": 0.0015,
-                                                          "pause_gap_over_warp_on_truth": 0.0105}
+                                                          "pause_gap_over_warp_on_truth": 0.0105,
+                                                          "silent_closed_change_at_speaker_pose": -0.1,
+                                                          "ok_at_speaker_pose": False}
     assert "pause_gap_over_threshold" not in summary["emotions"]["happy"]["lipsync"][0]  # older files: no pause gaps
     (tmp_path / "other.json").write_text(json.dumps({"decoder": {}}))
     with pytest.raises(SystemExit, match="not a bench/emotion.py result"):
