@@ -36,9 +36,10 @@ truth frames' own scores (by both thresholds), and the generated frames' by neut
 reported beside them, with the mean lip gap in the pauses (``pause_gap*``: the speaker's and the
 truth's, with the emotion and without, and the warp's move on the truth's own neutral frames) and
 the threshold itself (``closed_threshold``): how far from it the pauses' lips are; and the same read
-with the truth rendered at the speaker's own head poses (``at_speaker_pose``: its threshold, the
-speaker's pauses closed under it, the truth's and the warp-on-truth's pauses), since the probe's lip
-gap depends on the head's yaw and pitch and the speaker's head is not where the truth's is.
+with the truth rendered at the speaker's own head poses (``at_speaker_pose``: the emotion's and
+neutral's thresholds from those frames, the speaker's pauses closed under each, the truth's and the
+warp-on-truth's pauses), since the probe's lip gap depends on the head's yaw and pitch and the
+speaker's head is not where the truth's is.
 
 The latent view: the emotion's direction is the speaker's own (``talker add-emotion``) where it has
 them, else where the speaker's own frames move in z_sem when the emotion is on (a least-squares fit
@@ -212,17 +213,23 @@ def main(argv: list[str] | None = None) -> int:
         with torch.inference_mode():
             return ae.encode(frames)
 
+    neutral_poses = np.asarray(neutral.poses)[:n]
+
     def at_pose(poses, e, gap, gap_neutral, silent):
         """The pauses read with the truth rendered at the speaker's own head poses (its mouth, blinks
         and emotion; the speaker's yaw, pitch and roll), so that the head's pose is no difference:
         the threshold from those frames, the share of the speaker's pauses under it (and of its
-        neutral pauses under neutral's threshold from the same poses), and the pause gaps of those
-        truth frames with and without the emotion and with the warp."""
+        neutral pauses under neutral's threshold from the truth at its neutral poses), and the pause
+        gaps of those truth frames with and without the emotion and with the warp."""
         posed = dict(truth, pose=poses)
         base_small, base_big = render_truth(posed, np.zeros(len(names)), range(n), crop, res, size)
         gaps = {"pause_gap_truth_frames": probe.features(render_truth(posed, e, range(n), crop, size)[0])[:, 0],
                 "pause_gap_neutral_truth_frames": probe.features(base_big)[:, 0]}
-        neutral_threshold = closed_threshold(gaps["pause_gap_neutral_truth_frames"], truth["mouth_open"][:n])
+        neutral_gaps = gaps["pause_gap_neutral_truth_frames"]
+        if not np.array_equal(poses, neutral_poses):  # the emotion moved the head: neutral's own poses
+            neutral_gaps = probe.features(render_truth(dict(truth, pose=neutral_poses), np.zeros(len(names)),
+                                                       range(n), crop, size)[0])[:, 0]
+        neutral_threshold = closed_threshold(neutral_gaps, truth["mouth_open"][:n])
         if pipe.expression is not None:
             with torch.inference_mode():
                 moved = pipe.expression(frames_to_x0(base_small), torch.from_numpy(e).float()[None],
