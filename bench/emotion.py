@@ -213,7 +213,25 @@ def main(argv: list[str] | None = None) -> int:
         with torch.inference_mode():
             return ae.encode(frames)
 
+    def warp_gap(small, big, e):
+        """The lip gap of the truth's ``big`` frames moved by the warp at intensities ``e`` (fields
+        read off ``small``, as the pipeline reads them off the decoder's frames)."""
+        with torch.inference_mode():
+            moved = pipe.expression(frames_to_x0(small), torch.from_numpy(e).float()[None], onto=frames_to_x0(big))
+        return probe.features(postprocess_frames(moved, "np"))[:, 0]
+
+    def closed_share(gap, threshold, silent):
+        return round(float(np.mean(gap[silent] <= threshold)), 4)
+
     neutral_poses = np.asarray(neutral.poses)[:n]
+    posed_neutral = {}  # the truth's neutral frames at a pose sequence, and their lip gap: the same for every emotion
+
+    def neutral_at(poses):
+        key = poses.tobytes()
+        if key not in posed_neutral:
+            small, big = render_truth(dict(truth, pose=poses), np.zeros(len(names)), range(n), crop, res, size)
+            posed_neutral[key] = small, big, probe.features(big)[:, 0]
+        return posed_neutral[key]
 
     def at_pose(poses, e, gap, gap_neutral, silent):
         """The pauses read with the truth rendered at the speaker's own head poses (its mouth, blinks
@@ -221,28 +239,21 @@ def main(argv: list[str] | None = None) -> int:
         the threshold from those frames, the share of the speaker's pauses under it (and of its
         neutral pauses under neutral's threshold from the truth at its neutral poses), and the pause
         gaps of those truth frames with and without the emotion and with the warp."""
-        posed = dict(truth, pose=poses)
-        base_small, base_big = render_truth(posed, np.zeros(len(names)), range(n), crop, res, size)
-        gaps = {"pause_gap_truth_frames": probe.features(render_truth(posed, e, range(n), crop, size)[0])[:, 0],
-                "pause_gap_neutral_truth_frames": probe.features(base_big)[:, 0]}
-        neutral_gaps = gaps["pause_gap_neutral_truth_frames"]
-        if not np.array_equal(poses, neutral_poses):  # the emotion moved the head: neutral's own poses
-            neutral_gaps = probe.features(render_truth(dict(truth, pose=neutral_poses), np.zeros(len(names)),
-                                                       range(n), crop, size)[0])[:, 0]
-        neutral_threshold = closed_threshold(neutral_gaps, truth["mouth_open"][:n])
+        base_small, base_big, base_gap = neutral_at(poses)
+        gaps = {"pause_gap_truth_frames": probe.features(render_truth(dict(truth, pose=poses), e, range(n), crop,
+                                                                      size)[0])[:, 0],
+                "pause_gap_neutral_truth_frames": base_gap}
         if pipe.expression is not None:
-            with torch.inference_mode():
-                moved = pipe.expression(frames_to_x0(base_small), torch.from_numpy(e).float()[None],
-                                        onto=frames_to_x0(base_big))
-            gaps["pause_gap_warp_on_truth"] = probe.features(postprocess_frames(moved, "np"))[:, 0]
+            gaps["pause_gap_warp_on_truth"] = warp_gap(base_small, base_big, e)
         threshold = closed_threshold(gaps["pause_gap_truth_frames"], truth["mouth_open"][:n])
-        row = {"closed_threshold": round(threshold, 4), "silent_closed": round(float(np.mean(gap[silent] <= threshold)), 4),
+        neutral_threshold = closed_threshold(neutral_at(neutral_poses)[2], truth["mouth_open"][:n])
+        row = {"closed_threshold": round(threshold, 4), "silent_closed": closed_share(gap, threshold, silent),
                "neutral_closed_threshold": round(neutral_threshold, 4),
-               "silent_closed_neutral": round(float(np.mean(gap_neutral[silent] <= neutral_threshold)), 4)}
+               "silent_closed_neutral": closed_share(gap_neutral, neutral_threshold, silent)}
         for k, v in gaps.items():
             row[k] = round(float(np.nanmean(v[silent])), 4)
             if k != "pause_gap_neutral_truth_frames":
-                row["silent_closed" + k.removeprefix("pause_gap")] = round(float(np.mean(v[silent] <= threshold)), 4)
+                row["silent_closed" + k.removeprefix("pause_gap")] = closed_share(v, threshold, silent)
         return row
 
     z_neutral_truth = encode(neutral_frames)
@@ -295,10 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                 pause = {"pause_gap": g_feats[:, 0], "pause_gap_truth_frames": t_feats[:, 0],
                          "pause_gap_neutral": neutral_gen[:, 0], "pause_gap_neutral_truth_frames": neutral_truth[:, 0]}
                 if pipe.expression is not None:
-                    with torch.inference_mode():
-                        moved = pipe.expression(frames_to_x0(neutral_frames), torch.from_numpy(e).float()[None],
-                                                onto=frames_to_x0(neutral_big))
-                    pause["pause_gap_warp_on_truth"] = probe.features(postprocess_frames(moved, "np"))[:, 0]
+                    pause["pause_gap_warp_on_truth"] = warp_gap(neutral_frames, neutral_big, e)
                 row["lipsync"] |= {k: round(float(np.nanmean(v[silent])), 4) for k, v in pause.items()}
                 row["lipsync"]["closed_threshold"] = round(sync["closed_threshold"], 4)
                 row["lipsync"]["at_speaker_pose"] = at_pose(np.asarray(out.poses)[:n], e, g_feats[:, 0],

@@ -93,10 +93,12 @@ def summarise(runs: dict[str, dict]) -> dict:
                     entry.update(silent_closed_change_at_speaker_pose=posed_closed,
                                  ok_at_speaker_pose=tally("lipsync", lipsync_ok(corr, posed_closed), posed_met))
                 out["lipsync"].append(entry)
+    def counted(counts: dict) -> dict:
+        return {k: {"met": v[0], "of": v[1]} for k, v in counts.items()}
+
     return {"bars": {"ratio": RATIO_BAR, "half_over_full": HALF_BAR, "lipsync_slack": LIPSYNC_SLACK},
-            "emotions": emotions, "met": {k: {"met": v[0], "of": v[1]} for k, v in met.items()},
-            "truth_met": {k: {"met": v[0], "of": v[1]} for k, v in truth_met.items()},
-            "met_at_speaker_pose": {k: {"met": v[0], "of": v[1]} for k, v in posed_met.items()}}
+            "emotions": emotions, "met": counted(met), "truth_met": counted(truth_met),
+            "met_at_speaker_pose": counted(posed_met)}
 
 
 def main(argv: list[str] | None = None) -> int:
