@@ -20,6 +20,11 @@
   and without it (frames/s), the paper's recipe (DDIM, 100 steps, one frame at a time, float32)
   in the same run, and peak memory for 10 s and 60 s of speech (``bench/speed.py``'s measure).
 
+``--noise inverted-reference``: every frame decoded from the DDIM-inverted noise image of the
+speaker's reference frame (the refiner's, area-downscaled to the decoder's size; 50 steps of its
+DDIM decoder) in place of one random noise image: DiffAE's stochastic code of the speaker's own
+photo, the ablation the DAE-Talker notes leave open (inverted x_T against a random fixed one).
+
 ``--live``: the speaker's live refiner, as live input uses it: ``frames`` on its live decoder's
 renderings (the light decoder where it has one), refined by the live refiner and, for comparison,
 by the speaker's refiner (``*_full_refiner``); live lip-sync is ``bench/real_speech.py --live``'s.
@@ -49,6 +54,9 @@ from talker.training.data import load_dataset  # noqa: E402
 from talker.training.refiner import psnr, sharpness  # noqa: E402
 from talker.evaluation.results import write_results
 
+NOISE = ("random", "inverted-reference")
+INVERSION_STEPS = 50
+
 
 def to_model(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -59,15 +67,15 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def frame_quality(pipe, clips, seconds: float, seed: int, decoder: str | None = None,
+def frame_quality(pipe, clips, seconds: float, x_T: torch.Tensor, decoder: str | None = None,
                   refiners: dict | None = None) -> tuple[dict, list]:
-    """``decoder``'s renderings of the clips' encoded frames, refined by each of ``refiners``
-    (name → module; None: the speaker's refiner; default {"refined": None}) and bicubic-upscaled."""
+    """``decoder``'s renderings of the clips' encoded frames from noise image ``x_T``, refined by
+    each of ``refiners`` (name → module; None: the speaker's refiner; default {"refined": None})
+    and bicubic-upscaled."""
     refiners = refiners or {"refined": None}
     ae = pipe.autoencoder_for(decoder)
     steps = pipe.default_steps(decoder)
     size = pipe.output_resolution()
-    x_T = pipe.prepare_fixed_noise(torch.Generator().manual_seed(seed))
     rows, sheet = [], []
     for clip in clips:
         n = min(clip.n_frames, int(seconds * 25))
@@ -95,13 +103,13 @@ def frame_quality(pipe, clips, seconds: float, seed: int, decoder: str | None = 
 
 
 @torch.no_grad()
-def speech_figures(pipe, probe, clips, seconds: float, seed: int) -> dict:
+def speech_figures(pipe, probe, clips, seconds: float, seed: int, fixed_noise: torch.Tensor | None = None) -> dict:
     rows = []
     for clip in clips:
         n = min(clip.n_frames, int(seconds * 25))
         truth = dict(np.load(clip.path / "truth.npz"))
         audio = clip.audio[: n * 640]
-        kw = dict(sampling_rate=16000, emotion=[0, 0, 0, 0])
+        kw = dict(sampling_rate=16000, emotion=[0, 0, 0, 0], fixed_noise=fixed_noise)
         big = pipe(audio, generator=torch.Generator().manual_seed(seed), **kw).frames
         small = pipe(audio, generator=torch.Generator().manual_seed(seed), refine=False, **kw).frames
         size = big.shape[1]
@@ -113,6 +121,17 @@ def speech_figures(pipe, probe, clips, seconds: float, seed: int) -> dict:
             row[f"jitter_ratio_{name}"] = jitter(frames) / jitter(truth_frames)
         rows.append(row)
     return _mean(rows)
+
+
+@torch.no_grad()
+def noise_image(pipe, kind: str, seed: int) -> torch.Tensor:
+    """The noise image every frame is decoded from: "random" (the pipeline's, from ``seed``) or
+    "inverted-reference" (see the module's docstring)."""
+    if kind == "random":
+        return pipe.prepare_fixed_noise(torch.Generator().manual_seed(seed))
+    teacher = pipe.autoencoder_for("ddim")
+    reference = ((F.avg_pool2d(pipe.refiner.reference.float()[None], pipe.refiner.config.scale) + 1) / 2).clamp(0, 1)
+    return teacher.invert(reference, num_inference_steps=INVERSION_STEPS)
 
 
 def _mean(rows: list[dict]) -> dict:
@@ -170,6 +189,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds-speed", type=float, default=10.0)
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--noise", choices=NOISE, default="random", help="the noise image the frames are decoded from")
     ap.add_argument("--live", action="store_true", help="the live refiner on the live decoder's frames (frames only)")
     args = ap.parse_args(argv)
 
@@ -181,18 +201,20 @@ def main(argv=None) -> int:
     clips = [c for c in clips if (c.path / "truth.npz").is_file()][: args.clips]
     tic = time.perf_counter()
     results = {"command": "python bench/refiner.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "model": args.model, "data": args.data, "size": [pipe.resolution, pipe.output_resolution()]}
+               "model": args.model, "data": args.data, "size": [pipe.resolution, pipe.output_resolution()], "noise": args.noise}
+    x_T = noise_image(pipe, args.noise, args.seed)
     if args.live:
         if pipe.live_refiner is None:
             raise SystemExit(f"{args.model} has no live refiner")
         results["decoder"] = pipe.live_decoder
-        results["frames"], sheet = frame_quality(pipe, clips, args.seconds, args.seed, pipe.live_decoder,
+        results["frames"], sheet = frame_quality(pipe, clips, args.seconds, x_T, pipe.live_decoder,
                                                  {"refined": pipe.live_refiner, "full_refiner": None})
     else:
-        results["frames"], sheet = frame_quality(pipe, clips, args.seconds, args.seed)
+        results["frames"], sheet = frame_quality(pipe, clips, args.seconds, x_T)
     print("frames", json.dumps(results["frames"]["mean"]))
     if not args.live:
-        results["speech"] = speech_figures(pipe, FaceProbe(), clips, args.seconds, args.seed)
+        results["speech"] = speech_figures(pipe, FaceProbe(), clips, args.seconds, args.seed,
+                                            None if args.noise == "random" else x_T)
         print("speech", json.dumps(results["speech"]["mean"]))
     if not args.no_speed and not args.live:
         results["speed"] = speed(pipe, args.model, args.seconds_speed, args.seed)

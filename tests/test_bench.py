@@ -1,5 +1,6 @@
 """The benches: bench/speed.py runs end to end on a tiny speaker and writes its JSON and plot, and
-bench/emotion_summary.py counts bench/emotion.py's figures against the bars."""
+bench/emotion_summary.py counts bench/emotion.py's figures against the bars, and bench/refiner.py's
+noise images are what they say."""
 
 import json
 import sys
@@ -160,3 +161,43 @@ def test_emotion_summary_counts_each_figure_against_its_bar(tmp_path, monkeypatc
     (tmp_path / "other.json").write_text(json.dumps({"decoder": {}}))
     with pytest.raises(SystemExit, match="not a bench/emotion.py result"):
         emotion_summary.main([str(tmp_path / "other.json"), "--out", str(out)])
+
+
+def test_refiner_bench_decodes_from_the_inverted_noise_of_the_reference(monkeypatch):
+    """bench/refiner.py --noise: "random" is the pipeline's own noise image; "inverted-reference"
+    is the x_T from which the DDIM decoder renders the speaker's reference frame again."""
+    import torch
+    import torch.nn.functional as F
+    from conftest import tiny_pipeline
+
+    from talker.models import Refiner
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    sys.modules.pop("refiner", None)
+    import refiner as bench
+
+    pipe = tiny_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    pipe.register_modules(refiner=Refiner(in_resolution=pipe.resolution, scale=2, channels=8, num_blocks=1,
+                                          up_channels=8))
+    reference = torch.rand(3, 2 * pipe.resolution, 2 * pipe.resolution, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    pipe.refiner.set_reference(reference)
+    random = bench.noise_image(pipe, "random", 0)
+    assert torch.equal(random, pipe.prepare_fixed_noise(torch.Generator().manual_seed(0)))
+    inverted = bench.noise_image(pipe, "inverted-reference", 0)
+    assert inverted.shape == random.shape and not torch.allclose(inverted, random)
+
+    # with a decoder that predicts no noise, DDIM inversion and decoding undo each other exactly:
+    # the inverted noise renders the reference's downscale, a random one does not
+    for p in pipe.unet.parameters():
+        p.data.zero_()
+    inverted = bench.noise_image(pipe, "inverted-reference", 0)
+    ae = pipe.autoencoder_for("ddim")
+    target = (F.avg_pool2d(reference[None], 2) + 1) / 2
+    z = ae.encode(target)
+
+    def error(x_T):
+        out = ae.decode(z, x_T, bench.INVERSION_STEPS, output_type="pt")
+        return (out.float() - target).abs().mean().item()
+
+    assert error(inverted) < 0.01 < 0.1 < error(random)
