@@ -129,6 +129,8 @@ def noise_image(pipe, kind: str, seed: int) -> torch.Tensor:
     "inverted-reference" (see the module's docstring)."""
     if kind == "random":
         return pipe.prepare_fixed_noise(torch.Generator().manual_seed(seed))
+    if not pipe.refiner.config.use_reference:
+        raise SystemExit("--noise inverted-reference: this speaker's refiner keeps no reference frame to invert")
     teacher = pipe.autoencoder_for("ddim")
     reference = ((F.avg_pool2d(pipe.refiner.reference.float()[None], pipe.refiner.config.scale) + 1) / 2).clamp(0, 1)
     return teacher.invert(reference, num_inference_steps=INVERSION_STEPS)
