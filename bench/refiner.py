@@ -103,13 +103,14 @@ def frame_quality(pipe, clips, seconds: float, x_T: torch.Tensor, decoder: str |
 
 
 @torch.no_grad()
-def speech_figures(pipe, probe, clips, seconds: float, seed: int, fixed_noise: torch.Tensor | None = None) -> dict:
+def speech_figures(pipe, probe, clips, seconds: float, seed: int, x_T: torch.Tensor) -> dict:
+    """The speaker driven by each clip's audio from noise image ``x_T``, refined and not: lip figures and jitter."""
     rows = []
     for clip in clips:
         n = min(clip.n_frames, int(seconds * 25))
         truth = dict(np.load(clip.path / "truth.npz"))
         audio = clip.audio[: n * 640]
-        kw = dict(sampling_rate=16000, emotion=[0, 0, 0, 0], fixed_noise=fixed_noise)
+        kw = dict(sampling_rate=16000, emotion=[0, 0, 0, 0], fixed_noise=x_T)
         big = pipe(audio, generator=torch.Generator().manual_seed(seed), **kw).frames
         small = pipe(audio, generator=torch.Generator().manual_seed(seed), refine=False, **kw).frames
         size = big.shape[1]
@@ -215,8 +216,7 @@ def main(argv=None) -> int:
         results["frames"], sheet = frame_quality(pipe, clips, args.seconds, x_T)
     print("frames", json.dumps(results["frames"]["mean"]))
     if not args.live:
-        results["speech"] = speech_figures(pipe, FaceProbe(), clips, args.seconds, args.seed,
-                                            None if args.noise == "random" else x_T)
+        results["speech"] = speech_figures(pipe, FaceProbe(), clips, args.seconds, args.seed, x_T)
         print("speech", json.dumps(results["speech"]["mean"]))
     if not args.no_speed and not args.live:
         results["speed"] = speed(pipe, args.model, args.seconds_speed, args.seed)
