@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from talker import DAETalkerPipeline
     from talker.cli import bundled_speaker
-    from talker.evaluation.metrics import FaceProbe, closed_threshold, gap_slope, lipsync_scores
+    from talker.evaluation.metrics import FaceProbe, closed_share, closed_threshold, gap_slope, lipsync_scores
     from talker.hub import read_speaker
     from talker.pipelines.images import postprocess_frames
     from talker.training.data import load_dataset
@@ -220,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             moved = pipe.expression(frames_to_x0(small), torch.from_numpy(e).float()[None], onto=frames_to_x0(big))
         return probe.features(postprocess_frames(moved, "np"))[:, 0]
 
-    def closed_share(gap, threshold, silent):
-        return round(float(np.mean(gap[silent] <= threshold)), 4)
+    def closed(gap, threshold, silent):
+        return round(closed_share(gap, threshold, silent), 4)
 
     neutral_poses = np.asarray(neutral.poses)[:n]
     posed_neutral = {}  # the truth's neutral frames at a pose sequence, and their lip gap: the same for every emotion
@@ -247,13 +247,13 @@ def main(argv: list[str] | None = None) -> int:
             gaps["pause_gap_warp_on_truth"] = warp_gap(base_small, base_big, e)
         threshold = closed_threshold(gaps["pause_gap_truth_frames"], truth["mouth_open"][:n])
         neutral_threshold = closed_threshold(neutral_at(neutral_poses)[2], truth["mouth_open"][:n])
-        row = {"closed_threshold": round(threshold, 4), "silent_closed": closed_share(gap, threshold, silent),
+        row = {"closed_threshold": round(threshold, 4), "silent_closed": closed(gap, threshold, silent),
                "neutral_closed_threshold": round(neutral_threshold, 4),
-               "silent_closed_neutral": closed_share(gap_neutral, neutral_threshold, silent)}
+               "silent_closed_neutral": closed(gap_neutral, neutral_threshold, silent)}
         for k, v in gaps.items():
             row[k] = round(float(np.nanmean(v[silent])), 4)
             if k != "pause_gap_neutral_truth_frames":
-                row["silent_closed" + k.removeprefix("pause_gap")] = closed_share(v, threshold, silent)
+                row["silent_closed" + k.removeprefix("pause_gap")] = closed(v, threshold, silent)
         return row
 
     z_neutral_truth = encode(neutral_frames)

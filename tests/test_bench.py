@@ -1,11 +1,12 @@
 """The benches: bench/speed.py runs end to end on a tiny speaker and writes its JSON and plot, and
 bench/emotion_summary.py counts bench/emotion.py's figures against the bars, and bench/refiner.py's
-noise images are what they say."""
+noise images are what they say; the lips-closed share the lip figures count with."""
 
 import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -201,3 +202,17 @@ def test_refiner_bench_decodes_from_the_inverted_noise_of_the_reference(monkeypa
         return (out.float() - target).abs().mean().item()
 
     assert error(inverted) < 0.01 < 0.1 < error(random)
+
+
+def test_lips_closed_share_counts_the_masked_frames_and_an_unread_frame_as_open():
+    from talker.evaluation.metrics import closed_share, lipsync_scores
+
+    gap = np.array([0.01, 0.05, np.nan, 0.02, 0.2])
+    assert closed_share(gap, 0.03) == pytest.approx(2 / 5)
+    silent = np.array([True, True, True, False, False])
+    assert closed_share(gap, 0.03, silent) == pytest.approx(1 / 3)
+    assert np.isnan(closed_share(gap, 0.03, np.zeros(5, bool)))
+    truth = {"mouth_open": np.array([0.0, 0.0, 0.0, 0.3, 0.5]), "speaking": ~silent}
+    scores = lipsync_scores(gap, np.array([0.01, 0.03, 0.02, 0.1, 0.3]), truth, 5)
+    assert scores["closed_threshold"] == pytest.approx(np.percentile([0.01, 0.03, 0.02], 95))
+    assert scores["silent_closed"] == pytest.approx(1 / 3) and scores["silent_closed_truth_frames"] == pytest.approx(2 / 3)

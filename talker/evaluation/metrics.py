@@ -114,6 +114,14 @@ def closed_threshold(gap_truth: np.ndarray, mouth_open: np.ndarray) -> float:
     return float(np.nanpercentile(gap_truth[closed], 95)) if closed.any() else float("nan")
 
 
+def closed_share(gap: np.ndarray, threshold: float, frames: np.ndarray | None = None) -> float:
+    """The share of frames (those where the mask ``frames`` is true, or all) whose lip gap is at
+    most ``threshold`` (see :func:`closed_threshold`); a frame the probe could not read counts as
+    open; NaN where there are no such frames."""
+    gap = gap if frames is None else gap[frames]
+    return float(np.mean(gap <= threshold)) if len(gap) else float("nan")
+
+
 def lipsync_scores(gap_gen: np.ndarray, gap_truth: np.ndarray, truth: dict, n: int) -> dict:
     """Lip-sync of generated frames against a clip's truth (``talker synth``'s, from TTS phoneme
     events or from the forced alignment of a recording), both read by the same face probe.
@@ -126,16 +134,14 @@ def lipsync_scores(gap_gen: np.ndarray, gap_truth: np.ndarray, truth: dict, n: i
     threshold = closed_threshold(gap_truth, mouth_open)
     silent = ~truth["speaking"][:n].astype(bool)
 
-    def closed(gap):
-        return float(np.mean(gap[silent] <= threshold)) if silent.any() else float("nan")
-
     def ratio(gap):
         if not silent.any() or silent.all():
             return float("nan")
         return float(np.nanmean(gap[~silent]) / max(np.nanmean(gap[silent]), 1e-6))
 
     return {"mouth_corr": _corr(gap_gen, mouth_open), "mouth_corr_truth_frames": _corr(gap_truth, mouth_open),
-            "silent_closed": closed(gap_gen), "silent_closed_truth_frames": closed(gap_truth),
+            "silent_closed": closed_share(gap_gen, threshold, silent),
+            "silent_closed_truth_frames": closed_share(gap_truth, threshold, silent),
             "open_ratio": ratio(gap_gen), "open_ratio_truth_frames": ratio(gap_truth), "closed_threshold": threshold}
 
 
@@ -164,7 +170,7 @@ def noise_only_scores(pipe, probe: FaceProbe, threshold: float, *, seconds: floa
         frames = pipe(noise, sampling_rate=16000, generator=torch.Generator().manual_seed(seed), decoder=decoder,
                       refine=refine, **({"num_inference_steps": steps} if steps else {})).frames
         gap = probe.features(frames)[:, 0]
-        out[kind] = float(np.mean(gap <= threshold))
+        out[kind] = closed_share(gap, threshold)
     out["mean"] = float(np.mean(list(out.values()))) if out else float("nan")
     return out
 
