@@ -280,6 +280,46 @@ def test_decoder_fit_bench_scores_each_clips_rendering(dataset, speaker_dir, tmp
     assert all(0 < r["psnr"] < 20 for r in rows)
     assert fit["psnr_mean"] == pytest.approx(np.mean([r["psnr"] for r in rows]), abs=1e-3)
     assert all(r["psnr_best_shift"] >= r["psnr_cut"] and 0 <= r["best_shift_px"] <= 2**0.5 for r in rows)
+    assert "psnr_fitted_latent" not in rows[0]
+
+
+def test_decoder_fit_bench_fits_a_latent_that_the_decoder_renders_nearer_the_frame(dataset, speaker_dir, tmp_path,
+                                                                                   monkeypatch):
+    """--fit-latent-steps: each frame's z_sem fitted through the decoder; the decoder's weights untouched."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    import decoder_fit
+    from talker.pipelines import DAETalkerPipeline
+    from talker.training.refiner import psnr
+
+    pipe = DAETalkerPipeline.from_pretrained(speaker_dir)
+    pipe.set_progress_bar_config(disable=True)
+    ae = pipe.autoencoder_for(None)
+    steps = pipe.default_steps(None)
+    weights = {k: v.clone() for k, v in ae.unet.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    x_T = pipe.prepare_fixed_noise(g)
+    z_star = torch.randn(2, ae.unet.config.z_dim, generator=g)
+    truth = torch.from_numpy(ae.decode(z_star, x_T, num_inference_steps=steps)).permute(0, 3, 1, 2) / 127.5 - 1
+    start = z_star + torch.randn(z_star.shape, generator=g)
+
+    def rendered(z):
+        return torch.from_numpy(ae.decode(z, x_T, num_inference_steps=steps)).permute(0, 3, 1, 2) / 127.5 - 1
+
+    fitted = decoder_fit.fit_latent(ae, start, truth, x_T, steps, 40, lr=0.05)
+    assert psnr(rendered(fitted), truth) > psnr(rendered(start), truth) + 1
+    assert all(torch.equal(v, ae.unet.state_dict()[k]) for k, v in weights.items())
+    assert all(p.requires_grad for p in ae.unet.parameters())
+
+    out = tmp_path / "fit.json"
+    data = str(dataset / "data")
+    assert decoder_fit.main(["--model", str(speaker_dir), "--data", data, "--out", str(out), "--clips", "1",
+                             "--every", "7", "--frames", "2", "--fit-latent-steps", "2"]) == 0
+    fit = json.loads(out.read_text())
+    row = fit["datasets"][data]["per_clip"][0]
+    assert fit["fit_latent_steps"] == 2 and row["latent_shift"] > 0 and 0 < row["psnr_fitted_latent"] < 60
+    z = torch.tensor([[3.0, 4.0], [0.0, 4.0], [3.0, 0.0]])  # |z| 5, 4, 3; distances 3, 4, 5
+    assert decoder_fit.latent_spread(z) == pytest.approx((3 / 5 + 4 / 5 + 3 / 4 + 5 / 4 + 4 / 3 + 5 / 3) / 6, abs=1e-3)
+    assert fit["datasets"][data]["psnr_fitted_latent_mean"] == row["psnr_fitted_latent"]
 
 
 def test_train_refiner_on_the_speakers_own_frames_and_resume(dataset, speaker_dir, tmp_path):
