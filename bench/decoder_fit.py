@@ -59,7 +59,9 @@ def decoder_fit(pipe, clips, every: int, frames: int, seed: int, fit_latent_step
                          "latent_shift": round(float(((fitted - z).norm(dim=1) / z.norm(dim=1)).mean()), 3),
                          "latent_spread": latent_spread(z)}
     values = [r["psnr"] for r in rows]
-    means = ("psnr_cut", "psnr_best_shift", "best_shift_px") + (("psnr_fitted_latent", "latent_shift", "latent_spread") if fit_latent_steps else ())
+    means = ("psnr_cut", "psnr_best_shift", "best_shift_px")
+    if fit_latent_steps:
+        means += ("psnr_fitted_latent", "latent_shift", "latent_spread")
     return {"psnr_mean": round(float(np.mean(values)), 3), "psnr_min": min(values), "psnr_max": max(values),
             **{f"{k}_mean": round(float(np.mean([r[k] for r in rows])), 3) for k in means},
             "clips": len(rows), "per_clip": rows}
@@ -142,8 +144,8 @@ def main(argv=None) -> int:
                "resolution": pipe.resolution, "fit_latent_steps": args.fit_latent_steps, "datasets": {}}
     for data in args.data:
         _, clips = load_dataset(data)
-        results["datasets"][data] = fit = decoder_fit(pipe, clips[: args.clips], args.every, args.frames, args.seed,
-                                                                 args.fit_latent_steps)
+        fit = decoder_fit(pipe, clips[: args.clips], args.every, args.frames, args.seed, args.fit_latent_steps)
+        results["datasets"][data] = fit
         print(data, {k: v for k, v in fit.items() if k != "per_clip"})
     results["seconds"] = round(time.perf_counter() - tic, 1)
     print(f"wrote {write_results(args.out, results)}")
