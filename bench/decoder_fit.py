@@ -8,7 +8,8 @@ each): the frames encoded by the semantic encoder and decoded by the speaker's d
 steps from one fixed noise image, against the same frames, at the decoder's size: PSNR per clip and
 its mean. A refiner sees only such renderings, so what they lose against their truth (a few pixels
 of head, hair and suit outline, the expression's details) bounds what it can restore; the gap
-between the training clips and held-out ones is how much of that is the encoder and decoder not generalising.
+between the training clips and held-out ones is how much of that is the encoder and decoder not
+generalising.
 ``psnr_cut`` / ``psnr_best_shift``: the same without the frames' edges, as they are and with each
 rendering moved (within ±1 pixel) to where it fits best; ``best_shift_px``: how far.
 
