@@ -82,23 +82,15 @@ def fit_latent(ae, z: torch.Tensor, truth: torch.Tensor, x_T: torch.Tensor, step
     """z_sem fitted to ``truth`` ((B, 3, H, W) in [-1, 1]) from the encoder's ``z``: ``iterations``
     Adam steps on the squared error of ``ae``'s rendering (``steps`` denoising steps from ``x_T``,
     the decoder's weights untouched)."""
-    unet = ae.unet
-    trainable = [p for p in unet.parameters() if p.requires_grad]
-    for p in trainable:
-        p.requires_grad_(False)
-    try:
-        z = z.detach().clone().float().requires_grad_(True)
-        opt = torch.optim.Adam([z], lr=lr)
-        with torch.enable_grad():
-            for _ in range(iterations):
-                out = ddim_decode(unet, ae.scheduler, z, x_T.to(z.dtype), steps, batch_size=len(z), precision=ae.precision)
-                loss = F.mse_loss(out.float(), truth)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-    finally:
-        for p in trainable:
-            p.requires_grad_(True)
+    z = z.detach().clone().float().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=lr)
+    with torch.enable_grad():
+        for _ in range(iterations):
+            out = ddim_decode(ae.unet, ae.scheduler, z, x_T.to(z.dtype), steps, batch_size=len(z),
+                              precision=ae.precision)
+            # the gradient of z alone: the decoder's weights get none and are not stepped
+            (z.grad,) = torch.autograd.grad(F.mse_loss(out.float(), truth), [z])
+            opt.step()
     return z.detach()
 
 

@@ -289,6 +289,7 @@ def test_decoder_fit_bench_fits_a_latent_that_the_decoder_renders_nearer_the_fra
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
     import decoder_fit
     from talker.pipelines import DAETalkerPipeline
+    from talker.training.distill import frames_to_x0
     from talker.training.refiner import psnr
 
     pipe = DAETalkerPipeline.from_pretrained(speaker_dir)
@@ -298,13 +299,13 @@ def test_decoder_fit_bench_fits_a_latent_that_the_decoder_renders_nearer_the_fra
     weights = {k: v.clone() for k, v in ae.unet.state_dict().items()}
     g = torch.Generator().manual_seed(0)
     x_T = pipe.prepare_fixed_noise(g)
-    z_star = torch.randn(2, ae.unet.config.z_dim, generator=g)
-    truth = torch.from_numpy(ae.decode(z_star, x_T, num_inference_steps=steps)).permute(0, 3, 1, 2) / 127.5 - 1
-    start = z_star + torch.randn(z_star.shape, generator=g)
 
     def rendered(z):
-        return torch.from_numpy(ae.decode(z, x_T, num_inference_steps=steps)).permute(0, 3, 1, 2) / 127.5 - 1
+        return frames_to_x0(ae.decode(z, x_T, num_inference_steps=steps))
 
+    z_star = torch.randn(2, ae.unet.config.z_dim, generator=g)
+    truth = rendered(z_star)
+    start = z_star + torch.randn(z_star.shape, generator=g)
     fitted = decoder_fit.fit_latent(ae, start, truth, x_T, steps, 40, lr=0.05)
     assert psnr(rendered(fitted), truth) > psnr(rendered(start), truth) + 1
     assert all(torch.equal(v, ae.unet.state_dict()[k]) for k, v in weights.items())
