@@ -18,6 +18,9 @@
 # speech2latent and continues the distilled decoder on the speaker's frames, against the shipped
 # DAE (what the current checkpoint did); the refiner (stage 6) was trained 7,000 steps on the
 # exported speaker, then 1,500 more with a patch discriminator (--adv-weight 0.02).
+# Every dataset is cut with the training data's square (`talker prepare --crop-from "$WORK/data"`);
+# the shipped DAE, speech2latent, refiner and warp were trained on clips framed one by one (before
+# `talker prepare` kept a speaker's square), so a WORK folder from then needs preparing again.
 set -euo pipefail
 WORK=${WORK:-runs/bundled}
 RES=${RES:-64}
@@ -46,7 +49,8 @@ mkdir -p "$WORK"
 [ -f "$WORK/synth-train/meta.json" ] || talker synth --out "$WORK/synth-train" --clips 48 --seconds 14 --seed 100 --emotion random
 [ -f "$WORK/synth-heldout/meta.json" ] || talker synth --out "$WORK/synth-heldout" --clips 8 --seconds 14 --seed 200 --emotion random
 [ -f "$WORK/data/dataset.json" ] || talker prepare "$WORK/synth-train/videos" --out "$WORK/data" --resolution "$RES"
-[ -f "$WORK/heldout/dataset.json" ] || talker prepare "$WORK/synth-heldout/videos" --out "$WORK/heldout" --resolution "$RES"
+[ -f "$WORK/heldout/dataset.json" ] || talker prepare "$WORK/synth-heldout/videos" --out "$WORK/heldout" --resolution "$RES" \
+    --crop-from "$WORK/data"
 
 # 2. the diffusion autoencoder (skipped when speech2latent is retrained against a shipped DAE)
 if [ -z "$S2L_FROM_DAE" ]; then
@@ -108,7 +112,7 @@ lang_speech() {  # CODE FOLDER SPEAKER TRAIN_CLIPS CREDIT
     [ -f "$WORK/synth-$1-heldout/meta.json" ] || talker synth --out "$WORK/synth-$1-heldout" "${args[@]}" \
         --split heldout --seconds 10 --seed 402 --emotion none
     [ -f "$WORK/heldout-$1/dataset.json" ] || talker prepare "$WORK/synth-$1-heldout/videos" --out "$WORK/heldout-$1" \
-        --resolution "$RES" --refiner-resolution "$REFINE_RES"
+        --resolution "$RES" --refiner-resolution "$REFINE_RES" --crop-from "$WORK/data"
 }
 lang_speech es es_MX_f_Allison allison-es 16 "Allison Smith's recordings of the Asterisk core sound prompts in Mexican Spanish (Debian asterisk-core-sounds-es-g722), CC-BY-SA-3.0"
 lang_speech fr fr_CA_f_June june 24 "June Wallack's recordings of the Asterisk core sound prompts in Canadian French (Debian asterisk-core-sounds-fr-g722), CC-BY-SA-3.0"
@@ -117,13 +121,13 @@ lang_speech it it_IT_m_Carlo carlo 0 "Carlo Flora's recordings of the Asterisk c
 # speech2latent's data (English: a mix with the other languages' prompts and half the English
 # clips lost on every English set); `talker prepare` and `talker encode` run again only add what is new
 talker prepare "$WORK/synth-espeak/videos" "$WORK/synth-allison/videos" "$WORK/synth-espeak-extra/videos" \
-    "$WORK/synth-espeak-variants/videos" --out "$WORK/voices" --resolution "$RES"
+    "$WORK/synth-espeak-variants/videos" --out "$WORK/voices" --resolution "$RES" --crop-from "$WORK/data"
 # the held-out sets keep their crops at the refiner's size too: bench/real_speech.py compares
 # refined frames with truth frames of the same size
 [ -f "$WORK/heldout-allison/dataset.json" ] || talker prepare "$WORK/synth-allison-heldout/videos" \
-    --out "$WORK/heldout-allison" --resolution "$RES" --refiner-resolution "$REFINE_RES"
+    --out "$WORK/heldout-allison" --resolution "$RES" --refiner-resolution "$REFINE_RES" --crop-from "$WORK/data"
 [ -f "$WORK/heldout-espeak/dataset.json" ] || talker prepare "$WORK/synth-espeak-heldout/videos" \
-    --out "$WORK/heldout-espeak" --resolution "$RES" --refiner-resolution "$REFINE_RES"
+    --out "$WORK/heldout-espeak" --resolution "$RES" --refiner-resolution "$REFINE_RES" --crop-from "$WORK/data"
 S2L_DAE=${S2L_FROM_DAE:-$WORK/dae}
 # (--ema-decay 0 below: these stages were trained and kept as their plain weights, before
 # train s2l scored a moving average of them)
@@ -166,9 +170,9 @@ export_speaker
 [ -f "$WORK/synth-refine-heldout/meta.json" ] || talker synth --out "$WORK/synth-refine-heldout" --clips 6 --seconds 8 \
     --seed 701 --emotion none --resolution 384
 [ -f "$WORK/refine/dataset.json" ] || talker prepare "$WORK/synth-refine/videos" --out "$WORK/refine" \
-    --resolution "$RES" --refiner-resolution "$REFINE_RES"
+    --resolution "$RES" --refiner-resolution "$REFINE_RES" --crop-from "$WORK/data"
 [ -f "$WORK/refine-heldout/dataset.json" ] || talker prepare "$WORK/synth-refine-heldout/videos" \
-    --out "$WORK/refine-heldout" --resolution "$RES" --refiner-resolution "$REFINE_RES"
+    --out "$WORK/refine-heldout" --resolution "$RES" --refiner-resolution "$REFINE_RES" --crop-from "$WORK/data"
 if [ -z "${REFINER:-}" ]; then
     talker train refiner --model "$OUT" --data "$WORK/refine" --output "$WORK/refiner" --max-steps "$REFINER_STEPS" --warp-reference \
         --checkpoint-every 250 --eval-every 250 --resume
@@ -212,7 +216,8 @@ fi
 SOUNDS=usr/share/asterisk/sounds
 # (the shipped gate's synth clips: 24, 26 and 24 of the first three English sets and the three languages)
 talker prepare "$WORK/synth-espeak/videos" "$WORK/synth-allison/videos" "$WORK/synth-espeak-extra/videos" \
-    "$WORK/synth-es/videos" "$WORK/synth-fr/videos" "$WORK/synth-ru/videos" --out "$WORK/voices-gate" --resolution "$RES"
+    "$WORK/synth-es/videos" "$WORK/synth-fr/videos" "$WORK/synth-ru/videos" --out "$WORK/voices-gate" --resolution "$RES" \
+    --crop-from "$WORK/data"
 talker train gate --data "$WORK/voices-gate" --speech "$SPEECH" "$WORK/asterisk-es/$SOUNDS/es_MX_f_Allison" \
     "$WORK/asterisk-fr/$SOUNDS/fr_CA_f_June" "$WORK/asterisk-ru/$SOUNDS/ru_RU_f_IvrvoiceRU" \
     "$IT_PROMPTS/$SOUNDS/it_IT_f_Menardi" --speech-held-out 0.12 --babble-speeds 0.15 --bidirectional \
@@ -233,7 +238,7 @@ for take in none happy=1 sad=1 angry=1 surprised=1; do
     [ -f "$WORK/takes-${take%%=*}/dataset.json" ] && continue
     talker synth --out "$WORK/synth-takes-${take%%=*}" --clips 24 --seconds 8 --seed 700 --emotion "$take" --voices "$TAKE_VOICES"
     talker prepare "$WORK/synth-takes-${take%%=*}/videos" --out "$WORK/takes-${take%%=*}" --resolution "$RES" \
-        --refiner-resolution "$REFINE_RES"
+        --refiner-resolution "$REFINE_RES" --crop-from "$WORK/data"
 done
 [ -d "$OUT/expression" ] || talker add-emotion "$OUT" --method warp --neutral "$WORK/takes-none" \
     --data "$WORK/takes-happy" "$WORK/takes-sad" "$WORK/takes-angry" "$WORK/takes-surprised"   # skipped once added

@@ -10,7 +10,7 @@ import sys
 
 from .defaults import (DATASET_RESOLUTION, DECODERS, DEFAULT_DISTILLED_STEPS, DEFAULT_MAX_DURATION, DEFAULT_STEPS,
                        EMOTION_INPUT, EMOTION_LEARNING, EMOTION_METHODS, EMOTION_WARP, EXPRESSION_FIELD_SCALES,
-                       EXPRESSION_READ_FROM, POSE_MODES, PRECISIONS, SCHEDULERS, SPEECH_LANGUAGE)
+                       EXPRESSION_READ_FROM, FRAMINGS, POSE_MODES, PRECISIONS, SCHEDULERS, SPEECH_LANGUAGE)
 from .errors import TalkerError
 from .training.configs import DAEConfig, DistillConfig, GateConfig, RefinerConfig, S2LConfig, add_options, from_options
 
@@ -242,7 +242,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                           f"got {', '.join(wrong)}")
     index = prepare_dataset(args.videos, args.out, resolution=args.resolution, fps=args.fps, progress=not args.quiet,
                             refiner_resolution=args.refiner_resolution,
-                            emotion=None if given is None else [given.get(name, 0.0) for name in EMOTIONS])
+                            emotion=None if given is None else [given.get(name, 0.0) for name in EMOTIONS],
+                            framing=args.framing, crop_from=args.crop_from)
     minutes = sum(c["duration"] for c in index["clips"]) / 60
     print(f"{args.out}: {len(index['clips'])} clips ({minutes:.1f} min), {len(index['skipped'])} skipped")
     return 0
@@ -516,6 +517,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refiner-resolution", type=int,
                    help="also keep the crops at this side (--resolution × 2, 4, 8, …), the truth of `train refiner`")
     p.add_argument("--fps", type=int, default=25)
+    p.add_argument("--framing", choices=FRAMINGS,
+                   help="speaker (a new dataset's default): every clip cut with one square, the speaker's, as a "
+                        "camera that stays put frames them; clip: each clip with its own square (videos from "
+                        "different set-ups). A dataset keeps the framing it was started with")
+    p.add_argument("--crop-from", metavar="DATA",
+                   help="cut the clips with the square of this prepared dataset of the same speaker (held-out "
+                        "clips, new takes), so that they are framed as the speaker was trained")
     p.add_argument("--emotion", nargs="*", metavar="NAME=VALUE",
                    help="label every frame with the emotion the takes were recorded in, e.g. happy=1 (for "
                         "`talker add-emotion --method warp`; synthetic clips keep their own labels)")

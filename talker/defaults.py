@@ -73,6 +73,8 @@ DEFAULT_MAX_DURATION = 600.0  # longest audio (seconds) accepted unless the call
 SCHEDULERS = ("ddim", "dpmsolver++", "unipc")
 # side of the face crops `talker prepare` makes; `talker train dae` trains at the dataset's side
 DATASET_RESOLUTION = 128
+#: how `talker prepare` frames a speaker's clips: one square for all of them (the default), or each its own
+FRAMINGS = ("speaker", "clip")
 
 NOISE_TEST_LEVEL_DBFS = -26.0  # RMS of the noise-alone tests (evaluate, train gate): a speech-like level
 # the language recorded speech is aligned in unless told (an espeak-ng voice): the aligner's own

@@ -81,6 +81,43 @@ def test_prepare_writes_the_dataset_and_skips_unusable_videos(dataset):
         assert np.load(d / "emotion.npy").shape == (clip["frames"], 4)
 
 
+def test_prepare_frames_the_speaker_with_one_square_that_held_out_clips_take(dataset, tmp_path):
+    """Every clip of a new dataset is cut with the speaker's square (the median of the clips' own),
+    which another dataset takes with --crop-from at its own picture size; a clip filmed otherwise is
+    cut with its own square and says so; --framing clip cuts each with its own."""
+    from talker.data.prepare import find_face
+
+    index = json.loads((dataset / "data" / "dataset.json").read_text())
+    videos = sorted((dataset / "synth" / "videos").glob("*.mp4"))
+    own = np.array([find_face(v).own_square for v in videos])
+    square = index["square"]
+    assert index["framing"] == "speaker" and (square["width"], square["height"]) == (128, 128)
+    assert [square["x0"], square["y0"], square["side"]] == [int(round(v)) for v in np.median(own, 0)]
+    assert all(c["crop"] == [square["x0"], square["y0"], square["side"]] and c["framing"] == "speaker"
+               for c in index["clips"])
+    # the same clip filmed at twice the size, and in a wider picture (another set-up)
+    big, wide = tmp_path / "big.mp4", tmp_path / "wide.mp4"
+    for path, vf in ((big, "scale=256:256"), (wide, "pad=228:128:50:0")):
+        subprocess.run([FFMPEG, "-v", "error", "-i", str(videos[0]), "-vf", vf, "-c:v", "libx264", "-crf", "12",
+                        "-c:a", "aac", str(path)], check=True)
+    talker("prepare", big, wide, "--out", tmp_path / "held", "--resolution", 16, "--crop-from", dataset / "data", "-q")
+    held = json.loads((tmp_path / "held" / "dataset.json").read_text())
+    clips = {Path(c["source"]).name: c for c in held["clips"]}
+    assert held["square"] == square and clips["big.mp4"]["framing"] == "speaker"
+    assert clips["big.mp4"]["crop"] == [2 * square["x0"], 2 * square["y0"], 2 * square["side"]]
+    assert clips["wide.mp4"]["framing"] == "own" and clips["wide.mp4"]["crop"] == list(find_face(wide).own_square)
+    # each clip its own square; such a dataset gives no square to take, and keeps its framing
+    talker("prepare", *videos, "--out", tmp_path / "own", "--resolution", 16, "--framing", "clip", "-q")
+    by_clip = json.loads((tmp_path / "own" / "dataset.json").read_text())
+    assert by_clip["framing"] == "clip" and "square" not in by_clip
+    assert [c["crop"] for c in by_clip["clips"]] == own.tolist()
+    r = talker("prepare", big, "--out", tmp_path / "none", "--resolution", 16, "--crop-from", tmp_path / "own",
+               check=False)
+    assert r.returncode != 0 and "keeps no speaker's square" in r.stderr
+    r = talker("prepare", big, "--out", tmp_path / "own", "--resolution", 16, "--framing", "speaker", check=False)
+    assert r.returncode != 0 and "frames its clips by clip" in r.stderr
+
+
 def test_train_encode_export_generate(dataset, tmp_path):
     data, dae, s2l, ckpt = dataset / "data", tmp_path / "dae", tmp_path / "s2l", tmp_path / "speaker"
     talker("train", "dae", "--data", data, "--output", dae, *TINY_DAE, "--max-steps", 3, "--checkpoint-every", 3, "-q")

@@ -1,15 +1,28 @@
 """``talker prepare``: talking-head videos → a training dataset.
 
 For each video: decode at 25 fps, find the face in every frame with MediaPipe's face mesh (the
-landmark model ships inside its wheel; ``requirements-prepare.txt``), take **one fixed square
-crop per clip** around the face (the head moves inside it; the crop never jitters), resize,
-take the audio as 16 kHz mono, and estimate the head pose of every frame by PnP of the 2-D
-landmarks against a 3-D model of this person's face (the Procrustes mean of the mesh's own 3-D
-landmarks over the dataset's first clip; pose 0 is the speaker's average pose there).
+landmark model ships inside its wheel; ``requirements-prepare.txt``), cut **one fixed square**
+around the face (the head moves inside it; the crop never jitters), resize, take the audio as
+16 kHz mono, and estimate the head pose of every frame by PnP of the 2-D landmarks against a 3-D
+model of this person's face (the Procrustes mean of the mesh's own 3-D landmarks over the
+dataset's first clip; pose 0 is the speaker's average pose there).
+
+Framing (``framing``): by default every clip of a speaker is cut with **the speaker's square**:
+the median, over the clips of the dataset's first run, of each clip's own square (its median face
+centre, sized from the face's extent), kept in ``dataset.json`` and taken by every later clip, or
+by another dataset of the same speaker with ``crop_from`` (held-out clips, new takes). A camera
+that stays put then frames the speaker's body, hair and background at the same pixels in every
+clip, as in DAE-Talker's single-video setting; with a square per clip (``framing="clip"``) they
+shift by a few pixels from clip to clip with the clip's head motion, a shift the diffusion
+autoencoder learns only where its training clips happen to have it (held-out clips cut with the
+bundled speaker's training square come back 1.6–3.3 dB nearer their truth than cut with their own:
+``bench/decoder_fit.py``). A clip filmed otherwise (another picture shape, or its face away from
+the square) is cut with its own square, and its entry says so (``"framing": "own"``).
 
 Dataset layout (the same for real and synthetic speakers)::
 
-    DATA/dataset.json                 fps, resolution, clips (id, source, frames, crop), skipped
+    DATA/dataset.json                 fps, resolution, framing, square, clips (id, source, frames,
+                                      crop, framing), skipped
     DATA/face_model.npy               (468, 3) the speaker's 3-D face, for PnP
     DATA/clips/<id>/frames.mp4        lossless RGB H.264 of the crops (compact, exact)
     DATA/clips/<id>/frames_<R>.mp4    the same crops at the refiner's resolution R (--refiner-resolution)
@@ -27,6 +40,7 @@ import math
 import os
 from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -34,13 +48,17 @@ import numpy as np
 import soundfile as sf
 
 from ..audio import FPS, SAMPLE_RATE
-from ..defaults import DATASET_RESOLUTION
+from ..defaults import DATASET_RESOLUTION, FRAMINGS
 from ..errors import TalkerError, VideoError
 from ..video import VideoWriter, iter_frames, read_audio_track
 
 # landmarks that expressions barely move: nose, eye corners, forehead, cheekbones, temples
 RIGID = [1, 4, 5, 6, 168, 197, 195, 33, 133, 263, 362, 10, 151, 9, 234, 454, 93, 323, 116, 345, 127, 356, 21, 251]
 CROP_SCALE = 1.9  # crop side / face size
+#: a clip takes the speaker's square where its own square's centre lies within this share of the
+#: square's side of the speaker's, and its side within this range of the speaker's; else its own
+SQUARE_OFFSET = 0.15
+SQUARE_SIDE_RANGE = (0.8, 1.25)
 
 
 def _face_mesh():
@@ -191,13 +209,23 @@ def _truth_for(video: Path) -> dict | None:
     return None
 
 
-def prepare_video(video: Path, out_dir: Path, clip_id: str, resolution: int, fps: int = FPS,
-                  refiner_resolution: int | None = None, emotion: Sequence[float] | None = None) -> dict:
-    """Prepare one video; returns its dataset entry. Raises TalkerError when it must be skipped.
-    With ``refiner_resolution``, the same crops are also kept at that size (``frames_<R>.mp4``);
-    with ``emotion`` (intensities in ``EMOTIONS`` order), every frame is labelled with it, unless
-    the video has ``talker synth`` truth (whose labels are per frame)."""
-    # two passes over the video, so that a long high-resolution video never sits in memory
+@dataclass
+class Face:
+    """A video's face track: (N, 468, 3) landmarks in pixels (gaps filled), the share of frames it
+    was found in, and the picture's size."""
+
+    landmarks: np.ndarray
+    found: float
+    height: int
+    width: int
+
+    @property
+    def own_square(self) -> tuple[int, int, int]:
+        return stable_crop(self.landmarks, self.height, self.width)
+
+
+def find_face(video: Path, fps: int = FPS) -> Face:
+    """The face in every frame of ``video``; raises TalkerError where the clip cannot be used."""
     try:
         audio = read_audio_track(video)
         if audio is None or len(audio) == 0:
@@ -208,8 +236,51 @@ def prepare_video(video: Path, out_dir: Path, clip_id: str, resolution: int, fps
     found = np.isfinite(landmarks).all(axis=(1, 2))
     if found.mean() < 0.5:
         raise TalkerError(f"no detectable face (found in {found.mean():.0%} of frames)")
-    landmarks = _fill_gaps(landmarks)
-    crop = stable_crop(landmarks, h, w)
+    return Face(_fill_gaps(landmarks), float(found.mean()), h, w)
+
+
+def speaker_square(faces: Sequence[Face]) -> dict:
+    """The speaker's square: the median of the clips' own squares (x0, y0, side), in pixels of the
+    first clip's picture (clips of another picture shape left out), with that picture's size."""
+    first = faces[0]
+    alike = [f for f in faces if f.width * first.height == f.height * first.width]
+    squares = [np.array(f.own_square) * first.width / f.width for f in alike]
+    x0, y0, side = (int(round(v)) for v in np.median(squares, axis=0))
+    return {"x0": x0, "y0": y0, "side": side, "width": first.width, "height": first.height}
+
+
+def square_for(square: dict, face: Face) -> tuple[int, int, int] | None:
+    """The speaker's ``square`` in this clip's picture, or None where the clip was filmed otherwise:
+    another picture shape, or its own square away from the speaker's (``SQUARE_OFFSET``,
+    ``SQUARE_SIDE_RANGE``)."""
+    if face.width * square["height"] != face.height * square["width"]:
+        return None
+    k = face.width / square["width"]
+    crop = tuple(int(round(square[key] * k)) for key in ("x0", "y0", "side"))
+    x0, y0, side = face.own_square
+    offset = max(abs(x0 + side / 2 - crop[0] - crop[2] / 2), abs(y0 + side / 2 - crop[1] - crop[2] / 2)) / crop[2]
+    lo, hi = SQUARE_SIDE_RANGE
+    if offset > SQUARE_OFFSET or not lo <= side / crop[2] <= hi:
+        return None
+    return crop
+
+
+def prepare_video(video: Path, out_dir: Path, clip_id: str, resolution: int, fps: int = FPS,
+                  refiner_resolution: int | None = None, emotion: Sequence[float] | None = None,
+                  face: Face | None = None, crop: tuple[int, int, int] | None = None) -> dict:
+    """Prepare one video; returns its dataset entry. Raises TalkerError when it must be skipped.
+    With ``refiner_resolution``, the same crops are also kept at that size (``frames_<R>.mp4``);
+    with ``emotion`` (intensities in ``EMOTIONS`` order), every frame is labelled with it, unless
+    the video has ``talker synth`` truth (whose labels are per frame). ``face``: its face track
+    (:func:`find_face`) where already found; ``crop``: the square to cut (default: its own)."""
+    # two passes over the video, so that a long high-resolution video never sits in memory
+    face = face or find_face(video, fps)
+    try:
+        audio = read_audio_track(video)
+    except VideoError as e:
+        raise TalkerError(f"not a readable video ({e})") from None
+    landmarks, h, w = face.landmarks, face.height, face.width
+    crop = crop or face.own_square
     # one face model per dataset (from its first clip), so every clip's poses share one frame
     model_path = out_dir / "face_model.npy"
     if model_path.is_file():
@@ -236,7 +307,7 @@ def prepare_video(video: Path, out_dir: Path, clip_id: str, resolution: int, fps
     sf.write(clip_dir / "audio.wav", audio, SAMPLE_RATE, subtype="FLOAT")
     np.save(clip_dir / "pose.npy", pose.astype(np.float32))
     entry = {"id": clip_id, "source": str(video), "frames": n, "duration": n / fps, "crop": list(crop),
-             "face_found": float(found.mean())}
+             "face_found": face.found}
     truth = _truth_for(video)
     if truth is not None and len(truth["emotion"]) == n:
         np.save(clip_dir / "emotion.npy", truth["emotion"].astype(np.float32))
@@ -251,11 +322,15 @@ def prepare_video(video: Path, out_dir: Path, clip_id: str, resolution: int, fps
 
 def prepare_dataset(videos: list[str | Path], out_dir: str | Path, resolution: int = DATASET_RESOLUTION, fps: int = FPS,
                     progress: bool = True, refiner_resolution: int | None = None,
-                    emotion: Sequence[float] | None = None) -> dict:
+                    emotion: Sequence[float] | None = None, framing: str | None = None,
+                    crop_from: str | Path | None = None) -> dict:
     """Prepare every video into ``out_dir``; clips that cannot be used are reported and skipped.
     ``refiner_resolution`` (a power-of-two multiple of ``resolution``) keeps the crops at that
     size too, the truth of ``talker train refiner``; ``emotion`` labels every frame of recorded
-    takes with the emotion they were recorded in (``talker add-emotion --method warp``)."""
+    takes with the emotion they were recorded in (``talker add-emotion --method warp``);
+    ``framing`` "speaker" (a new dataset's default) or "clip" (see the module's docstring; a
+    dataset keeps the framing it was started with); ``crop_from``: a dataset of the same speaker
+    whose square this one takes."""
     from tqdm.auto import tqdm
 
     if resolution < 16 or resolution % 2:
@@ -264,6 +339,11 @@ def prepare_dataset(videos: list[str | Path], out_dir: str | Path, resolution: i
         ratio = refiner_resolution / resolution
         if ratio < 2 or ratio != 2 ** round(math.log2(ratio)):
             raise TalkerError(f"--refiner-resolution must be {resolution} × 2, 4, 8, …; got {refiner_resolution}")
+    if framing is not None and framing not in FRAMINGS:
+        raise TalkerError(f"--framing must be one of {', '.join(FRAMINGS)}; got {framing}")
+    square = _square_of(crop_from) if crop_from is not None else None
+    if square is not None and framing == "clip":
+        raise TalkerError("--crop-from gives the speaker's square: it goes with --framing speaker, not clip")
     files: list[Path] = []
     for v in videos:
         p = Path(v)
@@ -274,7 +354,6 @@ def prepare_dataset(videos: list[str | Path], out_dir: str | Path, resolution: i
     if not files:
         raise TalkerError("no videos given")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     index_path = out / "dataset.json"
     index = json.loads(index_path.read_text()) if index_path.is_file() else {"clips": [], "skipped": []}
     if index.get("resolution", resolution) != resolution:
@@ -282,20 +361,47 @@ def prepare_dataset(videos: list[str | Path], out_dir: str | Path, resolution: i
     if index["clips"] and index.get("refiner_resolution") != refiner_resolution:
         raise TalkerError(f"{out} was prepared with refiner resolution {index.get('refiner_resolution')}; "
                           f"use another --out for {refiner_resolution}")
-    index.update(fps=fps, resolution=resolution, sampling_rate=SAMPLE_RATE, refiner_resolution=refiner_resolution)
+    # a dataset keeps its framing: one started before squares cut each clip with its own
+    kept = index.get("framing", "clip" if index["clips"] else None)
+    if kept is not None and framing is not None and framing != kept:
+        raise TalkerError(f"{out} frames its clips by {kept}; use another --out for --framing {framing}")
+    if square is not None and (kept == "clip" or index.get("square", square) != square):
+        raise TalkerError(f"{out} already has its own framing; use another --out for --crop-from {crop_from}")
+    framing = kept or framing or "speaker"
+    out.mkdir(parents=True, exist_ok=True)
+    index.update(fps=fps, resolution=resolution, sampling_rate=SAMPLE_RATE, refiner_resolution=refiner_resolution,
+                 framing=framing)
     done = {c["source"] for c in index["clips"]}
     new_model = not (out / "face_model.npy").is_file()
-    for video in tqdm(files, desc="preparing videos", unit="video", disable=not progress):
-        if str(video) in done:
-            continue
-        clip_id = _unique_id(video.stem, {c["id"] for c in index["clips"]})
+    # first every new video's face, so that a new dataset's square comes from all of its clips
+    faces: dict[Path, Face] = {}
+    for video in tqdm([f for f in files if str(f) not in done], desc="finding faces", unit="video",
+                      disable=not progress):
         try:
             if not video.is_file():
                 raise TalkerError("file not found")
-            index["clips"].append(prepare_video(video, out, clip_id, resolution, fps, refiner_resolution, emotion))
+            faces[video] = find_face(video, fps)
         except TalkerError as e:
             index["skipped"].append({"source": str(video), "reason": str(e)})
             print(f"skipped {video}: {e}")
+    if framing == "speaker" and faces and "square" not in index:
+        index["square"] = square or speaker_square(list(faces.values()))
+    _write_index(index_path, index)
+    for video, face in tqdm(faces.items(), desc="preparing videos", unit="video", disable=not progress):
+        clip_id = _unique_id(video.stem, {c["id"] for c in index["clips"]})
+        crop = square_for(index["square"], face) if framing == "speaker" else None
+        try:
+            entry = prepare_video(video, out, clip_id, resolution, fps, refiner_resolution, emotion, face, crop)
+        except TalkerError as e:
+            index["skipped"].append({"source": str(video), "reason": str(e)})
+            print(f"skipped {video}: {e}")
+        else:
+            if framing == "speaker":
+                entry["framing"] = "speaker" if crop else "own"
+                if not crop:
+                    print(f"{video}: cut with its own square (filmed otherwise than the speaker's square: "
+                          f"picture {face.width}×{face.height}, face at {face.own_square})")
+            index["clips"].append(entry)
         _write_index(index_path, index)  # after every clip: an interrupted run loses nothing
     if new_model and index["clips"]:
         # pose 0 = the speaker's average head pose over the whole dataset (small angles: the
@@ -307,6 +413,18 @@ def prepare_dataset(videos: list[str | Path], out_dir: str | Path, resolution: i
         index["pose_reference"] = "degrees from the speaker's average head pose in the dataset"
         _write_index(index_path, index)
     return index
+
+
+def _square_of(data: str | Path) -> dict:
+    """The speaker's square kept by the prepared dataset ``data`` (``--crop-from``)."""
+    path = Path(data) / "dataset.json"
+    if not path.is_file():
+        raise TalkerError(f"--crop-from takes a dataset folder from `talker prepare`; {path} is missing")
+    square = json.loads(path.read_text()).get("square")
+    if square is None:
+        raise TalkerError(f"--crop-from {data}: that dataset keeps no speaker's square (prepared with --framing clip "
+                          f"or before squares); prepare the speaker's clips again without --framing clip")
+    return square
 
 
 def _write_index(path: Path, index: dict) -> None:
