@@ -210,7 +210,7 @@ def _truth_for(video: Path) -> dict | None:
 
 
 @dataclass
-class Face:
+class FaceTrack:
     """A video's face track: (N, 468, 3) landmarks in pixels (gaps filled), the share of frames it
     was found in, and the picture's size."""
 
@@ -224,7 +224,7 @@ class Face:
         return stable_crop(self.landmarks, self.height, self.width)
 
 
-def find_face(video: Path, fps: int = FPS) -> Face:
+def find_face(video: Path, fps: int = FPS) -> FaceTrack:
     """The face in every frame of ``video``; raises TalkerError where the clip cannot be used."""
     try:
         audio = read_audio_track(video)
@@ -236,10 +236,10 @@ def find_face(video: Path, fps: int = FPS) -> Face:
     found = np.isfinite(landmarks).all(axis=(1, 2))
     if found.mean() < 0.5:
         raise TalkerError(f"no detectable face (found in {found.mean():.0%} of frames)")
-    return Face(_fill_gaps(landmarks), float(found.mean()), h, w)
+    return FaceTrack(_fill_gaps(landmarks), float(found.mean()), h, w)
 
 
-def speaker_square(faces: Sequence[Face]) -> dict:
+def speaker_square(faces: Sequence[FaceTrack]) -> dict:
     """The speaker's square: the median of the clips' own squares (x0, y0, side), in pixels of the
     first clip's picture (clips of another picture shape left out), with that picture's size."""
     first = faces[0]
@@ -249,7 +249,7 @@ def speaker_square(faces: Sequence[Face]) -> dict:
     return {"x0": x0, "y0": y0, "side": side, "width": first.width, "height": first.height}
 
 
-def square_for(square: dict, face: Face) -> tuple[int, int, int] | None:
+def square_for(square: dict, face: FaceTrack) -> tuple[int, int, int] | None:
     """The speaker's ``square`` in this clip's picture, or None where the clip was filmed otherwise:
     another picture shape, or its own square away from the speaker's (``SQUARE_OFFSET``,
     ``SQUARE_SIDE_RANGE``)."""
@@ -267,13 +267,14 @@ def square_for(square: dict, face: Face) -> tuple[int, int, int] | None:
 
 def prepare_video(video: Path, out_dir: Path, clip_id: str, resolution: int, fps: int = FPS,
                   refiner_resolution: int | None = None, emotion: Sequence[float] | None = None,
-                  face: Face | None = None, crop: tuple[int, int, int] | None = None) -> dict:
+                  face: FaceTrack | None = None, crop: tuple[int, int, int] | None = None) -> dict:
     """Prepare one video; returns its dataset entry. Raises TalkerError when it must be skipped.
     With ``refiner_resolution``, the same crops are also kept at that size (``frames_<R>.mp4``);
     with ``emotion`` (intensities in ``EMOTIONS`` order), every frame is labelled with it, unless
     the video has ``talker synth`` truth (whose labels are per frame). ``face``: its face track
     (:func:`find_face`) where already found; ``crop``: the square to cut (default: its own)."""
-    # two passes over the video, so that a long high-resolution video never sits in memory
+    # the picture is read twice (the face, then the crops), so that a long high-resolution video
+    # never sits in memory; its face track does (landmarks: ~140 kB a second)
     face = face or find_face(video, fps)
     try:
         audio = read_audio_track(video)
@@ -374,7 +375,7 @@ def prepare_dataset(videos: list[str | Path], out_dir: str | Path, resolution: i
     done = {c["source"] for c in index["clips"]}
     new_model = not (out / "face_model.npy").is_file()
     # first every new video's face, so that a new dataset's square comes from all of its clips
-    faces: dict[Path, Face] = {}
+    faces: dict[Path, FaceTrack] = {}
     for video in tqdm([f for f in files if str(f) not in done], desc="finding faces", unit="video",
                       disable=not progress):
         try:
