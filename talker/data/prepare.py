@@ -14,10 +14,11 @@ by another dataset of the same speaker with ``crop_from`` (held-out clips, new t
 that stays put then frames the speaker's body, hair and background at the same pixels in every
 clip, as in DAE-Talker's single-video setting; with a square per clip (``framing="clip"``) they
 shift by a few pixels from clip to clip with the clip's head motion, a shift the diffusion
-autoencoder learns only where its training clips happen to have it (held-out clips cut with the
-bundled speaker's training square come back 1.6–3.3 dB nearer their truth than cut with their own:
-``bench/decoder_fit.py``). A clip filmed otherwise (another picture shape, or its face away from
-the square) is cut with its own square, and its entry says so (``"framing": "own"``).
+autoencoder learns only where its training clips happen to have it (two held-out sets cut with
+the bundled speaker's training square come back 1.6 and 0.8 dB nearer their truth at 64² than cut
+with their own: ``bench/results/decoder_fit_square.json``). A clip filmed otherwise (another
+picture shape, or its face away from the square) is cut with its own square, and its entry says so
+(``"framing": "own"``).
 
 Dataset layout (the same for real and synthetic speakers)::
 
