@@ -521,9 +521,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="speaker (a new dataset's default): every clip cut with one square, the speaker's, as a "
                         "camera that stays put frames them; clip: each clip with its own square (videos from "
                         "different set-ups). A dataset keeps the framing it was started with")
-    p.add_argument("--crop-from", metavar="DATA",
-                   help="cut the clips with the square of this prepared dataset of the same speaker (held-out "
-                        "clips, new takes), so that they are framed as the speaker was trained")
+    p.add_argument("--crop-from", metavar="DATA_OR_SPEAKER",
+                   help="cut the clips with the square of this prepared dataset of the same speaker, or of the "
+                        "speaker exported from one (held-out clips, new takes), so that they are framed as the "
+                        "speaker was trained")
     p.add_argument("--emotion", nargs="*", metavar="NAME=VALUE",
                    help="label every frame with the emotion the takes were recorded in, e.g. happy=1 (for "
                         "`talker add-emotion --method warp`; synthetic clips keep their own labels)")

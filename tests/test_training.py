@@ -154,6 +154,13 @@ def test_train_encode_export_generate(dataset, tmp_path):
     assert card.data.license == "mit" and card.data.library_name == "diffusers" and "talking-face" in card.data.tags
     assert "public-domain photo" in card.text
     assert "voice activity (Silero VAD" in card.text and json.loads((ckpt / "speaker.json").read_text())["voice_activity"]
+    # the speaker keeps its data's square: new clips of it are framed alike from the speaker alone
+    square = json.loads((data / "dataset.json").read_text())["square"]
+    assert json.loads((ckpt / "speaker.json").read_text())["square"] == square
+    video = sorted((dataset / "synth" / "videos").glob("*.mp4"))[0]
+    talker("prepare", video, "--out", tmp_path / "new-clips", "--resolution", 16, "--crop-from", ckpt, "-q")
+    (clip,) = json.loads((tmp_path / "new-clips" / "dataset.json").read_text())["clips"]
+    assert clip["crop"] == [square["x0"], square["y0"], square["side"]] and clip["framing"] == "speaker"
     s2l_config = json.loads((ckpt / "speech_to_latent" / "config.json").read_text())
     assert s2l_config["voice_activity"] and s2l_config["mouth_readout"]  # the synthetic truth gives a read-out
     # trained with a loss on the read-out opening; the openings' gain measured on the held-out clips

@@ -9,12 +9,13 @@ dataset's first clip; pose 0 is the speaker's average pose there).
 
 Framing (``framing``): by default every clip of a speaker is cut with **the speaker's square**:
 the median, over the clips of the dataset's first run, of each clip's own square (its median face
-centre, sized from the face's extent), kept in ``dataset.json`` and taken by every later clip, or
-by another dataset of the same speaker with ``crop_from`` (held-out clips, new takes). A camera
-that stays put then frames the speaker's body, hair and background at the same pixels in every
-clip, as in DAE-Talker's single-video setting; with a square per clip (``framing="clip"``) they
-shift by a few pixels from clip to clip with the clip's head motion, a shift the diffusion
-autoencoder learns only where its training clips happen to have it (two held-out sets cut with
+centre, sized from the face's extent), kept in ``dataset.json`` (and in an exported speaker's
+``speaker.json``) and taken by every later clip, and by another dataset of the same speaker with
+``crop_from`` that dataset or speaker (held-out clips, new takes). A camera that stays put then
+frames the speaker's body, hair and background at the same pixels in every clip, as in
+DAE-Talker's single-video setting; with a square per clip (``framing="clip"``) they shift by a
+few pixels from clip to clip with the clip's head motion, a shift the diffusion autoencoder
+learns only where its training clips happen to have it (two held-out sets cut with
 the bundled speaker's training square come back 1.6 and 0.8 dB nearer their truth at 64² than cut
 with their own: ``bench/results/decoder_fit_square.json``). A clip filmed otherwise (another
 picture shape, or its face away from the square) is cut with its own square, and its entry says so
@@ -331,8 +332,8 @@ def prepare_dataset(videos: list[str | Path], out_dir: str | Path, resolution: i
     size too, the truth of ``talker train refiner``; ``emotion`` labels every frame of recorded
     takes with the emotion they were recorded in (``talker add-emotion --method warp``);
     ``framing`` "speaker" (a new dataset's default) or "clip" (see the module's docstring; a
-    dataset keeps the framing it was started with); ``crop_from``: a dataset of the same speaker
-    whose square this one takes."""
+    dataset keeps the framing it was started with); ``crop_from``: a dataset of the same speaker,
+    or the speaker exported from one, whose square this one takes."""
     from tqdm.auto import tqdm
 
     if resolution < 16 or resolution % 2:
@@ -417,16 +418,20 @@ def prepare_dataset(videos: list[str | Path], out_dir: str | Path, resolution: i
     return index
 
 
-def _square_of(data: str | Path) -> dict:
-    """The speaker's square kept by the prepared dataset ``data`` (``--crop-from``)."""
-    path = Path(data) / "dataset.json"
-    if not path.is_file():
-        raise TalkerError(f"--crop-from takes a dataset folder from `talker prepare`; {path} is missing")
-    square = json.loads(path.read_text()).get("square")
-    if square is None:
-        raise TalkerError(f"--crop-from {data}: that dataset keeps no speaker's square (prepared with --framing clip "
-                          f"or before squares); prepare the speaker's clips again without --framing clip")
-    return square
+def _square_of(source: str | Path) -> dict:
+    """The speaker's square kept by ``source`` (``--crop-from``): a prepared dataset
+    (``dataset.json``) or a speaker exported from one (``speaker.json``)."""
+    for name in ("dataset.json", "speaker.json"):
+        path = Path(source) / name
+        if path.is_file():
+            square = json.loads(path.read_text()).get("square")
+            if square is None:
+                raise TalkerError(f"--crop-from {source}: it keeps no speaker's square ({name}; prepared with "
+                                  "--framing clip or before squares); prepare the speaker's clips again without "
+                                  "--framing clip")
+            return square
+    raise TalkerError(f"--crop-from takes a dataset folder from `talker prepare` or a speaker folder; {source} "
+                      "holds neither dataset.json nor speaker.json")
 
 
 def _write_index(path: Path, index: dict) -> None:

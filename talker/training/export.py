@@ -308,6 +308,8 @@ def export_speaker(dae_run: str | os.PathLike, s2l_run: str | os.PathLike, data_
         "speech": speech_sources(index),
         "reference_pose": np.round(longest.pose, 2).tolist(),
     }
+    if index.get("square"):
+        speaker["square"] = index["square"]  # `talker prepare --crop-from` the speaker frames new clips alike
     if live is not None:
         speaker["live"] = live_record(live)
     pipe = DAETalkerPipeline(unet=unet, scheduler=scheduler, speech_to_latent=s2l, encoder=encoder,
