@@ -19,8 +19,9 @@
 # DAE (what the current checkpoint did); the refiner (stage 6) was trained 7,000 steps on the
 # exported speaker, then 1,500 more with a patch discriminator (--adv-weight 0.02).
 # Every dataset is cut with the training data's square (`talker prepare --crop-from "$WORK/data"`);
-# the shipped DAE, speech2latent, refiner and warp were trained on clips framed one by one (before
-# `talker prepare` kept a speaker's square), so a WORK folder from then needs preparing again.
+# the shipped DAE, speech2latent, warp and live refiner were trained on clips framed one by one
+# (before `talker prepare` kept a speaker's square; its refiner on clips cut with the square), so a
+# WORK folder from then needs preparing again.
 set -euo pipefail
 WORK=${WORK:-runs/bundled}
 RES=${RES:-64}
