@@ -43,6 +43,7 @@ import os
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import cv2
@@ -221,7 +222,7 @@ class FaceTrack:
     height: int
     width: int
 
-    @property
+    @cached_property
     def own_square(self) -> tuple[int, int, int]:
         return stable_crop(self.landmarks, self.height, self.width)
 
@@ -276,7 +277,8 @@ def prepare_video(video: Path, out_dir: Path, clip_id: str, resolution: int, fps
     the video has ``talker synth`` truth (whose labels are per frame). ``face``: its face track
     (:func:`find_face`) where already found; ``crop``: the square to cut (default: its own)."""
     # the picture is read twice (the face, then the crops), so that a long high-resolution video
-    # never sits in memory; its face track does (landmarks: ~140 kB a second)
+    # never sits in memory; its face track does (landmarks: ~140 kB a second), and the sound is
+    # decoded again here rather than held beside it
     face = face or find_face(video, fps)
     try:
         audio = read_audio_track(video)
