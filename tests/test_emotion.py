@@ -491,7 +491,7 @@ def test_warp_shows_each_emotion_where_its_takes_do_and_leaves_neutral_as_it_was
         own, others = changes[q, 1.0][q], np.delete(changes[q, 1.0], q)
         assert own > 40 and np.abs(others).max() < own / 4, (q, changes[q, 1.0])
         assert 0.35 < changes[q, 0.5][q] / own < 0.65, (q, changes[q, 0.5][q], own)
-    # with a refiner, the move is read off the decoder's frames and applied to the refined ones
+    # with a refiner, the move is applied to the refined frames, read off them at the decoder's side
     from talker.models import Refiner
 
     after.register_modules(refiner=Refiner(in_resolution=16, scale=2, channels=8, num_blocks=1, use_reference=False))
@@ -503,9 +503,13 @@ def test_warp_shows_each_emotion_where_its_takes_do_and_leaves_neutral_as_it_was
                      generator=torch.Generator().manual_seed(0), output_type="pt").frames
 
     decoded = tensors(None, False) * 2 - 1  # neutral: the decoder's frames as they came
-    expected = (after.express_frames(decoded, e, onto=after.refine_frames(decoded)).clamp(-1, 1) + 1) / 2
+    sharp = after.refine_frames(decoded)
+    with torch.no_grad():
+        expected = (after.expression(F.interpolate(sharp, size=16, mode="area"), e, onto=sharp).clamp(-1, 1) + 1) / 2
+        read_decoded = (after.expression(decoded, e, onto=sharp).clamp(-1, 1) + 1) / 2
     refined = tensors(e, True)
     assert refined.shape[-1] == 32 and torch.allclose(refined, expected, atol=1e-5)
+    assert not torch.allclose(refined, read_decoded, atol=1e-3)  # not read off the decoder's softer frame
     warped_first = (after.refine_frames(after.express_frames(decoded, e)).clamp(-1, 1) + 1) / 2
     assert not torch.allclose(refined, warped_first, atol=1e-3)  # not the warp before the refiner
     with pytest.raises(TalkerError, match="already shows emotion by method warp"):

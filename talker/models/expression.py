@@ -16,10 +16,11 @@ residual R_k (teeth, shading). The frame with intensities e is
 
 — linear in the intensities by construction: half an intensity moves the face half as far, two
 emotions add their moves, and a frame whose intensities are all zero is returned as it came, bit
-for bit. Where the speaker has a refiner, the fields are read off the decoder's frame and applied
-to the refiner's rendering of it (``onto``: the flow upsampled and scaled to its size): the
-refiner, which warps a neutral reference frame's detail, would pull a moved face part of the way
-back. Trained on the speaker's own paired takes, each line neutral and with an emotion
+for bit. Where the speaker has a refiner, the move is applied to the refiner's rendering of the
+decoder's frame (``onto``: the flow upsampled and scaled to its size), not to the frame before
+the refiner, which warps a neutral reference frame's detail and would pull a moved face part of
+the way back; the pipeline reads the fields off that rendering scaled down to the decoder's side
+(:meth:`~talker.pipelines.dae_talker.expression.ExpressionMixin.express_frames`). Trained on the speaker's own paired takes, each line neutral and with an emotion
 (``talker add-emotion --method warp``, :mod:`talker.training.expression`). Deterministic, one
 frame in, one frame out.
 """

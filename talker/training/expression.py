@@ -8,7 +8,8 @@ take by dynamic time warping of their log-mel spectra (as EVP pairs MEAD's takes
 CVPR 2021), so that each emotional frame x_e has a neutral frame x_n saying the same sound, and
 framed as the neutral take was cut (``talker prepare``'s square differs from take to take);
 :class:`~talker.models.ExpressionWarp` learns warp(x_n, e) ≈ x_e, its fields read off x_n blurred
-by a random amount up to the decoder's own softness (it is used on the decoder's frames; or off
+by a random amount up to the decoder's own softness (at use it reads the refiner's frame scaled
+down to the decoder's side, or the decoder's frame where there is no refiner; or off
 the decoder's own rendering of x_n, ``read_from="decoder"``, :func:`decoded_takes`), the
 loss weighted towards where the speaker's face moves (:func:`~.distill.motion_weights`). Where the
 takes kept sharper crops (``talker prepare --refiner-resolution``), the move is applied to the
@@ -101,7 +102,7 @@ def sharp_frames(clip, source: int, side: int) -> np.ndarray:
 def decoded_takes(pipe, clips, seed: int = 0, batch_size: int = 256, progress: bool = True) -> dict:
     """{clip id: (F, R, R, 3) uint8}: each clip's frames as the speaker's default decoder renders
     them from their own z_sem (encoded, decoded from one fixed noise image, as the pipeline
-    decodes), the frames the warp's fields are read off at use."""
+    decodes), the frames the refiner renders the speaker's frames from at use."""
     from tqdm.auto import tqdm
 
     ae = pipe.autoencoder_for(pipe.default_decoder)
