@@ -20,9 +20,9 @@ for bit. Where the speaker has a refiner, the move is applied to the refiner's r
 decoder's frame (``onto``: the flow upsampled and scaled to its size), not to the frame before
 the refiner, which warps a neutral reference frame's detail and would pull a moved face part of
 the way back; the pipeline reads the fields off that rendering scaled down to the decoder's side
-(:meth:`~talker.pipelines.dae_talker.expression.ExpressionMixin.express_frames`). Trained on the speaker's own paired takes, each line neutral and with an emotion
-(``talker add-emotion --method warp``, :mod:`talker.training.expression`). Deterministic, one
-frame in, one frame out.
+(:meth:`~talker.pipelines.dae_talker.expression.ExpressionMixin.express_frames`). Trained on the
+speaker's own paired takes, each line neutral and with an emotion (``talker add-emotion --method
+warp``, :mod:`talker.training.expression`). Deterministic, one frame in, one frame out.
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ def sharp_frames(clip, source: int, side: int) -> np.ndarray:
 def decoded_takes(pipe, clips, seed: int = 0, batch_size: int = 256, progress: bool = True) -> dict:
     """{clip id: (F, R, R, 3) uint8}: each clip's frames as the speaker's default decoder renders
     them from their own z_sem (encoded, decoded from one fixed noise image, as the pipeline
-    decodes), the frames the refiner renders the speaker's frames from at use."""
+    decodes): the frames the speaker's refiner renders its sharp frames from at use."""
     from tqdm.auto import tqdm
 
     ae = pipe.autoencoder_for(pipe.default_decoder)

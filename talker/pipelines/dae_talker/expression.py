@@ -24,7 +24,7 @@ class ExpressionMixin:
         averaging) and scaled up. The warp learned to read its fields off the takes' own frames at
         that side, and the refined frame brought down to it is closer to those than the decoder's
         softer one (bench/results/emotion_summary_read_refined.json against
-        emotion_summary_square.json: sad's brows and angry's lip gap 5-11 points nearer the truth's
+        emotion_summary_square.json: sad's brows and angry's lip gap 4-11 points nearer the truth's
         change, the smile's shut lips closed in more pauses). As they came (``onto`` where given)
         where the speaker has no warp or the emotion is None or all zeros. float32 (the warp is
         small); no gradients."""
@@ -32,7 +32,7 @@ class ExpressionMixin:
         if self.expression is None or emotion is None:
             return target
         device, dtype = self.expression.device, self.expression.dtype
-        read = images if onto is None else F.interpolate(onto.to(device, dtype), size=images.shape[-2:], mode="area")
-        out = self.expression(read.to(device, dtype), emotion.to(device, dtype),
-                              None if onto is None else onto.to(device, dtype))
+        onto = None if onto is None else onto.to(device, dtype)
+        read = images.to(device, dtype) if onto is None else F.interpolate(onto, size=images.shape[-2:], mode="area")
+        out = self.expression(read, emotion.to(device, dtype), onto)
         return out.to(target.device, target.dtype)

@@ -112,11 +112,11 @@ def decode_latents(pipe, z: torch.Tensor, settings: Settings, tick: Callable[[],
     """(B, D) latents → (B, 3, H, W) frames in [-1, 1]: DDIM from the fixed noise image with the
     chosen decoder (given the emotion too, where it takes it), the refiner where the speaker has
     one and ``settings.refine``, then the expression warp where the speaker has one: its move is
-    read off the refined frames scaled down to the decoder's side and applied to them (the refiner, which
-    warps the detail of a neutral reference frame, would pull a warped face part of the way back:
-    bench/results/emotion_warp_before_refiner.json against emotion_warp_truth64.json). No
-    gradients: a caller outside the pipeline's own no-grad calls (a benchmark rendering whole
-    clips) keeps no graph of every batch."""
+    read off the refined frames scaled down to the decoder's side and applied to them (the
+    refiner, which warps the detail of a neutral reference frame, would pull a warped face part
+    of the way back: bench/results/emotion_warp_before_refiner.json against
+    emotion_warp_truth64.json). No gradients: a caller outside the pipeline's own no-grad calls
+    (a benchmark rendering whole clips) keeps no graph of every batch."""
     decoded = ddim_decode(settings.unet, settings.scheduler, z.to(settings.x_T.device), settings.x_T, settings.steps,
                           z.shape[0], tick, precision=pipe.precision, emotion=settings.emotion)
     images = pipe.refine_frames(decoded, settings.refiner) if settings.refine else decoded
