@@ -215,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def warp_gap(small, big, e):
         """The lip gap of the truth's ``big`` frames moved by the warp at intensities ``e`` (fields
-        read off ``small``, as the pipeline reads them off the decoder's frames)."""
+        read off ``small``, the truth's frame at the decoder's side, as the pipeline reads them off
+        its refined frame brought down to that side)."""
         with torch.inference_mode():
             moved = pipe.expression(frames_to_x0(small), torch.from_numpy(e).float()[None], onto=frames_to_x0(big))
         return probe.features(postprocess_frames(moved, "np"))[:, 0]
