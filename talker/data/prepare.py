@@ -226,6 +226,10 @@ class FaceTrack:
     def own_square(self) -> tuple[int, int, int]:
         return stable_crop(self.landmarks, self.height, self.width)
 
+    def shaped_like(self, width: int, height: int) -> bool:
+        """Whether the clip's picture has the shape (not necessarily the size) of a width × height one."""
+        return self.width * height == self.height * width
+
 
 def find_face(video: Path, fps: int = FPS) -> FaceTrack:
     """The face in every frame of ``video``; raises TalkerError where the clip cannot be used."""
@@ -246,7 +250,7 @@ def speaker_square(faces: Sequence[FaceTrack]) -> dict:
     """The speaker's square: the median of the clips' own squares (x0, y0, side), in pixels of the
     first clip's picture (clips of another picture shape left out), with that picture's size."""
     first = faces[0]
-    alike = [f for f in faces if f.width * first.height == f.height * first.width]
+    alike = [f for f in faces if f.shaped_like(first.width, first.height)]
     squares = [np.array(f.own_square) * first.width / f.width for f in alike]
     x0, y0, side = (int(round(v)) for v in np.median(squares, axis=0))
     return {"x0": x0, "y0": y0, "side": side, "width": first.width, "height": first.height}
@@ -256,7 +260,7 @@ def square_for(square: dict, face: FaceTrack) -> tuple[int, int, int] | None:
     """The speaker's ``square`` in this clip's picture, or None where the clip was filmed otherwise:
     another picture shape, or its own square away from the speaker's (``SQUARE_OFFSET``,
     ``SQUARE_SIDE_RANGE``)."""
-    if face.width * square["height"] != face.height * square["width"]:
+    if not face.shaped_like(square["width"], square["height"]):
         return None
     k = face.width / square["width"]
     crop = tuple(int(round(square[key] * k)) for key in ("x0", "y0", "side"))
