@@ -122,7 +122,8 @@ def test_emotion_summary_counts_each_figure_against_its_bar(tmp_path, monkeypatc
         return {"clip": "c0", "features": ["lip_gap", "corner_lift"],
                 "lipsync_neutral": {"mouth_corr": 0.9, "silent_closed": 1.0, "mouth_corr_truth_frames": 0.95,
                                     "silent_closed_truth_frames": 1.0},
-                "settings": {"happy@0.5": {"counted": [True, True], "ratio": [0.5, 0.5]},
+                "settings": {"happy@0.5": {"counted": [True, True], "ratio": [0.5, 0.9]},
+                             "happy@0.5+sad@0.5": {"counted": [False, True], "ratio": [None, 1.1]},
                              "happy@1": {"counted": [True, False], "ratio": [ratio, None],
                                          "half_over_full": [half, None], "truth_half_over_full": [truth_half, None],
                                          "lipsync": {"mouth_corr": corr, "silent_closed": closed,
@@ -139,7 +140,12 @@ def test_emotion_summary_counts_each_figure_against_its_bar(tmp_path, monkeypatc
     out = tmp_path / "summary.json"
     assert emotion_summary.main([str(p) for p in paths] + ["--out", str(out)]) == 0
     summary = json.loads(out.read_text())
-    assert summary["met"] == {"ratio": {"met": 1, "of": 2}, "half": {"met": 1, "of": 2}, "lipsync": {"met": 1, "of": 2}}
+    assert summary["met"] == {"ratio": {"met": 1, "of": 2}, "half": {"met": 1, "of": 2}, "lipsync": {"met": 1, "of": 2},
+                              "ratio_below_full": {"met": 2, "of": 4}, "ratio_mix": {"met": 2, "of": 2}}
+    # each lower intensity and the mix against the truth at the same setting, feature by feature
+    assert summary["emotions"]["happy"]["settings"]["happy@0.5"][1] == {
+        "clip": "clip1.json", "lip_gap": {"ratio": 0.5, "ok": False}, "corner_lift": {"ratio": 0.9, "ok": True}}
+    assert list(summary["emotions"]["happy+sad"]["settings"]["happy@0.5+sad@0.5"][0]) == ["clip", "corner_lift"]
     # the truth's own frames against the same bars: clip 1's half (0.7) and mouth correlation (0.05 under) fail
     assert summary["truth_met"] == {"half": {"met": 1, "of": 2}, "lipsync": {"met": 1, "of": 2}}
     # at the speaker's own pose clip 0's lips-closed fails too (0.9 against neutral's 1.0)
