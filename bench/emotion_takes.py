@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=200, help="frames per emotion (evenly spread)")
     parser.add_argument("--size", type=int, help="side the frames are read at (default: the speaker's output side)")
     parser.add_argument("--read-from", choices=EXPRESSION_READ_FROM, default="takes",
-                        help="the frames the fields are read off: the takes' own or the decoder's rendering of them")
+                        help="the frames the fields are read off: the takes' own, the decoder's rendering of "
+                             "them, or that through the refiner scaled back down (as the pipeline reads them)")
     parser.add_argument("--apply-to", choices=("takes", "refined"), default="takes",
                         help="the frames the move is applied to: the takes' kept crops or the refiner's rendering")
     parser.add_argument("--out", default="bench/results/emotion_takes.json")
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"the takes kept no crops at {size}² or more (talker prepare --refiner-resolution)")
     sharp = (source, size) if size != pipe.resolution else None
     neutral = [c for c in takes["neutral"] if c.id in held]
-    read = decoded_takes(pipe, neutral) if args.read_from == "decoder" else None
+    read = decoded_takes(pipe, neutral, refined=args.read_from == "refined") if args.read_from != "takes" else None
     pairs = paired_frames(neutral, [c for c in takes["emotional"] if c.id in held], len(names), takes["crops"], sharp,
                           read)
     if args.apply_to == "refined":

@@ -638,7 +638,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default {EMOTION_WARP['field_scale']:g})")
     m.add_argument("--read-from", choices=EXPRESSION_READ_FROM,
                    help="warp: the frames its fields are read off in training: the neutral takes' own, blurred "
-                        "up to the decoder's softness, or the speaker's decoder's rendering of them "
+                        "up to the decoder's softness, the speaker's decoder's rendering of them, or that through its "
+                        "refiner scaled back down to the decoder's side (as at use) "
                         f"(default {EMOTION_WARP['read_from']})")
     m.add_argument("--seed", type=int)
     m.add_argument("--decoders", help=f"which decoders learn the input, comma-separated ({', '.join(DECODERS)}; "

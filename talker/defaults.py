@@ -41,8 +41,9 @@ EMOTION_INPUT = {"steps": 600, "batch_size": 16, "lr": 1e-3, "seed": 0, "motion_
 # the sides an expression warp's fields may be predicted at, over the decoder frame's
 EXPRESSION_FIELD_SCALES = (0.5, 1, 2)
 # the frames a warp's fields are read off in training: the neutral takes' own (blurred up to the
-# decoder's softness) or the speaker's decoder's rendering of them (what they are read off at use)
-EXPRESSION_READ_FROM = ("takes", "decoder")
+# decoder's softness), the speaker's decoder's rendering of them, or that through its refiner and
+# scaled back down to the decoder's side (what they are read off at use where there is a refiner)
+EXPRESSION_READ_FROM = ("takes", "decoder", "refined")
 # its optimiser for "warp" (Adam, cosine decay), the warp's width, the loss's weight on where the
 # face moves and on the flows' roughness (none: at 0.05 the smile held out came to a third of its
 # takes'), and the side its move is judged at, on the takes' kept crops. Held out, the bundled

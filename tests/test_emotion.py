@@ -402,7 +402,20 @@ def test_warp_learns_the_move_from_the_crops_the_takes_kept_sharp(speaker_dir, t
     assert np.array_equal(pairs["neutral_read"], pairs["neutral"] // 2 + 1)
     decoded = decoded_takes(pipe, takes["neutral"][:1], progress=False)[takes["neutral"][0].id]
     assert decoded.shape == takes["neutral"][0].frames.shape and decoded.dtype == np.uint8
-    with pytest.raises(TalkerError, match="reads its fields off one of takes, decoder"):
+    # or that rendering through the refiner, scaled back down: what the pipeline reads them off
+    with pytest.raises(TalkerError, match="no refiner"):
+        decoded_takes(pipe, takes["neutral"][:1], progress=False, refined=True)
+    from talker.models import Refiner
+
+    torch.manual_seed(0)
+    pipe.register_modules(refiner=Refiner(in_resolution=16, scale=2, channels=8, num_blocks=1, use_reference=False))
+    torch.nn.init.normal_(pipe.refiner.tail.weight, std=0.05)  # zero-initialised: make it do something
+    refined = decoded_takes(pipe, takes["neutral"][:1], progress=False, refined=True)[takes["neutral"][0].id]
+    sharp = pipe.refine_frames(torch.from_numpy(decoded).float().permute(0, 3, 1, 2) / 127.5 - 1)
+    expected = ((F.interpolate(sharp, size=(16, 16), mode="area") + 1) * 127.5).permute(0, 2, 3, 1).numpy()
+    assert refined.shape == decoded.shape and np.abs(refined - expected).max() <= 1
+    assert np.abs(refined.astype(float) - decoded).mean() > 1  # the refiner changed them
+    with pytest.raises(TalkerError, match="reads its fields off one of takes, decoder, refined"):
         train_expression(pipe, [emotional], neutral, read_from="truth", progress=False)
     model, record = train_expression(pipe, [emotional], neutral, steps=300, lr=0.01, channels=8, sharp_side=32,
                                      read_from="decoder", progress=False)

@@ -99,22 +99,36 @@ def sharp_frames(clip, source: int, side: int) -> np.ndarray:
     return x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
 
 
-def decoded_takes(pipe, clips, seed: int = 0, batch_size: int = 256, progress: bool = True) -> dict:
+def decoded_takes(pipe, clips, seed: int = 0, batch_size: int = 256, progress: bool = True,
+                  refined: bool = False) -> dict:
     """{clip id: (F, R, R, 3) uint8}: each clip's frames as the speaker's default decoder renders
     them from their own z_sem (encoded, decoded from one fixed noise image, as the pipeline
-    decodes): the frames the speaker's refiner renders its sharp frames from at use."""
+    decodes): the frames the speaker's refiner renders its sharp frames from at use. ``refined``:
+    those frames through the speaker's refiner and scaled back down to the decoder's side (area
+    averaging), what the pipeline reads the warp's fields off where the speaker has a refiner
+    (:meth:`~talker.pipelines.dae_talker.expression.ExpressionMixin.express_frames`)."""
     from tqdm.auto import tqdm
 
+    from ..pipelines.images import postprocess_frames
+
+    if refined and pipe.refiner is None:
+        raise TalkerError("this speaker has no refiner: read the warp's fields off the decoder's frames")
     ae = pipe.autoencoder_for(pipe.default_decoder)
     ae.set_progress_bar_config(disable=True)  # one bar over the clips
     steps = pipe.default_steps(pipe.default_decoder)
     x_T = pipe.prepare_fixed_noise(torch.Generator().manual_seed(seed))
     out = {}
     with torch.inference_mode():
-        for clip in tqdm(clips, desc="decoding the neutral takes", disable=not progress):
+        for clip in tqdm(clips, desc="rendering the neutral takes", disable=not progress):
             frames = clip.frames
-            out[clip.id] = np.concatenate([ae.decode(ae.encode(frames[s : s + batch_size]), x_T, steps, batch_size=64)
-                                           for s in range(0, len(frames), batch_size)])
+            decoded = np.concatenate([ae.decode(ae.encode(frames[s : s + batch_size]), x_T, steps, batch_size=64)
+                                      for s in range(0, len(frames), batch_size)])
+            if refined:
+                side = decoded.shape[1]
+                decoded = np.concatenate([postprocess_frames(F.interpolate(
+                    pipe.refine_frames(frames_to_x0(decoded[s : s + 64])), size=(side, side), mode="area"), "np")
+                    for s in range(0, len(decoded), 64)])
+            out[clip.id] = decoded
     return out
 
 
@@ -291,7 +305,8 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
     if sharp and source % sharp_side:
         raise TalkerError(f"the sharp side must divide the side of the crops the takes kept, {source}; got {sharp_side}")
     started = time.process_time()
-    read = decoded_takes(pipe, neutral, seed, progress=progress) if read_from == "decoder" else None
+    read = (decoded_takes(pipe, neutral, seed, progress=progress, refined=read_from == "refined")
+            if read_from != "takes" else None)
     train = paired_frames([c for c in neutral if c.id in train_ids], [c for c in emotional if c.id in train_ids],
                           len(names), crops, sharp, read)
     if not train:
