@@ -63,7 +63,9 @@ EXPRESSION_READ_FROM = ("takes", "decoder", "refined")
 # takes instead of the takes themselves (as at use), this warp keeps most of it but loses sad's brows
 # (58%) and angry's lip gap (48%) (emotion_takes_read_decoder.json); one trained reading them there
 # (read_from "decoder") brought angry's lip gap to 90% but sad's brows to 38%, happy's eyes to 71%
-# (emotion_takes_trained_decoder.json), so the takes' own frames stay the default
+# (emotion_takes_trained_decoder.json); one reading the refiner's rendering scaled down (read_from
+# "refined", as at use) took sad's brows through the speaker to 40/-5/19/4% and angry's lip gap to
+# 22-41% (emotion_summary_read_refined_trained.json), so the takes' own frames stay the default
 EMOTION_WARP = {"steps": 1500, "batch_size": 16, "lr": 2e-3, "seed": 0, "channels": 32,
                 "motion_weight": 4.0, "smooth_weight": 0.0, "sharp_side": 128, "change_weight": 1.0,
                 "field_scale": 1.0, "read_from": "takes"}
