@@ -109,6 +109,7 @@ def decoded_takes(pipe, clips, seed: int = 0, batch_size: int = 256, progress: b
     (:meth:`~talker.pipelines.dae_talker.expression.ExpressionMixin.express_frames`)."""
     from tqdm.auto import tqdm
 
+    from ..pipelines.dae_talker.expression import read_off_refined
     from ..pipelines.images import postprocess_frames
 
     if refined and pipe.refiner is None:
@@ -124,9 +125,8 @@ def decoded_takes(pipe, clips, seed: int = 0, batch_size: int = 256, progress: b
             decoded = np.concatenate([ae.decode(ae.encode(frames[s : s + batch_size]), x_T, steps, batch_size=64)
                                       for s in range(0, len(frames), batch_size)])
             if refined:
-                side = decoded.shape[1]
-                decoded = np.concatenate([postprocess_frames(F.interpolate(
-                    pipe.refine_frames(frames_to_x0(decoded[s : s + 64])), size=(side, side), mode="area"), "np")
+                decoded = np.concatenate([postprocess_frames(read_off_refined(
+                    pipe.refine_frames(frames_to_x0(decoded[s : s + 64])), decoded.shape[1]), "np")
                     for s in range(0, len(decoded), 64)])
             out[clip.id] = decoded
     return out

@@ -7,6 +7,12 @@ import torch
 import torch.nn.functional as F
 
 
+def read_off_refined(refined: torch.Tensor, side: int) -> torch.Tensor:
+    """(B, 3, R, R) refined frames → the (B, 3, side, side) frames an expression warp reads its
+    fields off: scaled down to the decoder's side by area averaging."""
+    return F.interpolate(refined, size=(side, side), mode="area")
+
+
 class ExpressionMixin:
     """``latent_emotion`` and ``express_frames``; mixed into :class:`DAETalkerPipeline`."""
 
@@ -33,6 +39,6 @@ class ExpressionMixin:
             return target
         device, dtype = self.expression.device, self.expression.dtype
         onto = None if onto is None else onto.to(device, dtype)
-        read = images.to(device, dtype) if onto is None else F.interpolate(onto, size=images.shape[-2:], mode="area")
+        read = images.to(device, dtype) if onto is None else read_off_refined(onto, images.shape[-1])
         out = self.expression(read, emotion.to(device, dtype), onto)
         return out.to(target.device, target.dtype)
