@@ -405,6 +405,8 @@ def test_warp_learns_the_move_from_the_crops_the_takes_kept_sharp(speaker_dir, t
     # or that rendering through the refiner, scaled back down: what the pipeline reads them off
     with pytest.raises(TalkerError, match="no refiner"):
         decoded_takes(pipe, takes["neutral"][:1], progress=False, refined=True)
+    with pytest.raises(TalkerError, match="no refiner"):  # said before any take is read
+        train_expression(pipe, [emotional], tmp_path / "no-such-takes", read_from="refined", progress=False)
     from talker.models import Refiner
 
     torch.manual_seed(0)

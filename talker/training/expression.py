@@ -282,6 +282,9 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
         raise TalkerError(f"the field scale must be one of {', '.join(map(str, FIELD_SCALES))}; got {field_scale}")
     if read_from not in READ_FROM:
         raise TalkerError(f"the warp reads its fields off one of {', '.join(READ_FROM)}; got {read_from!r}")
+    if read_from == "refined" and pipe.refiner is None:
+        raise TalkerError("this speaker has no refiner: read the warp's fields off the takes or the decoder's frames "
+                          "(--read-from takes|decoder)")
     names = pipe.emotion_names
     if not names:
         raise TalkerError("this speaker has no emotion control (its speech2latent has no emotion names)")
