@@ -12,7 +12,9 @@ decoder-size frame, the move applied to the frame at the speaker's output size (
 the takes' kept crops, ``talker prepare --refiner-resolution``, scaled to it; ``--size`` to choose,
 e.g. the decoder's, where the probe reads every move smaller); ``--read-from decoder`` reads the
 fields off the speaker's decoder's rendering of the neutral frames (encoded and decoded), as the
-pipeline reads them off its own frames, not off the takes'; ``--apply-to refined`` applies the move
+pipeline reads them off its own frames, not off the takes' (the takes' frames brought to where the
+rendering has the face, an affine found by ECC: the decoder renders a take's face up to a pixel or
+a degree off, about as far as a brow moves); ``--apply-to refined`` applies the move
 to the speaker's refiner's rendering of the neutral takes' decoder-size frames instead of their
 kept crops (the changes are then taken from that rendering, so the truth's includes the refiner's
 error: read the slopes, not the ratios). All three sets are read by the same

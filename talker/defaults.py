@@ -65,7 +65,9 @@ EXPRESSION_READ_FROM = ("takes", "decoder", "refined")
 # (read_from "decoder") brought angry's lip gap to 90% but sad's brows to 38%, happy's eyes to 71%
 # (emotion_takes_trained_decoder.json); one reading the refiner's rendering scaled down (read_from
 # "refined", as at use) took sad's brows through the speaker to 40/-5/19/4% and angry's lip gap to
-# 22-41% (emotion_summary_read_refined_trained.json), so the takes' own frames stay the default
+# 22-41% (emotion_summary_read_refined_trained.json), and with the takes brought to where the rendering
+# has the face still lost them on the held-out takes (sad's brows 45%;
+# emotion_takes_read_refined_trained_aligned.json), so the takes' own frames stay the default
 EMOTION_WARP = {"steps": 1500, "batch_size": 16, "lr": 2e-3, "seed": 0, "channels": 32,
                 "motion_weight": 4.0, "smooth_weight": 0.0, "sharp_side": 128, "change_weight": 1.0,
                 "field_scale": 1.0, "read_from": "takes"}

@@ -10,7 +10,8 @@ framed as the neutral take was cut (``talker prepare``'s square differs from tak
 :class:`~talker.models.ExpressionWarp` learns warp(x_n, e) ≈ x_e, its fields read off x_n blurred
 by a random amount up to the decoder's own softness (at use it reads the refiner's frame scaled
 down to the decoder's side, or the decoder's frame where there is no refiner; or off
-the decoder's own rendering of x_n, ``read_from="decoder"``, :func:`decoded_takes`), the
+the decoder's own rendering of x_n, ``read_from="decoder"``, :func:`decoded_takes`, the pair
+then brought to where that rendering has the face, :func:`rendering_alignment`), the
 loss weighted towards where the speaker's face moves (:func:`~.distill.motion_weights`). Where the
 takes kept sharper crops (``talker prepare --refiner-resolution``), the move is applied to the
 sharp neutral frame and judged against the sharp emotional one, as the refiner's frames will
@@ -31,6 +32,7 @@ that moves z_sem (``decoder``, ``latents``) is refused here.
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +134,42 @@ def decoded_takes(pipe, clips, seed: int = 0, batch_size: int = 256, progress: b
     return out
 
 
+def rendering_alignment(frames: np.ndarray, rendered: np.ndarray) -> np.ndarray | None:
+    """(2, 3) affine, in pixels of the decoder-size frames: where a speaker's rendering of a take
+    (``rendered``, :func:`decoded_takes`) has the face that the take's own ``frames`` (F, R, R, 3)
+    show, found by ECC (Evangelidis & Psarakis, 2008) between the two clips' mean frames. The
+    decoder was trained on clips each framed its own way and renders a take's face up to a pixel
+    or a degree off (a brow moves about as far for an emotion), so a move read off the rendering is
+    learned on the takes brought to where the rendering has them (:func:`align_frames`). None
+    where ECC does not converge."""
+    import cv2
+
+    gray = lambda x: cv2.cvtColor(x.mean(0).round().astype(np.uint8), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    warp = np.eye(2, 3, dtype=np.float32)
+    try:
+        _, warp = cv2.findTransformECC(gray(rendered), gray(frames), warp, cv2.MOTION_AFFINE,
+                                       (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 200, 1e-6), None, 5)
+    except cv2.error:  # no convergence
+        return None
+    return warp
+
+
+def align_frames(frames: np.ndarray, warp: np.ndarray, res: int) -> np.ndarray:
+    """(F, S, S, 3) uint8 frames moved by ``warp`` (:func:`rendering_alignment`, in pixels of
+    ``res``-side frames), scaled to their side S."""
+    import cv2
+
+    if not len(frames):
+        return frames
+    k = frames.shape[1] / res
+    m = warp[:, :2].astype(np.float64)
+    t = k * warp[:, 2] + 0.5 * (k - 1) * (1 - m.sum(1))  # the same map between pixel centres at side S
+    w = np.concatenate([m, t[:, None]], 1)
+    side = frames.shape[1]
+    return np.stack([cv2.warpAffine(f, w, (side, side), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                    borderMode=cv2.BORDER_REPLICATE) for f in frames])
+
+
 def paired_frames(neutral_clips, emotional_clips, n_emotions: int, crops: dict,
                   sharp: tuple[int, int] | None = None, read: dict | None = None) -> dict:
     """Frame pairs of each emotional take with the neutral take of the same id, aligned in time by
@@ -140,16 +178,23 @@ def paired_frames(neutral_clips, emotional_clips, n_emotions: int, crops: dict,
     frame's intensities; with ``sharp`` (source, side), also "neutral_sharp" and "emotional_sharp",
     the same frames from the crops kept at ``source``, at ``side`` (:func:`sharp_frames`); with
     ``read`` ({id: (F, R, R, 3) uint8}, :func:`decoded_takes`), also "neutral_read", those frames of
-    the neutral take. Takes with no neutral counterpart are left out."""
+    the neutral take, and every other frame of the pair brought to where they have the face
+    (:func:`rendering_alignment`). Takes with no neutral counterpart are left out."""
     by_id = {c.id: c for c in neutral_clips}
     keys = (("neutral", "emotional", "emotion") + (("neutral_sharp", "emotional_sharp") if sharp else ())
             + (("neutral_read",) if read is not None else ()))
     out = {k: [] for k in keys}
-    neutral_sharp = {}
+    neutral_sharp, aligned = {}, {}
     for clip in emotional_clips:
         ref = by_id.get(clip.id)
         if ref is None or clip.emotion is None:
             continue
+        if read is not None and ref.id not in aligned:
+            aligned[ref.id] = rendering_alignment(ref.frames, read[ref.id])
+            if aligned[ref.id] is None:
+                warnings.warn(f"take {ref.id}: its rendering could not be aligned with it; its pairs stay as framed")
+                aligned[ref.id] = np.eye(2, 3, dtype=np.float32)
+        start = {k: len(v) for k, v in out.items()}
         i, j = map(np.array, zip(*dtw_path(frame_features(ref), frame_features(clip))))
         j = np.minimum(j, len(clip.emotion) - 1)
         e = clip.emotion[j, :n_emotions]
@@ -164,6 +209,9 @@ def paired_frames(neutral_clips, emotional_clips, n_emotions: int, crops: dict,
                 neutral_sharp[ref.id] = sharp_frames(ref, *sharp)
             out["neutral_sharp"].append(neutral_sharp[ref.id][i[keep]])
             out["emotional_sharp"].append(reframe(sharp_frames(clip, *sharp)[j[keep]], crops[id(clip)], crops[id(ref)]))
+        if read is not None:  # the takes' frames where the rendering read off has the face
+            for k in set(out) - {"emotion", "neutral_read"}:
+                out[k][start[k]] = align_frames(out[k][start[k]], aligned[ref.id], ref.frames.shape[1])
     if not out["emotion"]:
         return {}
     pairs = {k: np.concatenate(v) for k, v in out.items()}
