@@ -39,7 +39,12 @@ the threshold itself (``closed_threshold``): how far from it the pauses' lips ar
 with the truth rendered at the speaker's own head poses (``at_speaker_pose``: the emotion's and
 neutral's thresholds from those frames, the speaker's pauses closed under each, the truth's and the
 warp-on-truth's pauses), since the probe's lip gap depends on the head's yaw and pitch and the
-speaker's head is not where the truth's is.
+speaker's head is not where the truth's is. Each emotion's change at 0.5 and 1.0 is also held
+against the truth rendered at the speaker's own head poses (``ratio_at_speaker_pose``, with
+``truth_change_at_speaker_pose`` and ``counted_at_speaker_pose``), for the same reason: a brow's
+height or a lid's opening reads differently as the head nods. ``--pose clip`` drives the speaker's
+head with the held-out clip's own estimated poses instead of its own from the speech, so that the
+speaker's head is where the truth's is and only the face differs.
 
 The latent view: the emotion's direction is the speaker's own (``talker add-emotion``) where it has
 them, else where the speaker's own frames move in z_sem when the emotion is on (a least-squares fit
@@ -125,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="intensities to measure (0.5 and 1 always are: the monotony)")
     parser.add_argument("--decoder", choices=DECODERS,
                         help="which decoder renders (default: the speaker's default), at its default steps")
+    parser.add_argument("--pose", choices=("predicted", "clip"), default="predicted",
+                        help="the speaker's head motion: its own from the speech, or the held-out clip's (its "
+                             "estimated poses, pose.npy), so that the speaker's head is where the truth's is")
     parser.add_argument("--sheet", help="also write a contact sheet (PNG): each emotion at 0, 0.5 and 1.0, truth "
                                         "and speaker, on the middle frame at the speaker's output size")
     args = parser.parse_args(argv)
@@ -153,9 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     probe = FaceProbe()
     res = pipe.resolution
 
+    head = {"pose_mode": "reference", "pose": clip.pose[:n]} if args.pose == "clip" else {}
+
     def generate(emotion):
         return pipe(audio, sampling_rate=16000, generator=torch.Generator().manual_seed(0), emotion=emotion,
-                    decoder=decoder)
+                    decoder=decoder, **head)
 
     settings = {f"{name}@{i:g}": np.eye(len(names))[k] * i for k, name in enumerate(names) for i in intensities}
     settings[f"{names[0]}@0.5+{names[3]}@0.5"] = np.eye(len(names))[0] * 0.5 + np.eye(len(names))[3] * 0.5
@@ -183,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {"command": "python bench/emotion.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                "model": str(model), "clip": clip.id, "frames": n, "truth_size": size, "features": FEATURES,
                "emotion_mode": "directions" if s2l.config.get("emotion_directions") else "network",
-               "decoder": decoder, "steps": pipe.default_steps(decoder),
+               "decoder": decoder, "steps": pipe.default_steps(decoder), "pose": args.pose,
                "decoder_emotion_input": bool(getattr(pipe.decoder_for(decoder)[0], "takes_emotion", False)),
                "expression_warp": pipe.expression is not None,
                "directions_fit": fit,
@@ -225,29 +235,32 @@ def main(argv: list[str] | None = None) -> int:
         return round(closed_share(gap, threshold, silent), 4)
 
     neutral_poses = np.asarray(neutral.poses)[:n]
-    posed_neutral = {}  # the truth's neutral frames at a pose sequence, and their lip gap: the same for every emotion
+    posed_neutral = {}  # the truth's neutral frames at a pose sequence, and their features: the same for every emotion
 
     def neutral_at(poses):
         key = poses.tobytes()
         if key not in posed_neutral:
             small, big = render_truth(dict(truth, pose=poses), np.zeros(len(names)), range(n), crop, res, size)
-            posed_neutral[key] = small, big, probe.features(big)[:, 0]
+            posed_neutral[key] = small, big, probe.features(big)
         return posed_neutral[key]
 
-    def at_pose(poses, e, gap, gap_neutral, silent):
+    def truth_at(poses, e):
+        """The probe's features of the truth rendered at ``poses`` (the speaker's own) with intensities ``e``."""
+        return probe.features(render_truth(dict(truth, pose=poses), e, range(n), crop, size)[0])
+
+    def at_pose(poses, e, posed, gap, gap_neutral, silent):
         """The pauses read with the truth rendered at the speaker's own head poses (its mouth, blinks
         and emotion; the speaker's yaw, pitch and roll), so that the head's pose is no difference:
         the threshold from those frames, the share of the speaker's pauses under it (and of its
         neutral pauses under neutral's threshold from the truth at its neutral poses), and the pause
-        gaps of those truth frames with and without the emotion and with the warp."""
-        base_small, base_big, base_gap = neutral_at(poses)
-        gaps = {"pause_gap_truth_frames": probe.features(render_truth(dict(truth, pose=poses), e, range(n), crop,
-                                                                      size)[0])[:, 0],
-                "pause_gap_neutral_truth_frames": base_gap}
+        gaps of those truth frames with and without the emotion and with the warp (``posed``: the
+        probe's features of the truth at ``poses`` with the emotion, :func:`truth_at`)."""
+        base_small, base_big, base_feats = neutral_at(poses)
+        gaps = {"pause_gap_truth_frames": posed[:, 0], "pause_gap_neutral_truth_frames": base_feats[:, 0]}
         if pipe.expression is not None:
             gaps["pause_gap_warp_on_truth"] = warp_gap(base_small, base_big, e)
         threshold = closed_threshold(gaps["pause_gap_truth_frames"], truth["mouth_open"][:n])
-        neutral_threshold = closed_threshold(neutral_at(neutral_poses)[2], truth["mouth_open"][:n])
+        neutral_threshold = closed_threshold(neutral_at(neutral_poses)[2][:, 0], truth["mouth_open"][:n])
         row = {"closed_threshold": round(threshold, 4), "silent_closed": closed(gap, threshold, silent),
                "neutral_closed_threshold": round(neutral_threshold, 4),
                "silent_closed_neutral": closed(gap_neutral, neutral_threshold, silent)}
@@ -274,6 +287,17 @@ def main(argv: list[str] | None = None) -> int:
         row = {"truth_change": t_change.round(4).tolist(), "generated_change": g_change.round(4).tolist(),
                "counted": moved.tolist(),
                "ratio": ratios(g_change, t_change, moved)}
+        posed = None
+        if level in ("0.5", "1"):
+            # the truth at the speaker's own head poses (its mouth, blinks and emotion): the probe reads a
+            # brow or a lip differently as the head turns and nods, and the speaker's head is not where
+            # the truth's is; its change against the truth's neutral frames at the speaker's neutral poses
+            posed = truth_at(np.asarray(out.poses)[:n], e)
+            p_change, p_se = change(posed, neutral_at(neutral_poses)[2])
+            p_moved = np.abs(p_change) > 3 * (p_se + g_se)
+            row["truth_change_at_speaker_pose"] = p_change.round(4).tolist()
+            row["counted_at_speaker_pose"] = p_moved.tolist()
+            row["ratio_at_speaker_pose"] = ratios(g_change, p_change, p_moved)
         # what the latent space can show: the neutral latents moved along the emotion's direction
         z = torch.from_numpy(neutral.latents) + offset_of(e)
         a_change, _ = change(probe.features(decode(z)), neutral_gen)
@@ -310,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                     pause["pause_gap_warp_on_truth"] = warp_gap(neutral_frames, neutral_big, e)
                 row["lipsync"] |= {k: round(float(np.nanmean(v[silent])), 4) for k, v in pause.items()}
                 row["lipsync"]["closed_threshold"] = round(sync["closed_threshold"], 4)
-                row["lipsync"]["at_speaker_pose"] = at_pose(np.asarray(out.poses)[:n], e, g_feats[:, 0],
+                row["lipsync"]["at_speaker_pose"] = at_pose(np.asarray(out.poses)[:n], e, posed, g_feats[:, 0],
                                                             neutral_gen[:, 0], silent)
             k = names.index(name.split("@")[0])
             dz = torch.from_numpy((out.latents - neutral.latents).mean(0)).float()

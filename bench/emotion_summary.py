@@ -12,8 +12,9 @@ threshold and less the warp's on the truth's own frames. Writes every figure wit
 its bar, and the count of those that do; and, where the files have the truth's own figures, the same
 count for the truth's frames (``truth_met``: its change at 0.5 ÷ at 1.0, and its lip-sync with the
 emotion against its own neutral, through the same probe and bars): what a speaker that moved the face
-exactly as the truth does would score; and lip-sync with the lips-closed thresholds taken from the
-truth rendered at the speaker's own head poses (``met_at_speaker_pose``).
+exactly as the truth does would score; and, with the truth rendered at the speaker's own head poses
+(``met_at_speaker_pose``), each change at 1.0 against that truth's (``features_at_speaker_pose``)
+and lip-sync with the lips-closed thresholds taken from it.
 
 Each intensity is to move the face as much as the truth does at that intensity, and the probe's
 features need not move in proportion to the renderer's intensity (the truth's own change at 0.5 ÷
@@ -43,7 +44,7 @@ def summarise(runs: dict[str, dict]) -> dict:
     emotions: dict = {}
     met = {"ratio": [0, 0], "half": [0, 0], "lipsync": [0, 0], "ratio_below_full": [0, 0], "ratio_mix": [0, 0]}
     truth_met = {"half": [0, 0], "lipsync": [0, 0]}
-    posed_met = {"lipsync": [0, 0]}
+    posed_met = {"ratio": [0, 0], "lipsync": [0, 0]}
 
     def tally(kind: str, ok: bool, counts: dict = met) -> bool:
         counts[kind][0] += ok
@@ -79,6 +80,12 @@ def summarise(runs: dict[str, dict]) -> dict:
                     if truth_half[j] is not None:
                         entry["truth_half_ok"] = tally("half", HALF_BAR[0] <= truth_half[j] <= HALF_BAR[1], truth_met)
                 out["features"].setdefault(feature, []).append(entry)
+            if "ratio_at_speaker_pose" in row:  # against the truth at the speaker's own head poses
+                for j, feature in enumerate(features):
+                    r = row["ratio_at_speaker_pose"][j]
+                    if row["counted_at_speaker_pose"][j] and r is not None:
+                        out.setdefault("features_at_speaker_pose", {}).setdefault(feature, []).append(
+                            {"clip": name, "ratio": r, "ok": tally("ratio", RATIO_BAR[0] <= r <= RATIO_BAR[1], posed_met)})
             sync = row.get("lipsync")
             if sync:
                 corr = round(sync["mouth_corr"] - neutral["mouth_corr"], 4)

@@ -117,7 +117,7 @@ def test_emotion_summary_counts_each_figure_against_its_bar(tmp_path, monkeypatc
     sys.modules.pop("emotion_summary", None)
     import emotion_summary
 
-    def run(ratio, half, corr, closed, pause=None, truth=(0.45, 0.94, 1.0)):
+    def run(ratio, half, corr, closed, pause=None, truth=(0.45, 0.94, 1.0), at_pose=None):
         truth_half, truth_corr, truth_closed = truth  # the truth's own half ÷ full and lip-sync
         return {"clip": "c0", "features": ["lip_gap", "corner_lift"],
                 "lipsync_neutral": {"mouth_corr": 0.9, "silent_closed": 1.0, "mouth_corr_truth_frames": 0.95,
@@ -128,13 +128,17 @@ def test_emotion_summary_counts_each_figure_against_its_bar(tmp_path, monkeypatc
                                          "half_over_full": [half, None], "truth_half_over_full": [truth_half, None],
                                          "lipsync": {"mouth_corr": corr, "silent_closed": closed,
                                                      "mouth_corr_truth_frames": truth_corr,
-                                                     "silent_closed_truth_frames": truth_closed, **(pause or {})}}}}
+                                                     "silent_closed_truth_frames": truth_closed, **(pause or {})},
+                                         **(at_pose or {})}}}
 
     paths = []
     pause = {"pause_gap": 0.098, "closed_threshold": 0.0965, "pause_gap_warp_on_truth": 0.0875,
              "at_speaker_pose": {"silent_closed": 0.5, "silent_closed_neutral": 0.6}}
     posed = {"at_speaker_pose": {"silent_closed": 0.9, "silent_closed_neutral": 1.0}}  # 10 points fewer closed
-    for k, figures in enumerate([(0.95, 0.5, 0.88, 1.0, posed), (1.3, 0.7, 0.85, 0.9, pause, (0.7, 0.9, 1.0))]):
+    # clip 0 also against the truth at the speaker's own head poses, where it counts the corners too
+    at_pose = {"ratio_at_speaker_pose": [1.05, 0.5], "counted_at_speaker_pose": [True, True]}
+    for k, figures in enumerate([(0.95, 0.5, 0.88, 1.0, posed, (0.45, 0.94, 1.0), at_pose),
+                                 (1.3, 0.7, 0.85, 0.9, pause, (0.7, 0.9, 1.0))]):
         paths.append(tmp_path / f"clip{k}.json")
         paths[-1].write_text(json.dumps(run(*figures)))
     out = tmp_path / "summary.json"
@@ -149,7 +153,10 @@ def test_emotion_summary_counts_each_figure_against_its_bar(tmp_path, monkeypatc
     # the truth's own frames against the same bars: clip 1's half (0.7) and mouth correlation (0.05 under) fail
     assert summary["truth_met"] == {"half": {"met": 1, "of": 2}, "lipsync": {"met": 1, "of": 2}}
     # at the speaker's own pose clip 0's lips-closed fails too (0.9 against neutral's 1.0)
-    assert summary["met_at_speaker_pose"] == {"lipsync": {"met": 0, "of": 2}}
+    assert summary["met_at_speaker_pose"] == {"ratio": {"met": 1, "of": 2}, "lipsync": {"met": 0, "of": 2}}
+    assert summary["emotions"]["happy"]["features_at_speaker_pose"] == {
+        "lip_gap": [{"clip": "clip0.json", "ratio": 1.05, "ok": True}],
+        "corner_lift": [{"clip": "clip0.json", "ratio": 0.5, "ok": False}]}
     first = summary["emotions"]["happy"]["lipsync"][0]
     assert first["ok"] and not first["ok_at_speaker_pose"] and first["silent_closed_change_at_speaker_pose"] == -0.1
     rows = summary["emotions"]["happy"]["features"]
