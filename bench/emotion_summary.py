@@ -14,7 +14,9 @@ count for the truth's frames (``truth_met``: its change at 0.5 ÷ at 1.0, and it
 emotion against its own neutral, through the same probe and bars): what a speaker that moved the face
 exactly as the truth does would score; and, with the truth rendered at the speaker's own head poses
 (``met_at_speaker_pose``), each change at 1.0 against that truth's (``features_at_speaker_pose``)
-and lip-sync with the lips-closed thresholds taken from it.
+and lip-sync with the lips-closed thresholds taken from it; and that posed truth's change against
+the truth's own at its own poses (``truth_met.posed_over_own``, the same ratio bar): how far head
+motion alone moves the probe's figures.
 
 Each intensity is to move the face as much as the truth does at that intensity, and the probe's
 features need not move in proportion to the renderer's intensity (the truth's own change at 0.5 ÷
@@ -43,7 +45,7 @@ def summarise(runs: dict[str, dict]) -> dict:
     "truth_met": the same for the truth's frames, "met_at_speaker_pose"}."""
     emotions: dict = {}
     met = {"ratio": [0, 0], "half": [0, 0], "lipsync": [0, 0], "ratio_below_full": [0, 0], "ratio_mix": [0, 0]}
-    truth_met = {"half": [0, 0], "lipsync": [0, 0]}
+    truth_met = {"half": [0, 0], "lipsync": [0, 0], "posed_over_own": [0, 0]}
     posed_met = {"ratio": [0, 0], "lipsync": [0, 0]}
 
     def tally(kind: str, ok: bool, counts: dict = met) -> bool:
@@ -86,6 +88,10 @@ def summarise(runs: dict[str, dict]) -> dict:
                     if row["counted_at_speaker_pose"][j] and r is not None:
                         out.setdefault("features_at_speaker_pose", {}).setdefault(feature, []).append(
                             {"clip": name, "ratio": r, "ok": tally("ratio", RATIO_BAR[0] <= r <= RATIO_BAR[1], posed_met)})
+                    if row["counted_at_speaker_pose"][j] and row["counted"][j]:
+                        # the truth against itself: its change at the speaker's poses over at its own
+                        q = row["truth_change_at_speaker_pose"][j] / row["truth_change"][j]
+                        tally("posed_over_own", RATIO_BAR[0] <= q <= RATIO_BAR[1], truth_met)
             sync = row.get("lipsync")
             if sync:
                 corr = round(sync["mouth_corr"] - neutral["mouth_corr"], 4)

@@ -136,7 +136,8 @@ def test_emotion_summary_counts_each_figure_against_its_bar(tmp_path, monkeypatc
              "at_speaker_pose": {"silent_closed": 0.5, "silent_closed_neutral": 0.6}}
     posed = {"at_speaker_pose": {"silent_closed": 0.9, "silent_closed_neutral": 1.0}}  # 10 points fewer closed
     # clip 0 also against the truth at the speaker's own head poses, where it counts the corners too
-    at_pose = {"ratio_at_speaker_pose": [1.05, 0.5], "counted_at_speaker_pose": [True, True]}
+    at_pose = {"ratio_at_speaker_pose": [1.05, 0.5], "counted_at_speaker_pose": [True, True],
+               "truth_change": [0.02, 0.001], "truth_change_at_speaker_pose": [0.015, 0.03]}
     for k, figures in enumerate([(0.95, 0.5, 0.88, 1.0, posed, (0.45, 0.94, 1.0), at_pose),
                                  (1.3, 0.7, 0.85, 0.9, pause, (0.7, 0.9, 1.0))]):
         paths.append(tmp_path / f"clip{k}.json")
@@ -151,7 +152,10 @@ def test_emotion_summary_counts_each_figure_against_its_bar(tmp_path, monkeypatc
         "clip": "clip1.json", "lip_gap": {"ratio": 0.5, "ok": False}, "corner_lift": {"ratio": 0.9, "ok": True}}
     assert list(summary["emotions"]["happy+sad"]["settings"]["happy@0.5+sad@0.5"][0]) == ["clip", "corner_lift"]
     # the truth's own frames against the same bars: clip 1's half (0.7) and mouth correlation (0.05 under) fail
-    assert summary["truth_met"] == {"half": {"met": 1, "of": 2}, "lipsync": {"met": 1, "of": 2}}
+    # and the truth at the speaker's poses against itself at its own: 0.015 ÷ 0.02 is outside 0.8–1.2
+    # (corner_lift: not counted at the truth's own poses)
+    assert summary["truth_met"] == {"half": {"met": 1, "of": 2}, "lipsync": {"met": 1, "of": 2},
+                                    "posed_over_own": {"met": 0, "of": 1}}
     # at the speaker's own pose clip 0's lips-closed fails too (0.9 against neutral's 1.0)
     assert summary["met_at_speaker_pose"] == {"ratio": {"met": 1, "of": 2}, "lipsync": {"met": 0, "of": 2}}
     assert summary["emotions"]["happy"]["features_at_speaker_pose"] == {
