@@ -84,12 +84,13 @@ def summarise(runs: dict[str, dict]) -> dict:
                 out["features"].setdefault(feature, []).append(entry)
             if "ratio_at_speaker_pose" in row:  # against the truth at the speaker's own head poses
                 for j, feature in enumerate(features):
+                    if not row["counted_at_speaker_pose"][j]:
+                        continue
                     r = row["ratio_at_speaker_pose"][j]
-                    if row["counted_at_speaker_pose"][j] and r is not None:
+                    if r is not None:
                         out.setdefault("features_at_speaker_pose", {}).setdefault(feature, []).append(
                             {"clip": name, "ratio": r, "ok": tally("ratio", RATIO_BAR[0] <= r <= RATIO_BAR[1], posed_met)})
-                    if row["counted_at_speaker_pose"][j] and row["counted"][j]:
-                        # the truth against itself: its change at the speaker's poses over at its own
+                    if row["counted"][j]:  # the truth against itself: its change at the speaker's poses over at its own
                         q = row["truth_change_at_speaker_pose"][j] / row["truth_change"][j]
                         tally("posed_over_own", RATIO_BAR[0] <= q <= RATIO_BAR[1], truth_met)
             sync = row.get("lipsync")

@@ -184,34 +184,38 @@ def paired_frames(neutral_clips, emotional_clips, n_emotions: int, crops: dict,
     keys = (("neutral", "emotional", "emotion") + (("neutral_sharp", "emotional_sharp") if sharp else ())
             + (("neutral_read",) if read is not None else ()))
     out = {k: [] for k in keys}
-    neutral_sharp, aligned = {}, {}
+    neutrals = {}  # each neutral take's frames (and kept crops), where its rendering has the face: once per take
+
+    def neutral_of(ref):
+        if ref.id not in neutrals:
+            warp = None
+            if read is not None:
+                warp = rendering_alignment(ref.frames, read[ref.id])
+                if warp is None:
+                    warnings.warn(f"take {ref.id}: its rendering could not be aligned with it; its pairs stay as framed")
+            res = ref.frames.shape[1]
+            move = (lambda x: x) if warp is None else (lambda x: align_frames(x, warp, res))
+            neutrals[ref.id] = move, move(ref.frames), move(sharp_frames(ref, *sharp)) if sharp else None
+        return neutrals[ref.id]
+
     for clip in emotional_clips:
         ref = by_id.get(clip.id)
         if ref is None or clip.emotion is None:
             continue
-        if read is not None and ref.id not in aligned:
-            aligned[ref.id] = rendering_alignment(ref.frames, read[ref.id])
-            if aligned[ref.id] is None:
-                warnings.warn(f"take {ref.id}: its rendering could not be aligned with it; its pairs stay as framed")
-                aligned[ref.id] = np.eye(2, 3, dtype=np.float32)
-        start = {k: len(v) for k, v in out.items()}
+        move, frames, kept = neutral_of(ref)
         i, j = map(np.array, zip(*dtw_path(frame_features(ref), frame_features(clip))))
         j = np.minimum(j, len(clip.emotion) - 1)
         e = clip.emotion[j, :n_emotions]
         keep = e.sum(1) > 0
-        out["neutral"].append(ref.frames[i[keep]])
+        out["neutral"].append(frames[i[keep]])
         if read is not None:
             out["neutral_read"].append(read[ref.id][i[keep]])
-        out["emotional"].append(reframe(clip.frames[j[keep]], crops[id(clip)], crops[id(ref)]))
+        out["emotional"].append(move(reframe(clip.frames[j[keep]], crops[id(clip)], crops[id(ref)])))
         out["emotion"].append(e[keep])
         if sharp:
-            if ref.id not in neutral_sharp:
-                neutral_sharp[ref.id] = sharp_frames(ref, *sharp)
-            out["neutral_sharp"].append(neutral_sharp[ref.id][i[keep]])
-            out["emotional_sharp"].append(reframe(sharp_frames(clip, *sharp)[j[keep]], crops[id(clip)], crops[id(ref)]))
-        if read is not None:  # the takes' frames where the rendering read off has the face
-            for k in set(out) - {"emotion", "neutral_read"}:
-                out[k][start[k]] = align_frames(out[k][start[k]], aligned[ref.id], ref.frames.shape[1])
+            out["neutral_sharp"].append(kept[i[keep]])
+            out["emotional_sharp"].append(move(reframe(sharp_frames(clip, *sharp)[j[keep]], crops[id(clip)],
+                                                       crops[id(ref)])))
     if not out["emotion"]:
         return {}
     pairs = {k: np.concatenate(v) for k, v in out.items()}
