@@ -46,6 +46,18 @@ height or a lid's opening reads differently as the head nods. ``--pose clip`` dr
 head with the held-out clip's own estimated poses instead of its own from the speech, so that the
 speaker's head is where the truth's is and only the face differs.
 
+What the face itself did, without the probe: the renderer places every point of the face mesh
+(numbered as MediaPipe numbers them), so the truth's features are also read off its own landmarks
+(``truth_geometric_change``, the same five features, the same frames). The probe reads some
+features the face never moved (sad leaves the lip gap and the mouth's width where they were, and
+the probe reads them opening and narrowing) and reads others short (a third of sad's drop of the
+mouth corners); ``truth_probe_over_geometry`` is the probe's change ÷ the face's, and
+``counted_by_face`` marks the counted features the face moved the way the probe reads them by more
+than the probe can tell. For a speaker with an expression warp, its own move of the speaker's face
+is read the same way (``warp_geometric_change``): the points the probe found on the speaker's
+neutral frames, each carried where the warp's flow takes the pixel under it, against the face's
+change on every feature that moves by at least ``GEOMETRY_FLOOR`` (``warp_geometric_ratio``).
+
 The latent view: the emotion's direction is the speaker's own (``talker add-emotion``) where it has
 them, else where the speaker's own frames move in z_sem when the emotion is on (a least-squares fit
 over the training clips' encoder latents, with mouth, blink and pose as covariates); speech2latent's change of z_sem at 1.0 is projected on it (1.0 = all of it),
@@ -64,10 +76,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from talker.defaults import DECODERS
-from talker.evaluation.metrics import PROBE_FEATURES as FEATURES
+from talker.evaluation.metrics import PROBE_FEATURES as FEATURES, landmark_features
 from talker.evaluation.results import write_results
 
 INTENSITIES = (0.25, 0.5, 0.75, 1.0)
+# the least change of a feature (÷ the eye-corner distance: 0.6 pixel of the truth's 256² frames) off
+# the renderer's landmarks that the warp's own move is held against
+GEOMETRY_FLOOR = 0.01
 
 
 def render_truth(truth: dict, emotion: np.ndarray, frames, crop, *resolutions: int) -> list[np.ndarray]:
@@ -81,6 +96,37 @@ def render_truth(truth: dict, emotion: np.ndarray, frames, crop, *resolutions: i
                                       mouth_width=float(truth["mouth_width"][k]), blink=float(truth["blink"][k]),
                                       emotion=emotion)) for k in frames]
     return [np.stack([crop_frame(f, crop, r) for f in rendered]) for r in resolutions]
+
+
+def truth_geometry(truth: dict, emotion: np.ndarray, frames) -> np.ndarray:
+    """(N, 5) features of the clip's face states at ``frames`` with ``emotion``, read off the
+    renderer's own landmarks (where it puts each point of the face mesh; no probe): what the face
+    itself did, head pose included."""
+    from talker.data.face import FaceState, SyntheticFace
+
+    face = SyntheticFace(256)
+    points = [face.landmarks(FaceState(pose=truth["pose"][k], mouth_open=float(truth["mouth_open"][k]),
+                                       mouth_width=float(truth["mouth_width"][k]), blink=float(truth["blink"][k]),
+                                       emotion=emotion))[0][:, :2] for k in frames]
+    return landmark_features(np.stack(points))
+
+
+def follow(points: np.ndarray, flow: torch.Tensor, iterations: int = 100) -> np.ndarray:
+    """(N, P, 2) points (fractions of the frame) → where they are after a backward warp by
+    ``flow`` ((N, 2, H, W) pixels: the moved frame's pixel p is the frame's p + flow(p)): the p
+    with p + flow(p) = the point, by damped fixed-point iteration (a raised brow's steep flow
+    makes the plain iteration swing about it)."""
+    import torch.nn.functional as F
+
+    h, w = flow.shape[-2:]
+    size = np.array([w, h], np.float64)
+    target = points * size  # pixels, centres at i + 0.5
+    p = target.copy()
+    for _ in range(iterations):
+        grid = torch.from_numpy(np.nan_to_num(p / size * 2 - 1)).float()[:, :, None]  # (N, P, 1, 2)
+        at = F.grid_sample(flow.detach().float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        p = p + 0.5 * (target - at[..., 0].permute(0, 2, 1).double().numpy() - p)
+    return p / size
 
 
 def contact_sheet(path: str, names: list[str], truth: dict, generated: dict, tile: int = 192) -> None:
@@ -142,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     from talker.cli import bundled_speaker
     from talker.evaluation.metrics import FaceProbe, closed_share, closed_threshold, gap_slope, lipsync_scores
     from talker.hub import read_speaker
+    from talker.pipelines.dae_talker.expression import read_off_refined
     from talker.pipelines.images import postprocess_frames
     from talker.training.data import load_dataset
     from talker.training.distill import frames_to_x0
@@ -175,10 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     size = pipe.output_resolution()
     neutral_frames, neutral_big = render_truth(truth, np.zeros(len(names)), range(n), crop, res, size)
     neutral_truth = probe.features(neutral_big)
+    neutral_geometry = truth_geometry(truth, np.zeros(len(names)), range(n))
     neutral = generate([0.0] * len(names))
     middle = n // 2  # the contact sheet's frame
     sheet_truth, sheet_generated = {}, {}
-    neutral_gen = probe.features(neutral.frames)
+    neutral_marks = probe.landmarks(neutral.frames)
+    neutral_gen = landmark_features(neutral_marks)
     s2l = pipe.speech_to_latent
     if s2l.config.get("emotion_directions"):  # the speaker's own (talker add-emotion), as it records them
         def offset_of(e):
@@ -222,6 +271,17 @@ def main(argv: list[str] | None = None) -> int:
     def encode(frames):
         with torch.inference_mode():
             return ae.encode(frames)
+
+    def warp_geometry(e):
+        """(N, 5): how the expression warp at intensities ``e`` moves the features of the speaker's
+        neutral frames, off the points the probe found on them, each carried where the warp's
+        flow takes the pixel under it (no probe on the moved frames; the colour residual, which
+        moves no point, aside)."""
+        frames = frames_to_x0(neutral.frames)
+        read = read_off_refined(frames, res) if frames.shape[-1] != res else frames
+        with torch.inference_mode():
+            flow, _ = pipe.expression.move_at(read, torch.from_numpy(e).float()[None], frames.shape[-2:])
+        return landmark_features(follow(neutral_marks, flow)) - landmark_features(neutral_marks)
 
     def warp_gap(small, big, e):
         """The lip gap of the truth's ``big`` frames moved by the warp at intensities ``e`` (fields
@@ -287,6 +347,19 @@ def main(argv: list[str] | None = None) -> int:
         row = {"truth_change": t_change.round(4).tolist(), "generated_change": g_change.round(4).tolist(),
                "counted": moved.tolist(),
                "ratio": ratios(g_change, t_change, moved)}
+        # what the face itself did, off the renderer's landmarks: a feature the probe reads as moved
+        # may be one the face never moved (the face mesh fits a whole face, so a lowered brow can
+        # read as parted lips), or moved the other way
+        geo, _ = change(truth_geometry(truth, e, range(n)), neutral_geometry)
+        by_face = moved & (np.sign(geo) == np.sign(t_change)) & (np.abs(geo) > 3 * (t_se + g_se))
+        row["truth_geometric_change"] = geo.round(4).tolist()
+        row["counted_by_face"] = by_face.tolist()
+        row["truth_probe_over_geometry"] = [round(float(t / d), 3) if m and abs(d) > 1e-6 else None
+                                            for t, d, m in zip(t_change, geo, moved)]
+        if pipe.expression is not None:  # and what the warp did to the speaker's face, off the same points
+            w_change, _ = change(warp_geometry(e), np.zeros((n, len(FEATURES))))
+            row["warp_geometric_change"] = w_change.round(4).tolist()
+            row["warp_geometric_ratio"] = ratios(w_change, geo, np.abs(geo) >= GEOMETRY_FLOOR)
         posed = None
         if level in ("0.5", "1"):
             # the truth at the speaker's own head poses (its mouth, blinks and emotion): the probe reads a
@@ -350,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         print(name, json.dumps(row), flush=True)
     for name in names:  # monotony: the change at 0.5 ÷ at 1.0, on the counted features, the speaker's and the truth's
         full, half = results["settings"][f"{name}@1"], results["settings"][f"{name}@0.5"]
-        for key, which in (("half_over_full", "generated_change"), ("truth_half_over_full", "truth_change")):
+        for key, which in (("half_over_full", "generated_change"), ("truth_half_over_full", "truth_change"),
+                           ("truth_geometric_half_over_full", "truth_geometric_change")):
             full[key] = [round(h / f, 3) if m and abs(f) > 1e-6 else None
                          for h, f, m in zip(half[which], full[which], full["counted"])]
     write_results(args.out, results)

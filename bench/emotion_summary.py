@@ -16,7 +16,15 @@ exactly as the truth does would score; and, with the truth rendered at the speak
 (``met_at_speaker_pose``), each change at 1.0 against that truth's (``features_at_speaker_pose``)
 and lip-sync with the lips-closed thresholds taken from it; and that posed truth's change against
 the truth's own at its own poses (``truth_met.posed_over_own``, the same ratio bar): how far head
-motion alone moves the probe's figures.
+motion alone moves the probe's figures. Where the files hold what the face itself did (the truth's
+features off the renderer's own landmarks), each feature row says whether the face moved it, the
+way the probe reads it, by more than the probe can tell (``by_face``) and how the probe's reading
+compares with that move (``truth_probe_over_geometry``); ``met_where_the_face_moves`` counts the bars
+on those features alone, and ``truth_met.geometric_half`` the face's own change at 0.5 ÷ at 1.0.
+Where they also hold the expression warp's own move of the speaker's face (the points the probe
+found on its neutral frames carried by the warp's flow), ``geometry`` rows and ``met_by_geometry``
+hold it to the same bars against the face's: at 1.0 within 80–120% of the renderer's change on
+each feature that moves by at least the bench's floor, and its change at 0.5 ÷ at 1.0.
 
 Each intensity is to move the face as much as the truth does at that intensity, and the probe's
 features need not move in proportion to the renderer's intensity (the truth's own change at 0.5 ÷
@@ -45,8 +53,10 @@ def summarise(runs: dict[str, dict]) -> dict:
     "truth_met": the same for the truth's frames, "met_at_speaker_pose"}."""
     emotions: dict = {}
     met = {"ratio": [0, 0], "half": [0, 0], "lipsync": [0, 0], "ratio_below_full": [0, 0], "ratio_mix": [0, 0]}
-    truth_met = {"half": [0, 0], "lipsync": [0, 0], "posed_over_own": [0, 0]}
+    truth_met = {"half": [0, 0], "lipsync": [0, 0], "posed_over_own": [0, 0], "geometric_half": [0, 0]}
     posed_met = {"ratio": [0, 0], "lipsync": [0, 0]}
+    face_met = {"ratio": [0, 0], "half": [0, 0]}
+    geometry_met = {"ratio": [0, 0], "half": [0, 0]}
 
     def tally(kind: str, ok: bool, counts: dict = met) -> bool:
         counts[kind][0] += ok
@@ -71,6 +81,7 @@ def summarise(runs: dict[str, dict]) -> dict:
             out = emotions.setdefault(emotion, {"features": {}, "lipsync": []})
             half = row.get("half_over_full") or [None] * len(features)
             truth_half = row.get("truth_half_over_full") or [None] * len(features)
+            geometric_half = row.get("truth_geometric_half_over_full") or [None] * len(features)
             for j, feature in enumerate(features):
                 if not row["counted"][j] or row["ratio"][j] is None:
                     continue
@@ -81,7 +92,30 @@ def summarise(runs: dict[str, dict]) -> dict:
                                  half_ok=tally("half", HALF_BAR[0] <= half[j] <= HALF_BAR[1]))
                     if truth_half[j] is not None:
                         entry["truth_half_ok"] = tally("half", HALF_BAR[0] <= truth_half[j] <= HALF_BAR[1], truth_met)
+                    if geometric_half[j] is not None:
+                        entry["truth_geometric_half_over_full"] = geometric_half[j]
+                        tally("geometric_half", HALF_BAR[0] <= geometric_half[j] <= HALF_BAR[1], truth_met)
+                if "counted_by_face" in row:
+                    # the face itself moved this feature, the way the probe reads it, by more than
+                    # the probe can tell (off the renderer's landmarks): the bars once more on those
+                    entry["by_face"] = by_face = row["counted_by_face"][j]
+                    entry["truth_probe_over_geometry"] = row["truth_probe_over_geometry"][j]
+                    if by_face:
+                        tally("ratio", entry["ratio_ok"], face_met)
+                        if "half_ok" in entry:
+                            tally("half", entry["half_ok"], face_met)
                 out["features"].setdefault(feature, []).append(entry)
+            if "warp_geometric_ratio" in row:  # the warp's own move against the face's, off the landmarks
+                half_row = run["settings"].get(f"{emotion}@0.5", {})
+                for j, feature in enumerate(features):
+                    r = row["warp_geometric_ratio"][j]
+                    if r is None:
+                        continue
+                    entry = {"clip": name, "ratio": r, "ok": tally("ratio", RATIO_BAR[0] <= r <= RATIO_BAR[1], geometry_met)}
+                    if "warp_geometric_change" in half_row and row["warp_geometric_change"][j]:
+                        h = round(half_row["warp_geometric_change"][j] / row["warp_geometric_change"][j], 3)
+                        entry.update(half_over_full=h, half_ok=tally("half", HALF_BAR[0] <= h <= HALF_BAR[1], geometry_met))
+                    out.setdefault("geometry", {}).setdefault(feature, []).append(entry)
             if "ratio_at_speaker_pose" in row:  # against the truth at the speaker's own head poses
                 for j, feature in enumerate(features):
                     if not row["counted_at_speaker_pose"][j]:
@@ -123,9 +157,14 @@ def summarise(runs: dict[str, dict]) -> dict:
     def counted(counts: dict) -> dict:
         return {k: {"met": v[0], "of": v[1]} for k, v in counts.items()}
 
+    truth = counted(truth_met)
+    if not truth_met["geometric_half"][1]:  # files without the face's own figures
+        del truth["geometric_half"]
     return {"bars": {"ratio": RATIO_BAR, "half_over_full": HALF_BAR, "lipsync_slack": LIPSYNC_SLACK},
-            "emotions": emotions, "met": counted(met), "truth_met": counted(truth_met),
-            "met_at_speaker_pose": counted(posed_met)}
+            "emotions": emotions, "met": counted(met), "truth_met": truth,
+            "met_at_speaker_pose": counted(posed_met),
+            **({"met_where_the_face_moves": counted(face_met)} if face_met["ratio"][1] else {}),
+            **({"met_by_geometry": counted(geometry_met)} if geometry_met["ratio"][1] else {})}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         sync = "/".join(f"{r['mouth_corr_change']:+.3f},{r['silent_closed_change']:+.2f}" for r in rows["lipsync"])
         print(f"{emotion:10s} {'; '.join(cells)} | lip-sync {sync}")
     print("met:", json.dumps(summary["met"]), "| the truth's own:", json.dumps(summary["truth_met"]),
-          "| lip-sync at the speaker's pose:", json.dumps(summary["met_at_speaker_pose"]))
+          "| at the speaker's pose:", json.dumps(summary["met_at_speaker_pose"]),
+          "| where the face moves:", json.dumps(summary.get("met_where_the_face_moves")),
+          "| by geometry:", json.dumps(summary.get("met_by_geometry")))
     return 0
 
 

@@ -117,7 +117,7 @@ def test_emotion_summary_counts_each_figure_against_its_bar(tmp_path, monkeypatc
     sys.modules.pop("emotion_summary", None)
     import emotion_summary
 
-    def run(ratio, half, corr, closed, pause=None, truth=(0.45, 0.94, 1.0), at_pose=None):
+    def run(ratio, half, corr, closed, pause=None, truth=(0.45, 0.94, 1.0), at_pose=None, face=None):
         truth_half, truth_corr, truth_closed = truth  # the truth's own half ÷ full and lip-sync
         return {"clip": "c0", "features": ["lip_gap", "corner_lift"],
                 "lipsync_neutral": {"mouth_corr": 0.9, "silent_closed": 1.0, "mouth_corr_truth_frames": 0.95,
@@ -129,7 +129,7 @@ def test_emotion_summary_counts_each_figure_against_its_bar(tmp_path, monkeypatc
                                          "lipsync": {"mouth_corr": corr, "silent_closed": closed,
                                                      "mouth_corr_truth_frames": truth_corr,
                                                      "silent_closed_truth_frames": truth_closed, **(pause or {})},
-                                         **(at_pose or {})}}}
+                                         **(at_pose or {}), **(face or {})}}}
 
     paths = []
     pause = {"pause_gap": 0.098, "closed_threshold": 0.0965, "pause_gap_warp_on_truth": 0.0875,
@@ -138,10 +138,22 @@ def test_emotion_summary_counts_each_figure_against_its_bar(tmp_path, monkeypatc
     # clip 0 also against the truth at the speaker's own head poses, where it counts the corners too
     at_pose = {"ratio_at_speaker_pose": [1.05, 0.5], "counted_at_speaker_pose": [True, True],
                "truth_change": [0.02, 0.001], "truth_change_at_speaker_pose": [0.015, 0.03]}
-    for k, figures in enumerate([(0.95, 0.5, 0.88, 1.0, posed, (0.45, 0.94, 1.0), at_pose),
-                                 (1.3, 0.7, 0.85, 0.9, pause, (0.7, 0.9, 1.0))]):
+    # what the face itself did (off the renderer's landmarks): on clip 0 it did not move the lip gap
+    # (the probe read it as moved), on clip 1 it did, by half as much at 0.5
+    face = [{"counted_by_face": [False, False], "truth_probe_over_geometry": [40.0, None],
+             "truth_geometric_half_over_full": [0.5, None]},
+            {"counted_by_face": [True, False], "truth_probe_over_geometry": [0.6, None],
+             "truth_geometric_half_over_full": [0.5, None]}]
+    for k, figures in enumerate([(0.95, 0.5, 0.88, 1.0, posed, (0.45, 0.94, 1.0), at_pose, face[0]),
+                                 (1.3, 0.7, 0.85, 0.9, pause, (0.7, 0.9, 1.0), None, face[1])]):
         paths.append(tmp_path / f"clip{k}.json")
         paths[-1].write_text(json.dumps(run(*figures)))
+    # clip 1 also holds the warp's own move of the lip gap against the face's: 90% of it at 1.0,
+    # 0.35 of that at 0.5
+    clip1 = json.loads(paths[1].read_text())
+    clip1["settings"]["happy@1"] |= {"warp_geometric_change": [0.02, 0.0], "warp_geometric_ratio": [0.9, None]}
+    clip1["settings"]["happy@0.5"]["warp_geometric_change"] = [0.007, 0.0]
+    paths[1].write_text(json.dumps(clip1))
     out = tmp_path / "summary.json"
     assert emotion_summary.main([str(p) for p in paths] + ["--out", str(out)]) == 0
     summary = json.loads(out.read_text())
@@ -155,7 +167,12 @@ def test_emotion_summary_counts_each_figure_against_its_bar(tmp_path, monkeypatc
     # and the truth at the speaker's poses against itself at its own: 0.015 ÷ 0.02 is outside 0.8–1.2
     # (corner_lift: not counted at the truth's own poses)
     assert summary["truth_met"] == {"half": {"met": 1, "of": 2}, "lipsync": {"met": 1, "of": 2},
-                                    "posed_over_own": {"met": 0, "of": 1}}
+                                    "posed_over_own": {"met": 0, "of": 1}, "geometric_half": {"met": 2, "of": 2}}
+    # the bars on the features the face itself moved: clip 1's lip gap alone, whose ratio and half fail
+    assert summary["met_where_the_face_moves"] == {"ratio": {"met": 0, "of": 1}, "half": {"met": 0, "of": 1}}
+    assert summary["met_by_geometry"] == {"ratio": {"met": 1, "of": 1}, "half": {"met": 0, "of": 1}}
+    assert summary["emotions"]["happy"]["geometry"] == {
+        "lip_gap": [{"clip": "clip1.json", "ratio": 0.9, "ok": True, "half_over_full": 0.35, "half_ok": False}]}
     # at the speaker's own pose clip 0's lips-closed fails too (0.9 against neutral's 1.0)
     assert summary["met_at_speaker_pose"] == {"ratio": {"met": 1, "of": 2}, "lipsync": {"met": 0, "of": 2}}
     assert summary["emotions"]["happy"]["features_at_speaker_pose"] == {
@@ -167,6 +184,7 @@ def test_emotion_summary_counts_each_figure_against_its_bar(tmp_path, monkeypatc
     assert list(rows) == ["lip_gap"]  # corner_lift: the truth did not move it
     assert [r["ratio_ok"] for r in rows["lip_gap"]] == [True, False] and rows["lip_gap"][0]["truth_half_over_full"] == 0.45
     assert [r["truth_half_ok"] for r in rows["lip_gap"]] == [True, False]
+    assert [(r["by_face"], r["truth_probe_over_geometry"]) for r in rows["lip_gap"]] == [(False, 40.0), (True, 0.6)]
     assert summary["emotions"]["happy"]["lipsync"][1] == {"clip": "clip1.json", "mouth_corr_change": -0.05,
                                                           "silent_closed_change": -0.1, "ok": False,
                                                           "truth_mouth_corr_change": -0.05,
@@ -233,3 +251,33 @@ def test_lips_closed_share_counts_the_masked_frames_and_an_unread_frame_as_open(
     scores = lipsync_scores(gap, np.array([0.01, 0.03, 0.02, 0.1, 0.3]), truth, 5)
     assert scores["closed_threshold"] == pytest.approx(np.percentile([0.01, 0.03, 0.02], 95))
     assert scores["silent_closed"] == pytest.approx(1 / 3) and scores["silent_closed_truth_frames"] == pytest.approx(2 / 3)
+
+
+def test_emotion_bench_follows_each_point_where_the_warp_draws_it(monkeypatch):
+    """bench/emotion.py reads the expression warp's own move of the speaker's face by carrying the
+    points the probe found along the warp's flow: a dot drawn at a point lands where that says."""
+    import torch
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    sys.modules.pop("emotion", None)
+    import emotion
+    from talker.models import ExpressionWarp
+
+    torch.manual_seed(0)
+    warp = ExpressionWarp(resolution=16, channels=8, field_scale=1)
+    torch.nn.init.normal_(warp.head.weight, std=0.5)
+    read = torch.nn.functional.interpolate(torch.rand(1, 3, 4, 4) * 2 - 1, size=16, mode="bicubic", align_corners=False)
+    e = torch.tensor([[1.0, 0.0, 0.5, 0.0]])
+    flow, _ = warp.move_at(read, e, (64, 64))
+    assert flow.abs().max() > 2  # pixels of the 64² frame: far enough to tell
+    points = np.array([[[0.3, 0.35], [0.62, 0.5], [0.45, 0.7]]])
+    carried = emotion.follow(points, flow)[0] * 64
+    ys, xs = np.mgrid[:64, :64] + 0.5
+    for (x, y), (cx, cy) in zip(points[0] * 64, carried, strict=True):
+        dot = torch.from_numpy(np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / 2.0)).float()[None, None].expand(1, 3, 64, 64)
+        with torch.no_grad():
+            drawn = (warp(read, e, onto=dot * 2 - 1)[0, 0].numpy() + 1) / 2 - warp.move_at(read, e, (64, 64))[1][0, 0].numpy() / 2
+        drawn = np.clip(drawn, 0, None) ** 4  # the dot's peak, not the tail the warp stretches
+        found = np.array([(drawn * xs).sum(), (drawn * ys).sum()]) / drawn.sum()
+        assert np.linalg.norm(found - [cx, cy]) < 0.5, (found, (cx, cy), (x, y))
+        assert np.linalg.norm(found - [x, y]) > 1  # and the dot did move

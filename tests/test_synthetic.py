@@ -142,6 +142,24 @@ def test_rendering_shows_the_state():
     assert np.abs(turned[:, :8] - closed[:, :8]).max() < 3
 
 
+def test_the_renderers_landmarks_are_where_the_face_mesh_finds_them():
+    """bench/emotion.py reads what the face itself did off the renderer's landmarks, with the
+    probe's own feature definitions: that needs the renderer's points numbered as the face mesh
+    numbers them, and drawn where it finds them."""
+    pytest.importorskip("mediapipe", reason="needs requirements-prepare.txt")
+    from talker.data.face import FaceState, SyntheticFace
+    from talker.evaluation.metrics import FaceProbe, landmark_features
+
+    face, probe = SyntheticFace(256), FaceProbe()
+    states = [FaceState(), FaceState(mouth_open=0.7, pose=np.array([6.0, -3.0, 2.0]))]
+    drawn = np.stack([(face.landmarks(s)[0][:468, :2] - face.offset) * face.scale / 256 for s in states])
+    found = probe.landmarks(np.stack([face.render(s) for s in states]))
+    assert np.median(np.linalg.norm(found - drawn, axis=-1) * 256, axis=1).max() < 2.0  # pixels of 256²
+    by_renderer, by_probe = landmark_features(drawn), landmark_features(found)
+    assert np.abs(by_renderer[:, 1:] - by_probe[:, 1:]).max() < 0.03  # corners, width, brows, eyes
+    assert by_renderer[1, 0] > by_renderer[0, 0] + 0.1 and by_probe[1, 0] > by_probe[0, 0] + 0.1  # the opened lips
+
+
 def run_synth(out, *args):
     return subprocess.run([TALKER, "synth", "--out", str(out), *map(str, args)], capture_output=True, text=True, timeout=300)
 

@@ -32,6 +32,7 @@ from ..errors import TalkerError
 from .results import write_results
 
 PROBE_SIZE = 256  # frames are upscaled to this side before the face mesh looks at them
+MESH_POINTS = 468  # landmarks of the face mesh (without the irises)
 # what FaceProbe.features reads, in its columns' order
 PROBE_FEATURES = ("lip_gap", "corner_lift", "mouth_width", "brow_height", "eye_opening")
 
@@ -62,28 +63,39 @@ class FaceProbe:
             raise TalkerError("talker evaluate needs MediaPipe: pip install --no-deps -r requirements-prepare.txt") from None
         self.mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1)
 
-    def features(self, frames: np.ndarray) -> np.ndarray:
-        """(N, 5): lip gap, mouth-corner lift, mouth width, brow height, eye opening — each divided
-        by the distance between the outer eye corners; NaN where no face is found."""
+    def landmarks(self, frames: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 frames → (N, 468, 2) face-mesh landmarks (x, y as fractions of the
+        frame's width and height); NaN where no face is found."""
         import cv2
 
-        out = np.full((len(frames), 5), np.nan)
+        out = np.full((len(frames), MESH_POINTS, 2), np.nan)
         for k, f in enumerate(frames):
             big = cv2.resize(f, (PROBE_SIZE, PROBE_SIZE), interpolation=cv2.INTER_CUBIC)
             res = self.mesh.process(big)
-            if not res.multi_face_landmarks:
-                continue
-            p = np.array([(q.x, q.y) for q in res.multi_face_landmarks[0].landmark])
-            scale = np.linalg.norm(p[33] - p[263])
-            centre_y = (p[13, 1] + p[14, 1]) / 2
-            out[k] = [
-                np.linalg.norm(p[13] - p[14]) / scale,
-                (centre_y - (p[61, 1] + p[291, 1]) / 2) / scale,
-                np.linalg.norm(p[61] - p[291]) / scale,
-                ((p[159, 1] + p[386, 1]) / 2 - (p[105, 1] + p[334, 1]) / 2) / scale,
-                (np.linalg.norm(p[159] - p[145]) + np.linalg.norm(p[386] - p[374])) / 2 / scale,
-            ]
+            if res.multi_face_landmarks:
+                out[k] = [(q.x, q.y) for q in res.multi_face_landmarks[0].landmark]
         return out
+
+    def features(self, frames: np.ndarray) -> np.ndarray:
+        """(N, 5): lip gap, mouth-corner lift, mouth width, brow height, eye opening — each divided
+        by the distance between the outer eye corners; NaN where no face is found."""
+        return landmark_features(self.landmarks(frames))
+
+
+def landmark_features(p: np.ndarray) -> np.ndarray:
+    """(N, ≥468, 2) face-mesh landmarks → (N, 5) :data:`PROBE_FEATURES`, each ÷ the distance
+    between the outer eye corners (NaN rows stay NaN): what :class:`FaceProbe` reads off the
+    landmarks it finds, and what the synthetic renderer's own landmarks (which follow the face
+    mesh's numbering) say the face did."""
+    scale = np.linalg.norm(p[:, 33] - p[:, 263], axis=-1)
+    centre_y = (p[:, 13, 1] + p[:, 14, 1]) / 2
+    return np.stack([
+        np.linalg.norm(p[:, 13] - p[:, 14], axis=-1),
+        centre_y - (p[:, 61, 1] + p[:, 291, 1]) / 2,
+        np.linalg.norm(p[:, 61] - p[:, 291], axis=-1),
+        (p[:, 159, 1] + p[:, 386, 1]) / 2 - (p[:, 105, 1] + p[:, 334, 1]) / 2,
+        (np.linalg.norm(p[:, 159] - p[:, 145], axis=-1) + np.linalg.norm(p[:, 386] - p[:, 374], axis=-1)) / 2,
+    ], 1) / scale[:, None]
 
 
 def _corr(a, b) -> float:

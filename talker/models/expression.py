@@ -124,14 +124,27 @@ class ExpressionWarp(ModelMixin, ConfigMixin):
         total = torch.einsum("bk,bkfhw->bfhw", e, self.fields(images))
         return total[:, :2], total[:, 2:]
 
+    def move_at(self, images: torch.Tensor, emotion: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`move` for a frame of ``size`` (H', W') showing the same face as ``images``: the
+        flow upsampled and scaled to that frame's pixels, so that the face moves as far, in
+        proportion to its size, as the warp learned at the decoder's. A pixel p of the moved
+        frame is the frame's pixel p + flow(p)."""
+        flow, residual = self.move(images, emotion)
+        (h, w), (big_h, big_w) = images.shape[-2:], tuple(size)
+        if flow.shape[-2:] != (big_h, big_w):
+            flow = F.interpolate(flow, size=(big_h, big_w), mode="bilinear", align_corners=False)
+            residual = F.interpolate(residual, size=(big_h, big_w), mode="bilinear", align_corners=False)
+        if (big_h, big_w) != (h, w):  # the flow is in the read frame's pixels
+            flow = flow * torch.tensor([big_w / w, big_h / h], device=flow.device, dtype=flow.dtype)[None, :, None, None]
+        return flow, residual
+
     def forward(self, images: torch.Tensor, emotion: torch.Tensor, onto: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 3, H, W) frames in [-1, 1] with intensities ``emotion`` ((B, E) or (1, E), each in
         [0, 1]) → the frames showing them; rows whose intensities are all zero come back unchanged.
 
         ``onto``: (B, 3, H', W') frames the move is applied to in place of ``images`` (the same
         frames at another size: the refiner's rendering of the decoder's frames); the fields are
-        read off ``images``, then upsampled and the flow scaled to the larger size, so that the
-        face moves as far, in proportion to its size, as the warp learned at the decoder's."""
+        read off ``images`` (:meth:`move_at`)."""
         if emotion.shape[-1] != self.n_emotions:
             raise ValueError(f"the expression warp takes {self.n_emotions} intensities; got {emotion.shape[-1]}")
         target = images if onto is None else onto
@@ -142,13 +155,8 @@ class ExpressionWarp(ModelMixin, ConfigMixin):
         neutral = (e == 0).all(1)
         if bool(neutral.all()):
             return target
-        flow, residual = self.move(images, e)
-        (h, w), (big_h, big_w) = images.shape[-2:], target.shape[-2:]
-        if flow.shape[-2:] != (big_h, big_w):
-            flow = F.interpolate(flow, size=(big_h, big_w), mode="bilinear", align_corners=False)
-            residual = F.interpolate(residual, size=(big_h, big_w), mode="bilinear", align_corners=False)
-        if (big_h, big_w) != (h, w):  # the flow is in the read frame's pixels
-            flow = flow * torch.tensor([big_w / w, big_h / h], device=flow.device, dtype=flow.dtype)[None, :, None, None]
+        flow, residual = self.move_at(images, e, target.shape[-2:])
+        big_h, big_w = target.shape[-2:]
         target = target.to(flow.dtype)
         ys = (torch.arange(big_h, device=flow.device, dtype=flow.dtype) * 2 + 1) / big_h - 1
         xs = (torch.arange(big_w, device=flow.device, dtype=flow.dtype) * 2 + 1) / big_w - 1
