@@ -129,6 +129,22 @@ def follow(points: np.ndarray, flow: torch.Tensor, iterations: int = 100) -> np.
     return p / size
 
 
+def warp_geometry(pipe, frames: np.ndarray, marks: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """(N, 5): how ``pipe``'s expression warp at intensities ``e`` moves the features of its
+    ``frames`` (uint8, as the pipeline returns them), off the points the probe found on them
+    (``marks``, :meth:`~talker.evaluation.metrics.FaceProbe.landmarks`), each carried where the
+    warp's flow takes the pixel under it (no probe on the moved frames; the colour residual,
+    which moves no point, aside)."""
+    from talker.pipelines.dae_talker.expression import read_off_refined
+    from talker.training.distill import frames_to_x0
+
+    x = frames_to_x0(frames)
+    read = read_off_refined(x, pipe.resolution) if x.shape[-1] != pipe.resolution else x
+    with torch.inference_mode():
+        flow, _ = pipe.expression.move_at(read, torch.from_numpy(e).float()[None], x.shape[-2:])
+    return landmark_features(follow(marks, flow)) - landmark_features(marks)
+
+
 def contact_sheet(path: str, names: list[str], truth: dict, generated: dict, tile: int = 192) -> None:
     """PNG: one row per emotion, the truth at 0, 0.5 and 1.0 then the speaker's frames at the same
     intensities (``truth``/``generated``: {(name, intensity): (H, W, 3) uint8})."""
@@ -188,7 +204,6 @@ def main(argv: list[str] | None = None) -> int:
     from talker.cli import bundled_speaker
     from talker.evaluation.metrics import FaceProbe, closed_share, closed_threshold, gap_slope, lipsync_scores
     from talker.hub import read_speaker
-    from talker.pipelines.dae_talker.expression import read_off_refined
     from talker.pipelines.images import postprocess_frames
     from talker.training.data import load_dataset
     from talker.training.distill import frames_to_x0
@@ -272,17 +287,6 @@ def main(argv: list[str] | None = None) -> int:
         with torch.inference_mode():
             return ae.encode(frames)
 
-    def warp_geometry(e):
-        """(N, 5): how the expression warp at intensities ``e`` moves the features of the speaker's
-        neutral frames, off the points the probe found on them, each carried where the warp's
-        flow takes the pixel under it (no probe on the moved frames; the colour residual, which
-        moves no point, aside)."""
-        frames = frames_to_x0(neutral.frames)
-        read = read_off_refined(frames, res) if frames.shape[-1] != res else frames
-        with torch.inference_mode():
-            flow, _ = pipe.expression.move_at(read, torch.from_numpy(e).float()[None], frames.shape[-2:])
-        return landmark_features(follow(neutral_marks, flow)) - landmark_features(neutral_marks)
-
     def warp_gap(small, big, e):
         """The lip gap of the truth's ``big`` frames moved by the warp at intensities ``e`` (fields
         read off ``small``, the truth's frame at the decoder's side, as the pipeline reads them off
@@ -357,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         row["truth_probe_over_geometry"] = [round(float(t / d), 3) if m and abs(d) > 1e-6 else None
                                             for t, d, m in zip(t_change, geo, moved)]
         if pipe.expression is not None:  # and what the warp did to the speaker's face, off the same points
-            w_change, _ = change(warp_geometry(e), np.zeros((n, len(FEATURES))))
+            w_change, _ = change(warp_geometry(pipe, neutral.frames, neutral_marks, e), np.zeros((n, len(FEATURES))))
             row["warp_geometric_change"] = w_change.round(4).tolist()
             row["warp_geometric_ratio"] = ratios(w_change, geo, np.abs(geo) >= GEOMETRY_FLOOR)
         posed = None

@@ -1,6 +1,8 @@
 """The benches: bench/speed.py runs end to end on a tiny speaker and writes its JSON and plot, and
-bench/emotion_summary.py counts bench/emotion.py's figures against the bars, and bench/refiner.py's
-noise images are what they say; the lips-closed share the lip figures count with."""
+bench/emotion_summary.py counts bench/emotion.py's figures against the bars, bench/emotion.py
+carries points along an expression warp's flow to where it draws them, bench/emotion_geometry.py
+holds the warp's move against the face's, and bench/refiner.py's noise images are what they say;
+the lips-closed share the lip figures count with."""
 
 import json
 import sys
@@ -281,3 +283,21 @@ def test_emotion_bench_follows_each_point_where_the_warp_draws_it(monkeypatch):
         found = np.array([(drawn * xs).sum(), (drawn * ys).sum()]) / drawn.sum()
         assert np.linalg.norm(found - [cx, cy]) < 0.5, (found, (cx, cy), (x, y))
         assert np.linalg.norm(found - [x, y]) > 1  # and the dot did move
+
+
+def test_emotion_geometry_holds_the_warps_move_against_the_faces_where_the_face_moves(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    sys.modules.pop("emotion_geometry", None)
+    import emotion_geometry
+
+    # features: lip gap, corner lift, mouth width, brow height, eye opening
+    face = {"happy@0.5": np.array([0.0, 0.1, 0.11, 0.0, -0.009]), "happy@1": np.array([0.0, 0.2, 0.22, 0.005, -0.018])}
+    warp = {"happy@0.5": np.array([0.001, 0.07, 0.1, 0.0, -0.004]), "happy@1": np.array([0.002, 0.17, 0.2, 0.004, -0.012])}
+    rows = emotion_geometry.geometry_rows(face, warp)
+    # the lip gap and brows are not counted: the face moves them less than GEOMETRY_FLOOR
+    assert rows == {"happy": {"corner_lift": {"ratio": 0.85, "half_over_full": 0.412},
+                              "mouth_width": {"ratio": 0.909, "half_over_full": 0.5},
+                              "eye_opening": {"ratio": 0.667, "half_over_full": 0.333}}}
+    summary = emotion_geometry.tally({"c0": rows, "c1": {"happy": {"corner_lift": {"ratio": 1.3, "half_over_full": None}}}})
+    assert summary["met"] == {"ratio": {"met": 2, "of": 4}, "half": {"met": 2, "of": 3}}
+    assert summary["median_ratio"] == {"happy": {"corner_lift": 1.075, "mouth_width": 0.909, "eye_opening": 0.667}}
