@@ -68,9 +68,11 @@ EXPRESSION_READ_FROM = ("takes", "decoder", "refined")
 # 22-41% (emotion_summary_read_refined_trained.json), and with the takes brought to where the rendering
 # has the face still lost them on the held-out takes (sad's brows 45%;
 # emotion_takes_read_refined_trained_aligned.json), so the takes' own frames stay the default
+# The frames the fields are read off are blurred by a random σ up to max_blur (pixels of the
+# decoder's side) in training, as soft as the decoder's own frames, which the fields were once read off.
 EMOTION_WARP = {"steps": 1500, "batch_size": 16, "lr": 2e-3, "seed": 0, "channels": 32,
                 "motion_weight": 4.0, "smooth_weight": 0.0, "sharp_side": 128, "change_weight": 1.0,
-                "field_scale": 1.0, "read_from": "takes"}
+                "field_scale": 1.0, "read_from": "takes", "max_blur": 1.0}
 # head motion: predicted from speech, held still, or a reference sequence
 POSE_MODES = ("predicted", "static", "reference")
 DEFAULT_MAX_DURATION = 600.0  # longest audio (seconds) accepted unless the caller says otherwise

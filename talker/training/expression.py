@@ -47,7 +47,6 @@ from .data import load_dataset, split_clips
 from .distill import frames_to_x0, motion_weights
 
 HELD_OUT_FRAMES = 512
-MAX_BLUR = 1.0  # the largest Gaussian blur (σ, pixels of the decoder's frames) put on a training pair
 CHANGE_BLUR = 1.5  # σ (pixels of the loss's frames) spreading each emotion's mean change over where it moves
 CHANGE_CAP = 20.0  # the most an emotion's mean change map weighs, in units of its mean over the frame
 
@@ -313,6 +312,7 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
                      change_weight: float = EMOTION_WARP["change_weight"],
                      field_scale: float = EMOTION_WARP["field_scale"],
                      read_from: str = EMOTION_WARP["read_from"],
+                     max_blur: float = EMOTION_WARP["max_blur"],
                      progress: bool = True) -> tuple[ExpressionWarp, dict]:
     """Train ``pipe``'s expression warp on the emotional takes of ``data_dirs`` (prepared datasets
     with per-frame emotion labels) paired with the neutral takes of the same ids in
@@ -326,10 +326,10 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
     from tqdm.auto import tqdm
 
     if (min(steps, batch_size, channels) < 1 or lr <= 0
-            or min(motion_weight, smooth_weight, change_weight, sharp_side) < 0):
-        raise TalkerError(f"steps, batch size and channels must be at least 1, lr positive, the weights and the sharp "
-                          f"side at least 0; got {steps}, {batch_size}, {channels}, {lr}, {motion_weight}, "
-                          f"{smooth_weight}, {change_weight}, {sharp_side}")
+            or min(motion_weight, smooth_weight, change_weight, sharp_side, max_blur) < 0):
+        raise TalkerError(f"steps, batch size and channels must be at least 1, lr positive, the weights, the sharp "
+                          f"side and the blur at least 0; got {steps}, {batch_size}, {channels}, {lr}, {motion_weight}, "
+                          f"{smooth_weight}, {change_weight}, {sharp_side}, {max_blur}")
     if field_scale not in FIELD_SCALES:
         raise TalkerError(f"the field scale must be one of {', '.join(map(str, FIELD_SCALES))}; got {field_scale}")
     if read_from not in READ_FROM:
@@ -386,7 +386,7 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
     losses = []
     for _ in tqdm(range(steps), desc="expression warp", disable=not progress):
         idx = torch.randint(len(train["emotion"]), (batch_size,), generator=g)
-        sigma = torch.rand(batch_size, generator=g) * MAX_BLUR
+        sigma = torch.rand(batch_size, generator=g) * max_blur
         x = blur(frames_to_x0(train["neutral"][idx.numpy()]), sigma)
         read_off = x if read is None else frames_to_x0(train["neutral_read"][idx.numpy()])
         if sharp:  # the decoder's softness is on the frame the fields are read off; the move is judged sharp
@@ -406,7 +406,7 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
     record = {"method": "warp", "data": [str(d) for d in data_dirs], "neutral": str(neutral_dir),
               "takes": len(train_ids), "frames": int(len(train["emotion"])),
               "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "channels": channels,
-              "field_scale": field_scale, "read_from": read_from,
+              "field_scale": field_scale, "read_from": read_from, "max_blur": max_blur,
               "parameters": sum(p.numel() for p in model.parameters()),
               "motion_weight": motion_weight, "smooth_weight": smooth_weight, "change_weight": change_weight,
               "sharp_side": sharp[1] if sharp else None,
