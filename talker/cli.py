@@ -637,8 +637,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="warp: the side its flow and colour fields are predicted at, over the decoder's "
                         f"(default {EMOTION_WARP['field_scale']:g})")
     m.add_argument("--read-from", choices=EXPRESSION_READ_FROM,
-                   help="warp: the frames its fields are read off in training: the neutral takes' own, blurred "
-                        "up to the decoder's softness, the speaker's decoder's rendering of them, or that through its "
+                   help="warp: the frames its fields are read off in training: the neutral takes' own (blurred "
+                        "by up to --max-blur), the speaker's decoder's rendering of them, or that through its "
                         "refiner scaled back down to the decoder's side (as at use) "
                         f"(default {EMOTION_WARP['read_from']})")
     m.add_argument("--max-blur", type=float,

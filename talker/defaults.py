@@ -40,8 +40,8 @@ EMOTION_LEARNING = {"steps": 300, "batch_size": 16, "lr": 0.02, "seed": 0, "knot
 EMOTION_INPUT = {"steps": 600, "batch_size": 16, "lr": 1e-3, "seed": 0, "motion_weight": 4.0}
 # the sides an expression warp's fields may be predicted at, over the decoder frame's
 EXPRESSION_FIELD_SCALES = (0.5, 1, 2)
-# the frames a warp's fields are read off in training: the neutral takes' own (blurred up to the
-# decoder's softness), the speaker's decoder's rendering of them, or that through its refiner and
+# the frames a warp's fields are read off in training: the neutral takes' own (blurred by up to
+# EMOTION_WARP's max_blur), the speaker's decoder's rendering of them, or that through its refiner and
 # scaled back down to the decoder's side (what they are read off at use where there is a refiner)
 EXPRESSION_READ_FROM = ("takes", "decoder", "refined")
 # its optimiser for "warp" (Adam, cosine decay), the warp's width, the loss's weight on where the
@@ -68,11 +68,16 @@ EXPRESSION_READ_FROM = ("takes", "decoder", "refined")
 # 22-41% (emotion_summary_read_refined_trained.json), and with the takes brought to where the rendering
 # has the face still lost them on the held-out takes (sad's brows 45%;
 # emotion_takes_read_refined_trained_aligned.json), so the takes' own frames stay the default
-# The frames the fields are read off are blurred by a random σ up to max_blur (pixels of the
-# decoder's side) in training, as soft as the decoder's own frames, which the fields were once read off.
+# The frames the fields are read off may be blurred by a random σ up to max_blur (pixels of the
+# decoder's side) in training. Up to 1 (as soft as the decoder's own frames, which the fields were
+# once read off) the warp learned smaller moves where it could not tell where a lid or brow was; read
+# off the refiner's sharp frame at use, the warp trained on unblurred takes moves the face further
+# (by the face's own geometry 21 of 36 features within 80-120% against 18; the smile's lids 79%
+# against 66%) and met as many of MediaPipe's bars or more (bench/results/emotion_summary_blur0.json
+# against emotion_summary_read_refined.json; emotion_geometry_blur.json)
 EMOTION_WARP = {"steps": 1500, "batch_size": 16, "lr": 2e-3, "seed": 0, "channels": 32,
                 "motion_weight": 4.0, "smooth_weight": 0.0, "sharp_side": 128, "change_weight": 1.0,
-                "field_scale": 1.0, "read_from": "takes", "max_blur": 1.0}
+                "field_scale": 1.0, "read_from": "takes", "max_blur": 0.0}
 # head motion: predicted from speech, held still, or a reference sequence
 POSE_MODES = ("predicted", "static", "reference")
 DEFAULT_MAX_DURATION = 600.0  # longest audio (seconds) accepted unless the caller says otherwise

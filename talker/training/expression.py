@@ -7,8 +7,8 @@ every emotion; Wang et al., ECCV 2020). Each emotional take is aligned in time w
 take by dynamic time warping of their log-mel spectra (as EVP pairs MEAD's takes; Ji et al.,
 CVPR 2021), so that each emotional frame x_e has a neutral frame x_n saying the same sound, and
 framed as the neutral take was cut (``talker prepare``'s square differs from take to take);
-:class:`~talker.models.ExpressionWarp` learns warp(x_n, e) ≈ x_e, its fields read off x_n blurred
-by a random amount up to the decoder's own softness (at use it reads the refiner's frame scaled
+:class:`~talker.models.ExpressionWarp` learns warp(x_n, e) ≈ x_e, its fields read off x_n (blurred
+by a random σ up to ``max_blur``, none by default) (at use it reads the refiner's frame scaled
 down to the decoder's side, or the decoder's frame where there is no refiner; or off
 the decoder's own rendering of x_n, ``read_from="decoder"``, :func:`decoded_takes`, the pair
 then brought to where that rendering has the face, :func:`rendering_alignment`), the
