@@ -73,7 +73,8 @@ EXPRESSION_READ_FROM = ("takes", "decoder", "refined")
 # once read off) the warp learned smaller moves where it could not tell where a lid or brow was; read
 # off the refiner's sharp frame at use, the warp trained on unblurred takes moves the face further
 # (by the face's own geometry 21 of 36 features within 80-120% against 18; the smile's lids 79%
-# against 66%) and met as many of MediaPipe's bars or more (bench/results/emotion_summary_blur0.json
+# against 66%), meets as many of MediaPipe's bars at 1.0 and more below it and in the mix, though two
+# fewer lip-sync figures at the speaker's own head poses (bench/results/emotion_summary_blur0.json
 # against emotion_summary_read_refined.json; emotion_geometry_blur.json)
 EMOTION_WARP = {"steps": 1500, "batch_size": 16, "lr": 2e-3, "seed": 0, "channels": 32,
                 "motion_weight": 4.0, "smooth_weight": 0.0, "sharp_side": 128, "change_weight": 1.0,
