@@ -119,12 +119,13 @@ def follow(points: np.ndarray, flow: torch.Tensor, iterations: int = 100) -> np.
     import torch.nn.functional as F
 
     h, w = flow.shape[-2:]
+    flow = flow.detach().float()
     size = np.array([w, h], np.float64)
     target = points * size  # pixels, centres at i + 0.5
     p = target.copy()
     for _ in range(iterations):
         grid = torch.from_numpy(np.nan_to_num(p / size * 2 - 1)).float()[:, :, None]  # (N, P, 1, 2)
-        at = F.grid_sample(flow.detach().float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        at = F.grid_sample(flow, grid, mode="bilinear", padding_mode="border", align_corners=False)
         p = p + 0.5 * (target - at[..., 0].permute(0, 2, 1).double().numpy() - p)
     return p / size
 
@@ -361,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         row["truth_probe_over_geometry"] = [round(float(t / d), 3) if m and abs(d) > 1e-6 else None
                                             for t, d, m in zip(t_change, geo, moved)]
         if pipe.expression is not None:  # and what the warp did to the speaker's face, off the same points
-            w_change, _ = change(warp_geometry(pipe, neutral.frames, neutral_marks, e), np.zeros((n, len(FEATURES))))
+            w_change = np.nanmean(warp_geometry(pipe, neutral.frames, neutral_marks, e), 0)
             row["warp_geometric_change"] = w_change.round(4).tolist()
             row["warp_geometric_ratio"] = ratios(w_change, geo, np.abs(geo) >= GEOMETRY_FLOOR)
         posed = None
