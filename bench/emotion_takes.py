@@ -27,6 +27,22 @@ the warped and the emotional frames' lip gap on the neutral ones', frame by fram
 opening flattened). This is the warp alone, on the frames it was trained for, with neither
 speech2latent nor the decoder in the way: where ``bench/emotion.py`` finds the speaker's move short
 and this finds the warp's own move short, the warp is what falls short.
+
+Where the takes are synthetic (``talker synth``'s truth beside each clip), the warp's move is also
+read without a probe (``geometry``): the renderer's own points of each neutral frame (numbered as
+the face mesh numbers them), carried where the warp's flow takes the pixel under each
+(``bench/emotion.py``'s ``follow``), against the same points of the emotional frame, on the
+held-out lines (``held_out``) and as many frames of the lines it was trained on (``trained``): the
+warp's change ÷ the face's, at 1.0 and 0.5, on each feature the face moves by at least
+``GEOMETRY_FLOOR``. Where the takes kept sharper crops, ``pixel_error`` holds the pairs' squared
+error (on what the emotional take's crop covers) of the neutral frame as it is, moved by the warp,
+and moved by the face's own move (``face_move``: the renderer's map of each mesh triangle onto
+itself between the two states, no colour residual): under the warp's, the loss the warp learns by
+would take the face's whole move if the warp drew it. And ``pixel_error_by_flow_scale``: the
+held-out pairs' error (the same pixels; plain, and weighted as training weighs where the face
+moves) with the warp's flow scaled by 0.8–1.3 and its colour residual as it is: least near 1,
+the warp's flow is not the face's move made smaller but another shape, which scaled up moves
+the wrong pixels.
 """
 
 from __future__ import annotations
@@ -38,11 +54,159 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from talker.defaults import EXPRESSION_READ_FROM
+from emotion import GEOMETRY_FLOOR, follow
+from talker.defaults import EMOTION_WARP, EXPRESSION_READ_FROM
 from talker.evaluation.metrics import PROBE_FEATURES as FEATURES
 from talker.evaluation.results import write_results
 
 TAKES = tuple(f"runs/bundled/takes256-{name}" for name in ("happy", "sad", "angry", "surprised"))
+FLOW_SCALES = (0.8, 0.9, 1.0, 1.1, 1.2, 1.3)
+SYNTH_SIDE = 256  # the side talker synth rendered the takes at (the crops are in its pixels)
+
+
+def warp_points(face, truth: dict, frame: int, emotion: np.ndarray) -> np.ndarray:
+    """(P, 2) where the renderer puts every warp point of its photo (photo pixels; the first
+    :data:`~talker.evaluation.metrics.MESH_POINTS` numbered as the face mesh numbers them) for the
+    take's face state at ``frame`` with ``emotion``."""
+    from talker.data.face import FaceState
+
+    state = FaceState(pose=truth["pose"][frame], mouth_open=float(truth["mouth_open"][frame]),
+                      mouth_width=float(truth["mouth_width"][frame]), blink=float(truth["blink"][frame]),
+                      emotion=emotion)
+    return face.landmarks(state)[0][:, :2]
+
+
+def drawn_points(face, truth: dict, frames, emotion: np.ndarray, crop) -> np.ndarray:
+    """(N, 468, 2) the renderer's face-mesh points for the take's states at ``frames`` with
+    ``emotion`` (N, E), as fractions of the square ``crop`` (x0, y0, side; the take's pixels)."""
+    from talker.evaluation.metrics import MESH_POINTS
+
+    x0, y0, side = crop
+    points = [(warp_points(face, truth, k, e)[:MESH_POINTS] - face.offset) * face.scale for k, e in zip(frames, emotion)]
+    return (np.stack(points) - [x0, y0]) / side
+
+
+def face_move(face, neutral: np.ndarray, emotional: np.ndarray, crop, side: int) -> np.ndarray:
+    """(side, side, 2) the face's own move from the renderer's warp points ``neutral`` to
+    ``emotional`` (photo pixels, all of them), as a backward flow in pixels of ``crop`` at
+    ``side``: pixel p of the emotional frame shows the neutral frame's p + flow(p) (each triangle
+    of the renderer's mesh mapped onto itself, as the renderer maps the photo)."""
+    import cv2
+    from scipy.ndimage import distance_transform_edt
+
+    n = face.resolution
+    dst_n, dst_e = ((p - face.offset) * face.scale for p in (neutral, emotional))
+    tri = face.triangles
+    index = np.full((n, n), -1, np.int32)
+    fixed = np.round(dst_e * 16).astype(np.int32)
+    for t in range(len(tri)):
+        cv2.fillConvexPoly(index, fixed[tri[t]], t, lineType=cv2.LINE_8, shift=4)
+    if (index < 0).any():  # collapsed triangles (shut lips) take the nearest one's map
+        _, (iy, ix) = distance_transform_edt(index < 0, return_indices=True)
+        index = index[iy, ix]
+    a = np.concatenate([dst_e[tri], np.ones((len(tri), 3, 1))], 2)
+    a[np.abs(np.linalg.det(a)) < 1e-6] += np.array([[0, 0, 0], [1e-3, 0, 0], [0, 1e-3, 0]])
+    maps = np.linalg.solve(a, dst_n[tri])  # (T, 3, 2): emotional pixel → neutral pixel, per triangle
+    grid = np.stack(np.meshgrid(np.arange(n), np.arange(n)), -1).reshape(-1, 2) + 0.5
+    source = np.einsum("pk,pkj->pj", np.concatenate([grid, np.ones((len(grid), 1))], 1), maps[index.reshape(-1)])
+    flow = (source - grid).reshape(n, n, 2).astype(np.float32)
+    x0, y0, s = crop
+    at = (np.arange(side) + 0.5) / side * s - 0.5  # the crop's pixel centres in the frame's pixels
+    mx, my = np.meshgrid(at + x0, at + y0)
+    return cv2.remap(flow, mx.astype(np.float32), my.astype(np.float32), cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE) * side / s
+
+
+def takes_geometry(pipe, takes: dict, ids, k: int, frames: int, size: int) -> dict | None:
+    """How far the warp moves the renderer's points of the neutral takes of lines ``ids`` to
+    emotion ``k`` (the fields read off the decoder-size frame, the flow at ``size``), against the
+    emotional takes' own points (``frames`` pairs, evenly spread); None where the takes carry no
+    synthetic truth or show no emotion ``k``."""
+    from talker.data.face import SyntheticFace
+    from talker.evaluation.metrics import landmark_features
+    from talker.training.distill import frames_to_x0
+    from talker.models.expression import apply_move
+    from talker.training.expression import coverage_mask, covered, dtw_path, frame_features, reframe, sharp_frames
+
+    face, rows = SyntheticFace(SYNTH_SIDE), []
+    for ref in (c for c in takes["neutral"] if c.id in ids):
+        for clip in (c for c in takes["emotional"]
+                     if c.id == ref.id and c.emotion is not None and (c.emotion[:, k] > 0).any()):
+            if not (ref.path / "truth.npz").exists() or not (clip.path / "truth.npz").exists():
+                return None
+            i, j = map(np.array, zip(*dtw_path(frame_features(ref), frame_features(clip))))
+            j = np.minimum(j, len(clip.emotion) - 1)
+            keep = clip.emotion[j, k] > 0
+            if keep.any():
+                rows.append((ref, clip, i[keep], j[keep]))
+    if not rows:
+        return None
+    per = max(1, frames // len(rows))
+    face_change, moved = [], {1.0: [], 0.5: []}
+    kept = takes["kept"] if size != pipe.resolution else None
+    errors = {"neutral": [], "warp": [], "face_move": []}  # the pairs' squared error on what each crop covers
+    for ref, clip, i, j in rows:
+        pick = np.linspace(0, len(i) - 1, min(per, len(i))).round().astype(int)
+        i, j = i[pick], j[pick]
+        truth_n, truth_e = dict(np.load(ref.path / "truth.npz")), dict(np.load(clip.path / "truth.npz"))
+        crop = takes["crops"][id(ref)]
+        e = truth_e["emotion"][j]
+        neutral = drawn_points(face, truth_n, i, np.zeros_like(e), crop)
+        base = landmark_features(neutral)
+        face_change.append(landmark_features(drawn_points(face, truth_e, j, e, crop)) - base)
+        read = frames_to_x0(ref.frames[i])
+        for scale in moved:
+            with torch.inference_mode():
+                flow, _ = pipe.expression.move_at(read, torch.from_numpy(e * scale).float(), (size, size))
+            moved[scale].append(landmark_features(follow(neutral, flow)) - base)
+        if kept:
+            onto = frames_to_x0(sharp_frames(ref, kept, size)[i])
+            target = frames_to_x0(reframe(sharp_frames(clip, kept, size)[j], takes["crops"][id(clip)], crop))
+            mask = coverage_mask(torch.from_numpy(covered(takes["crops"][id(clip)], crop))[None], size)
+            own = torch.from_numpy(np.stack([face_move(face, warp_points(face, truth_n, a, np.zeros_like(e[0])),
+                                                       warp_points(face, truth_e, b, e[n]), crop, size)
+                                             for n, (a, b) in enumerate(zip(i, j))])).permute(0, 3, 1, 2)
+            with torch.inference_mode():
+                shown = {"neutral": onto, "warp": pipe.expression(read, torch.from_numpy(e).float(), onto=onto),
+                         "face_move": apply_move(onto, own, torch.zeros_like(onto))}
+            for key, out in shown.items():
+                errors[key].append(((out - target).pow(2).mean(1) * mask).sum((1, 2)) / mask.sum())
+    face_mean = np.nanmean(np.concatenate(face_change), 0)
+    full, half = (np.nanmean(np.concatenate(moved[s]), 0) for s in (1.0, 0.5))
+    counted = np.abs(face_mean) >= GEOMETRY_FLOOR
+    out = {"frames": int(sum(len(c) for c in face_change)), "face_change": face_mean.round(4).tolist(),
+           "warp_change": full.round(4).tolist(),
+           "ratio": [round(float(w / f), 3) if c else None for w, f, c in zip(full, face_mean, counted)],
+           "half_over_full": [round(float(h / w), 3) if c else None for h, w, c in zip(half, full, counted)]}
+    if kept:
+        out["pixel_error"] = {key: round(float(torch.cat(v).mean()), 6) for key, v in errors.items()}
+    return out
+
+
+def flow_scale_errors(pipe, pairs: dict, shown: tuple[str, str], read: str) -> dict:
+    """The pairs' error with the warp's flow × each of :data:`FLOW_SCALES` (the residual as it is),
+    on what each emotional take's own crop covers: {"mean_squared": [...], "weighted": [...]}
+    (weighted as training weighs where the face moves)."""
+    from talker.models.expression import apply_move
+    from talker.training.distill import frames_to_x0, motion_weights
+    from talker.training.expression import coverage_mask
+
+    weights = motion_weights(pairs[shown[0]], EMOTION_WARP["motion_weight"])
+    flat, weighted = np.zeros(len(FLOW_SCALES)), np.zeros(len(FLOW_SCALES))
+    for s in range(0, len(pairs["emotion"]), 64):
+        onto = frames_to_x0(pairs[shown[0]][s : s + 64])
+        target = frames_to_x0(pairs[shown[1]][s : s + 64])
+        with torch.inference_mode():
+            flow, residual = pipe.expression.move_at(frames_to_x0(pairs[read][s : s + 64]),
+                                                     pairs["emotion"][s : s + 64], onto.shape[-2:])
+            seen = coverage_mask(pairs["covered"][s : s + 64], onto.shape[-1])
+            for n, scale in enumerate(FLOW_SCALES):
+                error = (apply_move(onto, flow * scale, residual) - target).pow(2).mean(1) * seen
+                flat[n] += float((error.sum((1, 2)) / seen.sum((1, 2))).sum())
+                weighted[n] += float(((error * weights).sum((1, 2)) / seen.sum((1, 2))).sum())
+    count = len(pairs["emotion"])
+    return {"scales": list(FLOW_SCALES), "mean_squared": (flat / count).round(6).tolist(),
+            "weighted": (weighted / count).round(6).tolist()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
                              "them, or that through the refiner scaled back down (as the pipeline reads them)")
     parser.add_argument("--apply-to", choices=("takes", "refined"), default="takes",
                         help="the frames the move is applied to: the takes' kept crops or the refiner's rendering")
+    parser.add_argument("--geometry-frames", type=int, default=200,
+                        help="pairs per emotion read by the renderer's own points, held out and trained on alike")
     parser.add_argument("--out", default="bench/results/emotion_takes.json")
     args = parser.parse_args(argv)
 
@@ -75,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{model} has no expression warp (talker add-emotion --method warp)")
     names = list(pipe.emotion_names)
     takes = load_takes(args.neutral, args.data)
-    held = set(split_clips(takes["ids"])[1])
+    trained, held = map(set, split_clips(takes["ids"]))
     size = args.size or pipe.output_resolution()
     source = takes["kept"]
     if size != pipe.resolution and not (source and source >= size):
@@ -125,7 +291,16 @@ def main(argv: list[str] | None = None) -> int:
                                                         for h, w, c in zip(d_half, d_warp.mean(0), counted)],
                                      "gap_slope": gap_slope(f_w[ok, 0], f_n[ok, 0]),
                                      "gap_slope_truth": gap_slope(f_e[ok, 0], f_n[ok, 0])}
+        if args.read_from == "takes" and args.apply_to == "takes":  # the flow as it was trained
+            geometry = {part: takes_geometry(pipe, takes, ids, k, args.geometry_frames, size)
+                        for part, ids in (("held_out", held), ("trained", trained))}
+            if geometry["held_out"] is not None:
+                results["emotions"][name]["geometry"] = geometry
         print(name, json.dumps(results["emotions"][name]), flush=True)
+    if args.apply_to == "takes":
+        results["pixel_error_by_flow_scale"] = flow_scale_errors(pipe, pairs, shown,
+                                                                 "neutral_read" if read else "neutral")
+        print("pixel error by flow scale", json.dumps(results["pixel_error_by_flow_scale"]), flush=True)
     write_results(args.out, results)
     return 0
 

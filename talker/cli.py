@@ -376,7 +376,8 @@ def cmd_add_emotion(args: argparse.Namespace) -> int:
         learn.update({k: v for k, v in (("channels", args.channels), ("smooth_weight", args.smooth_weight),
                                         ("motion_weight", args.motion_weight), ("sharp_side", args.sharp_side),
                                         ("change_weight", args.change_weight), ("field_scale", args.field_scale),
-                                        ("read_from", args.read_from), ("max_blur", args.max_blur))
+                                        ("read_from", args.read_from), ("max_blur", args.max_blur),
+                                        ("pyramid", args.pyramid))
                       if v is not None})
     elif args.method == "decoder":
         learn.update(knots=args.knots, hold_mouth=args.hold_mouth)
@@ -644,6 +645,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--max-blur", type=float,
                    help="warp: the largest Gaussian blur (σ, pixels of the decoder's side) put on the neutral takes "
                         f"its fields are read off in training (default {EMOTION_WARP['max_blur']:g})")
+    m.add_argument("--pyramid", type=int,
+                   help="warp: coarser sides, each half the last, the loss also judges the move at "
+                        f"(default {EMOTION_WARP['pyramid']})")
     m.add_argument("--seed", type=int)
     m.add_argument("--decoders", help=f"which decoders learn the input, comma-separated ({', '.join(DECODERS)}; "
                                       "default: every one the speaker has) (input)")

@@ -75,10 +75,13 @@ EXPRESSION_READ_FROM = ("takes", "decoder", "refined")
 # (by the face's own geometry 21 of 36 features within 80-120% against 18; the smile's lids 79%
 # against 66%), meets as many of MediaPipe's bars at 1.0 and more below it and in the mix, though two
 # fewer lip-sync figures at the speaker's own head poses (bench/results/emotion_summary_blur0.json
-# against emotion_summary_read_refined.json; emotion_geometry_blur.json)
+# against emotion_summary_read_refined.json; emotion_geometry_blur.json). The loss may also judge the
+# move at `pyramid` coarser sides (each half the last); 3 moved the face no further (20 of 36 by
+# geometry against 22; bench/results/emotion_geometry_seen.json). Two seeds of one warp differ by
+# 7 of those 36 (17 and 24), so a warp is chosen by more than one figure of one training run
 EMOTION_WARP = {"steps": 1500, "batch_size": 16, "lr": 2e-3, "seed": 0, "channels": 32,
                 "motion_weight": 4.0, "smooth_weight": 0.0, "sharp_side": 128, "change_weight": 1.0,
-                "field_scale": 1.0, "read_from": "takes", "max_blur": 0.0}
+                "field_scale": 1.0, "read_from": "takes", "max_blur": 0.0, "pyramid": 0}
 # head motion: predicted from speech, held still, or a reference sequence
 POSE_MODES = ("predicted", "static", "reference")
 DEFAULT_MAX_DURATION = 600.0  # longest audio (seconds) accepted unless the caller says otherwise

@@ -1,7 +1,8 @@
 """The benches: bench/speed.py runs end to end on a tiny speaker and writes its JSON and plot, and
 bench/emotion_summary.py counts bench/emotion.py's figures against the bars, bench/emotion.py
 carries points along an expression warp's flow to where it draws them, bench/emotion_geometry.py
-holds the warp's move against the face's, and bench/refiner.py's noise images are what they say;
+holds the warp's move against the face's, bench/emotion_takes.py finds the flow scale and the
+renderer's points it reads by, and bench/refiner.py's noise images are what they say;
 the lips-closed share the lip figures count with."""
 
 import json
@@ -301,3 +302,59 @@ def test_emotion_geometry_holds_the_warps_move_against_the_faces_where_the_face_
     summary = emotion_geometry.tally({"c0": rows, "c1": {"happy": {"corner_lift": {"ratio": 1.3, "half_over_full": None}}}})
     assert summary["met"] == {"ratio": {"met": 2, "of": 4}, "half": {"met": 2, "of": 3}}
     assert summary["median_ratio"] == {"happy": {"corner_lift": 1.075, "mouth_width": 0.909, "eye_opening": 0.667}}
+
+
+def test_emotion_takes_bench_finds_the_flow_scale_the_pairs_were_moved_by(monkeypatch):
+    """bench/emotion_takes.py's pixel error by flow scale is least at the scale of the warp's flow
+    that moved the neutral frames into the emotional ones."""
+    import torch
+    from talker.models import ExpressionWarp
+    from talker.models.expression import apply_move
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    sys.modules.pop("emotion_takes", None)
+    import emotion_takes
+
+    torch.manual_seed(0)
+    warp = ExpressionWarp(resolution=16, channels=8, field_scale=1)
+    torch.nn.init.normal_(warp.head.weight, std=0.3)
+    ys, xs = np.mgrid[:32, :32]
+    pattern = np.stack([np.sin(xs / 3.0), np.cos(ys / 4.0), np.sin((xs + ys) / 5.0)], -1)
+    sharp = np.repeat(((pattern + 1) * 127.5).astype(np.uint8)[None], 4, 0)
+    small = sharp[:, ::2, ::2].copy()
+    emotion = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0.5, 0], [0, 0, 0, 1.0]])
+    x = torch.from_numpy(sharp).float().permute(0, 3, 1, 2) / 127.5 - 1
+    with torch.no_grad():
+        flow, residual = warp.move_at(torch.from_numpy(small).float().permute(0, 3, 1, 2) / 127.5 - 1, emotion, (32, 32))
+        moved = apply_move(x, flow * 1.2, residual)
+    pairs = {"neutral": small, "neutral_sharp": sharp, "emotion": emotion, "covered": torch.tensor([[0.0, 0, 1, 1]] * 4),
+             "emotional_sharp": ((moved.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()}
+    errors = emotion_takes.flow_scale_errors(type("Pipe", (), {"expression": warp})(), pairs,
+                                             ("neutral_sharp", "emotional_sharp"), "neutral")
+    assert errors["scales"][int(np.argmin(errors["mean_squared"]))] == 1.2, errors
+    assert errors["scales"][int(np.argmin(errors["weighted"]))] == 1.2, errors
+
+
+def test_emotion_takes_bench_places_the_renderers_points_in_the_takes_crop(monkeypatch):
+    """The renderer's own points of a take's face state, as fractions of the crop ``talker
+    prepare`` cut, lie where the face mesh finds them on that crop."""
+    pytest.importorskip("mediapipe", reason="needs requirements-prepare.txt")
+    from talker.data.face import FaceState, SyntheticFace
+    from talker.data.prepare import crop_frame
+    from talker.evaluation.metrics import FaceProbe
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    sys.modules.pop("emotion_takes", None)
+    import emotion_takes
+
+    face, crop = SyntheticFace(emotion_takes.SYNTH_SIDE), (36, 28, 182)
+    truth = {"pose": np.array([[4.0, -2.0, 1.0]]), "mouth_open": np.array([0.5]), "mouth_width": np.array([0.2]),
+             "blink": np.array([0.0])}
+    e = np.array([[1.0, 0, 0, 0]])
+    frame = crop_frame(face.render(FaceState(pose=truth["pose"][0], mouth_open=0.5, mouth_width=0.2, emotion=e[0])),
+                       crop, 128)
+    drawn = emotion_takes.drawn_points(face, truth, [0], e, crop)
+    found = FaceProbe().landmarks(frame[None])
+    assert np.median(np.linalg.norm(found - drawn, axis=-1)) * 128 < 1.5  # pixels of the 128² crop
+    shifted = emotion_takes.drawn_points(face, truth, [0], e, (crop[0] + 6, crop[1], crop[2]))
+    assert np.median(np.linalg.norm(found - shifted, axis=-1)) * 128 > 3  # another crop: elsewhere

@@ -453,6 +453,34 @@ def test_takes_cut_in_other_squares_are_framed_alike():
     assert framed.dtype == np.uint8 and framed.shape == emotional.shape
     assert np.abs(framed - neutral).mean() < np.abs(emotional - neutral).mean() / 3
     assert reframe(emotional, emotional_crop, emotional_crop) is emotional
+    # the strip along the left and top that the emotional crop never saw holds its edge repeated:
+    # the warp's loss leaves it out, and judges the rest
+    from talker.training.distill import frames_to_x0
+    from talker.training.expression import coverage_mask, covered, seen_or
+
+    box = torch.from_numpy(covered(emotional_crop, neutral_crop))[None]
+    mask = coverage_mask(box, 64)[0].numpy().astype(bool)
+    assert not mask[:, :2].any() and not mask[:2].any() and mask[3:-3, 3:-3].all()
+    off = np.abs(framed[0].astype(int) - neutral[0]).mean(-1)
+    assert off[~mask].mean() > 3 * off[mask].mean(), (off[~mask].mean(), off[mask].mean())
+    target = seen_or(frames_to_x0(framed), frames_to_x0(neutral.astype(np.uint8)), box)[0].permute(1, 2, 0).numpy()
+    assert np.allclose(target[~mask], frames_to_x0(neutral.astype(np.uint8))[0].permute(1, 2, 0).numpy()[~mask])
+    assert np.allclose(target[mask], frames_to_x0(framed)[0].permute(1, 2, 0).numpy()[mask])
+    assert coverage_mask(torch.from_numpy(covered(neutral_crop, neutral_crop))[None], 64)[0, 1:-1, 1:-1].all()
+
+
+def test_the_warps_loss_also_judges_the_move_at_coarser_sides():
+    from talker.training.expression import pyramid_error
+
+    rng = torch.Generator().manual_seed(0)
+    out, target, w = torch.rand(2, 3, 16, 16, generator=rng), torch.rand(2, 3, 16, 16, generator=rng), torch.rand(16, 16)
+    plain = ((out - target).pow(2).mean(1) * w).mean()
+    assert torch.allclose(pyramid_error(out, target, w), plain)
+    half = F.avg_pool2d(out, 2), F.avg_pool2d(target, 2), F.avg_pool2d(w[None, None], 2)
+    coarse = ((half[0] - half[1]).pow(2).mean(1, keepdim=True) * half[2]).mean()
+    assert torch.allclose(pyramid_error(out, target, w, 1), plain + coarse)
+    assert torch.allclose(pyramid_error(out, target, w.expand(2, -1, -1), 1), plain + coarse)  # per-frame weights
+    assert pyramid_error(out, out, w, 3) == 0
 
 
 def test_takes_are_brought_to_where_the_rendering_read_off_has_the_face():
@@ -505,15 +533,19 @@ def test_warp_shows_each_emotion_where_its_takes_do_and_leaves_neutral_as_it_was
         path.unlink()
     with pytest.raises(TalkerError, match="has a neutral take of the same id"):
         add_emotion(folder, [unlabelled], method="warp", neutral=neutral)
-    with pytest.raises(TalkerError, match="the blur at least 0"):
+    with pytest.raises(TalkerError, match="the blur and the pyramid's levels at least 0"):
         add_emotion(folder, [emotional], method="warp", neutral=neutral, max_blur=-1)
+    with pytest.raises(TalkerError, match="the blur and the pyramid's levels at least 0"):
+        add_emotion(folder, [emotional], method="warp", neutral=neutral, pyramid=-1)
     # the takes are flat grey, so nothing teaches fields at the frame's side what to make of the
     # detail in the speaker's own frames (a real speaker's takes are its own face): at half side
     assert talker(["add-emotion", str(folder), "--data", str(emotional), "--neutral", str(neutral), "--method", "warp",
-                   "--steps", "300", "--lr", "0.01", "--channels", "8", "--field-scale", "0.5", "--max-blur", "0.5"]) == 0
+                   "--steps", "300", "--lr", "0.01", "--channels", "8", "--field-scale", "0.5", "--max-blur", "0.5",
+                   "--pyramid", "1"]) == 0
     record = json.loads((folder / "speaker.json").read_text())["emotion"]
     assert record["method"] == "warp" and record["takes"] == 9 and record["channels"] == 8
-    assert record["field_scale"] == record["max_blur"] == 0.5 and record["change_weight"] == 1.0  # as asked; the default
+    assert record["field_scale"] == record["max_blur"] == 0.5 and record["pyramid"] == 1  # as asked
+    assert record["change_weight"] == 1.0  # the default
     assert record["sharp_side"] is None  # the takes kept no larger crops: judged at the decoder's side
     assert record["frames"] == 7 * 20  # the emotional frames of the training takes (c0 and c5 are neutral)
     first, last = record["training_loss_first_last"]

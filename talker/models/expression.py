@@ -156,12 +156,17 @@ class ExpressionWarp(ModelMixin, ConfigMixin):
         if bool(neutral.all()):
             return target
         flow, residual = self.move_at(images, e, target.shape[-2:])
-        big_h, big_w = target.shape[-2:]
         target = target.to(flow.dtype)
-        ys = (torch.arange(big_h, device=flow.device, dtype=flow.dtype) * 2 + 1) / big_h - 1
-        xs = (torch.arange(big_w, device=flow.device, dtype=flow.dtype) * 2 + 1) / big_w - 1
-        grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # (H, W, 2): x, y in align_corners=False units
-        scale = torch.tensor([2 / big_w, 2 / big_h], device=flow.device, dtype=flow.dtype)
-        grid = grid + flow.permute(0, 2, 3, 1) * scale
-        out = F.grid_sample(target, grid, mode="bilinear", padding_mode="border", align_corners=False) + residual
-        return torch.where(neutral[:, None, None, None], target, out)
+        return torch.where(neutral[:, None, None, None], target, apply_move(target, flow, residual))
+
+
+def apply_move(frames: torch.Tensor, flow: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) frames moved by a (B, 2, H, W) flow in their pixels (pixel p of the result is
+    the frame's p + flow(p), bilinear, the border repeated) and a (B, 3, H, W) colour residual added."""
+    h, w = frames.shape[-2:]
+    ys = (torch.arange(h, device=flow.device, dtype=flow.dtype) * 2 + 1) / h - 1
+    xs = (torch.arange(w, device=flow.device, dtype=flow.dtype) * 2 + 1) / w - 1
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # (H, W, 2): x, y in align_corners=False units
+    scale = torch.tensor([2 / w, 2 / h], device=flow.device, dtype=flow.dtype)
+    grid = grid + flow.permute(0, 2, 3, 1) * scale
+    return F.grid_sample(frames, grid, mode="bilinear", padding_mode="border", align_corners=False) + residual

@@ -12,7 +12,8 @@ by a random σ up to ``max_blur``, none by default) (at use it reads the refiner
 down to the decoder's side, or the decoder's frame where there is no refiner; or off
 the decoder's own rendering of x_n, ``read_from="decoder"``, :func:`decoded_takes`, the pair
 then brought to where that rendering has the face, :func:`rendering_alignment`), the
-loss weighted towards where the speaker's face moves (:func:`~.distill.motion_weights`). Where the
+loss weighted towards where the speaker's face moves (:func:`~.distill.motion_weights`); along an
+edge that the emotional take's crop did not reach, the target is the neutral frame (:func:`seen_or`). Where the
 takes kept sharper crops (``talker prepare --refiner-resolution``), the move is applied to the
 sharp neutral frame and judged against the sharp emotional one, as the refiner's frames will
 show it; else both frames are blurred alike at the decoder's side.
@@ -88,6 +89,34 @@ def reframe(frames: np.ndarray, crop: tuple[int, int, int], to: tuple[int, int, 
     grid = F.affine_grid(theta.expand(len(x), -1, -1), list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return out.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+
+
+def covered(crop: tuple[int, int, int], to: tuple[int, int, int]) -> np.ndarray:
+    """(4,) the part of square ``to`` (x0, y0, side) that square ``crop`` covers, as fractions of
+    ``to``'s side (left, top, right, bottom): a take reframed from ``crop`` to ``to``
+    (:func:`reframe`) shows its own pixels there and the edge repeated outside."""
+    (x0, y0, side), (x1, y1, side1) = crop, to
+    box = np.array([x0 - x1, y0 - y1, x0 + side - x1, y0 + side - y1], np.float64) / side1
+    return box.clip(0, 1).astype(np.float32)
+
+
+def coverage_mask(boxes: torch.Tensor, side: int) -> torch.Tensor:
+    """(B, 4) boxes (:func:`covered`) → (B, side, side): 1 on the pixels inside each box by a pixel
+    (where the reframed take's own pixels, not its repeated edge, are sampled), 0 elsewhere."""
+    centres = (torch.arange(side, dtype=torch.float32) + 0.5) / side
+    margin = 1.0 / side
+    inside_x = (centres[None] >= boxes[:, :1] + margin) & (centres[None] <= boxes[:, 2:3] - margin)
+    inside_y = (centres[None] >= boxes[:, 1:2] + margin) & (centres[None] <= boxes[:, 3:4] - margin)
+    return (inside_y[:, :, None] & inside_x[:, None, :]).float()
+
+
+def seen_or(emotional: torch.Tensor, neutral: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) reframed emotional frames with the neutral frames' pixels where their own crop
+    did not reach (``boxes``, :func:`covered`): a strip along an edge, outside the face, which the
+    expression leaves as it was; reframed, it holds the take's edge repeated, which a warp would
+    learn to smear onto every frame."""
+    mask = coverage_mask(boxes, emotional.shape[-1])[:, None].to(emotional.dtype)
+    return emotional * mask + neutral * (1 - mask)
 
 
 def sharp_frames(clip, source: int, side: int) -> np.ndarray:
@@ -174,13 +203,14 @@ def paired_frames(neutral_clips, emotional_clips, n_emotions: int, crops: dict,
     """Frame pairs of each emotional take with the neutral take of the same id, aligned in time by
     :func:`dtw_path` and in the picture by :func:`reframe` (``crops``: {id(clip): its crop} for
     every clip given): "neutral" and "emotional" (F, R, R, 3) uint8, "emotion" (F, E) the emotional
-    frame's intensities; with ``sharp`` (source, side), also "neutral_sharp" and "emotional_sharp",
+    frame's intensities, "covered" (F, 4) the part of the frame its own take's crop covers
+    (:func:`covered`; the rest is its edge repeated); with ``sharp`` (source, side), also "neutral_sharp" and "emotional_sharp",
     the same frames from the crops kept at ``source``, at ``side`` (:func:`sharp_frames`); with
     ``read`` ({id: (F, R, R, 3) uint8}, :func:`decoded_takes`), also "neutral_read", those frames of
     the neutral take, and every other frame of the pair brought to where they have the face
     (:func:`rendering_alignment`). Takes with no neutral counterpart are left out."""
     by_id = {c.id: c for c in neutral_clips}
-    keys = (("neutral", "emotional", "emotion") + (("neutral_sharp", "emotional_sharp") if sharp else ())
+    keys = (("neutral", "emotional", "emotion", "covered") + (("neutral_sharp", "emotional_sharp") if sharp else ())
             + (("neutral_read",) if read is not None else ()))
     out = {k: [] for k in keys}
     neutrals = {}  # each neutral take's frames (and kept crops), where its rendering has the face: once per take
@@ -211,6 +241,7 @@ def paired_frames(neutral_clips, emotional_clips, n_emotions: int, crops: dict,
             out["neutral_read"].append(read[ref.id][i[keep]])
         out["emotional"].append(move(reframe(clip.frames[j[keep]], crops[id(clip)], crops[id(ref)])))
         out["emotion"].append(e[keep])
+        out["covered"].append(np.repeat(covered(crops[id(clip)], crops[id(ref)])[None], int(keep.sum()), 0))
         if sharp:
             out["neutral_sharp"].append(kept[i[keep]])
             out["emotional_sharp"].append(move(reframe(sharp_frames(clip, *sharp)[j[keep]], crops[id(clip)],
@@ -219,6 +250,7 @@ def paired_frames(neutral_clips, emotional_clips, n_emotions: int, crops: dict,
         return {}
     pairs = {k: np.concatenate(v) for k, v in out.items()}
     pairs["emotion"] = torch.from_numpy(pairs["emotion"]).float()
+    pairs["covered"] = torch.from_numpy(pairs["covered"])
     return pairs
 
 
@@ -263,11 +295,25 @@ def change_weights(pairs: dict, base: str, target: str, n_emotions: int, weight:
     return torch.stack(maps)
 
 
+def pyramid_error(out: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, levels: int = 0) -> torch.Tensor:
+    """Weighted squared error of (B, 3, H, W) frames ``out`` against ``target`` (``weights``
+    (B or 1, H, W)), plus the same at ``levels`` coarser sides, each halving the last (2×2
+    means, the weights averaged alike): a move the frame's own pixels judge only at the edges it
+    crosses is judged at the coarser sides over the whole patch it shifts."""
+    loss = ((out - target).pow(2).mean(1) * weights).mean()
+    w = weights[:, None] if weights.dim() == 3 else weights[None, None]
+    for _ in range(levels):
+        out, target, w = F.avg_pool2d(out, 2), F.avg_pool2d(target, 2), F.avg_pool2d(w, 2)
+        loss = loss + ((out - target).pow(2).mean(1, keepdim=True) * w).mean()
+    return loss
+
+
 def pair_error(model: ExpressionWarp | None, pairs: dict, weights: torch.Tensor, batch: int = 64) -> float:
     """Weighted squared error of the neutral frames (warped by ``model`` to the pairs' intensities;
     as they are for None) against their emotional frames; at the sharp frames' size where the pairs
     have them (the fields read off the decoder-size frame, or its decoded rendering where the pairs
-    have it, the move applied to the sharp one)."""
+    have it, the move applied to the sharp one); the emotional frames hold the neutral ones' pixels
+    where their own crop did not reach (:func:`seen_or`)."""
     sharp = "neutral_sharp" in pairs
     read = "neutral_read" if "neutral_read" in pairs else "neutral"
     total = 0.0
@@ -277,6 +323,7 @@ def pair_error(model: ExpressionWarp | None, pairs: dict, weights: torch.Tensor,
             onto = frames_to_x0(pairs["neutral_sharp" if sharp else "neutral"][s : s + batch])
             target = frames_to_x0(pairs["emotional_sharp" if sharp else "emotional"][s : s + batch])
             out = onto if model is None else model(x, pairs["emotion"][s : s + batch], onto=onto)
+            target = seen_or(target, onto, pairs["covered"][s : s + batch])
             total += float(((out - target).pow(2).mean(1) * weights).sum())
     return round(total / (len(pairs["emotion"]) * weights.numel()), 5)
 
@@ -313,6 +360,7 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
                      field_scale: float = EMOTION_WARP["field_scale"],
                      read_from: str = EMOTION_WARP["read_from"],
                      max_blur: float = EMOTION_WARP["max_blur"],
+                     pyramid: int = EMOTION_WARP["pyramid"],
                      progress: bool = True) -> tuple[ExpressionWarp, dict]:
     """Train ``pipe``'s expression warp on the emotional takes of ``data_dirs`` (prepared datasets
     with per-frame emotion labels) paired with the neutral takes of the same ids in
@@ -326,10 +374,10 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
     from tqdm.auto import tqdm
 
     if (min(steps, batch_size, channels) < 1 or lr <= 0
-            or min(motion_weight, smooth_weight, change_weight, sharp_side, max_blur) < 0):
+            or min(motion_weight, smooth_weight, change_weight, sharp_side, max_blur, pyramid) < 0):
         raise TalkerError(f"steps, batch size and channels must be at least 1, lr positive, the weights, the sharp "
-                          f"side and the blur at least 0; got {steps}, {batch_size}, {channels}, {lr}, {motion_weight}, "
-                          f"{smooth_weight}, {change_weight}, {sharp_side}, {max_blur}")
+                          f"side, the blur and the pyramid's levels at least 0; got {steps}, {batch_size}, {channels}, "
+                          f"{lr}, {motion_weight}, {smooth_weight}, {change_weight}, {sharp_side}, {max_blur}, {pyramid}")
     if field_scale not in FIELD_SCALES:
         raise TalkerError(f"the field scale must be one of {', '.join(map(str, FIELD_SCALES))}; got {field_scale}")
     if read_from not in READ_FROM:
@@ -394,7 +442,8 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
         else:
             onto, y = x, blur(frames_to_x0(train[target][idx.numpy()]), sigma)
         w = weights if change is None else weights + torch.einsum("bk,khw->bhw", train["emotion"][idx], change)
-        loss = ((model(read_off, train["emotion"][idx], onto=onto) - y).pow(2).mean(1) * w).mean()
+        y = seen_or(y, onto, train["covered"][idx])  # not the edge a reframed take repeats
+        loss = pyramid_error(model(read_off, train["emotion"][idx], onto=onto), y, w, pyramid)
         if smooth_weight:
             loss = loss + smooth_weight * smoothness(model.fields(read_off))
         opt.zero_grad()
@@ -409,7 +458,7 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
               "field_scale": field_scale, "read_from": read_from, "max_blur": max_blur,
               "parameters": sum(p.numel() for p in model.parameters()),
               "motion_weight": motion_weight, "smooth_weight": smooth_weight, "change_weight": change_weight,
-              "sharp_side": sharp[1] if sharp else None,
+              "sharp_side": sharp[1] if sharp else None, "pyramid": pyramid,
               "training_loss_first_last": [round(float(np.mean(losses[:20])), 5), round(float(np.mean(losses[-20:])), 5)],
               "cpu_minutes": round((time.process_time() - started) / 60, 1)}
     if held:
