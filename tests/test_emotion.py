@@ -537,15 +537,19 @@ def test_warp_shows_each_emotion_where_its_takes_do_and_leaves_neutral_as_it_was
         add_emotion(folder, [emotional], method="warp", neutral=neutral, max_blur=-1)
     with pytest.raises(TalkerError, match="the blur and the pyramid's levels at least 0"):
         add_emotion(folder, [emotional], method="warp", neutral=neutral, pyramid=-1)
+    coarser = tmp_path / "coarser"  # the loss also at coarser sides: asked for on the command line, recorded
+    shutil.copytree(speaker_dir, coarser)
+    assert talker(["add-emotion", str(coarser), "--data", str(emotional), "--neutral", str(neutral), "--method", "warp",
+                   "--steps", "2", "--channels", "8", "--pyramid", "2"]) == 0
+    assert json.loads((coarser / "speaker.json").read_text())["emotion"]["pyramid"] == 2
     # the takes are flat grey, so nothing teaches fields at the frame's side what to make of the
     # detail in the speaker's own frames (a real speaker's takes are its own face): at half side
     assert talker(["add-emotion", str(folder), "--data", str(emotional), "--neutral", str(neutral), "--method", "warp",
-                   "--steps", "300", "--lr", "0.01", "--channels", "8", "--field-scale", "0.5", "--max-blur", "0.5",
-                   "--pyramid", "1"]) == 0
+                   "--steps", "300", "--lr", "0.01", "--channels", "8", "--field-scale", "0.5", "--max-blur", "0.5"]) == 0
     record = json.loads((folder / "speaker.json").read_text())["emotion"]
     assert record["method"] == "warp" and record["takes"] == 9 and record["channels"] == 8
-    assert record["field_scale"] == record["max_blur"] == 0.5 and record["pyramid"] == 1  # as asked
-    assert record["change_weight"] == 1.0  # the default
+    assert record["field_scale"] == record["max_blur"] == 0.5  # as asked
+    assert record["change_weight"] == 1.0 and record["pyramid"] == 0  # the defaults
     assert record["sharp_side"] is None  # the takes kept no larger crops: judged at the decoder's side
     assert record["frames"] == 7 * 20  # the emotional frames of the training takes (c0 and c5 are neutral)
     first, last = record["training_loss_first_last"]
