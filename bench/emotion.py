@@ -92,9 +92,7 @@ def render_truth(truth: dict, emotion: np.ndarray, frames, crop, *resolutions: i
     from talker.data.prepare import crop_frame
 
     face = SyntheticFace(256)
-    rendered = [face.render(FaceState(pose=truth["pose"][k], mouth_open=float(truth["mouth_open"][k]),
-                                      mouth_width=float(truth["mouth_width"][k]), blink=float(truth["blink"][k]),
-                                      emotion=emotion)) for k in frames]
+    rendered = [face.render(FaceState.from_truth(truth, k, emotion)) for k in frames]
     return [np.stack([crop_frame(f, crop, r) for f in rendered]) for r in resolutions]
 
 
@@ -105,9 +103,7 @@ def truth_geometry(truth: dict, emotion: np.ndarray, frames) -> np.ndarray:
     from talker.data.face import FaceState, SyntheticFace
 
     face = SyntheticFace(256)
-    points = [face.landmarks(FaceState(pose=truth["pose"][k], mouth_open=float(truth["mouth_open"][k]),
-                                       mouth_width=float(truth["mouth_width"][k]), blink=float(truth["blink"][k]),
-                                       emotion=emotion))[0][:, :2] for k in frames]
+    points = [face.landmarks(FaceState.from_truth(truth, k, emotion))[0][:, :2] for k in frames]
     return landmark_features(np.stack(points))
 
 

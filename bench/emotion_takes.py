@@ -70,10 +70,7 @@ def warp_points(face, truth: dict, frame: int, emotion: np.ndarray) -> np.ndarra
     take's face state at ``frame`` with ``emotion``."""
     from talker.data.face import FaceState
 
-    state = FaceState(pose=truth["pose"][frame], mouth_open=float(truth["mouth_open"][frame]),
-                      mouth_width=float(truth["mouth_width"][frame]), blink=float(truth["blink"][frame]),
-                      emotion=emotion)
-    return face.landmarks(state)[0][:, :2]
+    return face.landmarks(FaceState.from_truth(truth, frame, emotion))[0][:, :2]
 
 
 def drawn_points(face, truth: dict, frames, emotion: np.ndarray, crop) -> np.ndarray:

@@ -66,6 +66,14 @@ class FaceState:
     blink: float = 0.0
     emotion: np.ndarray = field(default_factory=lambda: np.zeros(4))
 
+    @classmethod
+    def from_truth(cls, truth: dict, k: int, emotion: np.ndarray | None = None) -> FaceState:
+        """Frame ``k`` of a clip's truth (``talker synth``'s truth/<id>.npz), with ``emotion`` in
+        place of the frame's own where given."""
+        return cls(pose=truth["pose"][k], mouth_open=float(truth["mouth_open"][k]),
+                   mouth_width=float(truth["mouth_width"][k]), blink=float(truth["blink"][k]),
+                   emotion=truth["emotion"][k] if emotion is None else emotion)
+
 
 def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
     y, p, r = np.radians([yaw, pitch, roll])

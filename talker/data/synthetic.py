@@ -256,9 +256,7 @@ def make_clip(spec: ClipSpec, face: SyntheticFace):
 
     def frames():
         for k in range(n):
-            yield face.render(FaceState(pose=truth["pose"][k], mouth_open=float(truth["mouth_open"][k]),
-                                        mouth_width=float(truth["mouth_width"][k]), blink=float(truth["blink"][k]),
-                                        emotion=truth["emotion"][k]))
+            yield face.render(FaceState.from_truth(truth, k))
 
     return frames, speech.audio, truth
 
