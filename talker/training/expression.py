@@ -102,11 +102,14 @@ def covered(crop: tuple[int, int, int], to: tuple[int, int, int]) -> np.ndarray:
 
 def coverage_mask(boxes: torch.Tensor, side: int) -> torch.Tensor:
     """(B, 4) boxes (:func:`covered`) → (B, side, side): 1 on the pixels inside each box by a pixel
-    (where the reframed take's own pixels, not its repeated edge, are sampled), 0 elsewhere."""
+    (where the reframed take's own pixels, not its repeated edge, are sampled; along a side where the
+    box reaches the frame's edge there is no repeated edge, and the frame counts up to it), 0 elsewhere."""
     centres = (torch.arange(side, dtype=torch.float32) + 0.5) / side
     margin = 1.0 / side
-    inside_x = (centres[None] >= boxes[:, :1] + margin) & (centres[None] <= boxes[:, 2:3] - margin)
-    inside_y = (centres[None] >= boxes[:, 1:2] + margin) & (centres[None] <= boxes[:, 3:4] - margin)
+    inner = ((boxes > 0) & (boxes < 1)).float() * margin  # a margin only where the box ends inside the frame
+    lo, hi = boxes[:, :2] + inner[:, :2], boxes[:, 2:] - inner[:, 2:]
+    inside_x = (centres[None] >= lo[:, :1]) & (centres[None] <= hi[:, :1])
+    inside_y = (centres[None] >= lo[:, 1:]) & (centres[None] <= hi[:, 1:])
     return (inside_y[:, :, None] & inside_x[:, None, :]).float()
 
 
@@ -280,15 +283,19 @@ def change_weights(pairs: dict, base: str, target: str, n_emotions: int, weight:
     :data:`CHANGE_BLUR` pixels, over its mean, capped at :data:`CHANGE_CAP`). The pairs' differences
     one by one are mostly the neutral and emotional takes out of step (a blink in one take, speech
     a frame apart), which the mean cancels; a brow raised or an eyelid lowered in every frame of
-    the emotion stays, small as it is beside the mouth's motion, which the motion weights favour."""
+    the emotion stays, small as it is beside the mouth's motion, which the motion weights favour.
+    Along an edge that an emotional take's crop did not reach, its frame counts as the neutral one
+    (:func:`seen_or`), as the loss judges it: the edge it repeats there is no change of the face."""
     emotion = pairs["emotion"].numpy()
+    side = pairs[base].shape[1]
     maps = []
     for k in range(n_emotions):
         rows = np.flatnonzero(emotion[:, k] > 0)
         diff = np.zeros(pairs[base].shape[1:], np.float64)
         for s in range(0, len(rows), 1024):
             chunk = rows[s : s + 1024]
-            diff += pairs[target][chunk].astype(np.float64).sum(0) - pairs[base][chunk].astype(np.float64).sum(0)
+            seen = coverage_mask(pairs["covered"][chunk], side).numpy()[..., None]
+            diff += ((pairs[target][chunk].astype(np.float64) - pairs[base][chunk]) * seen).sum(0)
         change = torch.from_numpy(np.abs(diff / max(len(rows), 1)).mean(-1)).float()[None, None]
         change = blur(change, torch.tensor([CHANGE_BLUR]))[0, 0]
         maps.append(weight * (change / change.mean().clamp_min(1e-6)).clamp(max=CHANGE_CAP))
