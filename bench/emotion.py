@@ -83,6 +83,7 @@ INTENSITIES = (0.25, 0.5, 0.75, 1.0)
 # the least change of a feature (÷ the eye-corner distance: 0.6 pixel of the truth's 256² frames) off
 # the renderer's landmarks that the warp's own move is held against
 GEOMETRY_FLOOR = 0.01
+SYNTH_SIDE = 256  # the side talker synth rendered the held-out clips and takes at (their crops are in its pixels)
 
 
 def render_truth(truth: dict, emotion: np.ndarray, frames, crop, *resolutions: int) -> list[np.ndarray]:
@@ -91,7 +92,7 @@ def render_truth(truth: dict, emotion: np.ndarray, frames, crop, *resolutions: i
     from talker.data.face import FaceState, SyntheticFace
     from talker.data.prepare import crop_frame
 
-    face = SyntheticFace(256)
+    face = SyntheticFace(SYNTH_SIDE)
     rendered = [face.render(FaceState.from_truth(truth, k, emotion)) for k in frames]
     return [np.stack([crop_frame(f, crop, r) for f in rendered]) for r in resolutions]
 
@@ -102,7 +103,7 @@ def truth_geometry(truth: dict, emotion: np.ndarray, frames) -> np.ndarray:
     itself did, head pose included."""
     from talker.data.face import FaceState, SyntheticFace
 
-    face = SyntheticFace(256)
+    face = SyntheticFace(SYNTH_SIDE)
     points = [face.landmarks(FaceState.from_truth(truth, k, emotion))[0][:, :2] for k in frames]
     return landmark_features(np.stack(points))
 

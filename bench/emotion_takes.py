@@ -54,14 +54,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from emotion import GEOMETRY_FLOOR, follow
+from emotion import GEOMETRY_FLOOR, SYNTH_SIDE, follow
 from talker.defaults import EMOTION_WARP, EXPRESSION_READ_FROM
 from talker.evaluation.metrics import PROBE_FEATURES as FEATURES
 from talker.evaluation.results import write_results
 
 TAKES = tuple(f"runs/bundled/takes256-{name}" for name in ("happy", "sad", "angry", "surprised"))
 FLOW_SCALES = (0.8, 0.9, 1.0, 1.1, 1.2, 1.3)
-SYNTH_SIDE = 256  # the side talker synth rendered the takes at (the crops are in its pixels)
 
 
 def warp_points(face, truth: dict, frame: int, emotion: np.ndarray) -> np.ndarray:
