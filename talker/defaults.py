@@ -79,8 +79,8 @@ EXPRESSION_READ_FROM = ("takes", "decoder", "refined")
 # move at `pyramid` coarser sides (each half the last); 3 moved the face no further (20 of 36 by
 # geometry against the warp then shipped's 22; bench/results/emotion_geometry_seen.json). Two seeds of one warp differ by
 # 7 of those 36 (17 and 24), so a warp is chosen by more than one figure of one training run; with
-# change_weight's maps leaving out the edge a reframed take repeats, the same two seeds gave 20 and 26
-# (bench/results/emotion_geometry_covered.json)
+# change_weight's maps leaving out the edge a reframed take repeats, seeds 0 / 1 / 2 gave 20 / 26 / 20
+# against 17 / 24 / 21 (bench/results/emotion_geometry_covered.json, emotion_geometry_seed2.json)
 EMOTION_WARP = {"steps": 1500, "batch_size": 16, "lr": 2e-3, "seed": 0, "channels": 32,
                 "motion_weight": 4.0, "smooth_weight": 0.0, "sharp_side": 128, "change_weight": 1.0,
                 "field_scale": 1.0, "read_from": "takes", "max_blur": 0.0, "pyramid": 0}
