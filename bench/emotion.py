@@ -1,7 +1,7 @@
 """Emotion control, measured against the truth: how far each intensity moves the face.
 
     python bench/emotion.py --out bench/results/emotion.json [--model checkpoints/astronaut-64] \
-        [--data runs/bundled/heldout-espeak] [--train-data runs/bundled/voices] [--seconds 6] [--decoder ddim]
+        [--data runs/bundled/heldout-espeak] [--train-data runs/bundled/voices|none] [--seconds 6] [--decoder ddim]
 
 On a held-out clip (never trained on), with each emotion at 0.25, 0.5, 0.75 and 1.0, a mix of two,
 and none:
@@ -182,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="speaker (default: the bundled speaker)")
     parser.add_argument("--data", default="runs/bundled/heldout-espeak", help="held-out prepared clips with truth")
-    parser.add_argument("--train-data", default="runs/bundled/voices", help="the speaker's training clips (latents, truth)")
+    parser.add_argument("--train-data", default="runs/bundled/voices",
+                        help="the speaker's training clips (latents, truth) the latent directions reported beside the "
+                             "speaker are fitted to; none: no directions")
     parser.add_argument("--out", default="bench/results/emotion.json")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--clip", type=int, default=0, help="which held-out clip")
@@ -247,11 +249,13 @@ def main(argv: list[str] | None = None) -> int:
             with torch.inference_mode():
                 return s2l.emotion_offset(torch.from_numpy(e).to(s2l.device)).float().cpu()
         fit = read_speaker(Path(model)).get("emotion", {}) if Path(model).is_dir() else {}
-    else:
+    elif args.train_data != "none":
         directions, fit = fit_emotion_directions(args.train_data, len(names))
 
         def offset_of(e):
             return torch.from_numpy(e).float() @ torch.from_numpy(directions)
+    else:  # no latent directions to report beside the warp
+        offset_of, fit = None, None
     results = {"command": "python bench/emotion.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                "model": str(model), "clip": clip.id, "frames": n, "truth_size": size, "features": FEATURES,
                "emotion_mode": "directions" if s2l.config.get("emotion_directions") else "network",
@@ -373,11 +377,11 @@ def main(argv: list[str] | None = None) -> int:
             row["truth_change_at_speaker_pose"] = p_change.round(4).tolist()
             row["counted_at_speaker_pose"] = p_moved.tolist()
             row["ratio_at_speaker_pose"] = ratios(g_change, p_change, p_moved)
-        # what the latent space can show: the neutral latents moved along the emotion's direction
-        z = torch.from_numpy(neutral.latents) + offset_of(e)
-        a_change, _ = change(probe.features(decode(z)), neutral_gen)
-        row["direction_change"] = a_change.round(4).tolist()
-        row["direction_ratio"] = ratios(a_change, t_change, moved)
+        if offset_of is not None:  # what the latent space can show: the neutral latents moved along the emotion's direction
+            z = torch.from_numpy(neutral.latents) + offset_of(e)
+            a_change, _ = change(probe.features(decode(z)), neutral_gen)
+            row["direction_change"] = a_change.round(4).tolist()
+            row["direction_ratio"] = ratios(a_change, t_change, moved)
         # the ceiling: the truth's own frames through the encoder and decoder
         z_truth = encode(truth_frames)
         r_change, _ = change(probe.features(decode(z_truth)), reconstructed_neutral)
@@ -411,16 +415,17 @@ def main(argv: list[str] | None = None) -> int:
                 row["lipsync"]["closed_threshold"] = round(sync["closed_threshold"], 4)
                 row["lipsync"]["at_speaker_pose"] = at_pose(np.asarray(out.poses)[:n], e, posed, g_feats[:, 0],
                                                             neutral_gen[:, 0], silent)
-            k = names.index(name.split("@")[0])
-            dz = torch.from_numpy((out.latents - neutral.latents).mean(0)).float()
-            w = offset_of(np.eye(len(names))[k])  # the direction of the emotion at 1.0
-            along = float(dz @ w / (w @ w))
-            row["latent_along_direction"] = round(along, 3)
-            row["latent_off_direction"] = round(float((dz - along * w).norm() / w.norm()), 3)
-            # the encoder's own view: the truth's frames with the emotion against without, in z_sem
-            dz_truth = (z_truth - z_neutral_truth).float().mean(0)
-            row["truth_latent_along_direction"] = round(float(dz_truth @ w / (w @ w)), 3)
-            row["truth_latent_change_over_direction"] = round(float(dz_truth.norm() / w.norm()), 3)
+            if offset_of is not None:
+                k = names.index(name.split("@")[0])
+                dz = torch.from_numpy((out.latents - neutral.latents).mean(0)).float()
+                w = offset_of(np.eye(len(names))[k])  # the direction of the emotion at 1.0
+                along = float(dz @ w / (w @ w))
+                row["latent_along_direction"] = round(along, 3)
+                row["latent_off_direction"] = round(float((dz - along * w).norm() / w.norm()), 3)
+                # the encoder's own view: the truth's frames with the emotion against without, in z_sem
+                dz_truth = (z_truth - z_neutral_truth).float().mean(0)
+                row["truth_latent_along_direction"] = round(float(dz_truth @ w / (w @ w)), 3)
+                row["truth_latent_change_over_direction"] = round(float(dz_truth.norm() / w.norm()), 3)
         results["settings"][name] = row
         print(name, json.dumps(row), flush=True)
     for name in names:  # monotony: the change at 0.5 ÷ at 1.0, on the counted features, the speaker's and the truth's

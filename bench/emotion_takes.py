@@ -36,7 +36,8 @@ held-out lines (``held_out``) and as many frames of the lines it was trained on 
 warp's change ÷ the face's, at 1.0 and 0.5, on each feature the face moves by at least
 ``GEOMETRY_FLOOR``. Where the takes kept sharper crops, ``pixel_error`` holds the pairs' squared
 error (on what the emotional take's crop covers) of the neutral frame as it is, moved by the warp,
-and moved by the face's own move (``face_move``: the renderer's map of each mesh triangle onto
+by its flow alone and by its colour residual alone (``warp_flow_only``, ``warp_colour_only``: how
+much of the move each carries), and moved by the face's own move (``face_move``: the renderer's map of each mesh triangle onto
 itself between the two states, no colour residual): under the warp's, the loss the warp learns by
 would take the face's whole move if the warp drew it. And ``pixel_error_by_flow_scale``: the
 held-out pairs' error (the same pixels; plain, and weighted as training weighs where the face
@@ -140,7 +141,7 @@ def takes_geometry(pipe, takes: dict, ids, k: int, frames: int, size: int) -> di
     per = max(1, frames // len(rows))
     face_change, moved = [], {1.0: [], 0.5: []}
     kept = takes["kept"] if size != pipe.resolution else None
-    errors = {"neutral": [], "warp": [], "face_move": []}  # the pairs' squared error on what each crop covers
+    errors = {"neutral": [], "warp": [], "warp_flow_only": [], "warp_colour_only": [], "face_move": []}  # the pairs' squared error on what each crop covers
     for ref, clip, i, j in rows:
         pick = np.linspace(0, len(i) - 1, min(per, len(i))).round().astype(int)
         i, j = i[pick], j[pick]
@@ -163,7 +164,10 @@ def takes_geometry(pipe, takes: dict, ids, k: int, frames: int, size: int) -> di
                                                        warp_points(face, truth_e, b, e[n]), crop, size)
                                              for n, (a, b) in enumerate(zip(i, j))])).permute(0, 3, 1, 2)
             with torch.inference_mode():
-                shown = {"neutral": onto, "warp": pipe.expression(read, torch.from_numpy(e).float(), onto=onto),
+                flow, residual = pipe.expression.move_at(read, torch.from_numpy(e).float(), onto.shape[-2:])
+                shown = {"neutral": onto, "warp": apply_move(onto, flow, residual),
+                         "warp_flow_only": apply_move(onto, flow, torch.zeros_like(onto)),
+                         "warp_colour_only": onto + residual,
                          "face_move": apply_move(onto, own, torch.zeros_like(onto))}
             for key, out in shown.items():
                 errors[key].append(((out - target).pow(2).mean(1) * mask).sum((1, 2)) / mask.sum())

@@ -230,7 +230,8 @@ talker add-gate "$OUT" --gate "$WORK/gate"
 #    emotion, times its intensity), learned from paired takes: 24 lines in 8 voices recorded neutral
 #    and at each emotion's full intensity (same lines, same performance), aligned by their sound and
 #    framing, the move judged at 128² on the takes' own 256² crops, weighted most where each emotion's
-#    takes differ from the neutral ones on average, its fields predicted at the decoder's side;
+#    takes differ from the neutral ones on average, its fields predicted at the decoder's side, its flow
+#    where each pixel goes (turned into the backward flow that samples the frame);
 #    1,500 steps (9 CPU minutes). (The decoders'
 #    own emotion input, --method input, which the speaker had before, was taken out of its decoders:
 #    neutral frames are the same either way.)

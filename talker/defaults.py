@@ -40,6 +40,8 @@ EMOTION_LEARNING = {"steps": 300, "batch_size": 16, "lr": 0.02, "seed": 0, "knot
 EMOTION_INPUT = {"steps": 600, "batch_size": 16, "lr": 1e-3, "seed": 0, "motion_weight": 4.0}
 # the sides an expression warp's fields may be predicted at, over the decoder frame's
 EXPRESSION_FIELD_SCALES = (0.5, 1, 2)
+# damped fixed-point steps that turn an expression warp's forward flow into the backward one it samples by
+EXPRESSION_INVERSE_ITERATIONS = 12
 # the frames a warp's fields are read off in training: the neutral takes' own (blurred by up to
 # EMOTION_WARP's max_blur), the speaker's decoder's rendering of them, or that through its refiner and
 # scaled back down to the decoder's side (what they are read off at use where there is a refiner)
@@ -80,10 +82,17 @@ EXPRESSION_READ_FROM = ("takes", "decoder", "refined")
 # geometry against the warp then shipped's 22; bench/results/emotion_geometry_seen.json). Two seeds of one warp differ by
 # 7 of those 36 (17 and 24), so a warp is chosen by more than one figure of one training run; with
 # change_weight's maps leaving out the edge a reframed take repeats, seeds 0 / 1 / 2 gave 20 / 26 / 20
-# against 17 / 24 / 21 (bench/results/emotion_geometry_covered.json, emotion_geometry_seed2.json)
+# against 17 / 24 / 21 (bench/results/emotion_geometry_covered.json, emotion_geometry_seed2.json).
+# The flow is a forward one (forward_flow: where each pixel of the frame goes, turned backward by
+# fixed-point iteration), so a mouth corner's move sits on the corner the network reads: the smile's
+# corners / width came to 92-93% / 93-94% of the face's move in every seed against 82-85% / 81-85%,
+# every half of the move to 0.50 of the whole (36 of 36 within 0.4-0.6 against 29-32), 20 and 26 of
+# 36 within 80-120% with seeds 0 and 1, as before (bench/results/emotion_geometry_forward.json);
+# fields at twice the side with it moved the face less (8 of 36, surprised's brows the wrong way)
 EMOTION_WARP = {"steps": 1500, "batch_size": 16, "lr": 2e-3, "seed": 0, "channels": 32,
                 "motion_weight": 4.0, "smooth_weight": 0.0, "sharp_side": 128, "change_weight": 1.0,
-                "field_scale": 1.0, "read_from": "takes", "max_blur": 0.0, "pyramid": 0}
+                "field_scale": 1.0, "read_from": "takes", "max_blur": 0.0, "pyramid": 0,
+                "forward_flow": True}
 # head motion: predicted from speech, held still, or a reference sequence
 POSE_MODES = ("predicted", "static", "reference")
 DEFAULT_MAX_DURATION = 600.0  # longest audio (seconds) accepted unless the caller says otherwise

@@ -307,6 +307,42 @@ def test_expression_warp_is_linear_in_the_intensities_and_leaves_neutral_frames_
         ExpressionWarp(resolution=16, channels=8, field_scale=4)
 
 
+def test_a_forward_flow_moves_each_point_where_the_fields_say_and_half_as_far_at_half(tmp_path):
+    from talker.models import ExpressionWarp
+    from talker.models.expression import backward_of, sample_at
+
+    warp = ExpressionWarp(resolution=32, channels=8, field_scale=1, forward_flow=True)
+    rows = torch.arange(32).float()
+    bump = 4 * torch.exp(-(((rows - 14) / 5) ** 2))  # the frame's row r goes bump(r) rows down: steep, unlike a shift
+    fields = torch.zeros(1, 4, 5, 32, 32)
+    fields[:, 0, 1] = bump[:, None]
+
+    def read(images):
+        return fields.expand(images.shape[0], -1, -1, -1, -1)
+
+    warp.fields = read
+    forward = fields[:, 0, :2]
+    flow, residual = backward_of(forward, torch.zeros(1, 3, 32, 32))
+    # pixel p shows the frame's p + b(p) = q, so p = q + f(q): within a tenth of a pixel on a bump this steep
+    assert (flow + sample_at(forward, flow)).abs().max() < 0.1
+    for q in (9.0, 12.0, 17.0):  # a bright row at q lands at q + bump(q), whether the bump rises or falls there
+        frame = torch.zeros(1, 3, 32, 32) - 1
+        frame[:, :, int(q)] = 1
+        for level in (1.0, 0.5):
+            moved = warp(frame, torch.tensor([[level, 0, 0, 0]]))[0, 0, :, 16]
+            weight = (moved + 1).clamp(min=0)
+            landed = float((weight * rows).sum() / weight.sum())
+            assert abs(landed - (q + level * float(bump[int(q)]))) < 0.25, (q, level, landed)
+        backward_only = (q - float(bump[int(q)]))  # reading the forward flow as a backward one moves it the other way
+        assert abs(landed - backward_only) > 1
+    assert torch.equal(warp(frame, torch.zeros(1, 4)), frame)  # neutral: bit for bit
+    big, _ = warp.move_at(frame, torch.tensor([[1.0, 0, 0, 0]]), (64, 64))  # at twice the side, twice the pixels
+    assert abs(float(big[0, 1, 2 * 17 + 1, 32]) - 2 * float(flow[0, 1, 17, 16])) < 0.3
+    del warp.fields
+    warp.save_pretrained(tmp_path / "forward")
+    assert ExpressionWarp.from_pretrained(tmp_path / "forward", use_safetensors=True).config.forward_flow
+
+
 def test_change_weights_favour_where_each_emotion_moves_the_face_in_every_take():
     from talker.training.expression import CHANGE_CAP, change_weights
 
@@ -552,8 +588,9 @@ def test_warp_shows_each_emotion_where_its_takes_do_and_leaves_neutral_as_it_was
     coarser = tmp_path / "coarser"  # the loss also at coarser sides: asked for on the command line, recorded
     shutil.copytree(speaker_dir, coarser)
     assert talker(["add-emotion", str(coarser), "--data", str(emotional), "--neutral", str(neutral), "--method", "warp",
-                   "--steps", "2", "--channels", "8", "--pyramid", "2"]) == 0
-    assert json.loads((coarser / "speaker.json").read_text())["emotion"]["pyramid"] == 2
+                   "--steps", "2", "--channels", "8", "--pyramid", "2", "--no-forward-flow"]) == 0
+    coarse = json.loads((coarser / "speaker.json").read_text())["emotion"]
+    assert coarse["pyramid"] == 2 and coarse["forward_flow"] is False
     # the takes are flat grey, so nothing teaches fields at the frame's side what to make of the
     # detail in the speaker's own frames (a real speaker's takes are its own face): at half side
     assert talker(["add-emotion", str(folder), "--data", str(emotional), "--neutral", str(neutral), "--method", "warp",
@@ -561,7 +598,7 @@ def test_warp_shows_each_emotion_where_its_takes_do_and_leaves_neutral_as_it_was
     record = json.loads((folder / "speaker.json").read_text())["emotion"]
     assert record["method"] == "warp" and record["takes"] == 9 and record["channels"] == 8
     assert record["field_scale"] == record["max_blur"] == 0.5  # as asked
-    assert record["change_weight"] == 1.0 and record["pyramid"] == 0  # the defaults
+    assert record["change_weight"] == 1.0 and record["pyramid"] == 0 and record["forward_flow"] is True  # the defaults
     assert record["sharp_side"] is None  # the takes kept no larger crops: judged at the decoder's side
     assert record["frames"] == 7 * 20  # the emotional frames of the training takes (c0 and c5 are neutral)
     first, last = record["training_loss_first_last"]

@@ -16,7 +16,10 @@ residual R_k (teeth, shading). The frame with intensities e is
 
 — linear in the intensities by construction: half an intensity moves the face half as far, two
 emotions add their moves, and a frame whose intensities are all zero is returned as it came, bit
-for bit. Where the speaker has a refiner, the move is applied to the refiner's rendering of the
+for bit. With ``forward_flow`` the fields say where each pixel of the frame goes instead (the move
+of a mouth corner sits on the corner the network reads, not where the corner will be), and
+Σ_k e_k F_k is turned into the backward flow above by fixed-point iteration (:func:`backward_of`):
+every point then moves exactly in proportion to the intensities. Where the speaker has a refiner, the move is applied to the refiner's rendering of the
 decoder's frame (``onto``: the flow upsampled and scaled to its size), not to the frame before
 the refiner, which warps a neutral reference frame's detail and would pull a moved face part of
 the way back; the pipeline reads the fields off that rendering scaled down to the decoder's side
@@ -33,7 +36,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from ..defaults import EXPRESSION_FIELD_SCALES as FIELD_SCALES
+from ..defaults import EXPRESSION_FIELD_SCALES as FIELD_SCALES, EXPRESSION_INVERSE_ITERATIONS as INVERSE_ITERATIONS
 
 #: a flow field (x, y) and a colour residual (r, g, b) per emotion
 FIELDS = 5
@@ -62,11 +65,16 @@ class ExpressionWarp(ModelMixin, ConfigMixin):
             saved without it), 1 (a level at the frame's own side) or 2 (one more, at twice it: a
             lower eyelid or the lips' inner edge moves a pixel or two of the sharper frame the move
             is applied to).
+        forward_flow: the fields' flow says where each pixel of the frame goes, so a mouth
+            corner's move sits on the corner the network reads, and is turned into the backward
+            flow that samples the frame (:func:`backward_of`); False (warps saved without it): the
+            flow is backward already (pixel p of the moved frame read at p + flow(p)), and a
+            corner's move sits where the corner will be.
     """
 
     @register_to_config
     def __init__(self, emotion_names: tuple[str, ...] = ("happy", "sad", "angry", "surprised"), resolution: int = 64,
-                 channels: int = 32, num_blocks: int = 2, field_scale: float = 0.5):
+                 channels: int = 32, num_blocks: int = 2, field_scale: float = 0.5, forward_flow: bool = False):
         super().__init__()
         if field_scale not in FIELD_SCALES:
             raise ValueError(f"field_scale must be one of {', '.join(map(str, FIELD_SCALES))}; got {field_scale}")
@@ -118,24 +126,40 @@ class ExpressionWarp(ModelMixin, ConfigMixin):
         return x.view(b, self.n_emotions, FIELDS, *size)
 
     def move(self, images: torch.Tensor, emotion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 2, H, W) flow in pixels and (B, 3, H, W) colour residual for intensities ``emotion``
-        ((B, E) or (1, E))."""
+        """(B, 2, H', W') backward flow in pixels of ``images`` (pixel p of the moved frame is the
+        frame's p + flow(p)) and (B, 3, H', W') colour residual for intensities ``emotion`` ((B, E)
+        or (1, E)), at the fields' side (``field_scale`` of the frame's). The fields are linear in
+        the intensities: a backward flow is the move as it comes; a forward one (``forward_flow``)
+        is turned backward (:func:`backward_of`), so the points it carries move in proportion."""
         e = emotion.to(images.device, images.dtype).expand(images.shape[0], -1)
         total = torch.einsum("bk,bkfhw->bfhw", e, self.fields(images))
-        return total[:, :2], total[:, 2:]
+        flow, residual = total[:, :2], total[:, 2:]
+        if self.config.forward_flow:  # inverted in the fields' own pixels
+            step = flow.shape[-1] / images.shape[-1]
+            flow, residual = backward_of(flow * step, residual)
+            flow = flow / step
+        return flow, residual
 
     def move_at(self, images: torch.Tensor, emotion: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`move` for a frame of ``size`` (H', W') showing the same face as ``images``: the
         flow upsampled and scaled to that frame's pixels, so that the face moves as far, in
-        proportion to its size, as the warp learned at the decoder's. A pixel p of the moved
-        frame is the frame's pixel p + flow(p)."""
-        flow, residual = self.move(images, emotion)
+        proportion to its size, as the warp learned at the decoder's (a forward flow upsampled
+        before it is turned backward, at that frame's own pixels). A pixel p of the moved frame is
+        the frame's p + flow(p)."""
+        if not self.config.forward_flow:
+            flow, residual = self.move(images, emotion)
+        else:
+            e = emotion.to(images.device, images.dtype).expand(images.shape[0], -1)
+            total = torch.einsum("bk,bkfhw->bfhw", e, self.fields(images))
+            flow, residual = total[:, :2], total[:, 2:]
         (h, w), (big_h, big_w) = images.shape[-2:], tuple(size)
         if flow.shape[-2:] != (big_h, big_w):
             flow = F.interpolate(flow, size=(big_h, big_w), mode="bilinear", align_corners=False)
             residual = F.interpolate(residual, size=(big_h, big_w), mode="bilinear", align_corners=False)
         if (big_h, big_w) != (h, w):  # the flow is in the read frame's pixels
             flow = flow * torch.tensor([big_w / w, big_h / h], device=flow.device, dtype=flow.dtype)[None, :, None, None]
+        if self.config.forward_flow:
+            flow, residual = backward_of(flow, residual)
         return flow, residual
 
     def forward(self, images: torch.Tensor, emotion: torch.Tensor, onto: torch.Tensor | None = None) -> torch.Tensor:
@@ -160,13 +184,32 @@ class ExpressionWarp(ModelMixin, ConfigMixin):
         return torch.where(neutral[:, None, None, None], target, apply_move(target, flow, residual))
 
 
-def apply_move(frames: torch.Tensor, flow: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) frames moved by a (B, 2, H, W) flow in their pixels (pixel p of the result is
-    the frame's p + flow(p), bilinear, the border repeated) and a (B, 3, H, W) colour residual added."""
+def sample_at(frames: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) ``frames`` read at p + flow(p) for every pixel p (a (B, 2, H, W) flow in their
+    pixels; bilinear, the border repeated)."""
     h, w = frames.shape[-2:]
     ys = (torch.arange(h, device=flow.device, dtype=flow.dtype) * 2 + 1) / h - 1
     xs = (torch.arange(w, device=flow.device, dtype=flow.dtype) * 2 + 1) / w - 1
     grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # (H, W, 2): x, y in align_corners=False units
     scale = torch.tensor([2 / w, 2 / h], device=flow.device, dtype=flow.dtype)
     grid = grid + flow.permute(0, 2, 3, 1) * scale
-    return F.grid_sample(frames, grid, mode="bilinear", padding_mode="border", align_corners=False) + residual
+    return F.grid_sample(frames, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def apply_move(frames: torch.Tensor, flow: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) frames moved by a (B, 2, H, W) flow in their pixels (pixel p of the result is
+    the frame's p + flow(p), bilinear, the border repeated) and a (B, 3, H, W) colour residual added."""
+    return sample_at(frames, flow) + residual
+
+
+def backward_of(forward: torch.Tensor, residual: torch.Tensor,
+                iterations: int = INVERSE_ITERATIONS) -> tuple[torch.Tensor, torch.Tensor]:
+    """A forward move (the frame's pixel q goes to q + ``forward``(q), in pixels, its colour
+    changed by ``residual``(q)) as the backward flow and residual :func:`apply_move` takes: pixel p
+    of the moved frame shows the frame's p + b(p), where b(p) = −forward(p + b(p)), found by damped
+    fixed-point iteration from b = −forward(p) (it converges wherever the move neither folds the
+    frame nor stretches it more than threefold), the residual carried along with its pixel."""
+    flow = -forward
+    for _ in range(iterations):
+        flow = 0.5 * (flow - sample_at(forward, flow))
+    return flow, sample_at(residual, flow)

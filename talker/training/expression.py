@@ -368,6 +368,7 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
                      read_from: str = EMOTION_WARP["read_from"],
                      max_blur: float = EMOTION_WARP["max_blur"],
                      pyramid: int = EMOTION_WARP["pyramid"],
+                     forward_flow: bool = EMOTION_WARP["forward_flow"],
                      progress: bool = True) -> tuple[ExpressionWarp, dict]:
     """Train ``pipe``'s expression warp on the emotional takes of ``data_dirs`` (prepared datasets
     with per-frame emotion labels) paired with the neutral takes of the same ids in
@@ -434,7 +435,8 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
     change = change_weights(train, base, target, len(names), change_weight) if change_weight else None
 
     torch.manual_seed(seed)
-    model = ExpressionWarp(emotion_names=tuple(names), resolution=res, channels=channels, field_scale=field_scale)
+    model = ExpressionWarp(emotion_names=tuple(names), resolution=res, channels=channels, field_scale=field_scale,
+                           forward_flow=forward_flow)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     g = torch.Generator().manual_seed(seed)
@@ -462,7 +464,7 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
     record = {"method": "warp", "data": [str(d) for d in data_dirs], "neutral": str(neutral_dir),
               "takes": len(train_ids), "frames": int(len(train["emotion"])),
               "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "channels": channels,
-              "field_scale": field_scale, "read_from": read_from, "max_blur": max_blur,
+              "field_scale": field_scale, "forward_flow": forward_flow, "read_from": read_from, "max_blur": max_blur,
               "parameters": sum(p.numel() for p in model.parameters()),
               "motion_weight": motion_weight, "smooth_weight": smooth_weight, "change_weight": change_weight,
               "sharp_side": sharp[1] if sharp else None, "pyramid": pyramid,
