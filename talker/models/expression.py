@@ -19,8 +19,8 @@ emotions add their moves, and a frame whose intensities are all zero is returned
 for bit. With ``forward_flow`` the fields say where each pixel of the frame goes instead (the move
 of a mouth corner sits on the corner the network reads, not where the corner will be), and
 Σ_k e_k F_k is turned into the backward flow above by fixed-point iteration (:func:`backward_of`):
-every point then moves exactly in proportion to the intensities. Where the speaker has a refiner, the move is applied to the refiner's rendering of the
-decoder's frame (``onto``: the flow upsampled and scaled to its size), not to the frame before
+every point then moves exactly in proportion to the intensities. Where the speaker has a refiner,
+the move is applied to the refiner's rendering of the decoder's frame (``onto``: the flow upsampled and scaled to its size), not to the frame before
 the refiner, which warps a neutral reference frame's detail and would pull a moved face part of
 the way back; the pipeline reads the fields off that rendering scaled down to the decoder's side
 (:meth:`~talker.pipelines.dae_talker.expression.ExpressionMixin.express_frames`). Trained on the
@@ -125,15 +125,20 @@ class ExpressionWarp(ModelMixin, ConfigMixin):
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         return x.view(b, self.n_emotions, FIELDS, *size)
 
+    def fields_at(self, images: torch.Tensor, emotion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fields' flow (forward or backward, as ``forward_flow`` says) and colour residual for
+        intensities ``emotion`` ((B, E) or (1, E)): Σ_k e_k × emotion k's, linear in the intensities."""
+        e = emotion.to(images.device, images.dtype).expand(images.shape[0], -1)
+        total = torch.einsum("bk,bkfhw->bfhw", e, self.fields(images))
+        return total[:, :2], total[:, 2:]
+
     def move(self, images: torch.Tensor, emotion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 2, H', W') backward flow in pixels of ``images`` (pixel p of the moved frame is the
         frame's p + flow(p)) and (B, 3, H', W') colour residual for intensities ``emotion`` ((B, E)
         or (1, E)), at the fields' side (``field_scale`` of the frame's). The fields are linear in
         the intensities: a backward flow is the move as it comes; a forward one (``forward_flow``)
         is turned backward (:func:`backward_of`), so the points it carries move in proportion."""
-        e = emotion.to(images.device, images.dtype).expand(images.shape[0], -1)
-        total = torch.einsum("bk,bkfhw->bfhw", e, self.fields(images))
-        flow, residual = total[:, :2], total[:, 2:]
+        flow, residual = self.fields_at(images, emotion)
         if self.config.forward_flow:  # inverted in the fields' own pixels
             step = flow.shape[-1] / images.shape[-1]
             flow, residual = backward_of(flow * step, residual)
@@ -146,12 +151,7 @@ class ExpressionWarp(ModelMixin, ConfigMixin):
         proportion to its size, as the warp learned at the decoder's (a forward flow upsampled
         before it is turned backward, at that frame's own pixels). A pixel p of the moved frame is
         the frame's p + flow(p)."""
-        if not self.config.forward_flow:
-            flow, residual = self.move(images, emotion)
-        else:
-            e = emotion.to(images.device, images.dtype).expand(images.shape[0], -1)
-            total = torch.einsum("bk,bkfhw->bfhw", e, self.fields(images))
-            flow, residual = total[:, :2], total[:, 2:]
+        flow, residual = self.fields_at(images, emotion) if self.config.forward_flow else self.move(images, emotion)
         (h, w), (big_h, big_w) = images.shape[-2:], tuple(size)
         if flow.shape[-2:] != (big_h, big_w):
             flow = F.interpolate(flow, size=(big_h, big_w), mode="bilinear", align_corners=False)
