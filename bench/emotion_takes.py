@@ -37,8 +37,8 @@ warp's change ÷ the face's, at 1.0 and 0.5, on each feature the face moves by a
 ``GEOMETRY_FLOOR``. Where the takes kept sharper crops, ``pixel_error`` holds the pairs' squared
 error (on what the emotional take's crop covers) of the neutral frame as it is, moved by the warp,
 by its flow alone and by its colour residual alone (``warp_flow_only``, ``warp_colour_only``: how
-much of the move each carries), and moved by the face's own move (``face_move``: the renderer's map of each mesh triangle onto
-itself between the two states, no colour residual): under the warp's, the loss the warp learns by
+much of the move each carries), and moved by the face's own move (``face_move``: the renderer's
+map of each mesh triangle onto itself between the two states, no colour residual): under the warp's, the loss the warp learns by
 would take the face's whole move if the warp drew it. And ``pixel_error_by_flow_scale``: the
 held-out pairs' error (the same pixels; plain, and weighted as training weighs where the face
 moves) with the warp's flow scaled by 0.8–1.3 and its colour residual as it is: least near 1,
@@ -141,7 +141,8 @@ def takes_geometry(pipe, takes: dict, ids, k: int, frames: int, size: int) -> di
     per = max(1, frames // len(rows))
     face_change, moved = [], {1.0: [], 0.5: []}
     kept = takes["kept"] if size != pipe.resolution else None
-    errors = {"neutral": [], "warp": [], "warp_flow_only": [], "warp_colour_only": [], "face_move": []}  # the pairs' squared error on what each crop covers
+    # the pairs' squared error on what each crop covers
+    errors = {"neutral": [], "warp": [], "warp_flow_only": [], "warp_colour_only": [], "face_move": []}
     for ref, clip, i, j in rows:
         pick = np.linspace(0, len(i) - 1, min(per, len(i))).round().astype(int)
         i, j = i[pick], j[pick]

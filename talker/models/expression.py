@@ -20,9 +20,9 @@ for bit. With ``forward_flow`` the fields say where each pixel of the frame goes
 of a mouth corner sits on the corner the network reads, not where the corner will be), and
 Σ_k e_k F_k is turned into the backward flow above by fixed-point iteration (:func:`backward_of`):
 every point then moves exactly in proportion to the intensities. Where the speaker has a refiner,
-the move is applied to the refiner's rendering of the decoder's frame (``onto``: the flow upsampled and scaled to its size), not to the frame before
-the refiner, which warps a neutral reference frame's detail and would pull a moved face part of
-the way back; the pipeline reads the fields off that rendering scaled down to the decoder's side
+the move is applied to the refiner's rendering of the decoder's frame (``onto``: the flow upsampled
+and scaled to its size), not to the frame before the refiner, which warps a neutral reference
+frame's detail and would pull a moved face part of the way back; the pipeline reads the fields off that rendering scaled down to the decoder's side
 (:meth:`~talker.pipelines.dae_talker.expression.ExpressionMixin.express_frames`). Trained on the
 speaker's own paired takes, each line neutral and with an emotion (``talker add-emotion --method
 warp``, :mod:`talker.training.expression`). Deterministic, one frame in, one frame out.
