@@ -133,13 +133,11 @@ def warp_geometry(pipe, frames: np.ndarray, marks: np.ndarray, e: np.ndarray) ->
     (``marks``, :meth:`~talker.evaluation.metrics.FaceProbe.landmarks`), each carried where the
     warp's flow takes the pixel under it (no probe on the moved frames; the colour residual,
     which moves no point, aside)."""
-    from talker.pipelines.dae_talker.expression import read_off_refined
     from talker.training.distill import frames_to_x0
 
     x = frames_to_x0(frames)
-    read = read_off_refined(x, pipe.resolution) if x.shape[-1] != pipe.resolution else x
-    with torch.inference_mode():
-        flow, _ = pipe.expression.move_at(read, torch.from_numpy(e).float()[None], x.shape[-2:])
+    with torch.inference_mode():  # the warp reads the frames at its own side
+        flow, _ = pipe.expression.move_at(x, torch.from_numpy(e).float()[None], x.shape[-2:])
     return landmark_features(follow(marks, flow)) - landmark_features(marks)
 
 

@@ -152,7 +152,8 @@ def takes_geometry(pipe, takes: dict, ids, k: int, frames: int, size: int) -> di
         neutral = drawn_points(face, truth_n, i, np.zeros_like(e), crop)
         base = landmark_features(neutral)
         face_change.append(landmark_features(drawn_points(face, truth_e, j, e, crop)) - base)
-        read = frames_to_x0(ref.frames[i])
+        read = frames_to_x0(ref.frames[i] if pipe.expression.read_side == pipe.resolution
+                            else sharp_frames(ref, takes["kept"], pipe.expression.read_side)[i])
         for scale in moved:
             with torch.inference_mode():
                 flow, _ = pipe.expression.move_at(read, torch.from_numpy(e * scale).float(), (size, size))
@@ -260,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
                        for s in range(0, len(pairs["neutral"]), 128)]
         pairs["neutral_sharp"] = postprocess_frames(torch.cat(refined), "np")
     shown = ("neutral_sharp", "emotional_sharp") if sharp else ("neutral", "emotional")
+    # the frames the warp reads: the decoder-size ones, or the sharp ones for a warp that reads a larger side
+    readable = "neutral_read" if read else "neutral" if pipe.expression.read_side == pipe.resolution else shown[0]
     probe = FaceProbe()
     results = {"command": "python bench/emotion_takes.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                "model": str(model), "neutral": args.neutral, "data": args.data, "held_out_lines": sorted(held),
@@ -273,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = rows[np.linspace(0, len(rows) - 1, min(args.frames, len(rows))).round().astype(int)]
         def warp(scale: float) -> np.ndarray:
             with torch.inference_mode():
-                out = pipe.expression(frames_to_x0(pairs["neutral_read" if read else "neutral"][rows]),
+                out = pipe.expression(frames_to_x0(pairs[readable][rows]),
                                       pairs["emotion"][rows] * scale, onto=frames_to_x0(pairs[shown[0]][rows]))
             return probe.features(postprocess_frames(out, "np"))
 
@@ -299,8 +302,7 @@ def main(argv: list[str] | None = None) -> int:
                 results["emotions"][name]["geometry"] = geometry
         print(name, json.dumps(results["emotions"][name]), flush=True)
     if args.apply_to == "takes":
-        results["pixel_error_by_flow_scale"] = flow_scale_errors(pipe, pairs, shown,
-                                                                 "neutral_read" if read else "neutral")
+        results["pixel_error_by_flow_scale"] = flow_scale_errors(pipe, pairs, shown, readable)
         print("pixel error by flow scale", json.dumps(results["pixel_error_by_flow_scale"]), flush=True)
     write_results(args.out, results)
     return 0

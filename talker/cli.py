@@ -377,7 +377,8 @@ def cmd_add_emotion(args: argparse.Namespace) -> int:
                                         ("motion_weight", args.motion_weight), ("sharp_side", args.sharp_side),
                                         ("change_weight", args.change_weight), ("field_scale", args.field_scale),
                                         ("read_from", args.read_from), ("max_blur", args.max_blur),
-                                        ("pyramid", args.pyramid), ("forward_flow", args.forward_flow))
+                                        ("pyramid", args.pyramid), ("forward_flow", args.forward_flow),
+                                        ("read_side", args.read_side))
                       if v is not None})
     elif args.method == "decoder":
         learn.update(knots=args.knots, hold_mouth=args.hold_mouth)
@@ -652,6 +653,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="warp: predict where each pixel goes (the move read where the network sees what moves) "
                         "rather than where each pixel of the moved frame comes from "
                         f"(default {'--forward-flow' if EMOTION_WARP['forward_flow'] else '--no-forward-flow'})")
+    m.add_argument("--read-side", type=int,
+                   help="warp: the side it reads its fields off: the decoder's (the default), or --sharp-side, "
+                        "reading the takes' sharp frames (at use, the refiner's brought to that side)")
     m.add_argument("--seed", type=int)
     m.add_argument("--decoders", help=f"which decoders learn the input, comma-separated ({', '.join(DECODERS)}; "
                                       "default: every one the speaker has) (input)")

@@ -88,11 +88,17 @@ EXPRESSION_READ_FROM = ("takes", "decoder", "refined")
 # corners / width came to 92-93% / 93-94% of the face's move in every seed against 82-85% / 81-85%,
 # every half of the move to 0.50 of the whole (36 of 36 within 0.4-0.6 against 29-32), 20 and 26 of
 # 36 within 80-120% with seeds 0 and 1, as before (bench/results/emotion_geometry_forward.json);
-# fields at twice the side with it moved the face less (8 of 36, surprised's brows the wrong way)
+# fields at twice the side with it moved the face less (8 of 36, surprised's brows the wrong way).
+# A warp may read its fields off the refiner's frame brought to the takes' sharp side (read_side,
+# 128 here: the sharp neutral takes in training) rather than the decoder's: with the fields still
+# at 64² (field_scale 0.5) 23 and 21 of 36 within 80-120% with seeds 0 and 1 (20 and 26 reading
+# the decoder's; emotion_geometry_read_side_seed1.json) and a held-out pixel error of 0.0034 and
+# 0.0033 (0.0037), with them at 128² 8 of 36 (bench/results/emotion_geometry_read_side.json);
+# surprised's lids stay at 47-51% either way, so the decoder's side stays the default
 EMOTION_WARP = {"steps": 1500, "batch_size": 16, "lr": 2e-3, "seed": 0, "channels": 32,
                 "motion_weight": 4.0, "smooth_weight": 0.0, "sharp_side": 128, "change_weight": 1.0,
                 "field_scale": 1.0, "read_from": "takes", "max_blur": 0.0, "pyramid": 0,
-                "forward_flow": True}
+                "forward_flow": True, "read_side": None}
 # head motion: predicted from speech, held still, or a reference sequence
 POSE_MODES = ("predicted", "static", "reference")
 DEFAULT_MAX_DURATION = 600.0  # longest audio (seconds) accepted unless the caller says otherwise

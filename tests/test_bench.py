@@ -2,7 +2,7 @@
 bench/emotion_summary.py counts bench/emotion.py's figures against the bars, bench/emotion.py
 carries points along an expression warp's flow to where it draws them, bench/emotion_geometry.py
 holds the warp's move against the face's, bench/emotion_takes.py finds the flow scale and the
-renderer's points it reads by, and bench/refiner.py's noise images are what they say;
+renderer's points it reads by, bench/emotion_supervision.py carries points by an optical flow, and bench/refiner.py's noise images are what they say;
 the lips-closed share the lip figures count with."""
 
 import json
@@ -302,6 +302,24 @@ def test_emotion_geometry_holds_the_warps_move_against_the_faces_where_the_face_
     summary = emotion_geometry.tally({"c0": rows, "c1": {"happy": {"corner_lift": {"ratio": 1.3, "half_over_full": None}}}})
     assert summary["met"] == {"ratio": {"met": 2, "of": 4}, "half": {"met": 2, "of": 3}}
     assert summary["median_ratio"] == {"happy": {"corner_lift": 1.075, "mouth_width": 0.909, "eye_opening": 0.667}}
+
+
+def test_emotion_supervision_carries_points_by_an_optical_flow_where_it_moves_the_frame(monkeypatch):
+    import cv2
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    sys.modules.pop("emotion_supervision", None)
+    import emotion_supervision
+
+    rng = np.random.default_rng(0)
+    picture = cv2.GaussianBlur(rng.random((128, 128)).astype(np.float32), (0, 0), 3)
+    picture = cv2.normalize(picture, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    shifted = np.roll(picture, (2, 3), (0, 1))  # 3 pixels right, 2 down
+    points = np.array([[[0.3, 0.4], [0.5, 0.5], [0.6, 0.35]]])
+    for name, flow in emotion_supervision.optical_flows().items():
+        field = flow(picture, shifted)[None]
+        moved = emotion_supervision.carried(points, field)
+        assert np.abs((moved - points) * 128 - [3, 2]).max() < 0.5, (name, (moved - points) * 128)
 
 
 def test_emotion_takes_bench_finds_the_flow_scale_the_pairs_were_moved_by(monkeypatch):

@@ -378,6 +378,35 @@ def test_change_weights_favour_where_each_emotion_moves_the_face_in_every_take()
     assert after[:, -2:].mean() < after[:8, :8].mean() / 5, (after[:, -2:].mean(), after[:8, :8].mean())
 
 
+def test_a_warp_that_reads_a_larger_side_reads_the_refiners_frame_brought_to_it(tmp_path):
+    from types import SimpleNamespace
+
+    from talker.models import ExpressionWarp
+    from talker.models.expression import read_at
+    from talker.pipelines.dae_talker.expression import ExpressionMixin
+
+    torch.manual_seed(0)
+    warp = ExpressionWarp(resolution=16, channels=8, field_scale=1, forward_flow=True, read_side=32)
+    torch.nn.init.normal_(warp.head.weight, std=0.3)
+    big = F.interpolate(torch.rand(2, 3, 8, 8) * 2 - 1, size=64, mode="bicubic", align_corners=False)  # the refiner's
+    small = F.interpolate(big, size=16, mode="area")  # the decoder's
+    e = torch.tensor([[1.0, 0, 0, 0.5]])
+    assert torch.equal(read_at(big, 64), big)
+    assert torch.allclose(read_at(big, 32), F.avg_pool2d(big, 2), atol=1e-6)
+    assert torch.allclose(read_at(small, 32), F.interpolate(small, size=32, mode="bilinear", align_corners=False))
+    flow, _ = warp.move(big, e)
+    assert warp.read_side == 32 and flow.shape[-1] == 32  # the fields at the side it reads
+    moved = warp(big, e, onto=big)
+    assert torch.allclose(moved, warp(F.avg_pool2d(big, 2), e, onto=big), atol=1e-5)
+    assert not torch.allclose(moved, warp(small, e, onto=big), atol=1e-3)  # the decoder's frame tells it less
+    # the pipeline hands it the refiner's frame, not the decoder's
+    shown = ExpressionMixin.express_frames(SimpleNamespace(expression=warp), small, e, onto=big)
+    assert torch.allclose(shown, moved, atol=1e-5)
+    warp.save_pretrained(tmp_path / "sharp")
+    assert ExpressionWarp.from_pretrained(tmp_path / "sharp", use_safetensors=True).read_side == 32
+    assert ExpressionWarp(resolution=16, channels=8).read_side == 16  # warps saved without it read the decoder's
+
+
 def paired_takes(root, clips=10, frames=20, res=16, seed=5):
     """Two prepared datasets of the same lines (the same speech-like audio per clip): root/neutral,
     grey squares, and root/emotional, where quadrant k brightens with emotion k's intensity (as
@@ -473,6 +502,49 @@ def test_warp_learns_the_move_from_the_crops_the_takes_kept_sharp(speaker_dir, t
                                          read_from="decoder", progress=False)
     held = record["heldout_error"]
     assert record["read_from"] == "decoder" and held["warped"] < held["neutral"] / 4, record
+
+
+def test_a_warp_that_reads_the_sharp_side_learns_what_only_that_side_shows(speaker_dir, tmp_path):
+    from talker import DAETalkerPipeline
+    from talker.training.expression import train_expression
+    from talker.video import iter_frames, write_video
+
+    pipe = DAETalkerPipeline.from_pretrained(speaker_dir)
+    neutral, emotional = paired_takes(tmp_path / "takes", clips=20, frames=10)
+    # kept crops at 32²: in half the lines (each emotion in some) the neutral face carries stripes a
+    # pixel high (rows of 40 and 100, all 70 once brought to 16²) and the emotional take brightens
+    # its quadrants as labelled; in the others neither stripes nor any change. The takes' 16² frames
+    # are all the same grey.
+    stripes = np.where(np.arange(32)[:, None, None] % 2 == 0, 40, 100) + np.zeros((32, 32, 3))
+    for root in (neutral, emotional):
+        for clip in sorted((root / "clips").iterdir()):
+            frames = np.stack(list(iter_frames(clip / "frames.mp4"))).astype(float)
+            lined = int(clip.name[1:]) // 4 % 2 == 1
+            sharp = frames.repeat(2, 1).repeat(2, 2) if root == emotional and lined else np.full((len(frames), 32, 32, 3), 70.0)
+            sharp = sharp - 70 + stripes if lined else sharp
+            write_video(clip / "frames_32.mp4", sharp.clip(0, 255).astype(np.uint8), crf=0)
+            write_video(clip / "frames.mp4", np.full((len(frames), 16, 16, 3), 70, np.uint8))
+        index = json.loads((root / "dataset.json").read_text())
+        (root / "dataset.json").write_text(json.dumps({**index, "refiner_resolution": 32}))
+    with pytest.raises(TalkerError, match="the sharp side 32; got 24"):
+        train_expression(pipe, [emotional], neutral, sharp_side=32, read_side=24, progress=False)
+    with pytest.raises(TalkerError, match="the takes kept no larger crops"):
+        train_expression(pipe, [emotional], neutral, sharp_side=0, read_side=32, progress=False)
+    striped = torch.from_numpy(stripes).float().permute(2, 0, 1)[None] / 127.5 - 1
+    plain = torch.full((1, 3, 32, 32), 70 / 127.5 - 1)
+    shown = {}
+    for read_side in (32, None):
+        model, record = train_expression(pipe, [emotional], neutral, steps=300, lr=0.01, channels=8, sharp_side=32,
+                                         read_side=read_side, progress=False)
+        assert record["read_side"] == model.read_side == (read_side or 16)
+        with torch.no_grad():  # each quadrant's brightening on a striped face and on a plain one
+            shown[read_side] = [[float((model(face, torch.eye(4)[[q]], onto=face) - face)[0, :, q // 2 * 16 : q // 2 * 16 + 16,
+                                                                                      q % 2 * 16 : q % 2 * 16 + 16].mean() * 127.5)
+                                 for face in (striped, plain)] for q in range(4)]
+    for q in range(4):
+        (on_stripes, on_plain), (blind_stripes, blind_plain) = shown[32][q], shown[None][q]
+        assert on_stripes > 40 and abs(on_plain) < on_stripes / 4, shown  # it tells the two faces apart
+        assert abs(blind_stripes - blind_plain) < 20, shown  # read at 16² they are one grey
 
 
 def test_takes_are_aligned_by_their_sound():

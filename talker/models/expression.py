@@ -65,6 +65,10 @@ class ExpressionWarp(ModelMixin, ConfigMixin):
             saved without it), 1 (a level at the frame's own side) or 2 (one more, at twice it: a
             lower eyelid or the lips' inner edge moves a pixel or two of the sharper frame the move
             is applied to).
+        read_side: the side of the frames the fields are read off (None: ``resolution``, the
+            decoder's; warps saved without it): where the speaker has a refiner, its frame is
+            brought to this side for the warp to read (a lid a pixel thick at the decoder's 64² is
+            two at 128²), and the fields, at ``field_scale`` of it, are finer with it.
         forward_flow: the fields' flow says where each pixel of the frame goes, so a mouth
             corner's move sits on the corner the network reads, and is turned into the backward
             flow that samples the frame (:func:`backward_of`); False (warps saved without it): the
@@ -74,7 +78,8 @@ class ExpressionWarp(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, emotion_names: tuple[str, ...] = ("happy", "sad", "angry", "surprised"), resolution: int = 64,
-                 channels: int = 32, num_blocks: int = 2, field_scale: float = 0.5, forward_flow: bool = False):
+                 channels: int = 32, num_blocks: int = 2, field_scale: float = 0.5, forward_flow: bool = False,
+                 read_side: int | None = None):
         super().__init__()
         if field_scale not in FIELD_SCALES:
             raise ValueError(f"field_scale must be one of {', '.join(map(str, FIELD_SCALES))}; got {field_scale}")
@@ -101,6 +106,11 @@ class ExpressionWarp(ModelMixin, ConfigMixin):
     @property
     def n_emotions(self) -> int:
         return len(self.config.emotion_names)
+
+    @property
+    def read_side(self) -> int:
+        """The side of the frames it reads its fields off (its ``read_side``, else the decoder's)."""
+        return self.config.read_side or self.config.resolution
 
     def fields(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) frames in [-1, 1] → (B, E, 5, H', W'): each emotion's flow (pixels of the
@@ -133,11 +143,13 @@ class ExpressionWarp(ModelMixin, ConfigMixin):
         return total[:, :2], total[:, 2:]
 
     def move(self, images: torch.Tensor, emotion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 2, H', W') backward flow in pixels of ``images`` (pixel p of the moved frame is the
-        frame's p + flow(p)) and (B, 3, H', W') colour residual for intensities ``emotion`` ((B, E)
-        or (1, E)), at the fields' side (``field_scale`` of the frame's). The fields are linear in
-        the intensities: a backward flow is the move as it comes; a forward one (``forward_flow``)
-        is turned backward (:func:`backward_of`), so the points it carries move in proportion."""
+        """(B, 2, H', W') backward flow in pixels of the frames read (``images`` brought to
+        :attr:`read_side`, :func:`read_at`; pixel p of the moved frame is the frame's p + flow(p))
+        and (B, 3, H', W') colour residual for intensities ``emotion`` ((B, E) or (1, E)), at the
+        fields' side (``field_scale`` of the read frame's). The fields are linear in the
+        intensities: a backward flow is the move as it comes; a forward one (``forward_flow``) is
+        turned backward (:func:`backward_of`), so the points it carries move in proportion."""
+        images = read_at(images, self.read_side)
         flow, residual = self.fields_at(images, emotion)
         if self.config.forward_flow:  # inverted in the fields' own pixels
             step = flow.shape[-1] / images.shape[-1]
@@ -148,9 +160,10 @@ class ExpressionWarp(ModelMixin, ConfigMixin):
     def move_at(self, images: torch.Tensor, emotion: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`move` for a frame of ``size`` (H', W') showing the same face as ``images``: the
         flow upsampled and scaled to that frame's pixels, so that the face moves as far, in
-        proportion to its size, as the warp learned at the decoder's (a forward flow upsampled
+        proportion to its size, as the warp learned at the side it reads (a forward flow upsampled
         before it is turned backward, at that frame's own pixels). A pixel p of the moved frame is
         the frame's p + flow(p)."""
+        images = read_at(images, self.read_side)
         flow, residual = self.fields_at(images, emotion) if self.config.forward_flow else self.move(images, emotion)
         (h, w), (big_h, big_w) = images.shape[-2:], tuple(size)
         if flow.shape[-2:] != (big_h, big_w):
@@ -168,7 +181,7 @@ class ExpressionWarp(ModelMixin, ConfigMixin):
 
         ``onto``: (B, 3, H', W') frames the move is applied to in place of ``images`` (the same
         frames at another size: the refiner's rendering of the decoder's frames); the fields are
-        read off ``images`` (:meth:`move_at`)."""
+        read off ``images`` brought to :attr:`read_side` (:meth:`move_at`)."""
         if emotion.shape[-1] != self.n_emotions:
             raise ValueError(f"the expression warp takes {self.n_emotions} intensities; got {emotion.shape[-1]}")
         target = images if onto is None else onto
@@ -182,6 +195,17 @@ class ExpressionWarp(ModelMixin, ConfigMixin):
         flow, residual = self.move_at(images, e, target.shape[-2:])
         target = target.to(flow.dtype)
         return torch.where(neutral[:, None, None, None], target, apply_move(target, flow, residual))
+
+
+def read_at(frames: torch.Tensor, side: int) -> torch.Tensor:
+    """(B, C, H, W) frames → (B, C, side, side), the frames a warp reads its fields off
+    (:attr:`ExpressionWarp.read_side`): as they are at that side, scaled down by area averaging (a
+    refiner's frame), or up bilinearly (a decoder's frame for a warp that reads a refiner's side)."""
+    if frames.shape[-2:] == (side, side):
+        return frames
+    if frames.shape[-1] > side:
+        return F.interpolate(frames, size=(side, side), mode="area")
+    return F.interpolate(frames, size=(side, side), mode="bilinear", align_corners=False)
 
 
 def sample_at(frames: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:

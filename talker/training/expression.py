@@ -44,6 +44,7 @@ from ..defaults import EMOTION_WARP, EXPRESSION_FIELD_SCALES as FIELD_SCALES, EX
 from ..errors import TalkerError
 from ..frontends import log_mel
 from ..models import ExpressionWarp
+from ..models.expression import read_at
 from .data import load_dataset, split_clips
 from .distill import frames_to_x0, motion_weights
 
@@ -142,7 +143,6 @@ def decoded_takes(pipe, clips, seed: int = 0, batch_size: int = 256, progress: b
     (:meth:`~talker.pipelines.dae_talker.expression.ExpressionMixin.express_frames`)."""
     from tqdm.auto import tqdm
 
-    from ..pipelines.dae_talker.expression import read_off_refined
     from ..pipelines.images import postprocess_frames
 
     if refined and pipe.refiner is None:
@@ -158,7 +158,7 @@ def decoded_takes(pipe, clips, seed: int = 0, batch_size: int = 256, progress: b
             decoded = np.concatenate([ae.decode(ae.encode(frames[s : s + batch_size]), x_T, steps, batch_size=64)
                                       for s in range(0, len(frames), batch_size)])
             if refined:
-                decoded = np.concatenate([postprocess_frames(read_off_refined(
+                decoded = np.concatenate([postprocess_frames(read_at(
                     pipe.refine_frames(frames_to_x0(decoded[s : s + 64])), decoded.shape[1]), "np")
                     for s in range(0, len(decoded), 64)])
             out[clip.id] = decoded
@@ -323,6 +323,8 @@ def pair_error(model: ExpressionWarp | None, pairs: dict, weights: torch.Tensor,
     where their own crop did not reach (:func:`seen_or`)."""
     sharp = "neutral_sharp" in pairs
     read = "neutral_read" if "neutral_read" in pairs else "neutral"
+    if model is not None and sharp and model.read_side == pairs["neutral_sharp"].shape[1]:
+        read = "neutral_sharp"  # a warp that reads the sharp frames
     total = 0.0
     with torch.no_grad():
         for s in range(0, len(pairs["emotion"]), batch):
@@ -369,6 +371,7 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
                      max_blur: float = EMOTION_WARP["max_blur"],
                      pyramid: int = EMOTION_WARP["pyramid"],
                      forward_flow: bool = EMOTION_WARP["forward_flow"],
+                     read_side: int | None = EMOTION_WARP["read_side"],
                      progress: bool = True) -> tuple[ExpressionWarp, dict]:
     """Train ``pipe``'s expression warp on the emotional takes of ``data_dirs`` (prepared datasets
     with per-frame emotion labels) paired with the neutral takes of the same ids in
@@ -378,6 +381,8 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
     the move applied to the sharp neutral frame is compared with the sharp emotional one, which
     shows how far a mouth corner or a brow really moves (at the decoder's 64², MediaPipe reads the
     truth's smile as half the width change it reads at 256²: bench/results/emotion_takes_read64.json).
+    ``read_side``: the side the warp reads its fields off (None: the decoder's), or the sharp side,
+    where it reads the sharp neutral frame (at use, the refiner's frame brought to that side).
     Returns the warp and a record: the held-out pairs' weighted error before and after warping."""
     from tqdm.auto import tqdm
 
@@ -415,6 +420,11 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
     sharp = (source, sharp_side) if sharp_side > res and source and source >= sharp_side else None
     if sharp and source % sharp_side:
         raise TalkerError(f"the sharp side must divide the side of the crops the takes kept, {source}; got {sharp_side}")
+    reads_sharp = bool(read_side) and read_side != res
+    if reads_sharp and (not sharp or read_side != sharp[1] or read_from != "takes"):
+        raise TalkerError(f"the warp reads its fields off the decoder's side {res} or, off the takes' own sharp "
+                          f"frames, the sharp side{f' {sharp[1]}' if sharp else ' (the takes kept no larger crops)'}; "
+                          f"got {read_side}")
     started = time.process_time()
     read = (decoded_takes(pipe, neutral, seed, progress=progress, refined=read_from == "refined")
             if read_from != "takes" else None)
@@ -436,7 +446,7 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
 
     torch.manual_seed(seed)
     model = ExpressionWarp(emotion_names=tuple(names), resolution=res, channels=channels, field_scale=field_scale,
-                           forward_flow=forward_flow)
+                           forward_flow=forward_flow, read_side=read_side if reads_sharp else None)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     g = torch.Generator().manual_seed(seed)
@@ -448,6 +458,7 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
         read_off = x if read is None else frames_to_x0(train["neutral_read"][idx.numpy()])
         if sharp:  # the decoder's softness is on the frame the fields are read off; the move is judged sharp
             onto, y = frames_to_x0(train[base][idx.numpy()]), frames_to_x0(train[target][idx.numpy()])
+            read_off = onto if reads_sharp else read_off
         else:
             onto, y = x, blur(frames_to_x0(train[target][idx.numpy()]), sigma)
         w = weights if change is None else weights + torch.einsum("bk,khw->bhw", train["emotion"][idx], change)
@@ -464,7 +475,8 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
     record = {"method": "warp", "data": [str(d) for d in data_dirs], "neutral": str(neutral_dir),
               "takes": len(train_ids), "frames": int(len(train["emotion"])),
               "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "channels": channels,
-              "field_scale": field_scale, "forward_flow": forward_flow, "read_from": read_from, "max_blur": max_blur,
+              "field_scale": field_scale, "forward_flow": forward_flow, "read_side": model.read_side,
+              "read_from": read_from, "max_blur": max_blur,
               "parameters": sum(p.numel() for p in model.parameters()),
               "motion_weight": motion_weight, "smooth_weight": smooth_weight, "change_weight": change_weight,
               "sharp_side": sharp[1] if sharp else None, "pyramid": pyramid,

@@ -4,13 +4,6 @@ the warp moves the decoder's frames, and speech2latent is given no emotion."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-
-
-def read_off_refined(refined: torch.Tensor, side: int) -> torch.Tensor:
-    """(B, 3, R, R) refined frames → the (B, 3, side, side) frames an expression warp reads its
-    fields off: scaled down to the decoder's side by area averaging."""
-    return F.interpolate(refined, size=(side, side), mode="area")
 
 
 class ExpressionMixin:
@@ -26,8 +19,9 @@ class ExpressionMixin:
                        onto: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 3, r, r) decoder frames in [-1, 1] moved by the speaker's expression warp to show
         ``emotion`` ((1, E) or (B, E) intensities); ``onto``: the same frames at the refiner's size,
-        which are moved instead, the move read off them scaled down to the decoder's side (area
-        averaging) and scaled up. The warp learned to read its fields off the takes' own frames at
+        which are moved instead, the move read off them brought to the side the warp reads
+        (:attr:`~talker.models.ExpressionWarp.read_side`: the decoder's, or twice it for a warp
+        trained so; :func:`~talker.models.expression.read_at`) and scaled up. The warp learned to read its fields off the takes' own frames at
         that side, and the refined frame brought down to it is closer to those than the decoder's
         softer one (bench/results/emotion_summary_read_refined.json against
         emotion_summary_square.json: sad's brows and angry's lip gap 4-11 points nearer the truth's
@@ -39,6 +33,6 @@ class ExpressionMixin:
             return target
         device, dtype = self.expression.device, self.expression.dtype
         onto = None if onto is None else onto.to(device, dtype)
-        read = images.to(device, dtype) if onto is None else read_off_refined(onto, images.shape[-1])
+        read = images.to(device, dtype) if onto is None else onto  # the warp brings it to its read side
         out = self.expression(read, emotion.to(device, dtype), onto)
         return out.to(target.device, target.dtype)
