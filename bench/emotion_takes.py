@@ -116,7 +116,7 @@ def face_move(face, neutral: np.ndarray, emotional: np.ndarray, crop, side: int)
 
 def takes_geometry(pipe, takes: dict, ids, k: int, frames: int, size: int) -> dict | None:
     """How far the warp moves the renderer's points of the neutral takes of lines ``ids`` to
-    emotion ``k`` (the fields read off the decoder-size frame, the flow at ``size``), against the
+    emotion ``k`` (the fields read off the take's frame at the warp's read side, the flow at ``size``), against the
     emotional takes' own points (``frames`` pairs, evenly spread); None where the takes carry no
     synthetic truth or show no emotion ``k``."""
     from talker.data.face import SyntheticFace

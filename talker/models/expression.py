@@ -22,7 +22,8 @@ of a mouth corner sits on the corner the network reads, not where the corner wil
 every point then moves exactly in proportion to the intensities. Where the speaker has a refiner,
 the move is applied to the refiner's rendering of the decoder's frame (``onto``: the flow upsampled
 and scaled to its size), not to the frame before the refiner, which warps a neutral reference
-frame's detail and would pull a moved face part of the way back; the pipeline reads the fields off that rendering scaled down to the decoder's side
+frame's detail and would pull a moved face part of the way back; the pipeline reads the fields off
+that rendering brought to the side the warp reads (the decoder's, or the takes' sharp side: ``read_side``)
 (:meth:`~talker.pipelines.dae_talker.expression.ExpressionMixin.express_frames`). Trained on the
 speaker's own paired takes, each line neutral and with an emotion (``talker add-emotion --method
 warp``, :mod:`talker.training.expression`). Deterministic, one frame in, one frame out.
@@ -58,7 +59,8 @@ class ExpressionWarp(ModelMixin, ConfigMixin):
 
     Args:
         emotion_names: the intensities' order (the speaker's ``emotion_names``).
-        resolution: the side of the frames it was trained on (the decoder's); it runs on any size.
+        resolution: the side of the decoder's frames it was trained with; frames of another side are
+            brought to the side it reads (:attr:`read_side`, :func:`read_at`).
         channels: width at half the frame's side (half that at full size, twice at a quarter).
         num_blocks: residual blocks at the coarsest level.
         field_scale: the side the fields are predicted at, over the frame's: 0.5 (a smooth field; warps

@@ -20,9 +20,10 @@ class ExpressionMixin:
         """(B, 3, r, r) decoder frames in [-1, 1] moved by the speaker's expression warp to show
         ``emotion`` ((1, E) or (B, E) intensities); ``onto``: the same frames at the refiner's size,
         which are moved instead, the move read off them brought to the side the warp reads
-        (:attr:`~talker.models.ExpressionWarp.read_side`: the decoder's, or twice it for a warp
-        trained so; :func:`~talker.models.expression.read_at`) and scaled up. The warp learned to read its fields off the takes' own frames at
-        that side, and the refined frame brought down to it is closer to those than the decoder's
+        (:attr:`~talker.models.ExpressionWarp.read_side`: the decoder's, or the takes' sharp side
+        for a warp trained to read it; :func:`~talker.models.expression.read_at`) and scaled up.
+        The warp learned to read its fields off the takes' own frames at that side, and the
+        refined frame brought down to it is closer to those than the decoder's
         softer one (bench/results/emotion_summary_read_refined.json against
         emotion_summary_square.json: sad's brows and angry's lip gap 4-11 points nearer the truth's
         change, the smile's shut lips closed in more pauses). As they came (``onto`` where given)
