@@ -121,9 +121,9 @@ def test_directions_learned_through_the_decoder_bring_its_frames_to_the_clips(sp
     shutil.copytree(speaker_dir, folder)
     pipe = DAETalkerPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
-    truth = 3 * np.random.default_rng(4).normal(size=(4, Z_DIM)).astype(np.float32)
+    truth = 10 * np.random.default_rng(4).normal(size=(4, Z_DIM)).astype(np.float32)
     data = rendered_dataset(tmp_path / "data", pipe, truth)
-    assert talker(["add-emotion", str(folder), "--data", str(data), "--method", "decoder", "--steps", "120",
+    assert talker(["add-emotion", str(folder), "--data", str(data), "--method", "decoder", "--steps", "240",
                    "--lr", "0.1"]) == 0
     record = json.loads((folder / "speaker.json").read_text())["emotion"]
     assert record["method"] == "decoder" and record["frames"] == 9 * 25
