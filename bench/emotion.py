@@ -108,22 +108,27 @@ def truth_geometry(truth: dict, emotion: np.ndarray, frames) -> np.ndarray:
     return landmark_features(np.stack(points))
 
 
+def flow_at(points: np.ndarray, flow: torch.Tensor) -> np.ndarray:
+    """(N, 2, H, W) ``flow`` (pixels) read at (N, P, 2) ``points`` (fractions of the frame;
+    bilinear, the border repeated) → (N, P, 2) pixels."""
+    import torch.nn.functional as F
+
+    grid = torch.from_numpy(np.nan_to_num(points * 2 - 1)).float()[:, :, None]  # (N, P, 1, 2)
+    at = F.grid_sample(flow.detach().float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return at[..., 0].permute(0, 2, 1).double().numpy()
+
+
 def follow(points: np.ndarray, flow: torch.Tensor, iterations: int = 100) -> np.ndarray:
     """(N, P, 2) points (fractions of the frame) → where they are after a backward warp by
     ``flow`` ((N, 2, H, W) pixels: the moved frame's pixel p is the frame's p + flow(p)): the p
     with p + flow(p) = the point, by damped fixed-point iteration (a raised brow's steep flow
     makes the plain iteration swing about it)."""
-    import torch.nn.functional as F
-
     h, w = flow.shape[-2:]
-    flow = flow.detach().float()
     size = np.array([w, h], np.float64)
     target = points * size  # pixels, centres at i + 0.5
     p = target.copy()
     for _ in range(iterations):
-        grid = torch.from_numpy(np.nan_to_num(p / size * 2 - 1)).float()[:, :, None]  # (N, P, 1, 2)
-        at = F.grid_sample(flow, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        p = p + 0.5 * (target - at[..., 0].permute(0, 2, 1).double().numpy() - p)
+        p = p + 0.5 * (target - flow_at(p / size, flow) - p)
     return p / size
 
 

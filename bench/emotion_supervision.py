@@ -28,8 +28,7 @@ import sys
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from emotion import GEOMETRY_FLOOR, truth_geometry
+from emotion import GEOMETRY_FLOOR, flow_at, truth_geometry
 from talker.evaluation.metrics import PROBE_FEATURES as FEATURES
 from talker.evaluation.results import write_results
 
@@ -50,10 +49,7 @@ def optical_flows():
 def carried(points: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """(N, P, 2) points (fractions of the frame) carried by (N, H, W, 2) forward flows (pixels)."""
     h, w = flow.shape[1:3]
-    grid = torch.from_numpy(np.nan_to_num(points * 2 - 1)).float()[:, :, None]
-    at = F.grid_sample(torch.from_numpy(flow).permute(0, 3, 1, 2).float(), grid, mode="bilinear",
-                       padding_mode="border", align_corners=False)[..., 0].permute(0, 2, 1)
-    return points + at.double().numpy() / np.array([w, h])
+    return points + flow_at(points, torch.from_numpy(flow).permute(0, 3, 1, 2)) / np.array([w, h])
 
 
 def main(argv: list[str] | None = None) -> int:
