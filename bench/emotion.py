@@ -108,6 +108,49 @@ def truth_geometry(truth: dict, emotion: np.ndarray, frames) -> np.ndarray:
     return landmark_features(np.stack(points))
 
 
+def face_move(face, neutral, emotional, crop, side: int) -> np.ndarray:
+    """(side, side, 2) the face's own move from renderer state ``neutral`` to ``emotional``
+    (:class:`~talker.data.face.FaceState`), as a backward flow in pixels of ``crop`` (x0, y0,
+    side of the renderer's frame) at ``side``: pixel p of the emotional frame shows the neutral
+    frame's p + flow(p) (the renderer's :meth:`~talker.data.face.SyntheticFace.move_between`, cut
+    as the frame was cut)."""
+    import cv2
+
+    flow = face.move_between(neutral, emotional)
+    x0, y0, s = crop
+    at = (np.arange(side) + 0.5) / side * s - 0.5  # the crop's pixel centres in the frame's pixels
+    mx, my = np.meshgrid(at + x0, at + y0)
+    return cv2.remap(flow, mx.astype(np.float32), my.astype(np.float32), cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE) * side / s
+
+
+def visible_geometry(truth: dict, emotion: np.ndarray, frames, crop=(0, 0, SYNTH_SIDE), side: int = SYNTH_SIDE,
+                     marks: np.ndarray | None = None) -> np.ndarray:
+    """(N, 5) how the clip's face states at ``frames`` change the features when ``emotion`` is
+    added, read as a warp's change is read (:func:`warp_geometry`): points on the frames without
+    it carried by the face's own move to the frames with it (:func:`face_move`, the frames cut at
+    ``crop`` and brought to ``side``), so that a point the move takes behind a nearer part of the
+    face counts where its frame shows it. ``marks``: (N, ≥468, 2) the points, fractions of the cut
+    frame (those the probe finds on the renderer's frames without the emotion, as it finds the
+    warp's on the speaker's); None: the renderer's own landmarks. Surprise raises the upper lids
+    past the irises' tops, and the frame shows the lids' edge about two thirds as far up as the
+    renderer's landmarks put it (:func:`truth_geometry`, which counts the landmarks)."""
+    from talker.data.face import FaceState, SyntheticFace
+    from talker.evaluation.metrics import MESH_POINTS
+
+    face = SyntheticFace(SYNTH_SIDE)
+    zero = np.zeros_like(np.asarray(emotion, np.float64))
+    x0, y0, cut = crop
+    points, flows = [], []
+    for k in frames:
+        plain, moved = FaceState.from_truth(truth, k, zero), FaceState.from_truth(truth, k, emotion)
+        points.append(((face.landmarks(plain)[0][:MESH_POINTS, :2] - face.offset) * face.scale - [x0, y0]) / cut)
+        flows.append(face_move(face, plain, moved, crop, side))
+    before = np.stack(points) if marks is None else marks
+    carried = follow(before, torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2))
+    return landmark_features(carried) - landmark_features(before)
+
+
 def flow_at(points: np.ndarray, flow: torch.Tensor) -> np.ndarray:
     """(N, 2, H, W) ``flow`` (pixels) read at (N, P, 2) ``points`` (fractions of the frame;
     bilinear, the border repeated) → (N, P, 2) pixels."""

@@ -5,15 +5,19 @@
 
 On each held-out clip: the speaker's neutral frames from the clip's speech (seed 0, its own head
 motion), the points MediaPipe's face mesh finds on them carried by the warp's flow at each emotion
-at 0.5 and 1.0 (``bench/emotion.py``'s ``warp_geometric_change``), against the same five features
-read off the synthetic renderer's own landmarks for the clip's face states with that emotion
-(``truth_geometric_change``). No probe reads a moved frame, so a feature the face mesh reads
+at 0.5 and 1.0 (``bench/emotion.py``'s ``warp_geometry``), against the face's own move of the
+clip's face states to that emotion, read the same way: the points MediaPipe finds on the
+renderer's frames without it (cut as the clip was, at the speaker's side) carried by that move
+(``visible_geometry``), so that a point the move takes behind a nearer part of the face (a lid
+raised past the iris's top) counts where the frame shows it, as the warp's points do. Beside it,
+``ratio_to_landmarks``: against the renderer's landmarks themselves (``truth_geometry``), which
+put surprise's lids half as far again as its frames show them. No probe reads a moved frame, so a feature the face mesh reads
 through another (a raised brow read as a narrower mouth) or cannot see (a lid raised two pixels)
 does not come into it, and one clip's figure is near every other's: a few seconds of a few clips
 tell warps apart in minutes, where ``bench/emotion.py`` takes five per clip for one.
 
-For each model, each feature the face moves by at least ``GEOMETRY_FLOOR`` at 1.0: the warp's
-change ÷ the face's (bar 0.8–1.2) and its change at 0.5 ÷ at 1.0 (bar 0.4–0.6), per clip, with the
+For each model, each feature the face's landmarks move by at least ``GEOMETRY_FLOOR`` at 1.0: the
+warp's change ÷ the face's (bar 0.8–1.2) and its change at 0.5 ÷ at 1.0 (bar 0.4–0.6), per clip, with the
 count of each bar met. What the warp's colour residual draws is not a move and is not read.
 """
 
@@ -25,16 +29,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from emotion import GEOMETRY_FLOOR, truth_geometry, warp_geometry
+from emotion import GEOMETRY_FLOOR, render_truth, truth_geometry, visible_geometry, warp_geometry
 from emotion_summary import HALF_BAR, RATIO_BAR
 from talker.evaluation.metrics import PROBE_FEATURES as FEATURES
 from talker.evaluation.results import write_results
 
 
-def geometry_rows(face: dict[str, np.ndarray], warp: dict[str, np.ndarray]) -> dict:
+def geometry_rows(face: dict[str, np.ndarray], warp: dict[str, np.ndarray],
+                  landmarks: dict[str, np.ndarray] | None = None) -> dict:
     """{"name@level": mean change (5,)} of the face and of the warp, at 0.5 and 1.0 for each emotion
     → {emotion: {feature: {"ratio", "half_over_full"}}} on the features the face moves by at least
-    GEOMETRY_FLOOR at 1.0."""
+    GEOMETRY_FLOOR at 1.0; with ``landmarks`` (the face's change read off its landmarks), on those
+    that they move by that much, each row with ``ratio_to_landmarks`` besides."""
     rows: dict = {}
     for key in face:
         name, _, level = key.partition("@")
@@ -42,12 +48,14 @@ def geometry_rows(face: dict[str, np.ndarray], warp: dict[str, np.ndarray]) -> d
             continue
         for j, feature in enumerate(FEATURES):
             full = face[key][j]
-            if abs(full) < GEOMETRY_FLOOR:
+            if abs((landmarks or face)[key][j]) < GEOMETRY_FLOOR:
                 continue
             moved = warp[key][j]
             rows.setdefault(name, {})[feature] = {
                 "ratio": round(float(moved / full), 3),
                 "half_over_full": round(float(warp[f"{name}@0.5"][j] / moved), 3) if moved else None}
+            if landmarks is not None:
+                rows[name][feature]["ratio_to_landmarks"] = round(float(moved / landmarks[key][j]), 3)
     return rows
 
 
@@ -83,11 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     from talker.evaluation.metrics import FaceProbe
     from talker.training.data import load_dataset
 
-    _, clips = load_dataset(args.data)
+    index, clips = load_dataset(args.data)
+    crops = {e["id"]: e["crop"] for e in index["clips"]}
     if max(args.clips) >= len(clips):
         raise SystemExit(f"{args.data} holds {len(clips)} clips; asked for clip {max(args.clips)}")
     probe = FaceProbe()
-    faces = {}  # per clip: the face's own change at each setting, the same for every model
+    faces, marked = {}, {}  # per clip: the face's own change at each setting (as its frames show it, and
+    # as its landmarks say), the same for every model
     results = {"command": "python bench/emotion_geometry.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                "data": args.data, "seconds": args.seconds, "geometry_floor": GEOMETRY_FLOOR,
                "bars": {"ratio": RATIO_BAR, "half_over_full": HALF_BAR}, "clips": {}, "models": {}}
@@ -103,15 +113,20 @@ def main(argv: list[str] | None = None) -> int:
             clip = clips[c]
             n = min(clip.n_frames, int(args.seconds * 25))
             truth = dict(np.load(clip.path / "truth.npz"))
-            if c not in faces:
-                base = truth_geometry(truth, np.zeros(len(names)), range(n))
-                faces[c] = {k: np.nanmean(truth_geometry(truth, e, range(n)) - base, 0) for k, e in settings.items()}
-                results["clips"][c] = clip.id
             out = pipe(clip.audio[: n * 640], sampling_rate=16000, generator=torch.Generator().manual_seed(0))
             frames = np.asarray(out.frames)[:n]
             marks = probe.landmarks(frames)
+            if (c, frames.shape[1]) not in faces:  # the truth's frames cut as the clip was, at the speaker's side
+                base = truth_geometry(truth, np.zeros(len(names)), range(n))
+                marked[c] = {k: np.nanmean(truth_geometry(truth, e, range(n)) - base, 0) for k, e in settings.items()}
+                plain = render_truth(truth, np.zeros(len(names)), range(n), crops[clip.id], frames.shape[1])[0]
+                found = probe.landmarks(plain)
+                faces[c, frames.shape[1]] = {k: np.nanmean(visible_geometry(truth, e, range(n), crops[clip.id],
+                                                                            frames.shape[1], found), 0)
+                                             for k, e in settings.items()}
+                results["clips"][c] = clip.id
             warp = {k: np.nanmean(warp_geometry(pipe, frames, marks, e), 0) for k, e in settings.items()}
-            per_clip[clip.id] = geometry_rows(faces[c], warp)
+            per_clip[clip.id] = geometry_rows(faces[c, frames.shape[1]], warp, marked[c])
         results["models"][str(model)] = {"clips": per_clip, **tally(per_clip)}
         print(model, results["models"][str(model)]["met"], results["models"][str(model)]["median_ratio"], flush=True)
     write_results(args.out, results)

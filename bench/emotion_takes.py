@@ -34,11 +34,13 @@ the face mesh numbers them), carried where the warp's flow takes the pixel under
 (``bench/emotion.py``'s ``follow``), against the same points of the emotional frame, on the
 held-out lines (``held_out``) and as many frames of the lines it was trained on (``trained``): the
 warp's change ÷ the face's, at 1.0 and 0.5, on each feature the face moves by at least
-``GEOMETRY_FLOOR``. Where the takes kept sharper crops, ``pixel_error`` holds the pairs' squared
+``GEOMETRY_FLOOR``, and ÷ the face's change as its frames show it (``ratio_to_visible``: the same
+points carried by the face's own move, ``visible_change``; surprise raises the lids' landmarks
+past the irises' tops, behind nearer parts of the face). Where the takes kept sharper crops, ``pixel_error`` holds the pairs' squared
 error (on what the emotional take's crop covers) of the neutral frame as it is, moved by the warp,
 by its flow alone and by its colour residual alone (``warp_flow_only``, ``warp_colour_only``: how
 much of the move each carries), and moved by the face's own move (``face_move``: the renderer's
-map of each mesh triangle onto itself between the two states, no colour residual): under the warp's, the loss the warp learns by
+map of each triangle its emotional frame shows onto itself in the neutral one, no colour residual): under the warp's, the loss the warp learns by
 would take the face's whole move if the warp drew it. And ``pixel_error_by_flow_scale``: the
 held-out pairs' error (the same pixels; plain, and weighted as training weighs where the face
 moves) with the warp's flow scaled by 0.8–1.3 and its colour residual as it is: least near 1,
@@ -55,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from emotion import GEOMETRY_FLOOR, SYNTH_SIDE, follow
+from emotion import GEOMETRY_FLOOR, SYNTH_SIDE, face_move, follow
 from talker.defaults import EMOTION_WARP, EXPRESSION_READ_FROM
 from talker.evaluation.metrics import PROBE_FEATURES as FEATURES
 from talker.evaluation.results import write_results
@@ -83,43 +85,12 @@ def drawn_points(face, truth: dict, frames, emotion: np.ndarray, crop) -> np.nda
     return (np.stack(points) - [x0, y0]) / side
 
 
-def face_move(face, neutral: np.ndarray, emotional: np.ndarray, crop, side: int) -> np.ndarray:
-    """(side, side, 2) the face's own move from the renderer's warp points ``neutral`` to
-    ``emotional`` (photo pixels, all of them), as a backward flow in pixels of ``crop`` at
-    ``side``: pixel p of the emotional frame shows the neutral frame's p + flow(p) (each triangle
-    of the renderer's mesh mapped onto itself, as the renderer maps the photo)."""
-    import cv2
-    from scipy.ndimage import distance_transform_edt
-
-    n = face.resolution
-    dst_n, dst_e = ((p - face.offset) * face.scale for p in (neutral, emotional))
-    tri = face.triangles
-    index = np.full((n, n), -1, np.int32)
-    fixed = np.round(dst_e * 16).astype(np.int32)
-    for t in range(len(tri)):
-        cv2.fillConvexPoly(index, fixed[tri[t]], t, lineType=cv2.LINE_8, shift=4)
-    if (index < 0).any():  # collapsed triangles (shut lips) take the nearest one's map
-        _, (iy, ix) = distance_transform_edt(index < 0, return_indices=True)
-        index = index[iy, ix]
-    a = np.concatenate([dst_e[tri], np.ones((len(tri), 3, 1))], 2)
-    a[np.abs(np.linalg.det(a)) < 1e-6] += np.array([[0, 0, 0], [1e-3, 0, 0], [0, 1e-3, 0]])
-    maps = np.linalg.solve(a, dst_n[tri])  # (T, 3, 2): emotional pixel → neutral pixel, per triangle
-    grid = np.stack(np.meshgrid(np.arange(n), np.arange(n)), -1).reshape(-1, 2) + 0.5
-    source = np.einsum("pk,pkj->pj", np.concatenate([grid, np.ones((len(grid), 1))], 1), maps[index.reshape(-1)])
-    flow = (source - grid).reshape(n, n, 2).astype(np.float32)
-    x0, y0, s = crop
-    at = (np.arange(side) + 0.5) / side * s - 0.5  # the crop's pixel centres in the frame's pixels
-    mx, my = np.meshgrid(at + x0, at + y0)
-    return cv2.remap(flow, mx.astype(np.float32), my.astype(np.float32), cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_REPLICATE) * side / s
-
-
 def takes_geometry(pipe, takes: dict, ids, k: int, frames: int, size: int) -> dict | None:
     """How far the warp moves the renderer's points of the neutral takes of lines ``ids`` to
     emotion ``k`` (the fields read off the take's frame at the warp's read side, the flow at ``size``), against the
     emotional takes' own points (``frames`` pairs, evenly spread); None where the takes carry no
     synthetic truth or show no emotion ``k``."""
-    from talker.data.face import SyntheticFace
+    from talker.data.face import FaceState, SyntheticFace
     from talker.evaluation.metrics import landmark_features
     from talker.training.distill import frames_to_x0
     from talker.models.expression import apply_move
@@ -139,7 +110,7 @@ def takes_geometry(pipe, takes: dict, ids, k: int, frames: int, size: int) -> di
     if not rows:
         return None
     per = max(1, frames // len(rows))
-    face_change, moved = [], {1.0: [], 0.5: []}
+    face_change, visible, moved = [], [], {1.0: [], 0.5: []}
     kept = takes["kept"] if size != pipe.resolution else None
     # the pairs' squared error on what each crop covers
     errors = {"neutral": [], "warp": [], "warp_flow_only": [], "warp_colour_only": [], "face_move": []}
@@ -158,13 +129,14 @@ def takes_geometry(pipe, takes: dict, ids, k: int, frames: int, size: int) -> di
             with torch.inference_mode():
                 flow, _ = pipe.expression.move_at(read, torch.from_numpy(e * scale).float(), (size, size))
             moved[scale].append(landmark_features(follow(neutral, flow)) - base)
+        own = torch.from_numpy(np.stack([face_move(face, FaceState.from_truth(truth_n, a, np.zeros_like(e[0])),
+                                                   FaceState.from_truth(truth_e, b, e[n]), crop, size)
+                                         for n, (a, b) in enumerate(zip(i, j))])).permute(0, 3, 1, 2)
+        visible.append(landmark_features(follow(neutral, own)) - base)  # the points carried as the warp's are
         if kept:
             onto = frames_to_x0(sharp_frames(ref, kept, size)[i])
             target = frames_to_x0(reframe(sharp_frames(clip, kept, size)[j], takes["crops"][id(clip)], crop))
             mask = coverage_mask(torch.from_numpy(covered(takes["crops"][id(clip)], crop))[None], size)
-            own = torch.from_numpy(np.stack([face_move(face, warp_points(face, truth_n, a, np.zeros_like(e[0])),
-                                                       warp_points(face, truth_e, b, e[n]), crop, size)
-                                             for n, (a, b) in enumerate(zip(i, j))])).permute(0, 3, 1, 2)
             with torch.inference_mode():
                 flow, residual = pipe.expression.move_at(read, torch.from_numpy(e).float(), onto.shape[-2:])
                 shown = {"neutral": onto, "warp": apply_move(onto, flow, residual),
@@ -180,6 +152,9 @@ def takes_geometry(pipe, takes: dict, ids, k: int, frames: int, size: int) -> di
            "warp_change": full.round(4).tolist(),
            "ratio": [round(float(w / f), 3) if c else None for w, f, c in zip(full, face_mean, counted)],
            "half_over_full": [round(float(h / w), 3) if c else None for h, w, c in zip(half, full, counted)]}
+    seen = np.nanmean(np.concatenate(visible), 0)
+    out["visible_change"] = seen.round(4).tolist()
+    out["ratio_to_visible"] = [round(float(w / v), 3) if c else None for w, v, c in zip(full, seen, counted)]
     if kept:
         out["pixel_error"] = {key: round(float(torch.cat(v).mean()), 6) for key, v in errors.items()}
     return out

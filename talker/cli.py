@@ -378,7 +378,7 @@ def cmd_add_emotion(args: argparse.Namespace) -> int:
                                         ("change_weight", args.change_weight), ("field_scale", args.field_scale),
                                         ("read_from", args.read_from), ("max_blur", args.max_blur),
                                         ("pyramid", args.pyramid), ("forward_flow", args.forward_flow),
-                                        ("read_side", args.read_side))
+                                        ("read_side", args.read_side), ("residual_scale", args.residual_scale))
                       if v is not None})
     elif args.method == "decoder":
         learn.update(knots=args.knots, hold_mouth=args.hold_mouth)
@@ -656,6 +656,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--read-side", type=int,
                    help="warp: the side it reads its fields off: the decoder's (the default), or --sharp-side, "
                         "reading the takes' sharp frames (at use, the refiner's brought to that side)")
+    m.add_argument("--residual-scale", type=float, choices=EXPRESSION_FIELD_SCALES,
+                   help="warp: the side its colour residual is kept at, over the side it reads, no larger than "
+                        "--field-scale (default: --field-scale's; coarser, it cannot paint an edge the flow should move)")
     m.add_argument("--seed", type=int)
     m.add_argument("--decoders", help=f"which decoders learn the input, comma-separated ({', '.join(DECODERS)}; "
                                       "default: every one the speaker has) (input)")

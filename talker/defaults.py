@@ -98,7 +98,7 @@ EXPRESSION_READ_FROM = ("takes", "decoder", "refined")
 EMOTION_WARP = {"steps": 1500, "batch_size": 16, "lr": 2e-3, "seed": 0, "channels": 32,
                 "motion_weight": 4.0, "smooth_weight": 0.0, "sharp_side": 128, "change_weight": 1.0,
                 "field_scale": 1.0, "read_from": "takes", "max_blur": 0.0, "pyramid": 0,
-                "forward_flow": True, "read_side": None}
+                "forward_flow": True, "read_side": None, "residual_scale": None}
 # head motion: predicted from speech, held still, or a reference sequence
 POSE_MODES = ("predicted", "static", "reference")
 DEFAULT_MAX_DURATION = 600.0  # longest audio (seconds) accepted unless the caller says otherwise

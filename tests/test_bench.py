@@ -302,6 +302,48 @@ def test_emotion_geometry_holds_the_warps_move_against_the_faces_where_the_face_
     summary = emotion_geometry.tally({"c0": rows, "c1": {"happy": {"corner_lift": {"ratio": 1.3, "half_over_full": None}}}})
     assert summary["met"] == {"ratio": {"met": 2, "of": 4}, "half": {"met": 2, "of": 3}}
     assert summary["median_ratio"] == {"happy": {"corner_lift": 1.075, "mouth_width": 0.909, "eye_opening": 0.667}}
+    # against the face's move as its frames show it, on the features its landmarks move
+    marked = {key: value * np.array([1, 1, 1, 3, 1]) for key, value in face.items()}  # the brows: 0.015 at 1.0
+    rows = emotion_geometry.geometry_rows(face, warp, marked)
+    assert set(rows["happy"]) == {"corner_lift", "mouth_width", "brow_height", "eye_opening"}
+    assert rows["happy"]["brow_height"] == {"ratio": 0.8, "half_over_full": 0.0, "ratio_to_landmarks": 0.267}
+    assert rows["happy"]["eye_opening"]["ratio"] == rows["happy"]["eye_opening"]["ratio_to_landmarks"] == 0.667
+
+
+def test_the_renderers_own_move_carries_each_point_where_its_frame_shows_it(monkeypatch):
+    import cv2
+    import torch
+    from talker.data.face import FaceState, SyntheticFace
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    sys.modules.pop("emotion", None)
+    import emotion
+
+    face = SyntheticFace(128)
+    plain = FaceState()
+    assert np.abs(face.move_between(plain, plain)).max() < 1e-6
+    for k, visible, hidden in ((0, [61, 291], []), (3, [105, 334], [159, 386])):  # happy: mouth corners; surprised
+        moved = FaceState(emotion=np.eye(4)[k])
+        flow = face.move_between(plain, moved)
+        # the neutral frame moved by it is the emotional frame, away from the painted mouth
+        grid = np.stack(np.meshgrid(np.arange(128), np.arange(128)), -1).astype(np.float32)
+        warped = cv2.remap(face.render(plain), *(grid + flow).transpose(2, 0, 1), cv2.INTER_LINEAR).astype(float)
+        shown, before = face.render(moved).astype(float), face.render(plain).astype(float)
+        eyes = np.s_[30:60, 20:108]
+        assert np.abs(warped - shown)[eyes].mean() < 0.3 * np.abs(before - shown)[eyes].mean()
+        marks = [(face.landmarks(s)[0][:, :2] - face.offset) * face.scale for s in (plain, moved)]
+        carried = emotion.follow(marks[0][None] / 128, torch.from_numpy(flow).permute(2, 0, 1)[None])[0] * 128
+        landmark_move, carried_move = marks[1] - marks[0], carried - marks[0]
+        assert np.abs(carried_move[visible] - landmark_move[visible]).max() < 0.3, (carried_move[visible], landmark_move[visible])
+        # surprise raises the upper lids past the irises' tops: the frame shows their edge short of the landmarks
+        assert (carried_move[hidden, 1] > 0.7 * landmark_move[hidden, 1]).all() and (carried_move[hidden, 1] < 0).all()
+    # so the eyes' opening as the frames show it is less than the landmarks' (and more than none)
+    truth = {"pose": np.zeros((2, 3)), "mouth_open": np.array([0.0, 0.5]), "mouth_width": np.zeros(2),
+             "blink": np.zeros(2), "emotion": np.zeros((2, 4))}
+    surprised = np.eye(4)[3]
+    shown = emotion.visible_geometry(truth, surprised, range(2))[:, 4]
+    marked = (emotion.truth_geometry(truth, surprised, range(2)) - emotion.truth_geometry(truth, 0 * surprised, range(2)))[:, 4]
+    assert (0 < shown).all() and (shown < 0.8 * marked).all(), (shown, marked)
 
 
 def test_emotion_supervision_carries_points_by_an_optical_flow_where_it_moves_the_frame(monkeypatch):

@@ -254,12 +254,13 @@ def test_emotion_input_shows_what_z_sem_cannot_and_leaves_neutral_as_it_was(spea
         add_emotion(folder, data, method="input", decoders=("ddpm",))
 
 
-@pytest.mark.parametrize("field_scale", [0.5, 1, 2])
-def test_expression_warp_is_linear_in_the_intensities_and_leaves_neutral_frames_alone(tmp_path, field_scale):
+@pytest.mark.parametrize("field_scale,residual_scale", [(0.5, None), (1, None), (2, None), (2, 0.5)])
+def test_expression_warp_is_linear_in_the_intensities_and_leaves_neutral_frames_alone(tmp_path, field_scale,
+                                                                                       residual_scale):
     from talker.models import ExpressionWarp
 
     torch.manual_seed(0)
-    warp = ExpressionWarp(resolution=16, channels=8, field_scale=field_scale)
+    warp = ExpressionWarp(resolution=16, channels=8, field_scale=field_scale, residual_scale=residual_scale)
     torch.nn.init.normal_(warp.head.weight, std=0.3)
     images = torch.rand(3, 3, 16, 16) * 2 - 1
     e = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.5, 0.0, 0.0, 0.5]])
@@ -305,6 +306,28 @@ def test_expression_warp_is_linear_in_the_intensities_and_leaves_neutral_frames_
     assert torch.equal(again(images, e), out)
     with pytest.raises(ValueError, match="field_scale must be one of"):
         ExpressionWarp(resolution=16, channels=8, field_scale=4)
+
+
+def test_a_residual_kept_coarser_than_the_flow_is_the_fine_one_averaged_down_and_back():
+    from talker.models import ExpressionWarp
+
+    torch.manual_seed(0)
+    fine = ExpressionWarp(resolution=16, channels=8, field_scale=2)
+    torch.nn.init.normal_(fine.head.weight, std=0.3)
+    coarse = ExpressionWarp(resolution=16, channels=8, field_scale=2, residual_scale=0.5)
+    coarse.load_state_dict(fine.state_dict())
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        a, b = fine.fields(images), coarse.fields(images)
+    assert torch.equal(a[:, :, :2], b[:, :, :2])  # the flow as it was, at 32²
+    averaged = F.interpolate(a[:, :, 2:].flatten(0, 1), size=8, mode="area")  # the residual at 8²
+    assert torch.allclose(b[:, :, 2:].flatten(0, 1), F.interpolate(averaged, size=32, mode="bilinear"), atol=1e-6)
+    # a colour pattern a pixel wide, which the fine residual draws, does not come through
+    stripes = (a[:, :, 2:, 1::2] - a[:, :, 2:, ::2]).abs().mean()
+    assert (b[:, :, 2:, 1::2] - b[:, :, 2:, ::2]).abs().mean() < stripes / 3
+    for bad in (4, 1.5):
+        with pytest.raises(ValueError, match="residual_scale must be None or one of"):
+            ExpressionWarp(resolution=16, channels=8, field_scale=1, residual_scale=bad)
 
 
 def test_a_forward_flow_moves_each_point_where_the_fields_say_and_half_as_far_at_half(tmp_path):
@@ -657,12 +680,14 @@ def test_warp_shows_each_emotion_where_its_takes_do_and_leaves_neutral_as_it_was
         add_emotion(folder, [emotional], method="warp", neutral=neutral, max_blur=-1)
     with pytest.raises(TalkerError, match="the blur and the pyramid's levels at least 0"):
         add_emotion(folder, [emotional], method="warp", neutral=neutral, pyramid=-1)
+    with pytest.raises(TalkerError, match="no larger than the field scale 1; got 2"):
+        add_emotion(folder, [emotional], method="warp", neutral=neutral, residual_scale=2)
     coarser = tmp_path / "coarser"  # the loss also at coarser sides: asked for on the command line, recorded
     shutil.copytree(speaker_dir, coarser)
     assert talker(["add-emotion", str(coarser), "--data", str(emotional), "--neutral", str(neutral), "--method", "warp",
                    "--steps", "2", "--channels", "8", "--pyramid", "2"]) == 0
     coarse = json.loads((coarser / "speaker.json").read_text())["emotion"]
-    assert coarse["pyramid"] == 2 and coarse["forward_flow"] is True  # the default
+    assert coarse["pyramid"] == 2 and coarse["forward_flow"] is True and coarse["residual_scale"] is None  # the defaults
     # the takes are flat grey, so nothing teaches fields at the frame's side what to make of the
     # detail in the speaker's own frames (a real speaker's takes are its own face): at half side,
     # and a backward flow: a forward one carries the colour change along with it, so on takes whose
@@ -670,10 +695,10 @@ def test_warp_shows_each_emotion_where_its_takes_do_and_leaves_neutral_as_it_was
     # detailed frames (28 grey levels off the quadrant against 81 on it)
     assert talker(["add-emotion", str(folder), "--data", str(emotional), "--neutral", str(neutral), "--method", "warp",
                    "--steps", "300", "--lr", "0.01", "--channels", "8", "--field-scale", "0.5", "--max-blur", "0.5",
-                   "--no-forward-flow"]) == 0
+                   "--no-forward-flow", "--residual-scale", "0.5"]) == 0
     record = json.loads((folder / "speaker.json").read_text())["emotion"]
     assert record["method"] == "warp" and record["takes"] == 9 and record["channels"] == 8
-    assert record["field_scale"] == record["max_blur"] == 0.5  # as asked
+    assert record["field_scale"] == record["max_blur"] == record["residual_scale"] == 0.5  # as asked
     assert record["change_weight"] == 1.0 and record["pyramid"] == 0  # the defaults
     assert record["forward_flow"] is False  # as asked
     assert record["sharp_side"] is None  # the takes kept no larger crops: judged at the decoder's side

@@ -225,38 +225,68 @@ class SyntheticFace:
         """One frame, (resolution, resolution, 3) uint8 RGB."""
         pts, depth = self.landmarks(state)
         dst = (pts - self.offset) * self.scale
+        src = self.source_map(dst, depth) - 0.5
+        frame = cv2.remap(self.image, src[..., 0], src[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        return self._paint_mouth(frame, dst, state)
+
+    def drawn_triangles(self, dst: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        """(resolution, resolution) int32: the mesh triangle (of :attr:`triangles`) whose copy of
+        the photo each pixel shows, for warp points moved to ``dst`` (output pixels) at ``depth``
+        (:meth:`landmarks`): where moved triangles overlap (a lid raised past the iris's top, the
+        nose over a turning cheek) the nearer one; a pixel on a triangle squeezed to a sliver
+        (between closed lips, under a shut lid) takes the nearest drawn one."""
         tri = self.triangles
         # far triangles first, so nearer ones (nose over cheek) win
         order = np.argsort(-depth[tri].mean(1))
-        # triangles squeezed to slivers (between closed lips, under a shut lid) are left out:
-        # their pixels take the neighbouring lip or lid instead of a squeezed copy of the teeth
+        # slivers are left out: their pixels take the neighbouring lip or lid instead of a
+        # squeezed copy of the teeth
         area = np.abs(np.cross(dst[tri[:, 1]] - dst[tri[:, 0]], dst[tri[:, 2]] - dst[tri[:, 0]]))
         order = order[area[order] > 0.08 * self._src_area[order]]
         index = np.full((self.resolution, self.resolution), -1, np.int32)
         fixed_pt = np.round(dst * 16).astype(np.int32)
         for t in order:
             cv2.fillConvexPoly(index, fixed_pt[tri[t]], int(t), lineType=cv2.LINE_8, shift=4)
-        # affine map of every triangle from output to source pixels
-        a = np.concatenate([dst[tri], np.ones((len(tri), 3, 1))], 2)  # (T, 3, 3)
-        b = self.src_out[tri]  # (T, 3, 2)
-        det = np.linalg.det(a)
-        a[np.abs(det) < 1e-6] += np.array([[0, 0, 0], [1e-3, 0, 0], [0, 1e-3, 0]])
-        maps = np.linalg.solve(a, b)  # (T, 3, 2)
-        # pixels on collapsed triangles (closed lips, a shut eye) take the nearest triangle's map
         holes = index < 0
         if holes.any():
             _, (iy, ix) = distance_transform_edt(holes, return_indices=True)
             index = index[iy, ix]
-        flat = index.reshape(-1)
+        return index
+
+    def source_map(self, dst: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        """(resolution, resolution, 2) float32: the point of the unmoved photo (output pixels,
+        :attr:`src_out`'s frame) that each pixel's centre shows, for warp points moved to ``dst``
+        (output pixels) at ``depth``: each pixel mapped by the affine map of the triangle it shows
+        (:meth:`drawn_triangles`)."""
+        tri = self.triangles
+        a = np.concatenate([dst[tri], np.ones((len(tri), 3, 1))], 2)  # (T, 3, 3)
+        b = self.src_out[tri]  # (T, 3, 2)
+        det = np.linalg.det(a)
+        a[np.abs(det) < 1e-6] += np.array([[0, 0, 0], [1e-3, 0, 0], [0, 1e-3, 0]])
+        maps = np.linalg.solve(a, b)  # (T, 3, 2): output pixel → source pixel, per triangle
+        flat = self.drawn_triangles(dst, depth).reshape(-1)
         valid = flat >= 0
         src = np.empty((flat.size, 2))
         src[valid] = np.einsum("pk,pkj->pj", self._grid[valid], maps[flat[valid]])
         src[~valid] = self._grid[~valid, :2]
-        src -= 0.5
-        mapx = src[:, 0].reshape(self.resolution, self.resolution).astype(np.float32)
-        mapy = src[:, 1].reshape(self.resolution, self.resolution).astype(np.float32)
-        frame = cv2.remap(self.image, mapx, mapy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        return self._paint_mouth(frame, dst, state)
+        return src.reshape(self.resolution, self.resolution, 2).astype(np.float32)
+
+    def move_between(self, before: FaceState, after: FaceState) -> np.ndarray:
+        """(resolution, resolution, 2) float32 backward flow (output pixels) of the face from state
+        ``before`` to ``after``: pixel p of ``after``'s frame shows the photo where ``before``'s
+        frame shows it at p + flow(p), each pixel mapped by the triangle ``after``'s frame draws
+        there (:meth:`drawn_triangles`: where moved triangles overlap, the nearer one, so a point
+        a raised lid passes behind is not counted where the landmarks put it) onto that triangle
+        in ``before``'s frame. The mouth's painted interior and seam are not moves and are left out."""
+        (pb, _), (pa, depth) = self.landmarks(before), self.landmarks(after)
+        dst_b, dst_a = ((p[:, :2] - self.offset) * self.scale for p in (pb, pa))
+        tri = self.triangles
+        a = np.concatenate([dst_a[tri], np.ones((len(tri), 3, 1))], 2)
+        a[np.abs(np.linalg.det(a)) < 1e-6] += np.array([[0, 0, 0], [1e-3, 0, 0], [0, 1e-3, 0]])
+        maps = np.linalg.solve(a, dst_b[tri])  # (T, 3, 2): after's pixel → before's, per triangle
+        index = self.drawn_triangles(dst_a, depth).reshape(-1)
+        source = np.einsum("pk,pkj->pj", self._grid, maps[index])
+        flow = source - self._grid[:, :2]
+        return flow.reshape(self.resolution, self.resolution, 2).astype(np.float32)
 
     def _paint_mouth(self, frame: np.ndarray, dst: np.ndarray, state: FaceState) -> np.ndarray:
         seam_weight = 0.6 * float(np.clip(1 - state.mouth_open / 0.12, 0, 1))

@@ -76,15 +76,21 @@ class ExpressionWarp(ModelMixin, ConfigMixin):
             flow that samples the frame (:func:`backward_of`); False (warps saved without it): the
             flow is backward already (pixel p of the moved frame read at p + flow(p)), and a
             corner's move sits where the corner will be.
+        residual_scale: the side the colour residual is kept at, over the read frame's (None: the
+            fields', as warps saved without it): a residual coarser than the flow draws shading and
+            teeth but cannot paint a lid's or a lip's edge a pixel over where the flow should move it.
     """
 
     @register_to_config
     def __init__(self, emotion_names: tuple[str, ...] = ("happy", "sad", "angry", "surprised"), resolution: int = 64,
                  channels: int = 32, num_blocks: int = 2, field_scale: float = 0.5, forward_flow: bool = False,
-                 read_side: int | None = None):
+                 read_side: int | None = None, residual_scale: float | None = None):
         super().__init__()
         if field_scale not in FIELD_SCALES:
             raise ValueError(f"field_scale must be one of {', '.join(map(str, FIELD_SCALES))}; got {field_scale}")
+        if residual_scale is not None and not (residual_scale in FIELD_SCALES and residual_scale <= field_scale):
+            raise ValueError(f"residual_scale must be None or one of {', '.join(map(str, FIELD_SCALES))} no larger than "
+                             f"field_scale {field_scale}; got {residual_scale}")
         c, k = channels, len(emotion_names)
         self.stem = nn.Conv2d(3, c // 2, 3, padding=1)
         self.down1 = nn.Conv2d(c // 2, c, 4, stride=2, padding=1)
@@ -118,7 +124,8 @@ class ExpressionWarp(ModelMixin, ConfigMixin):
         """(B, 3, H, W) frames in [-1, 1] → (B, E, 5, H', W'): each emotion's flow (pixels of the
         frame, x then y) and colour residual at intensity 1, predicted at ``field_scale`` of the
         frame's side (the network sees a quarter-side level for its reach across the face) and
-        upsampled to the frame's side, or at twice it for ``field_scale`` 2."""
+        upsampled to the frame's side, or at twice it for ``field_scale`` 2; the residual averaged
+        down to ``residual_scale`` of the frame's side and back where that is coarser."""
         b, _, h, w = images.shape
         s0 = F.silu(self.stem(images))
         s1 = F.silu(self.down1(s0))
@@ -135,7 +142,14 @@ class ExpressionWarp(ModelMixin, ConfigMixin):
         size = (2 * h, 2 * w) if scale >= 2 else (h, w)
         if x.shape[-2:] != size:
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        return x.view(b, self.n_emotions, FIELDS, *size)
+        x = x.view(b, self.n_emotions, FIELDS, *size)
+        coarse = self.config.residual_scale
+        if coarse is not None and coarse < scale:  # the residual averaged down to its side and back up
+            side = (round(h * coarse), round(w * coarse))
+            residual = F.interpolate(x[:, :, 2:].flatten(0, 1), size=side, mode="area")
+            residual = F.interpolate(residual, size=size, mode="bilinear", align_corners=False)
+            x = torch.cat([x[:, :, :2], residual.view(b, self.n_emotions, FIELDS - 2, *size)], 2)
+        return x
 
     def fields_at(self, images: torch.Tensor, emotion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The fields' flow (forward or backward, as ``forward_flow`` says) and colour residual for

@@ -372,6 +372,7 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
                      pyramid: int = EMOTION_WARP["pyramid"],
                      forward_flow: bool = EMOTION_WARP["forward_flow"],
                      read_side: int | None = EMOTION_WARP["read_side"],
+                     residual_scale: float | None = EMOTION_WARP["residual_scale"],
                      progress: bool = True) -> tuple[ExpressionWarp, dict]:
     """Train ``pipe``'s expression warp on the emotional takes of ``data_dirs`` (prepared datasets
     with per-frame emotion labels) paired with the neutral takes of the same ids in
@@ -393,6 +394,9 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
                           f"{lr}, {motion_weight}, {smooth_weight}, {change_weight}, {sharp_side}, {max_blur}, {pyramid}")
     if field_scale not in FIELD_SCALES:
         raise TalkerError(f"the field scale must be one of {', '.join(map(str, FIELD_SCALES))}; got {field_scale}")
+    if residual_scale is not None and not (residual_scale in FIELD_SCALES and residual_scale <= field_scale):
+        raise TalkerError(f"the residual scale must be one of {', '.join(map(str, FIELD_SCALES))} no larger than the "
+                          f"field scale {field_scale:g}; got {residual_scale}")
     if read_from not in READ_FROM:
         raise TalkerError(f"the warp reads its fields off one of {', '.join(READ_FROM)}; got {read_from!r}")
     if read_from == "refined" and pipe.refiner is None:
@@ -446,7 +450,8 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
 
     torch.manual_seed(seed)
     model = ExpressionWarp(emotion_names=tuple(names), resolution=res, channels=channels, field_scale=field_scale,
-                           forward_flow=forward_flow, read_side=read_side if reads_sharp else None)
+                           forward_flow=forward_flow, read_side=read_side if reads_sharp else None,
+                           residual_scale=residual_scale)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     g = torch.Generator().manual_seed(seed)
@@ -475,7 +480,7 @@ def train_expression(pipe, data_dirs, neutral_dir, steps: int = EMOTION_WARP["st
     record = {"method": "warp", "data": [str(d) for d in data_dirs], "neutral": str(neutral_dir),
               "takes": len(train_ids), "frames": int(len(train["emotion"])),
               "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "channels": channels,
-              "field_scale": field_scale, "forward_flow": forward_flow, "read_side": model.read_side,
+              "field_scale": field_scale, "residual_scale": residual_scale, "forward_flow": forward_flow, "read_side": model.read_side,
               "read_from": read_from, "max_blur": max_blur,
               "parameters": sum(p.numel() for p in model.parameters()),
               "motion_weight": motion_weight, "smooth_weight": smooth_weight, "change_weight": change_weight,
