@@ -94,7 +94,12 @@ EXPRESSION_READ_FROM = ("takes", "decoder", "refined")
 # at 64² (field_scale 0.5) 23 and 21 of 36 within 80-120% with seeds 0 and 1 (20 and 26 reading
 # the decoder's; emotion_geometry_read_side_seed1.json) and a held-out pixel error of 0.0034 and
 # 0.0033 (0.0037), with them at 128² 8 of 36 (bench/results/emotion_geometry_read_side.json);
-# surprised's lids stay at 47-51% either way, so the decoder's side stays the default
+# surprised's lids stay at 47-51% either way, so the decoder's side stays the default. Those counts
+# take the renderer's landmarks as the face's move; read as its frames show it (surprise raises the
+# lids' landmarks past the irises' tops, behind nearer triangles), seeds 0 and 1 meet 31 and 30 of
+# 36, reading the sharp side 33 (bench/results/emotion_geometry_visible.json). The colour residual
+# may be kept coarser than the flow (residual_scale): at 64² under fields at 128², 12 of 36 by
+# the landmarks (emotion_geometry_residual_scale.json), so it stays at the fields' side
 EMOTION_WARP = {"steps": 1500, "batch_size": 16, "lr": 2e-3, "seed": 0, "channels": 32,
                 "motion_weight": 4.0, "smooth_weight": 0.0, "sharp_side": 128, "change_weight": 1.0,
                 "field_scale": 1.0, "read_from": "takes", "max_blur": 0.0, "pyramid": 0,
