@@ -56,7 +56,10 @@ mouth corners); ``truth_probe_over_geometry`` is the probe's change ÷ the face'
 than the probe can tell. For a speaker with an expression warp, its own move of the speaker's face
 is read the same way (``warp_geometric_change``): the points the probe found on the speaker's
 neutral frames, each carried where the warp's flow takes the pixel under it, against the face's
-change on every feature that moves by at least ``GEOMETRY_FLOOR`` (``warp_geometric_ratio``).
+change on every feature that moves by at least ``GEOMETRY_FLOOR`` (``warp_geometric_ratio``), and
+against the face's move as the truth's frames show it, read the same way (``warp_visible_ratio``:
+the points the probe finds on the truth's neutral frames carried by the renderer's own move,
+``truth_visible_change``; :func:`visible_geometry`).
 
 The latent view: the emotion's direction is the speaker's own (``talker add-emotion``) where it has
 them, else where the speaker's own frames move in z_sem when the emotion is on (a least-squares fit
@@ -133,7 +136,7 @@ def visible_geometry(truth: dict, emotion: np.ndarray, frames, crop=(0, 0, SYNTH
     face counts where its frame shows it. ``marks``: (N, ≥468, 2) the points, fractions of the cut
     frame (those the probe finds on the renderer's frames without the emotion, as it finds the
     warp's on the speaker's); None: the renderer's own landmarks. Surprise raises the upper lids
-    past the irises' tops, and the frame shows the lids' edge about two thirds as far up as the
+    past the irises' tops, and the frame shows the lids' edge 60–80% as far up as the
     renderer's landmarks put it (:func:`truth_geometry`, which counts the landmarks)."""
     from talker.data.face import FaceState, SyntheticFace
     from talker.evaluation.metrics import MESH_POINTS
@@ -283,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     size = pipe.output_resolution()
     neutral_frames, neutral_big = render_truth(truth, np.zeros(len(names)), range(n), crop, res, size)
     neutral_truth = probe.features(neutral_big)
+    neutral_big_marks = probe.landmarks(neutral_big) if pipe.expression is not None else None
     neutral_geometry = truth_geometry(truth, np.zeros(len(names)), range(n))
     neutral = generate([0.0] * len(names))
     middle = n // 2  # the contact sheet's frame
@@ -412,6 +416,10 @@ def main(argv: list[str] | None = None) -> int:
             w_change = np.nanmean(warp_geometry(pipe, neutral.frames, neutral_marks, e), 0)
             row["warp_geometric_change"] = w_change.round(4).tolist()
             row["warp_geometric_ratio"] = ratios(w_change, geo, np.abs(geo) >= GEOMETRY_FLOOR)
+            # against the face's move as its frames show it, read as the warp's is (visible_geometry)
+            shown = np.nanmean(visible_geometry(truth, e, range(n), crop, size, neutral_big_marks), 0)
+            row["truth_visible_change"] = shown.round(4).tolist()
+            row["warp_visible_ratio"] = ratios(w_change, shown, np.abs(geo) >= GEOMETRY_FLOOR)
         posed = None
         if level in ("0.5", "1"):
             # the truth at the speaker's own head poses (its mouth, blinks and emotion): the probe reads a

@@ -24,7 +24,9 @@ on those features alone, and ``truth_met.geometric_half`` the face's own change 
 Where they also hold the expression warp's own move of the speaker's face (the points the probe
 found on its neutral frames carried by the warp's flow), ``geometry`` rows and ``met_by_geometry``
 hold it to the same bars against the face's: at 1.0 within 80–120% of the renderer's change on
-each feature that moves by at least the bench's floor, and its change at 0.5 ÷ at 1.0.
+each feature that moves by at least the bench's floor, and its change at 0.5 ÷ at 1.0;
+``visible_geometry`` rows and ``met_by_visible_geometry`` the same at 1.0 against the face's move
+as the truth's frames show it (``bench/emotion.py``'s ``warp_visible_ratio``).
 
 Each intensity is to move the face as much as the truth does at that intensity, and the probe's
 features need not move in proportion to the renderer's intensity (the truth's own change at 0.5 ÷
@@ -57,6 +59,7 @@ def summarise(runs: dict[str, dict]) -> dict:
     posed_met = {"ratio": [0, 0], "lipsync": [0, 0]}
     face_met = {"ratio": [0, 0], "half": [0, 0]}
     geometry_met = {"ratio": [0, 0], "half": [0, 0]}
+    visible_met = {"ratio": [0, 0]}
 
     def tally(kind: str, ok: bool, counts: dict = met) -> bool:
         counts[kind][0] += ok
@@ -116,6 +119,12 @@ def summarise(runs: dict[str, dict]) -> dict:
                         h = round(half_row["warp_geometric_change"][j] / row["warp_geometric_change"][j], 3)
                         entry.update(half_over_full=h, half_ok=tally("half", HALF_BAR[0] <= h <= HALF_BAR[1], geometry_met))
                     out.setdefault("geometry", {}).setdefault(feature, []).append(entry)
+            if "warp_visible_ratio" in row:  # and against the face's move as its frames show it
+                for j, feature in enumerate(features):
+                    r = row["warp_visible_ratio"][j]
+                    if r is not None:
+                        out.setdefault("visible_geometry", {}).setdefault(feature, []).append(
+                            {"clip": name, "ratio": r, "ok": tally("ratio", RATIO_BAR[0] <= r <= RATIO_BAR[1], visible_met)})
             if "ratio_at_speaker_pose" in row:  # against the truth at the speaker's own head poses
                 for j, feature in enumerate(features):
                     if not row["counted_at_speaker_pose"][j]:
@@ -164,7 +173,8 @@ def summarise(runs: dict[str, dict]) -> dict:
             "emotions": emotions, "met": counted(met), "truth_met": truth,
             "met_at_speaker_pose": counted(posed_met),
             **({"met_where_the_face_moves": counted(face_met)} if face_met["ratio"][1] else {}),
-            **({"met_by_geometry": counted(geometry_met)} if geometry_met["ratio"][1] else {})}
+            **({"met_by_geometry": counted(geometry_met)} if geometry_met["ratio"][1] else {}),
+            **({"met_by_visible_geometry": counted(visible_met)} if visible_met["ratio"][1] else {})}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     print("met:", json.dumps(summary["met"]), "| the truth's own:", json.dumps(summary["truth_met"]),
           "| at the speaker's pose:", json.dumps(summary["met_at_speaker_pose"]),
           "| where the face moves:", json.dumps(summary.get("met_where_the_face_moves")),
-          "| by geometry:", json.dumps(summary.get("met_by_geometry")))
+          "| by geometry:", json.dumps(summary.get("met_by_geometry")),
+          "| as the frames show it:", json.dumps(summary.get("met_by_visible_geometry")))
     return 0
 
 

@@ -154,7 +154,8 @@ def test_emotion_summary_counts_each_figure_against_its_bar(tmp_path, monkeypatc
     # clip 1 also holds the warp's own move of the lip gap against the face's: 90% of it at 1.0,
     # 0.35 of that at 0.5
     clip1 = json.loads(paths[1].read_text())
-    clip1["settings"]["happy@1"] |= {"warp_geometric_change": [0.02, 0.0], "warp_geometric_ratio": [0.9, None]}
+    clip1["settings"]["happy@1"] |= {"warp_geometric_change": [0.02, 0.0], "warp_geometric_ratio": [0.9, None],
+                                     "warp_visible_ratio": [0.7, None]}
     clip1["settings"]["happy@0.5"]["warp_geometric_change"] = [0.007, 0.0]
     paths[1].write_text(json.dumps(clip1))
     out = tmp_path / "summary.json"
@@ -174,6 +175,7 @@ def test_emotion_summary_counts_each_figure_against_its_bar(tmp_path, monkeypatc
     # the bars on the features the face itself moved: clip 1's lip gap alone, whose ratio and half fail
     assert summary["met_where_the_face_moves"] == {"ratio": {"met": 0, "of": 1}, "half": {"met": 0, "of": 1}}
     assert summary["met_by_geometry"] == {"ratio": {"met": 1, "of": 1}, "half": {"met": 0, "of": 1}}
+    assert summary["met_by_visible_geometry"] == {"ratio": {"met": 0, "of": 1}}  # 70% of the move the frames show
     assert summary["emotions"]["happy"]["geometry"] == {
         "lip_gap": [{"clip": "clip1.json", "ratio": 0.9, "ok": True, "half_over_full": 0.35, "half_ok": False}]}
     # at the speaker's own pose clip 0's lips-closed fails too (0.9 against neutral's 1.0)
