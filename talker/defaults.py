@@ -97,7 +97,7 @@ EXPRESSION_READ_FROM = ("takes", "decoder", "refined")
 # surprised's lids stay at 47-51% either way, so the decoder's side stays the default. Those counts
 # take the renderer's landmarks as the face's move; read as its frames show it (surprise raises the
 # lids' landmarks past the irises' tops, behind nearer triangles), seeds 0 and 1 meet 31 and 30 of
-# 36, reading the sharp side 33 (bench/results/emotion_geometry_visible.json). The colour residual
+# 36, reading the sharp side 33 and 28 (bench/results/emotion_geometry_visible*.json). The colour residual
 # may be kept coarser than the flow (residual_scale): at 64² under fields at 128², 12 of 36 by
 # the landmarks (emotion_geometry_residual_scale.json), so it stays at the fields' side
 EMOTION_WARP = {"steps": 1500, "batch_size": 16, "lr": 2e-3, "seed": 0, "channels": 32,
