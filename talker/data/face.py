@@ -252,17 +252,20 @@ class SyntheticFace:
             index = index[iy, ix]
         return index
 
+    def _triangle_maps(self, dst: np.ndarray, onto: np.ndarray) -> np.ndarray:
+        """(T, 3, 2): for every mesh triangle, the affine map (homogeneous pixel → pixel) taking its
+        corners at ``dst`` to its corners at ``onto`` (a collapsed one nudged to stay solvable)."""
+        tri = self.triangles
+        a = np.concatenate([dst[tri], np.ones((len(tri), 3, 1))], 2)  # (T, 3, 3)
+        a[np.abs(np.linalg.det(a)) < 1e-6] += np.array([[0, 0, 0], [1e-3, 0, 0], [0, 1e-3, 0]])
+        return np.linalg.solve(a, onto[tri])
+
     def source_map(self, dst: np.ndarray, depth: np.ndarray) -> np.ndarray:
         """(resolution, resolution, 2) float32: the point of the unmoved photo (output pixels,
         :attr:`src_out`'s frame) that each pixel's centre shows, for warp points moved to ``dst``
         (output pixels) at ``depth``: each pixel mapped by the affine map of the triangle it shows
         (:meth:`drawn_triangles`)."""
-        tri = self.triangles
-        a = np.concatenate([dst[tri], np.ones((len(tri), 3, 1))], 2)  # (T, 3, 3)
-        b = self.src_out[tri]  # (T, 3, 2)
-        det = np.linalg.det(a)
-        a[np.abs(det) < 1e-6] += np.array([[0, 0, 0], [1e-3, 0, 0], [0, 1e-3, 0]])
-        maps = np.linalg.solve(a, b)  # (T, 3, 2): output pixel → source pixel, per triangle
+        maps = self._triangle_maps(dst, self.src_out)  # output pixel → source pixel
         flat = self.drawn_triangles(dst, depth).reshape(-1)
         valid = flat >= 0
         src = np.empty((flat.size, 2))
@@ -279,10 +282,7 @@ class SyntheticFace:
         in ``before``'s frame. The mouth's painted interior and seam are not moves and are left out."""
         (pb, _), (pa, depth) = self.landmarks(before), self.landmarks(after)
         dst_b, dst_a = ((p[:, :2] - self.offset) * self.scale for p in (pb, pa))
-        tri = self.triangles
-        a = np.concatenate([dst_a[tri], np.ones((len(tri), 3, 1))], 2)
-        a[np.abs(np.linalg.det(a)) < 1e-6] += np.array([[0, 0, 0], [1e-3, 0, 0], [0, 1e-3, 0]])
-        maps = np.linalg.solve(a, dst_b[tri])  # (T, 3, 2): after's pixel → before's, per triangle
+        maps = self._triangle_maps(dst_a, dst_b)  # after's pixel → before's
         index = self.drawn_triangles(dst_a, depth).reshape(-1)
         source = np.einsum("pk,pkj->pj", self._grid, maps[index])
         flow = source - self._grid[:, :2]
