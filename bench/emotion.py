@@ -147,7 +147,8 @@ def visible_geometry(truth: dict, emotion: np.ndarray, frames, crop=(0, 0, SYNTH
     points, flows = [], []
     for k in frames:
         plain, moved = FaceState.from_truth(truth, k, zero), FaceState.from_truth(truth, k, emotion)
-        points.append(((face.landmarks(plain)[0][:MESH_POINTS, :2] - face.offset) * face.scale - [x0, y0]) / cut)
+        if marks is None:
+            points.append(((face.landmarks(plain)[0][:MESH_POINTS, :2] - face.offset) * face.scale - [x0, y0]) / cut)
         flows.append(face_move(face, plain, moved, crop, side))
     before = np.stack(points) if marks is None else marks
     carried = follow(before, torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2))
