@@ -59,7 +59,12 @@ neutral frames, each carried where the warp's flow takes the pixel under it, aga
 change on every feature that moves by at least ``GEOMETRY_FLOOR`` (``warp_geometric_ratio``), and
 against the face's move as the truth's frames show it, read the same way (``warp_visible_ratio``:
 the points the probe finds on the truth's neutral frames carried by the renderer's own move,
-``truth_visible_change``; :func:`visible_geometry`).
+``truth_visible_change``; :func:`visible_geometry`). Lip-sync is read the same way at 1.0
+(``lipsync_by_geometry``): the lip gap of the speaker's neutral frames' points carried by the warp,
+frame by frame, scored as neutral's own gap is (mouth correlation with the truth's mouth opening,
+lips closed in pauses under neutral's threshold: the renderer leaves the lips' gap as the speech
+sets it whatever the emotion), against neutral's scores; whether the warp's move parts shut lips
+or flattens the speech's opening, apart from how the probe reads a smiling mouth.
 
 The latent view: the emotion's direction is the speaker's own (``talker add-emotion``) where it has
 them, else where the speaker's own frames move in z_sem when the emotion is on (a least-squares fit
@@ -191,6 +196,22 @@ def warp_geometry(pipe, frames: np.ndarray, marks: np.ndarray, e: np.ndarray) ->
     with torch.inference_mode():  # the warp reads the frames at its own side
         flow, _ = pipe.expression.move_at(x, torch.from_numpy(e).float()[None], x.shape[-2:])
     return landmark_features(follow(marks, flow)) - landmark_features(marks)
+
+
+def geometric_lipsync(gap: np.ndarray, neutral_gap: np.ndarray, neutral_truth_gap: np.ndarray, truth: dict,
+                      n: int) -> dict:
+    """Lip-sync of the lip gap the warp's move gives the speaker's neutral frames (``gap``, per
+    frame: neutral's ``neutral_gap`` with the carried points' change) against neutral's own, both
+    scored by :func:`~talker.evaluation.metrics.lipsync_scores` under neutral's threshold (from the
+    truth's neutral frames' gaps, ``neutral_truth_gap``): the changes of mouth correlation and of
+    lips closed in pauses, the issue's lip-sync bar read off the move itself."""
+    from talker.evaluation.metrics import gap_slope, lipsync_scores
+
+    moved, still = (lipsync_scores(g, neutral_truth_gap, truth, n) for g in (gap, neutral_gap))
+    return {"mouth_corr": round(moved["mouth_corr"], 4), "silent_closed": round(moved["silent_closed"], 4),
+            "mouth_corr_change": round(moved["mouth_corr"] - still["mouth_corr"], 4),
+            "silent_closed_change": round(moved["silent_closed"] - still["silent_closed"], 4),
+            "gap_slope": gap_slope(gap, neutral_gap)}
 
 
 def contact_sheet(path: str, names: list[str], truth: dict, generated: dict, tile: int = 192) -> None:
@@ -414,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         row["truth_probe_over_geometry"] = [round(float(t / d), 3) if m and abs(d) > 1e-6 else None
                                             for t, d, m in zip(t_change, geo, moved)]
         if pipe.expression is not None:  # and what the warp did to the speaker's face, off the same points
-            w_change = np.nanmean(warp_geometry(pipe, neutral.frames, neutral_marks, e), 0)
+            w_rows = warp_geometry(pipe, neutral.frames, neutral_marks, e)
+            w_change = np.nanmean(w_rows, 0)
             row["warp_geometric_change"] = w_change.round(4).tolist()
             row["warp_geometric_ratio"] = ratios(w_change, geo, np.abs(geo) >= GEOMETRY_FLOOR)
             # against the face's move as its frames show it, read as the warp's is (visible_geometry)
@@ -458,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
             # frame (the same speech; 1: the opening moves as before, under 1: flattened)
             row["lipsync"]["gap_slope"] = gap_slope(g_feats[:, 0], neutral_gen[:, 0])
             row["lipsync"]["gap_slope_truth_frames"] = gap_slope(t_feats[:, 0], neutral_truth[:, 0])
+            if pipe.expression is not None:  # the warp's own move of the lips, no probe on the moved frames
+                row["lipsync_by_geometry"] = geometric_lipsync(neutral_gen[:, 0] + w_rows[:, 0], neutral_gen[:, 0],
+                                                               neutral_truth[:, 0], truth, n)
             # how far from shut the pauses' lips are, against the threshold that counts them closed:
             # the speaker's, the truth's, and the warp's move on the truth's own neutral frames
             silent = ~truth["speaking"][:n].astype(bool)

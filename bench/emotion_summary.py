@@ -26,7 +26,10 @@ found on its neutral frames carried by the warp's flow), ``geometry`` rows and `
 hold it to the same bars against the face's: at 1.0 within 80–120% of the renderer's change on
 each feature that moves by at least the bench's floor, and its change at 0.5 ÷ at 1.0;
 ``visible_geometry`` rows and ``met_by_visible_geometry`` the same at 1.0 against the face's move
-as the truth's frames show it (``bench/emotion.py``'s ``warp_visible_ratio``).
+as the truth's frames show it (``bench/emotion.py``'s ``warp_visible_ratio``); and
+``lipsync_met_by_geometry`` the lip-sync bar on the lip gap of the same carried points (the
+warp's own move of the lips against neutral, ``lipsync_by_geometry``), each lip-sync row's
+``by_geometry`` beside the probe's.
 
 Each intensity is to move the face as much as the truth does at that intensity, and the probe's
 features need not move in proportion to the renderer's intensity (the truth's own change at 0.5 ÷
@@ -60,6 +63,7 @@ def summarise(runs: dict[str, dict]) -> dict:
     face_met = {"ratio": [0, 0], "half": [0, 0]}
     geometry_met = {"ratio": [0, 0], "half": [0, 0]}
     visible_met = {"ratio": [0, 0]}
+    geometric_sync = {"lipsync": [0, 0]}
 
     def tally(kind: str, ok: bool, counts: dict = met) -> bool:
         counts[kind][0] += ok
@@ -162,6 +166,11 @@ def summarise(runs: dict[str, dict]) -> dict:
                     posed_closed = round(posed["silent_closed"] - posed["silent_closed_neutral"], 4)
                     entry.update(silent_closed_change_at_speaker_pose=posed_closed,
                                  ok_at_speaker_pose=tally("lipsync", lipsync_ok(corr, posed_closed), posed_met))
+                moved = row.get("lipsync_by_geometry")
+                if moved:  # the warp's own move of the lips, no probe on the moved frames
+                    entry["by_geometry"] = {k: moved[k] for k in ("mouth_corr_change", "silent_closed_change", "gap_slope")}
+                    entry["by_geometry"]["ok"] = tally("lipsync", lipsync_ok(moved["mouth_corr_change"],
+                                                                            moved["silent_closed_change"]), geometric_sync)
                 out["lipsync"].append(entry)
     def counted(counts: dict) -> dict:
         return {k: {"met": v[0], "of": v[1]} for k, v in counts.items()}
@@ -174,7 +183,8 @@ def summarise(runs: dict[str, dict]) -> dict:
             "met_at_speaker_pose": counted(posed_met),
             **({"met_where_the_face_moves": counted(face_met)} if face_met["ratio"][1] else {}),
             **({"met_by_geometry": counted(geometry_met)} if geometry_met["ratio"][1] else {}),
-            **({"met_by_visible_geometry": counted(visible_met)} if visible_met["ratio"][1] else {})}
+            **({"met_by_visible_geometry": counted(visible_met)} if visible_met["ratio"][1] else {}),
+            **({"lipsync_met_by_geometry": counted(geometric_sync)["lipsync"]} if geometric_sync["lipsync"][1] else {})}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
           "| at the speaker's pose:", json.dumps(summary["met_at_speaker_pose"]),
           "| where the face moves:", json.dumps(summary.get("met_where_the_face_moves")),
           "| by geometry:", json.dumps(summary.get("met_by_geometry")),
-          "| as the frames show it:", json.dumps(summary.get("met_by_visible_geometry")))
+          "| as the frames show it:", json.dumps(summary.get("met_by_visible_geometry")),
+          "| lip-sync by geometry:", json.dumps(summary.get("lipsync_met_by_geometry")))
     return 0
 
 

@@ -157,6 +157,10 @@ def test_emotion_summary_counts_each_figure_against_its_bar(tmp_path, monkeypatc
     clip1["settings"]["happy@1"] |= {"warp_geometric_change": [0.02, 0.0], "warp_geometric_ratio": [0.9, None],
                                      "warp_visible_ratio": [0.7, None]}
     clip1["settings"]["happy@0.5"]["warp_geometric_change"] = [0.007, 0.0]
+    # and the lip-sync of the lips' own points as the warp carries them: one point fewer closed
+    clip1["settings"]["happy@1"]["lipsync_by_geometry"] = {"mouth_corr": 0.9, "silent_closed": 0.98,
+                                                         "mouth_corr_change": 0.0, "silent_closed_change": -0.02,
+                                                         "gap_slope": 0.99}
     paths[1].write_text(json.dumps(clip1))
     out = tmp_path / "summary.json"
     assert emotion_summary.main([str(p) for p in paths] + ["--out", str(out)]) == 0
@@ -197,7 +201,11 @@ def test_emotion_summary_counts_each_figure_against_its_bar(tmp_path, monkeypatc
                                                           "pause_gap_over_threshold": 0.0015,
                                                           "pause_gap_over_warp_on_truth": 0.0105,
                                                           "silent_closed_change_at_speaker_pose": -0.1,
-                                                          "ok_at_speaker_pose": False}
+                                                          "ok_at_speaker_pose": False,
+                                                          "by_geometry": {"mouth_corr_change": 0.0,
+                                                                          "silent_closed_change": -0.02,
+                                                                          "gap_slope": 0.99, "ok": True}}
+    assert summary["lipsync_met_by_geometry"] == {"met": 1, "of": 1}  # clip 0's file has no geometric lip-sync
     assert "pause_gap_over_threshold" not in summary["emotions"]["happy"]["lipsync"][0]  # older files: no pause gaps
     (tmp_path / "other.json").write_text(json.dumps({"decoder": {}}))
     with pytest.raises(SystemExit, match="not a bench/emotion.py result"):
@@ -420,3 +428,26 @@ def test_emotion_takes_bench_places_the_renderers_points_in_the_takes_crop(monke
     assert np.median(np.linalg.norm(found - drawn, axis=-1)) * 128 < 1.5  # pixels of the 128² crop
     shifted = emotion_takes.drawn_points(face, truth, [0], e, (crop[0] + 6, crop[1], crop[2]))
     assert np.median(np.linalg.norm(found - shifted, axis=-1)) * 128 > 3  # another crop: elsewhere
+
+
+def test_emotion_bench_scores_the_lips_the_warp_carries_against_neutrals_own(monkeypatch):
+    """Lip-sync off the warp's own move of the lips: a move that leaves the gap as it was changes
+    nothing; one that parts shut lips in the pauses counts them open under neutral's threshold; one
+    that flattens the speech's opening shows in the slope."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    sys.modules.pop("emotion", None)
+    import emotion
+
+    rng = np.random.default_rng(0)
+    n = 200
+    speaking = (np.arange(n) // 25) % 2 == 0
+    mouth_open = np.where(speaking, rng.uniform(0.1, 1.0, n), 0.0)
+    truth = {"mouth_open": mouth_open, "speaking": speaking}
+    truth_gap = 0.02 + 0.3 * mouth_open + rng.normal(0, 0.003, n)
+    neutral = 0.02 + 0.3 * mouth_open + rng.normal(0, 0.004, n)
+    same = emotion.geometric_lipsync(neutral, neutral, truth_gap, truth, n)
+    assert same["mouth_corr_change"] == 0 and same["silent_closed_change"] == 0 and same["gap_slope"] == 1
+    parted = emotion.geometric_lipsync(neutral + np.where(speaking, 0, 0.02), neutral, truth_gap, truth, n)
+    assert parted["silent_closed_change"] < -0.5 and parted["silent_closed"] < 0.5
+    flat = emotion.geometric_lipsync(0.5 * neutral + 0.05, neutral, truth_gap, truth, n)
+    assert flat["gap_slope"] == 0.5 and flat["mouth_corr_change"] == 0  # flattened, still in step
