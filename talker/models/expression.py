@@ -247,9 +247,28 @@ def backward_of(forward: torch.Tensor, residual: torch.Tensor,
     """A forward move (the frame's pixel q goes to q + ``forward``(q), in pixels, its colour
     changed by ``residual``(q)) as the backward flow and residual :func:`apply_move` takes: pixel p
     of the moved frame shows the frame's p + b(p), where b(p) = −forward(p + b(p)), found by damped
-    fixed-point iteration from b = −forward(p) (it converges wherever the move neither folds the
-    frame nor stretches it more than threefold), the residual carried along with its pixel."""
-    flow = -forward
+    fixed-point iteration (it converges wherever the move neither folds the frame nor stretches it
+    more than threefold), the residual carried along with its pixel. Coarse to fine: the move is
+    first inverted at half the side (and so on down to :data:`INVERSE_COARSEST`), and each side's
+    iterations start from the flow found at the one below, so that where the move squeezes the
+    frame (above a raised brow, where each step gains little) the steps of every side add up."""
+    flow = _inverse(forward, iterations)
+    return flow, sample_at(residual, flow)
+
+
+#: the smallest side :func:`backward_of` inverts a move at before the frame's own
+INVERSE_COARSEST = 32
+
+
+def _inverse(forward: torch.Tensor, iterations: int) -> torch.Tensor:
+    h, w = forward.shape[-2:]
+    if min(h, w) >= 2 * INVERSE_COARSEST:  # start from the move inverted at half the side
+        half = F.interpolate(forward, size=(h // 2, w // 2), mode="area")
+        half = half * torch.tensor([(w // 2) / w, (h // 2) / h], device=forward.device, dtype=forward.dtype)[None, :, None, None]
+        flow = F.interpolate(_inverse(half, iterations), size=(h, w), mode="bilinear", align_corners=False)
+        flow = flow * torch.tensor([w / (w // 2), h / (h // 2)], device=forward.device, dtype=forward.dtype)[None, :, None, None]
+    else:
+        flow = -forward
     for _ in range(iterations):
         flow = 0.5 * (flow - sample_at(forward, flow))
-    return flow, sample_at(residual, flow)
+    return flow
