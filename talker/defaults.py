@@ -43,7 +43,7 @@ EXPRESSION_FIELD_SCALES = (0.5, 1, 2)
 # damped fixed-point steps that turn an expression warp's forward flow into the backward one it samples by,
 # at each side from 32² up to the frame's, each side starting from the flow found at half of it: from the move
 # itself, 12 steps left the inverse off by up to a pixel at 256² where the smile and surprise squeeze the
-# frame, and surprised's brows at 77-87% of the face's visible move on the held-out clips (86-95% coarse to
+# frame, and surprised's brows at 79-87% of the face's visible move on the held-out clips (86-95% coarse to
 # fine; bench/results/emotion_geometry_visible.json against emotion_geometry_visible_plain_inverse.json)
 EXPRESSION_INVERSE_ITERATIONS = 12
 # the frames a warp's fields are read off in training: the neutral takes' own (blurred by up to
