@@ -66,9 +66,10 @@ EXPRESSION_READ_FROM = ("takes", "decoder", "refined")
 # smile's corners / width fell to 87% / 81% (emotion_takes_change1_field2.json), through the whole
 # speaker to 71% / 67% though angry's lip gap reached 95% (emotion_warp_field2.json), and 3,000 steps
 # changed little (emotion_takes_steps3000.json; today's warp at 4,000: a lower held-out pixel error,
-# 29 of 36 features by the face's visible move against 31, emotion_geometry_steps4000.json). Read off the decoder's rendering of the held-out
-# takes instead of the takes themselves (as at use), this warp keeps most of it but loses sad's brows
-# (58%) and angry's lip gap (48%) (emotion_takes_read_decoder.json); one trained reading them there
+# 29 of 36 features by the face's visible move against 31 with the plain inverse,
+# emotion_geometry_steps4000.json). Read off the decoder's rendering of the held-out takes instead
+# of the takes themselves (as at use), this warp keeps most of it but loses sad's brows (58%) and
+# angry's lip gap (48%) (emotion_takes_read_decoder.json); one trained reading them there
 # (read_from "decoder") brought angry's lip gap to 90% but sad's brows to 38%, happy's eyes to 71%
 # (emotion_takes_trained_decoder.json); one reading the refiner's rendering scaled down (read_from
 # "refined", as at use) took sad's brows through the speaker to 40/-5/19/4% and angry's lip gap to
@@ -101,8 +102,10 @@ EXPRESSION_READ_FROM = ("takes", "decoder", "refined")
 # 0.0033 (0.0037), with them at 128² 8 of 36 (bench/results/emotion_geometry_read_side.json);
 # surprised's lids stay at 47-51% either way, so the decoder's side stays the default. Those counts
 # take the renderer's landmarks as the face's move; read as its frames show it (surprise raises the
-# lids' landmarks past the irises' tops, behind nearer triangles), seeds 0 and 1 meet 31 and 30 of
-# 36, reading the sharp side 33 and 28 (bench/results/emotion_geometry_visible*.json). The colour residual
+# lids' landmarks past the irises' tops, behind nearer triangles), seeds 0 and 1 meet 32 and 32 of
+# 36, reading the sharp side 33 (bench/results/emotion_geometry_visible.json; with the plain inverse
+# 31 and 30, reading the sharp side 33 and, seed 1, 28: emotion_geometry_visible_plain_inverse.json,
+# emotion_geometry_visible_read_side_seed1.json). The colour residual
 # may be kept coarser than the flow (residual_scale): at 64² under fields at 128², 12 of 36 by
 # the landmarks (emotion_geometry_residual_scale.json), so it stays at the fields' side
 EMOTION_WARP = {"steps": 1500, "batch_size": 16, "lr": 2e-3, "seed": 0, "channels": 32,

@@ -242,6 +242,10 @@ def apply_move(frames: torch.Tensor, flow: torch.Tensor, residual: torch.Tensor)
     return sample_at(frames, flow) + residual
 
 
+#: the smallest side :func:`backward_of` inverts a move at before the frame's own
+INVERSE_COARSEST = 32
+
+
 def backward_of(forward: torch.Tensor, residual: torch.Tensor,
                 iterations: int = INVERSE_ITERATIONS) -> tuple[torch.Tensor, torch.Tensor]:
     """A forward move (the frame's pixel q goes to q + ``forward``(q), in pixels, its colour
@@ -256,17 +260,12 @@ def backward_of(forward: torch.Tensor, residual: torch.Tensor,
     return flow, sample_at(residual, flow)
 
 
-#: the smallest side :func:`backward_of` inverts a move at before the frame's own
-INVERSE_COARSEST = 32
-
-
 def _inverse(forward: torch.Tensor, iterations: int) -> torch.Tensor:
     h, w = forward.shape[-2:]
     if min(h, w) >= 2 * INVERSE_COARSEST:  # start from the move inverted at half the side
-        half = F.interpolate(forward, size=(h // 2, w // 2), mode="area")
-        half = half * torch.tensor([(w // 2) / w, (h // 2) / h], device=forward.device, dtype=forward.dtype)[None, :, None, None]
-        flow = F.interpolate(_inverse(half, iterations), size=(h, w), mode="bilinear", align_corners=False)
-        flow = flow * torch.tensor([w / (w // 2), h / (h // 2)], device=forward.device, dtype=forward.dtype)[None, :, None, None]
+        shrink = torch.tensor([(w // 2) / w, (h // 2) / h], device=forward.device, dtype=forward.dtype)[None, :, None, None]
+        half = F.interpolate(forward, size=(h // 2, w // 2), mode="area") * shrink  # in the half side's pixels
+        flow = F.interpolate(_inverse(half, iterations), size=(h, w), mode="bilinear", align_corners=False) / shrink
     else:
         flow = -forward
     for _ in range(iterations):
