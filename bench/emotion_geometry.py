@@ -9,7 +9,11 @@ at 0.5 and 1.0 (``bench/emotion.py``'s ``warp_geometry``), against the face's ow
 clip's face states to that emotion, read the same way: the points MediaPipe finds on the
 renderer's frames without it (cut as the clip was, at the speaker's side) carried by that move
 (``visible_geometry``), so that a point the move takes behind a nearer part of the face (a lid
-raised past the iris's top) counts where the frame shows it, as the warp's points do. Beside it,
+raised past the iris's top) counts where the frame shows it, as the warp's points do. The face's
+states are rendered with the speaker's own head poses (``--truth-pose speaker``, the default),
+so that both sides are read at the same pose: read at the clip's own poses (``--truth-pose
+clip``), surprise's brows show half to three quarters of the landmarks' raise as the head turns
+one way or the other, where the warp's move, read at the speaker's poses, stays near two thirds. Beside it,
 ``ratio_to_landmarks``: against the renderer's landmarks themselves (``truth_geometry``), which
 put surprise's lids half as far again as its frames show them. No probe reads a moved frame, so a feature the face mesh reads
 through another (a raised brow read as a narrower mouth) or cannot see (a lid raised two pixels)
@@ -82,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="runs/bundled/heldout-espeak", help="held-out prepared clips with truth")
     parser.add_argument("--clips", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--truth-pose", choices=("speaker", "clip"), default="speaker",
+                        help="render the clip's face states with the speaker's own head poses (the default: both "
+                             "sides read at the same pose) or with the clip's")
     parser.add_argument("--out", default="bench/results/emotion_geometry.json")
     args = parser.parse_args(argv)
 
@@ -96,10 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     if max(args.clips) >= len(clips):
         raise SystemExit(f"{args.data} holds {len(clips)} clips; asked for clip {max(args.clips)}")
     probe = FaceProbe()
-    faces, marked = {}, {}  # per clip: the face's own change at each setting (as its frames show it, and
-    # as its landmarks say), the same for every model
+    faces, marked = {}, {}  # per clip and head poses: the face's own change at each setting (as its frames
+    # show it, and as its landmarks say), the same for every model whose head moves alike
     results = {"command": "python bench/emotion_geometry.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "data": args.data, "seconds": args.seconds, "geometry_floor": GEOMETRY_FLOOR,
+               "data": args.data, "seconds": args.seconds, "truth_pose": args.truth_pose, "geometry_floor": GEOMETRY_FLOOR,
                "bars": {"ratio": RATIO_BAR, "half_over_full": HALF_BAR}, "clips": {}, "models": {}}
     for model in args.models:
         pipe = DAETalkerPipeline.from_pretrained(model)
@@ -116,17 +123,19 @@ def main(argv: list[str] | None = None) -> int:
             out = pipe(clip.audio[: n * 640], sampling_rate=16000, generator=torch.Generator().manual_seed(0))
             frames = np.asarray(out.frames)[:n]
             marks = probe.landmarks(frames)
-            if (c, frames.shape[1]) not in faces:  # the truth's frames cut as the clip was, at the speaker's side
+            if args.truth_pose == "speaker":
+                truth["pose"] = np.asarray(out.poses, np.float64)[:n]
+            key = (c, frames.shape[1], truth["pose"][:n].tobytes())
+            if key not in faces:  # the truth's frames cut as the clip was, at the speaker's side
                 base = truth_geometry(truth, np.zeros(len(names)), range(n))
-                marked[c] = {k: np.nanmean(truth_geometry(truth, e, range(n)) - base, 0) for k, e in settings.items()}
+                marked[key] = {k: np.nanmean(truth_geometry(truth, e, range(n)) - base, 0) for k, e in settings.items()}
                 plain = render_truth(truth, np.zeros(len(names)), range(n), crops[clip.id], frames.shape[1])[0]
                 found = probe.landmarks(plain)
-                faces[c, frames.shape[1]] = {k: np.nanmean(visible_geometry(truth, e, range(n), crops[clip.id],
-                                                                            frames.shape[1], found), 0)
-                                             for k, e in settings.items()}
+                faces[key] = {k: np.nanmean(visible_geometry(truth, e, range(n), crops[clip.id], frames.shape[1], found), 0)
+                              for k, e in settings.items()}
                 results["clips"][c] = clip.id
             warp = {k: np.nanmean(warp_geometry(pipe, frames, marks, e), 0) for k, e in settings.items()}
-            per_clip[clip.id] = geometry_rows(faces[c, frames.shape[1]], warp, marked[c])
+            per_clip[clip.id] = geometry_rows(faces[key], warp, marked[key])
         results["models"][str(model)] = {"clips": per_clip, **tally(per_clip)}
         print(model, results["models"][str(model)]["met"], results["models"][str(model)]["median_ratio"], flush=True)
     write_results(args.out, results)
