@@ -1,24 +1,25 @@
 """How far each speaker's expression warp moves the face, against how far the face itself moves.
 
     python bench/emotion_geometry.py --models checkpoints/astronaut-64 runs/other/speaker \
-        --out bench/results/emotion_geometry.json [--data runs/bundled/heldout-espeak] [--clips 0 1 2 3] [--seconds 4]
+        --out bench/results/emotion_geometry.json [--data runs/bundled/heldout-espeak] [--clips 0 1 2 3] [--seconds 4] \
+        [--truth-pose speaker|clip]
 
 On each held-out clip: the speaker's neutral frames from the clip's speech (seed 0, its own head
 motion), the points MediaPipe's face mesh finds on them carried by the warp's flow at each emotion
-at 0.5 and 1.0 (``bench/emotion.py``'s ``warp_geometry``), against the face's own move of the
-clip's face states to that emotion, read the same way: the points MediaPipe finds on the
-renderer's frames without it (cut as the clip was, at the speaker's side) carried by that move
-(``visible_geometry``), so that a point the move takes behind a nearer part of the face (a lid
-raised past the iris's top) counts where the frame shows it, as the warp's points do. The face's
-states are rendered with the speaker's own head poses (``--truth-pose speaker``, the default),
-so that both sides are read at the same pose: read at the clip's own poses (``--truth-pose
-clip``), surprise's brows show half to three quarters of the landmarks' raise as the head turns
-one way or the other, where the warp's move, read at the speaker's poses, stays near two thirds. Beside it,
-``ratio_to_landmarks``: against the renderer's landmarks themselves (``truth_geometry``), which
-put surprise's lids half as far again as its frames show them. No probe reads a moved frame, so a feature the face mesh reads
-through another (a raised brow read as a narrower mouth) or cannot see (a lid raised two pixels)
-does not come into it, and one clip's figure is near every other's: a few seconds of a few clips
-tell warps apart in minutes, where ``bench/emotion.py`` takes five per clip for one.
+at 0.5 and 1.0 (``bench/emotion.py``'s ``warp_geometry``), against the face's own move of the clip's
+face states to that emotion, read the same way: the points MediaPipe finds on the renderer's frames
+without it (cut as the clip was, at the speaker's side) carried by that move (``visible_geometry``),
+so that a point the move takes behind a nearer part of the face (a lid raised past the iris's top)
+counts where the frame shows it, as the warp's points do. The face's states are rendered with the
+speaker's own head poses (``--truth-pose speaker``, the default), so that both sides are read at the
+same pose: read at the clip's own poses (``--truth-pose clip``), surprise's brows show half to three
+quarters of the landmarks' raise as the head turns one way or the other, where the warp's move, read
+at the speaker's poses, stays near two thirds. Beside it, ``ratio_to_landmarks``: against the
+renderer's landmarks themselves (``truth_geometry``), which put surprise's lids half as far again as
+its frames show them. No probe reads a moved frame, so a feature the face mesh reads through another
+(a raised brow read as a narrower mouth) or cannot see (a lid raised two pixels) does not come into
+it, and one clip's figure is near every other's: a few seconds of a few clips tell warps apart in
+minutes, where ``bench/emotion.py`` takes five per clip for one.
 
 For each model, each feature the face's landmarks move by at least ``GEOMETRY_FLOOR`` at 1.0: the
 warp's change ÷ the face's (bar 0.8–1.2) and its change at 0.5 ÷ at 1.0 (bar 0.4–0.6), per clip, with the
